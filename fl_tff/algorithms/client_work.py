@@ -1,0 +1,100 @@
+"""Client work shared by our algorithms: local training that returns a model delta.
+
+Written with our own `tff.tensorflow.computation` (not `build_model_delta_client_work`) so
+algorithms can change the local objective and loop (FedProx's proximal term, stragglers' local
+epochs, DP-SGD) in one place.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff.models.model_fn import ModelFn
+
+
+def _zero_if_non_finite(delta):
+    """(delta, 0) if every value is finite, else (zeros, 1): a diverged client contributes nothing."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(delta)])
+    zeroed = tf.nest.map_structure(lambda t: tf.where(finite, t, tf.zeros_like(t)), delta)
+    return zeroed, tf.cast(tf.logical_not(finite), tf.int32)
+
+
+def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
+                            weighting: tff.learning.ClientWeighting):
+    """A `tf.function` (initial_weights, dataset) -> (ClientResult, unfinalized metrics).
+
+    Local SGD over every batch of `dataset` (epochs are repeats of the dataset, see
+    `fl_tff.data.preprocess_client_dataset`). The update is `initial - trained` (a
+    pseudo-gradient), weighted by the number of examples seen or uniformly.
+    """
+    model = model_fn()
+
+    @tf.function
+    def local_training(initial_weights, dataset):
+        weights = tff.learning.models.ModelWeights.from_model(model)
+        tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+        trainable = tuple(tf.nest.flatten(weights.trainable))
+        specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+
+        def step(state, batch):
+            num_examples, opt_state = state
+            with tf.GradientTape() as tape:
+                output = model.forward_pass(batch, training=True)
+            grads = tape.gradient(output.loss, trainable)
+            opt_state, updated = optimizer.next(opt_state, trainable, tuple(grads))
+            for v, u in zip(trainable, updated):
+                v.assign(u)
+            return num_examples + tf.cast(output.num_examples, tf.int64), opt_state
+
+        num_examples, _ = dataset.reduce(
+            (tf.constant(0, tf.int64), optimizer.initialize(specs)), step)
+        delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
+        delta, non_finite = _zero_if_non_finite(delta)
+        if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
+            weight = tf.cast(num_examples, tf.float32)
+        else:
+            weight = tf.constant(1.0, tf.float32)
+        weight = tf.where(non_finite > 0, 0.0, weight)
+        if non_finite > 0:
+            model.reset_metrics()
+        return (tff.learning.templates.ClientResult(update=delta, update_weight=weight),
+                model.report_local_unfinalized_metrics())
+
+    return local_training
+
+
+def build_model_delta_client_work(
+        model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
+        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+) -> tff.learning.templates.ClientWorkProcess:
+    """A stateless `ClientWorkProcess`: each client trains locally and returns its model delta.
+
+    Measurements: `train` (the model's metrics summed over clients, then finalized).
+    """
+    with tf.Graph().as_default():
+        model = model_fn()
+        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+    weights_type = tff.learning.models.weights_type_from_model(model)
+    data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+
+    @tff.tensorflow.computation(weights_type, data_type)
+    def client_update(initial_weights, dataset):
+        return build_local_training_fn(model_fn, optimizer, weighting)(initial_weights, dataset)
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_value((), tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(weights_type, tff.CLIENTS),
+                               tff.FederatedType(data_type, tff.CLIENTS))
+    def next_fn(state, weights, client_data):
+        client_result, metrics = tff.federated_map(client_update, (weights, client_data))
+        measurements = tff.federated_zip(
+            collections.OrderedDict(train=metrics_aggregation_fn(metrics)))
+        return tff.templates.MeasuredProcessOutput(state, client_result, measurements)
+
+    return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)

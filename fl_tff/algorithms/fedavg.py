@@ -1,0 +1,73 @@
+"""Federated Averaging (McMahan et al. 2017, "Communication-Efficient Learning of Deep
+Networks from Decentralized Data"), as our own composition of TFF building blocks.
+
+distributor (TFF broadcast) -> our client work (local SGD, model delta, weight)
+-> aggregator (weighted or uniform mean) -> our finalizer (server optimizer)
+= `tff.learning.templates.LearningProcess`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff.algorithms import client_work as client_work_lib
+from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.models.model_fn import ModelFn
+
+
+def default_aggregator(weighting: tff.learning.ClientWeighting) -> tff.aggregators.AggregationFactory:
+    """Weighted mean by examples, or unweighted mean for uniform weighting."""
+    if weighting == tff.learning.ClientWeighting.UNIFORM:
+        return tff.aggregators.UnweightedMeanFactory()
+    return tff.aggregators.MeanFactory()
+
+
+def compose_algorithm(
+        model_fn: ModelFn,
+        client_work: tff.learning.templates.ClientWorkProcess,
+        server_optimizer: tff.learning.optimizers.Optimizer,
+        model_aggregator: tff.aggregators.AggregationFactory,
+) -> tff.learning.templates.LearningProcess:
+    """Wires broadcast, `client_work`, an aggregator and our server finalizer into a process."""
+    with tf.Graph().as_default():
+        weights_type = tff.learning.models.weights_type_from_model(model_fn())
+
+    @tff.tensorflow.computation
+    def initial_model_weights_fn():
+        return tff.learning.models.ModelWeights.from_model(model_fn())
+
+    if isinstance(model_aggregator, tff.aggregators.WeightedAggregationFactory):
+        aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
+    else:
+        aggregator = model_aggregator.create(weights_type.trainable)
+    return tff.learning.templates.compose_learning_process(
+        initial_model_weights_fn,
+        tff.learning.templates.build_broadcast_process(weights_type),
+        client_work,
+        aggregator,
+        finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type),
+    )
+
+
+def build_fedavg(
+        model_fn: ModelFn,
+        *,
+        client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+        server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+        model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+) -> tff.learning.templates.LearningProcess:
+    """Builds FedAvg: client SGD (default lr 0.1), server SGD (default lr 1.0 = plain averaging).
+
+    `weighting` NUM_EXAMPLES weights each client's delta by its examples; UNIFORM weights all
+    clients equally. `model_aggregator` overrides the mean (e.g. robust or DP aggregation).
+    """
+    client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
+    server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
+    client_work = client_work_lib.build_model_delta_client_work(model_fn, client_optimizer, weighting)
+    return compose_algorithm(model_fn, client_work, server_optimizer,
+                             model_aggregator or default_aggregator(weighting))

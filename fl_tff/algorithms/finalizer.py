@@ -1,0 +1,58 @@
+"""Server update: apply the aggregated client delta to the global model with a server optimizer."""
+
+from __future__ import annotations
+
+import collections
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+
+def build_server_update_finalizer(
+        server_optimizer: tff.learning.optimizers.Optimizer,
+        weights_type: tff.Type) -> tff.learning.templates.FinalizerProcess:
+    """A `FinalizerProcess` treating the aggregated delta as a pseudo-gradient.
+
+    With SGD at learning rate 1 the new model is the (weighted) average of the client models;
+    adaptive optimizers give FedAvgM / FedAdam / FedYogi (Reddi et al. 2021). Measurements:
+    `update_non_finite` (1 when the update was skipped because it held NaN/Inf).
+    """
+    trainable_type = weights_type.trainable
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                  tff.types.type_to_tf_tensor_specs(trainable_type))
+
+    @tff.tensorflow.computation
+    def init_optimizer_state():
+        return server_optimizer.initialize(specs)
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_eval(init_optimizer_state, tff.SERVER)
+
+    state_type = init_fn.type_signature.result.member
+
+    @tff.tensorflow.computation(state_type, weights_type, trainable_type)
+    def server_update(optimizer_state, weights, update):
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(update)])
+
+        def apply():
+            new_state, new_trainable = server_optimizer.next(
+                optimizer_state, weights.trainable, update)
+            return new_state, new_trainable
+
+        def skip():
+            return optimizer_state, weights.trainable
+
+        new_state, new_trainable = tf.cond(finite, apply, skip)
+        new_weights = tff.learning.models.ModelWeights(new_trainable, weights.non_trainable)
+        return new_state, new_weights, tf.cast(tf.logical_not(finite), tf.int32)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(weights_type, tff.SERVER),
+                               tff.FederatedType(trainable_type, tff.SERVER))
+    def next_fn(state, weights, update):
+        new_state, new_weights, non_finite = tff.federated_map(server_update, (state, weights, update))
+        measurements = tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite))
+        return tff.templates.MeasuredProcessOutput(new_state, new_weights, measurements)
+
+    return tff.learning.templates.FinalizerProcess(init_fn, next_fn)

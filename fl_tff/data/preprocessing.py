@@ -1,0 +1,21 @@
+"""Client preprocessing: raw client datasets to shuffled, repeated, batched `tf.data`."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def derive_seed(*keys: int) -> int:
+    """A 31-bit seed derived deterministically from integer keys, e.g. (run seed, round, client)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def preprocess_client_dataset(dataset: tf.data.Dataset, *, epochs: int, batch_size: int,
+                              shuffle_seed: int, shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+    """Seeded shuffle (reshuffled each epoch), `epochs` passes, batches of `batch_size`."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f'epochs and batch_size must be >= 1, got {epochs} and {batch_size}')
+    return (dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+            .repeat(epochs)
+            .batch(batch_size))

@@ -1,0 +1,55 @@
+"""Evaluation of the global model: centralized test accuracy and federated evaluation."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff.models.model_fn import ModelFn
+
+
+class CentralizedEvaluator:
+    """Loss and accuracy of given model weights on a centralized test set (plain Keras).
+
+    A fresh Keras model per call: an eager Keras model is invalidated whenever TFF later builds
+    models inside graphs (Keras' v1/v2 layer check), and building one costs milliseconds.
+    """
+
+    def __init__(self, keras_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.ndarray,
+                 batch_size: int = 1024):
+        self._keras_fn = keras_fn
+        self._x, self._y, self._batch_size = x, y, batch_size
+
+    def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
+        model = self._keras_fn()
+        weights.assign_weights_to(model)
+        logits = np.concatenate([
+            model(self._x[i:i + self._batch_size], training=False).numpy()
+            for i in range(0, len(self._x), self._batch_size)])
+        loss = tf.keras.losses.sparse_categorical_crossentropy(self._y, logits, from_logits=True)
+        accuracy = np.mean(np.argmax(logits, axis=-1) == self._y)
+        return {'test_loss': float(np.mean(loss)), 'test_accuracy': float(accuracy)}
+
+
+class FederatedEvaluator:
+    """TFF's federated evaluation (`build_fed_eval`) of given weights over every test client.
+
+    The evaluation computation is built once; each call only sets the weights and runs it.
+    """
+
+    def __init__(self, model_fn: ModelFn, test_data: tff.simulation.datasets.ClientData,
+                 batch_size: int = 64):
+        self._process = tff.learning.algorithms.build_fed_eval(model_fn)
+        self._datasets = [test_data.create_tf_dataset_for_client(c).batch(batch_size)
+                          for c in test_data.client_ids]
+
+    def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
+        state = self._process.set_model_weights(self._process.initialize(), weights)
+        metrics = self._process.next(state, self._datasets).metrics
+        current = metrics['client_work']['eval']['current_round_metrics']
+        return {'fed_eval_loss': float(current['loss']),
+                'fed_eval_accuracy': float(current['sparse_categorical_accuracy']),
+                'fed_eval_clients': len(self._datasets)}

@@ -1,0 +1,53 @@
+"""`model_fn` builders: no-arg callables returning `tff.learning.models.VariableModel`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff.models import keras_models
+
+ModelFn = Callable[[], tff.learning.models.VariableModel]
+
+
+def keras_model_factory(name: str, input_shape, num_classes: int, seed: int = 0,
+                        **model_kwargs: Any) -> Callable[[], tf.keras.Model]:
+    """A no-arg callable building the registered Keras model `name` (fresh each call)."""
+    if name not in keras_models.MODELS:
+        raise ValueError(f'unknown model {name!r}; valid choices: {sorted(keras_models.MODELS)}')
+    factory = keras_models.MODELS[name]
+    return lambda: factory(input_shape, num_classes, seed=seed, **model_kwargs)
+
+
+def batched_input_spec(element_spec) -> Any:
+    """The input spec of batches of `element_spec` (leading batch dimension of unknown size)."""
+    return tf.nest.map_structure(
+        lambda s: tf.TensorSpec([None, *s.shape], s.dtype), element_spec)
+
+
+def build_model_fn(keras_fn: Callable[[], tf.keras.Model], input_spec) -> ModelFn:
+    """Wraps a Keras factory for TFF with sparse cross-entropy on logits and accuracy metrics.
+
+    `input_spec` is the spec of a *batched* client dataset element (see `batched_input_spec`).
+    """
+    def model_fn() -> tff.learning.models.VariableModel:
+        return tff.learning.models.from_keras_model(
+            keras_fn(),
+            input_spec=input_spec,
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+        )
+    return model_fn
+
+
+def model_fn_for_dataset(model_name: str, element_spec, num_classes: int, seed: int = 0,
+                         **model_kwargs: Any) -> tuple[ModelFn, Callable[[], tf.keras.Model]]:
+    """The `model_fn` and Keras factory for a registered model on a dataset's element spec.
+
+    Returns both so callers can evaluate centrally with the same architecture.
+    """
+    keras_fn = keras_model_factory(model_name, element_spec['x'].shape, num_classes, seed,
+                                   **model_kwargs)
+    return build_model_fn(keras_fn, batched_input_spec(element_spec)), keras_fn

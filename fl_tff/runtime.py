@@ -1,0 +1,290 @@
+"""fl_tff owns TFF's execution: one local C++ worker whose lifetime is tied to ours.
+
+TFF's stock local context starts `worker_binary` with `subprocess.Popen`, hands it our
+stdout/stderr and never stops it when Python exits, so `python x.py | cat` hangs. Here we
+start the worker ourselves:
+
+* under a parent-death signal (`setpriv --pdeathsig KILL`, or `prctl` as a fallback), so the
+  kernel kills it whenever this process dies, SIGKILL included;
+* from a long-lived keeper thread, because the parent-death signal fires when the *thread*
+  that forked the child exits;
+* with its output sent to a log file, never to our stdout;
+* stopped by `stop()`, by `atexit` and by the context manager's exit; SIGTERM becomes
+  `SystemExit` so those paths also run on `kill PID`.
+
+The execution context also compiles TFF's secure-sum intrinsics into plain sums
+(`tff.backends.test.replace_secure_intrinsics_with_bodies`), which the stock native context
+rejects. Open-source TFF performs no cryptography in simulation; the structure of a computation
+(the server sees only the sum) is what secure aggregation guarantees here.
+
+Usage::
+
+    from fl_tff import runtime
+    with runtime.local_runtime():
+        state = process.initialize()
+
+or `runtime.start()` once (it is stopped at exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Optional
+
+import grpc
+import portpicker
+import tensorflow_federated as tff
+
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_OPTIONS = [
+    ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
+]
+_STARTUP_TIMEOUT_SECONDS = 60.0
+_STOP_TIMEOUT_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1
+
+_log = logging.getLogger(__name__)
+
+
+def worker_binary_path() -> str:
+    """Returns the path of the `worker_binary` shipped inside the TFF package."""
+    path = os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
+    if not os.path.isfile(path):
+        raise RuntimeError(f'TFF worker binary not found at {path}; is tensorflow-federated installed?')
+    return path
+
+
+def _set_parent_death_signal() -> None:  # Runs in the child between fork and exec.
+    libc = ctypes.CDLL('libc.so.6', use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def compile_with_secure_intrinsics(comp):
+    """Compiles `comp` for the native runtime, lowering secure-sum intrinsics to plain sums."""
+    comp = tff.backends.test.replace_secure_intrinsics_with_bodies(comp)
+    return tff.backends.native.desugar_and_transform_to_native(comp)
+
+
+class LocalRuntime:
+    """A `worker_binary` started and owned by this process, plus the TFF context that uses it."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_computation_calls: int = -1,
+        default_num_clients: int = 0,
+        log_path: Optional[str] = None,
+    ):
+        self._max_concurrent = max_concurrent_computation_calls
+        self._default_num_clients = default_num_clients
+        self._log_path = log_path
+        self._process: Optional[subprocess.Popen] = None
+        self._log_file = None
+        self._channel: Optional[grpc.Channel] = None
+        self._keeper: Optional[threading.Thread] = None
+        self.port: Optional[int] = None
+        self.context: Optional[tff.framework.SyncExecutionContext] = None
+
+    @property
+    def worker_pid(self) -> Optional[int]:
+        """PID of the running worker, or None when it is not running."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Optional[str]:
+        """Where the worker's stdout and stderr go."""
+        return self._log_path
+
+    def _spawn(self, args: list[str], started: threading.Event, box: dict) -> None:
+        # The parent-death signal is tied to the forking thread: this thread lives as long
+        # as the worker, so the signal only fires when the whole process dies.
+        try:
+            setpriv = shutil.which('setpriv')
+            if setpriv:
+                box['process'] = subprocess.Popen(
+                    [setpriv, '--pdeathsig', 'KILL', *args], stdin=subprocess.DEVNULL,
+                    stdout=self._log_file, stderr=subprocess.STDOUT, close_fds=True)
+            else:
+                box['process'] = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=self._log_file,
+                    stderr=subprocess.STDOUT, close_fds=True,
+                    preexec_fn=_set_parent_death_signal)
+        except BaseException as e:  # Reported to the starting thread.
+            box['error'] = e
+        finally:
+            started.set()
+        if 'process' in box:
+            box['process'].wait()
+
+    def start(self) -> 'LocalRuntime':
+        """Starts the worker, waits until it serves, and installs the execution context."""
+        if self._process is not None:
+            return self
+        self.port = portpicker.pick_unused_port()
+        if self._log_path is None:
+            fd, self._log_path = tempfile.mkstemp(prefix='fl_tff_worker_', suffix='.log')
+            os.close(fd)
+        self._log_file = open(self._log_path, 'ab')
+        args = [worker_binary_path(), f'--port={self.port}',
+                f'--max_concurrent_computation_calls={self._max_concurrent}']
+        started, box = threading.Event(), {}
+        self._keeper = threading.Thread(
+            target=self._spawn, args=(args, started, box), name='fl_tff-worker-keeper', daemon=True)
+        self._keeper.start()
+        started.wait()
+        if 'error' in box:
+            self._log_file.close()
+            raise RuntimeError(f'could not start TFF worker_binary: {box["error"]}') from box['error']
+        self._process = box['process']
+        atexit.register(self.stop)
+        _install_sigterm_as_exit()
+        try:
+            self._channel = grpc.insecure_channel(f'localhost:{self.port}', _GRPC_OPTIONS)
+            grpc.channel_ready_future(self._channel).result(timeout=_STARTUP_TIMEOUT_SECONDS)
+        except BaseException as e:
+            self.stop()
+            raise RuntimeError(
+                f'TFF worker_binary did not come up on port {self.port}; see {self._log_path}') from e
+        self.context = self._build_context()
+        self.install()
+        _log.info('TFF worker_binary pid %d on port %d (log: %s)', self.worker_pid, self.port,
+                  self._log_path)
+        return self
+
+    def _build_context(self) -> tff.framework.SyncExecutionContext:
+        stub = tff.framework.RemoteExecutorGrpcStub(self._channel)
+        default_clients = self._default_num_clients
+
+        def stack_fn(cardinalities):
+            if cardinalities.get(tff.CLIENTS) is None:
+                cardinalities[tff.CLIENTS] = default_clients
+            executor = tff.framework.RemoteExecutor(stub)
+            executor.set_cardinalities(cardinalities)
+            return executor
+
+        return tff.framework.SyncExecutionContext(
+            executor_fn=tff.framework.ResourceManagingExecutorFactory(stack_fn),
+            compiler_fn=compile_with_secure_intrinsics,
+            transform_args=tff.tensorflow.transform_args,
+            transform_result=tff.tensorflow.transform_result,
+        )
+
+    def install(self) -> None:
+        """Makes this runtime TFF's default context in the calling thread (TFF's stack is thread-local)."""
+        if self.context is None:
+            raise RuntimeError('the fl_tff runtime is not running; call start() first')
+        tff.framework.set_default_context(self.context)
+
+    def stop(self) -> None:
+        """Stops the worker (SIGTERM, then SIGKILL) and uninstalls the context. Idempotent."""
+        process, self._process = self._process, None
+        if self.context is not None:
+            tff.framework.set_default_context(_StoppedContext())
+            self.context = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=_STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+
+class _StoppedContext(tff.framework.SyncContext):
+    """Installed after `stop()`: invoking fails clearly instead of starting a stray TFF worker."""
+
+    def invoke(self, comp, arg):
+        raise RuntimeError('the fl_tff runtime has been stopped; call fl_tff.runtime.start() '
+                           'or use fl_tff.runtime.local_runtime() before running a computation')
+
+
+def _raise_system_exit(signum, frame):  # pylint: disable=unused-argument
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_as_exit() -> None:
+    """Turns SIGTERM into SystemExit so finally blocks and atexit run (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+_current: Optional[LocalRuntime] = None
+_lock = threading.Lock()
+
+
+def start(**kwargs) -> LocalRuntime:
+    """Starts (once per process) the fl_tff runtime and installs its context; returns it.
+
+    Keyword arguments go to `LocalRuntime`. A running runtime is reused (and installed in the
+    calling thread).
+    """
+    global _current
+    with _lock:
+        if _current is None or _current.worker_pid is None:
+            _current = LocalRuntime(**kwargs).start()
+        else:
+            _current.install()
+        return _current
+
+
+def stop() -> None:
+    """Stops the process-wide runtime, if any."""
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.stop()
+            _current = None
+
+
+def current() -> Optional[LocalRuntime]:
+    """The running process-wide runtime, or None."""
+    return _current
+
+
+@contextlib.contextmanager
+def local_runtime(**kwargs) -> Iterator[LocalRuntime]:
+    """Context manager: a running runtime inside, stopped on exit (exceptions included)."""
+    owned = _current is None
+    rt = start(**kwargs)
+    try:
+        yield rt
+    finally:
+        if owned:
+            stop()
+
+
+def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
+    """True once `pid` no longer runs (a zombie counts as gone). Used by tests and tools."""
+    import psutil  # Local import: only tests and tools need it.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
