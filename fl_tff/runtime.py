@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -152,17 +153,29 @@ class LocalRuntime:
         atexit.register(self.stop)
         _install_sigterm_as_exit()
         try:
-            self._channel = grpc.insecure_channel(f'localhost:{self.port}', _GRPC_OPTIONS)
-            grpc.channel_ready_future(self._channel).result(timeout=_STARTUP_TIMEOUT_SECONDS)
-        except BaseException as e:
+            self._wait_until_serving()
+        except BaseException:
             self.stop()
-            raise RuntimeError(
-                f'TFF worker_binary did not come up on port {self.port}; see {self._log_path}') from e
+            raise
+        self._channel = grpc.insecure_channel(f'localhost:{self.port}', _GRPC_OPTIONS)
         self.context = self._build_context()
         self.install()
         _log.info('TFF worker_binary pid %d on port %d (log: %s)', self.worker_pid, self.port,
                   self._log_path)
         return self
+
+    def _wait_until_serving(self) -> None:
+        # A plain TCP probe: grpc.channel_ready_future leaves a polling thread behind.
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f'TFF worker_binary exited with status {self._process.returncode}; '
+                                   f'see {self._log_path}')
+            with contextlib.suppress(OSError), socket.create_connection(('localhost', self.port), 1):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f'TFF worker_binary did not listen on port {self.port} within '
+                           f'{_STARTUP_TIMEOUT_SECONDS:.0f}s; see {self._log_path}')
 
     def _build_context(self) -> tff.framework.SyncExecutionContext:
         stub = tff.framework.RemoteExecutorGrpcStub(self._channel)
@@ -192,7 +205,8 @@ class LocalRuntime:
         """Stops the worker (SIGTERM, then SIGKILL) and uninstalls the context. Idempotent."""
         process, self._process = self._process, None
         if self.context is not None:
-            tff.framework.set_default_context(_StoppedContext())
+            if tff.framework.get_context_stack().current is self.context:
+                tff.framework.set_default_context(_StoppedContext())
             self.context = None
         if self._channel is not None:
             self._channel.close()

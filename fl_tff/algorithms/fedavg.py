@@ -40,10 +40,10 @@ def compose_algorithm(
     def initial_model_weights_fn():
         return tff.learning.models.ModelWeights.from_model(model_fn())
 
-    if isinstance(model_aggregator, tff.aggregators.WeightedAggregationFactory):
-        aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
-    else:
-        aggregator = model_aggregator.create(weights_type.trainable)
+    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+        # The composer wants a weighted aggregator; an unweighted one just ignores the weights.
+        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
+    aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
     return tff.learning.templates.compose_learning_process(
         initial_model_weights_fn,
         tff.learning.templates.build_broadcast_process(weights_type),

@@ -1,0 +1,71 @@
+"""ClientData construction, train/test sides and client preprocessing."""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from fl_tff import data
+
+
+def _as_arrays(dataset):
+    items = list(dataset.as_numpy_iterator())
+    return np.stack([i['x'] for i in items]), np.array([i['y'] for i in items])
+
+
+def test_digits_loads_offline_with_expected_shapes(digits):
+    assert digits.x.shape == (1797, 8, 8, 1) and digits.x.dtype == np.float32
+    assert 0.0 <= digits.x.min() and digits.x.max() <= 1.0
+    assert sorted(np.unique(digits.y)) == list(range(10))
+
+
+def test_client_datasets_hold_exactly_their_partition(digits):
+    parts = data.make_partition('dirichlet', digits.y, 8, seed=1, alpha=0.5)
+    client_data = data.client_data_from_arrays(digits.x, digits.y, parts)
+    assert len(client_data.client_ids) == 8
+    for cid, idx in zip(client_data.client_ids, parts):
+        x, y = _as_arrays(client_data.create_tf_dataset_for_client(cid))
+        np.testing.assert_array_equal(x, digits.x[idx])
+        np.testing.assert_array_equal(y, digits.y[idx])
+
+
+def test_traced_dataset_fn_matches_eager_one(digits):
+    parts = data.make_partition('iid', digits.y, 4, seed=0)
+    client_data = data.client_data_from_arrays(digits.x, digits.y, parts)
+    fn = tf.function(client_data.serializable_dataset_fn)
+    traced = fn(tf.constant(client_data.client_ids[2]))
+    np.testing.assert_array_equal(_as_arrays(traced)[1], digits.y[parts[2]])
+
+
+def test_train_and_test_sides_are_disjoint_and_cover_each_client(digits):
+    parts = data.make_partition('shards', digits.y, 10, seed=0, classes_per_client=2)
+    fed = data.build_federated_data(digits, parts, test_fraction=0.25, seed=0)
+    assert fed.train.client_ids == fed.test.client_ids
+    total_test = 0
+    for cid, idx in zip(fed.train.client_ids, parts):
+        _, y_train = _as_arrays(fed.train.create_tf_dataset_for_client(cid))
+        _, y_test = _as_arrays(fed.test.create_tf_dataset_for_client(cid))
+        assert len(y_train) + len(y_test) == idx.size
+        assert abs(len(y_test) - 0.25 * idx.size) <= 1
+        # Both sides come from the client's own (2-class) distribution.
+        assert set(y_test) <= set(digits.y[idx])
+        total_test += len(y_test)
+    assert fed.test_x.shape[0] == total_test == fed.summary['test_examples']
+    assert fed.element_spec['x'].shape == (8, 8, 1)
+
+
+def test_preprocessing_batches_repeats_and_is_seeded():
+    ds = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=np.arange(10, dtype=np.float32), y=np.arange(10, dtype=np.int32)))
+
+    def order(seed):
+        out = data.preprocess_client_dataset(ds, epochs=3, batch_size=4, shuffle_seed=seed)
+        return [b['y'].tolist() for b in out.as_numpy_iterator()]
+
+    batches = order(5)
+    assert [len(b) for b in batches] == [4] * 7 + [2]
+    flat = sum(batches, [])
+    assert sorted(flat) == sorted(list(range(10)) * 3)
+    assert flat[:10] != flat[10:20]  # reshuffled each epoch
+    assert order(5) == batches and order(6) != batches
+    assert data.derive_seed(1, 2, 3) == data.derive_seed(1, 2, 3) != data.derive_seed(1, 2, 4)

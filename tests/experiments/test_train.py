@@ -1,0 +1,97 @@
+"""The absl driver: bad flags fail fast and clearly; runs are reproducible and leave no worker."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fl_tff import experiment, reporting
+from fl_tff.config import ExperimentConfig
+from fl_tff.simulation import TIMING_COLUMNS
+from tests.helpers import REPO_ROOT, live_worker_pids, run_python
+
+SMALL = dict(num_clients=8, clients_per_round=4, rounds=4, eval_every=2, model='logreg',
+             client_epochs=1, client_batch_size=16, client_learning_rate=0.1)
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--dataset=mnist'], '--dataset: unknown value .mnist.; valid choices: digits'),
+    (['--partition=zipf'], '--partition: unknown value .zipf.; valid choices: dirichlet, iid, quantity, shards'),
+    (['--algorithm=fedfoo'], '--algorithm: unknown value .fedfoo.; valid choices: fedavg'),
+    (['--clients_per_round=21', '--num_clients=20'], '--clients_per_round: 21 exceeds --num_clients=20'),
+    (['--rounds=0'], '--rounds: must be > 0'),
+    (['--client_learning_rate=-0.1'], '--client_learning_rate: must be > 0'),
+    (['--client_batch_size=0'], '--client_batch_size: must be > 0'),
+    (['--alpha=0'], '--alpha: must be > 0'),
+    (['--partition=shards', '--classes_per_client=4', '--num_clients=2', '--clients_per_round=2'],
+     '--partition: num_clients \* classes_per_client = 8 < 10 classes'),
+])
+def test_bad_flags_exit_nonzero_with_one_clear_message(tmp_path, flags, message):
+    out = tmp_path / 'runs'
+    result = run_python(['-m', 'experiments.train', f'--output_dir={out}', *flags], timeout=120)
+    assert result.returncode == 2
+    error_lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+    assert len(error_lines) == 1, result.stderr[-2000:]
+    assert __import__('re').search(message, error_lines[0]), error_lines[0]
+    assert 'Traceback' not in result.stderr
+    # Rejected before any run directory, model or worker existed.
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_output_path_that_is_a_file_is_rejected_and_kept(tmp_path):
+    a_file = tmp_path / 'out'
+    a_file.write_text('keep me')
+    result = run_python(['-m', 'experiments.train', f'--output_dir={a_file}'], timeout=120)
+    assert result.returncode == 2
+    assert 'error: --output_dir:' in result.stderr and 'not a directory' in result.stderr
+    assert a_file.read_text() == 'keep me'
+
+
+def test_helpfull_documents_every_flag():
+    result = run_python(['-m', 'experiments.train', '--helpfull'], timeout=120)
+    for field in ExperimentConfig.__dataclass_fields__:
+        assert f'--{field}:' in result.stdout, field
+
+
+def _metrics(run_dir):
+    with open(os.path.join(run_dir, reporting.METRICS_FILE)) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def test_same_flags_and_seed_give_the_same_metrics(tff_runtime, tmp_path):
+    config = ExperimentConfig(output_dir=str(tmp_path), **SMALL)
+    first = experiment.run_experiment(config, log=lambda _: None)
+    second = experiment.run_experiment(config, log=lambda _: None)
+    other_seed = experiment.run_experiment(
+        ExperimentConfig(output_dir=str(tmp_path), seed=1, **SMALL), log=lambda _: None)
+    assert first.run_dir != second.run_dir  # an earlier run is never overwritten
+    assert _metrics(first.run_dir) == _metrics(second.run_dir)
+    assert _metrics(first.run_dir) != _metrics(other_seed.run_dir)
+    rows = _metrics(first.run_dir)
+    assert [r['round'] for r in rows] == ['1', '2', '3', '4']
+    assert rows[1]['test_accuracy'] and not rows[0]['test_accuracy']
+    for name in (reporting.CONFIG_FILE, reporting.FLAGS_FILE, reporting.SUMMARY_FILE,
+                 reporting.PARTITION_FILE):
+        assert os.path.exists(os.path.join(first.run_dir, name))
+    with open(os.path.join(first.run_dir, reporting.FLAGS_FILE)) as f:
+        assert '--rounds=4\n' in f.read()
+
+
+@pytest.mark.slow
+def test_default_run_reaches_90_percent_through_a_pipe_and_leaves_no_worker(tmp_path):
+    """The README's first command (default flags), its output piped as CI does."""
+    before = live_worker_pids()
+    cmd = f'{sys.executable} -m experiments.train --output_dir={tmp_path} | cat'
+    result = subprocess.run(cmd, shell=True, cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'round 50/50' in result.stdout
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    with open(run_dir / reporting.SUMMARY_FILE) as f:
+        summary = json.load(f)
+    assert summary['final_test_accuracy'] >= 0.90
+    assert live_worker_pids() - before == set()

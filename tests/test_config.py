@@ -1,0 +1,47 @@
+"""Every bad setting is rejected by validation with the flag name and the valid choices."""
+
+import dataclasses
+
+import pytest
+
+from fl_tff.config import ConfigError, ExperimentConfig
+
+BAD = [
+    ({'dataset': 'mnist'}, '--dataset: unknown value .mnist.; valid choices: digits'),
+    ({'partition': 'zipf'}, '--partition: unknown value .zipf.; valid choices: dirichlet, iid, quantity, shards'),
+    ({'algorithm': 'fedfoo'}, '--algorithm: unknown value .fedfoo.; valid choices: fedavg'),
+    ({'model': 'vgg'}, '--model: unknown value .vgg.; valid choices: 2nn, cnn, logreg'),
+    ({'client_weighting': 'sqrt'}, '--client_weighting: unknown value'),
+    ({'clients_per_round': 30, 'num_clients': 20}, r'--clients_per_round: 30 exceeds --num_clients=20; choose a value in \[1, 20\]'),
+    ({'rounds': 0}, '--rounds: must be > 0, got 0'),
+    ({'rounds': -3}, '--rounds: must be > 0, got -3'),
+    ({'client_learning_rate': 0.0}, '--client_learning_rate: must be > 0'),
+    ({'server_learning_rate': -1.0}, '--server_learning_rate: must be > 0'),
+    ({'client_batch_size': 0}, '--client_batch_size: must be > 0'),
+    ({'client_epochs': 0}, '--client_epochs: must be > 0'),
+    ({'num_clients': 0}, '--num_clients: must be > 0'),
+    ({'partition': 'dirichlet', 'alpha': 0.0}, '--alpha: must be > 0, got 0.0'),
+    ({'partition': 'dirichlet', 'alpha': -0.5}, '--alpha: must be > 0'),
+    ({'eval_every': 0}, '--eval_every: must be > 0'),
+    ({'test_fraction': 1.0}, r'--test_fraction: must be in \(0, 1\)'),
+]
+
+
+@pytest.mark.parametrize('overrides,message', BAD)
+def test_bad_values_raise_config_error_naming_the_flag(overrides, message):
+    config = dataclasses.replace(ExperimentConfig(), **overrides)
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+
+
+def test_output_dir_that_is_a_file_is_rejected(tmp_path):
+    a_file = tmp_path / 'results.txt'
+    a_file.write_text('earlier results')
+    with pytest.raises(ConfigError, match='--output_dir: .* exists and is not a directory'):
+        ExperimentConfig(output_dir=str(a_file)).validate()
+    assert a_file.read_text() == 'earlier results'
+
+
+def test_defaults_are_valid():
+    config = ExperimentConfig().validate()
+    assert config.clients_per_round < config.num_clients and config.num_clients >= 20

@@ -1,0 +1,30 @@
+"""Centralized and federated evaluation agree with each other and with a by-hand computation."""
+
+import numpy as np
+import pytest
+import tensorflow_federated as tff
+
+from fl_tff import evaluation, models
+from fl_tff.algorithms import build_fedavg
+
+
+def test_centralized_equals_federated_and_by_hand_logistic_regression(tff_runtime, skewed_digits):
+    model_fn, keras_fn = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10, seed=2)
+    process = build_fedavg(model_fn)
+    datasets = [skewed_digits.train.create_tf_dataset_for_client(c).batch(16)
+                for c in skewed_digits.train.client_ids]
+    state = process.next(process.initialize(), datasets).state
+    weights = process.get_model_weights(state)
+
+    central = evaluation.CentralizedEvaluator(keras_fn, skewed_digits.test_x, skewed_digits.test_y)(weights)
+    federated = evaluation.FederatedEvaluator(model_fn, skewed_digits.test)(weights)
+
+    kernel, bias = weights.trainable
+    logits = skewed_digits.test_x.reshape(len(skewed_digits.test_x), -1) @ kernel + bias
+    by_hand = np.mean(np.argmax(logits, axis=1) == skewed_digits.test_y)
+    assert 0.3 < central['test_accuracy'] < 1.0
+    assert central['test_accuracy'] == pytest.approx(by_hand, abs=1e-9)
+    # The centralized test set is the union of the clients' test sets.
+    assert federated['fed_eval_accuracy'] == pytest.approx(central['test_accuracy'], abs=1e-6)
+    assert federated['fed_eval_loss'] == pytest.approx(central['test_loss'], rel=1e-4)
+    assert federated['fed_eval_clients'] == len(skewed_digits.test.client_ids)

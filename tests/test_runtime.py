@@ -1,0 +1,82 @@
+"""The fl_tff runtime owns TFF's worker: it is gone after every way the process can end."""
+
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow_federated as tff
+
+from fl_tff import runtime
+from tests.helpers import live_worker_pids, run_python
+
+_CHILD = textwrap.dedent('''
+    import os, signal, sys, time
+    import numpy as np
+    import tensorflow_federated as tff
+    from fl_tff import runtime
+
+    rt = runtime.start()
+
+    @tff.tensorflow.computation(np.int32)
+    def add_one(x):
+        return x + 1
+
+    assert add_one(1) == 2
+    print(rt.worker_pid, flush=True)
+    mode = sys.argv[1]
+    if mode == 'exception':
+        raise RuntimeError('boom')
+    if mode == 'context_manager':
+        runtime.stop()
+        with runtime.local_runtime() as rt2:
+            print(rt2.worker_pid, flush=True)
+            assert add_one(2) == 3
+    if mode in ('SIGINT', 'SIGTERM', 'SIGKILL'):
+        os.kill(os.getpid(), getattr(signal, mode))
+        time.sleep(60)
+''')
+
+
+@pytest.mark.parametrize('mode', ['normal', 'exception', 'context_manager', 'SIGINT', 'SIGTERM',
+                                  'SIGKILL'])
+def test_worker_stopped_on_every_exit_path(mode):
+    # Output goes to pipes: a leaked worker holding them would make this call time out.
+    result = run_python(['-c', _CHILD, mode], timeout=180)
+    pids = [int(line) for line in result.stdout.split()]
+    assert pids, f'child printed no worker pid; stderr:\n{result.stderr[-2000:]}'
+    if mode in ('normal', 'context_manager'):
+        assert result.returncode == 0, result.stderr[-2000:]
+    else:
+        assert result.returncode != 0
+    for pid in pids:
+        assert runtime.wait_for_exit(pid, timeout=10), f'worker {pid} survived exit path {mode}'
+
+
+def test_secure_sum_intrinsics_execute(tff_runtime):
+    @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
+    def secure_sum(values):
+        return tff.federated_secure_sum_bitwidth(values, 8)
+
+    assert secure_sum([1, 2, 3, 4]) == 10
+
+    process = tff.aggregators.SecureSumFactory(upper_bound_threshold=10.0).create(
+        tff.TensorType(np.float32))
+    output = process.next(process.initialize(), [1.5, 2.0, 3.0])
+    assert output.result == pytest.approx(6.5)
+
+
+def test_separate_runtime_stops_cleanly_and_leaves_default_runtime_working(tff_runtime):
+    other = runtime.LocalRuntime().start()
+    pid = other.worker_pid
+    other.stop()
+    assert runtime.wait_for_exit(pid)
+
+    @tff.tensorflow.computation(np.int32)
+    def double(x):
+        return x * 2
+
+    with pytest.raises(RuntimeError, match='runtime has been stopped'):
+        double(3)
+    tff_runtime.install()
+    assert double(3) == 6
+    assert pid not in live_worker_pids()
