@@ -31,6 +31,9 @@ _CHILD = textwrap.dedent('''
         with runtime.local_runtime() as rt2:
             print(rt2.worker_pid, flush=True)
             assert add_one(2) == 3
+    if mode == 'SIGINT':
+        # As in a terminal: a shell starting background jobs makes them ignore SIGINT.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if mode in ('SIGINT', 'SIGTERM', 'SIGKILL'):
         os.kill(os.getpid(), getattr(signal, mode))
         time.sleep(60)

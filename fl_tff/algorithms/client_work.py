@@ -22,13 +22,24 @@ def _zero_if_non_finite(delta):
     return zeroed, tf.cast(tf.logical_not(finite), tf.int32)
 
 
+def _client_weight(weighting, num_examples, non_finite):
+    if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
+        weight = tf.cast(num_examples, tf.float32)
+    else:
+        weight = tf.constant(1.0, tf.float32)
+    return tf.where(non_finite > 0, 0.0, weight)
+
+
 def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
-                            weighting: tff.learning.ClientWeighting):
+                            weighting: tff.learning.ClientWeighting,
+                            proximal_strength: float = 0.0):
     """A `tf.function` (initial_weights, dataset) -> (ClientResult, unfinalized metrics).
 
     Local SGD over every batch of `dataset` (epochs are repeats of the dataset, see
     `fl_tff.data.preprocess_client_dataset`). The update is `initial - trained` (a
-    pseudo-gradient), weighted by the number of examples seen or uniformly.
+    pseudo-gradient), weighted by the number of examples seen or uniformly. A positive
+    `proximal_strength` mu adds FedProx's term (mu/2)||w - w_initial||^2 to the local objective,
+    i.e. mu (w - w_initial) to every gradient.
     """
     model = model_fn()
 
@@ -44,6 +55,10 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
             with tf.GradientTape() as tape:
                 output = model.forward_pass(batch, training=True)
             grads = tape.gradient(output.loss, trainable)
+            if proximal_strength:
+                initial = tf.nest.flatten(initial_weights.trainable)
+                grads = [g + proximal_strength * (v - w0)
+                         for g, v, w0 in zip(grads, trainable, initial)]
             opt_state, updated = optimizer.next(opt_state, trainable, tuple(grads))
             for v, u in zip(trainable, updated):
                 v.assign(u)
@@ -53,24 +68,74 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
             (tf.constant(0, tf.int64), optimizer.initialize(specs)), step)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
         delta, non_finite = _zero_if_non_finite(delta)
-        if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
-            weight = tf.cast(num_examples, tf.float32)
-        else:
-            weight = tf.constant(1.0, tf.float32)
-        weight = tf.where(non_finite > 0, 0.0, weight)
         if non_finite > 0:
             model.reset_metrics()
-        return (tff.learning.templates.ClientResult(update=delta, update_weight=weight),
+        return (tff.learning.templates.ClientResult(
+            update=delta, update_weight=_client_weight(weighting, num_examples, non_finite)),
                 model.report_local_unfinalized_metrics())
 
     return local_training
 
 
+def build_local_gradient_fn(model_fn: ModelFn, weighting: tff.learning.ClientWeighting):
+    """A `tf.function` (weights, dataset) -> (ClientResult, metrics) for FedSGD.
+
+    The update is the gradient of the mean loss over all the client's examples at the given
+    weights (one pass, no local steps), weighted by examples or uniformly.
+    """
+    model = model_fn()
+
+    @tf.function
+    def local_gradient(initial_weights, dataset):
+        weights = tff.learning.models.ModelWeights.from_model(model)
+        tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+        trainable = tuple(tf.nest.flatten(weights.trainable))
+
+        def step(state, batch):
+            num_examples, grad_sums = state
+            with tf.GradientTape() as tape:
+                output = model.forward_pass(batch, training=True)
+            n = tf.cast(output.num_examples, tf.float32)
+            grads = tape.gradient(output.loss, trainable)
+            return (num_examples + tf.cast(output.num_examples, tf.int64),
+                    tuple(s + n * g for s, g in zip(grad_sums, grads)))
+
+        num_examples, grad_sums = dataset.reduce(
+            (tf.constant(0, tf.int64), tuple(tf.zeros_like(v) for v in trainable)), step)
+        denominator = tf.maximum(tf.cast(num_examples, tf.float32), 1.0)
+        gradient = tf.nest.pack_sequence_as(weights.trainable,
+                                            [s / denominator for s in grad_sums])
+        gradient, non_finite = _zero_if_non_finite(gradient)
+        if non_finite > 0:
+            model.reset_metrics()
+        return (tff.learning.templates.ClientResult(
+            update=gradient, update_weight=_client_weight(weighting, num_examples, non_finite)),
+                model.report_local_unfinalized_metrics())
+
+    return local_gradient
+
+
 def build_model_delta_client_work(
         model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
         weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+        proximal_strength: float = 0.0,
 ) -> tff.learning.templates.ClientWorkProcess:
-    """A stateless `ClientWorkProcess`: each client trains locally and returns its model delta.
+    """A stateless `ClientWorkProcess`: each client trains locally and returns its model delta."""
+    return build_client_work(model_fn, lambda: build_local_training_fn(
+        model_fn, optimizer, weighting, proximal_strength))
+
+
+def build_gradient_client_work(
+        model_fn: ModelFn,
+        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+) -> tff.learning.templates.ClientWorkProcess:
+    """A stateless `ClientWorkProcess`: each client returns its full-data gradient (FedSGD)."""
+    return build_client_work(model_fn, lambda: build_local_gradient_fn(model_fn, weighting))
+
+
+def build_client_work(model_fn: ModelFn, make_client_fn) -> tff.learning.templates.ClientWorkProcess:
+    """Wraps a per-client `tf.function` (built by `make_client_fn` inside the client
+    computation) as a stateless `ClientWorkProcess`.
 
     Measurements: `train` (the model's metrics summed over clients, then finalized).
     """
@@ -82,7 +147,7 @@ def build_model_delta_client_work(
 
     @tff.tensorflow.computation(weights_type, data_type)
     def client_update(initial_weights, dataset):
-        return build_local_training_fn(model_fn, optimizer, weighting)(initial_weights, dataset)
+        return make_client_fn()(initial_weights, dataset)
 
     @tff.federated_computation
     def init_fn():
