@@ -12,30 +12,51 @@ from absl import flags
 from absl import logging
 
 from fl_tff import experiment
-from fl_tff.config import WEIGHTINGS, ConfigError, ExperimentConfig
-from fl_tff.algorithms import ALGORITHMS
-from fl_tff.data import DATASETS, PARTITIONERS
+from fl_tff.aggregation import AGGREGATORS
+from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
+from fl_tff.config import PARTITIONS, WEIGHTINGS, ConfigError, ExperimentConfig
+from fl_tff.data import DATASETS
 from fl_tff.models import MODELS
+from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES
 
 _HELP = {
     'algorithm': f'Federated algorithm, one of: {", ".join(sorted(ALGORITHMS))}.',
-    'dataset': f'Dataset, one of: {", ".join(sorted(DATASETS))} (all offline).',
+    'dataset': f'Dataset, one of: {", ".join(sorted(DATASETS))} (all offline; synthetic = '
+               'Synthetic(alpha, beta) of the FedProx paper).',
     'model': f'Model, one of: {", ".join(sorted(MODELS))} (2nn = MLP of McMahan et al. 2017).',
     'hidden_units': 'Width of each hidden layer of the 2nn model.',
-    'partition': f'How examples are split into clients, one of: {", ".join(sorted(PARTITIONERS))}.',
+    'partition': f'How examples are split into clients, one of: {", ".join(PARTITIONS)} '
+                 '(auto = natural for naturally federated data, else dirichlet).',
     'alpha': 'Dirichlet concentration for --partition=dirichlet (> 0; small = more label skew).',
     'classes_per_client': 'Classes held by each client for --partition=shards.',
     'lognormal_sigma': 'Log-normal sigma of client sizes for --partition=quantity (>= 0).',
-    'num_clients': 'Number of clients in the population.',
-    'clients_per_round': 'Clients sampled (uniformly, without replacement) each round.',
+    'synthetic_alpha': 'Synthetic(alpha, beta): how much local models differ (>= 0).',
+    'synthetic_beta': 'Synthetic(alpha, beta): how much local inputs differ (>= 0).',
+    'num_clients': 'Number of clients in the population (devices, for synthetic data).',
+    'clients_per_round': 'Clients aggregated each round (K), sampled uniformly without replacement.',
     'test_fraction': "Fraction of each client's examples held out as its test data.",
     'rounds': 'Number of federated rounds.',
-    'client_epochs': 'Local epochs over its data per client per round.',
+    'client_epochs': 'Local epochs (E) over its data per client per round (FedSGD: always 1 pass).',
     'client_batch_size': 'Local minibatch size.',
     'client_learning_rate': 'Client SGD learning rate.',
-    'server_learning_rate': 'Server SGD learning rate applied to the averaged update (1 = plain averaging).',
     'client_weighting': f'Weight of each client update, one of: {", ".join(WEIGHTINGS)}.',
-    'seed': 'Seed for partitioning, sampling, shuffling and initialization (same seed, same run).',
+    'mu': 'FedProx proximal strength (>= 0; --algorithm=fedprox only).',
+    'server_optimizer': f'Server optimizer on the averaged update, one of: {", ".join(SERVER_OPTIMIZERS)} '
+                        '(sgdm = FedAvgM; adam/yogi/adagrad = Reddi et al. 2021).',
+    'server_learning_rate': 'Server learning rate (sgd at 1.0 = plain averaging; FedSGD step size).',
+    'server_momentum': 'Momentum of --server_optimizer=sgdm, in [0, 1).',
+    'server_beta1': 'First-moment decay of adam/yogi, in [0, 1).',
+    'server_beta2': 'Second-moment decay of adam/yogi, in [0, 1).',
+    'server_epsilon': 'Adaptivity tau (epsilon) of adam/yogi/adagrad (> 0).',
+    'aggregator': f'Aggregation of client updates, one of: {", ".join(AGGREGATORS)}.',
+    'clip_norm': 'L2 norm each update is clipped to, for --aggregator=clip.',
+    'zeroing_norm': 'Updates with a larger L2 norm are zeroed, for --aggregator=zero.',
+    'trim_fraction': 'Fraction trimmed at each end, for --aggregator=trimmed_mean, in [0, 0.5).',
+    'straggler_fraction': 'Fraction of selected clients that are stragglers (random epochs in [1, E)).',
+    'straggler_policy': f'What happens to stragglers, one of: {", ".join(STRAGGLER_POLICIES)}.',
+    'dropout_rate': 'Probability that a selected client returns nothing, in [0, 1).',
+    'over_selection': 'Select ceil(K (1 + r)) clients and aggregate the first K to finish (r >= 0).',
+    'seed': 'Seed for data, partitioning, sampling, devices, shuffling and initialization.',
     'eval_every': 'Evaluate on test data every this many rounds (and after the last round).',
     'output_dir': 'Directory that receives one subdirectory per run.',
     'experiment_name': 'Name of the run directory (default: built from the settings).',

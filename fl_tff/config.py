@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from fl_tff.algorithms import ALGORITHMS
-from fl_tff.data.arrays import DATASETS
+from fl_tff.aggregation import AGGREGATORS
+from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
+from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED
 from fl_tff.data.partition import PARTITIONERS
 from fl_tff.models.keras_models import MODELS
+from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES, DeviceHeterogeneity
 
 WEIGHTINGS = ('examples', 'uniform')
+# auto = the dataset's own clients when it has them (natural), else dirichlet.
+PARTITIONS = ('auto', 'natural', *PARTITIONERS)
 
 
 class ConfigError(ValueError):
@@ -25,63 +29,134 @@ class ConfigError(ValueError):
 class ExperimentConfig:
     """Everything that defines a run. Field names are the driver's flag names."""
 
+    # What is learned.
     algorithm: str = 'fedavg'
     dataset: str = 'digits'
     model: str = '2nn'
     hidden_units: int = 200
-    partition: str = 'dirichlet'
+    # How the data is federated.
+    partition: str = 'auto'
     alpha: float = 0.5
     classes_per_client: int = 2
     lognormal_sigma: float = 1.0
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
     num_clients: int = 20
     clients_per_round: int = 10
     test_fraction: float = 0.2
+    # Training.
     rounds: int = 50
     client_epochs: int = 2
     client_batch_size: int = 10
     client_learning_rate: float = 0.05
-    server_learning_rate: float = 1.0
     client_weighting: str = 'examples'
+    mu: float = 0.0
+    server_optimizer: str = 'sgd'
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.9
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_epsilon: float = 1e-3
+    aggregator: str = 'mean'
+    clip_norm: float = 1.0
+    zeroing_norm: float = 10.0
+    trim_fraction: float = 0.1
+    # Devices.
+    straggler_fraction: float = 0.0
+    straggler_policy: str = 'drop'
+    dropout_rate: float = 0.0
+    over_selection: float = 0.0
+    # Bookkeeping.
     seed: int = 0
     eval_every: int = 5
     output_dir: str = 'runs'
     experiment_name: str = ''
+
+    def heterogeneity(self) -> DeviceHeterogeneity:
+        """The device-heterogeneity settings of this config."""
+        return DeviceHeterogeneity(self.straggler_fraction, self.straggler_policy,
+                                   self.dropout_rate, self.over_selection)
+
+    def resolved_partition(self) -> str:
+        """`partition`, with `auto` resolved for this dataset."""
+        if self.partition == 'auto':
+            return 'natural' if self.dataset in NATURALLY_FEDERATED else 'dirichlet'
+        return self.partition
 
     def validate(self) -> 'ExperimentConfig':
         """Raises `ConfigError` on the first invalid setting; returns self when all are valid."""
         _choice('algorithm', self.algorithm, ALGORITHMS)
         _choice('dataset', self.dataset, DATASETS)
         _choice('model', self.model, MODELS)
-        _choice('partition', self.partition, PARTITIONERS)
+        _choice('partition', self.partition, PARTITIONS)
         _choice('client_weighting', self.client_weighting, WEIGHTINGS)
+        _choice('server_optimizer', self.server_optimizer, SERVER_OPTIMIZERS)
+        _choice('aggregator', self.aggregator, AGGREGATORS)
+        _choice('straggler_policy', self.straggler_policy, STRAGGLER_POLICIES)
         for name in ('num_clients', 'clients_per_round', 'rounds', 'client_epochs',
-                     'client_batch_size', 'eval_every', 'hidden_units'):
-            _positive(name, getattr(self, name))
-        for name in ('client_learning_rate', 'server_learning_rate'):
+                     'client_batch_size', 'eval_every', 'hidden_units', 'client_learning_rate',
+                     'server_learning_rate', 'server_epsilon'):
             _positive(name, getattr(self, name))
         if self.clients_per_round > self.num_clients:
             raise ConfigError('clients_per_round', f'{self.clients_per_round} exceeds --num_clients='
                               f'{self.num_clients}; choose a value in [1, {self.num_clients}]')
-        if self.partition == 'dirichlet':
+        partition = self.resolved_partition()
+        if partition == 'natural' and self.dataset not in NATURALLY_FEDERATED:
+            raise ConfigError('partition', f'{self.dataset!r} has no natural clients; choose one of '
+                              f'{", ".join(PARTITIONERS)} (or auto)')
+        if partition == 'dirichlet':
             _positive('alpha', self.alpha)
-        if self.partition == 'shards':
+        if partition == 'shards':
             _positive('classes_per_client', self.classes_per_client)
-        if self.partition == 'quantity' and not self.lognormal_sigma >= 0:
-            raise ConfigError('lognormal_sigma', f'must be >= 0, got {self.lognormal_sigma}')
+        if partition == 'quantity':
+            _non_negative('lognormal_sigma', self.lognormal_sigma)
+        if self.dataset == 'synthetic':
+            _non_negative('synthetic_alpha', self.synthetic_alpha)
+            _non_negative('synthetic_beta', self.synthetic_beta)
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError('test_fraction', f'must be in (0, 1), got {self.test_fraction}')
-        if self.seed < 0:
-            raise ConfigError('seed', f'must be >= 0, got {self.seed}')
+        self._validate_algorithm()
+        self._validate_devices()
+        _non_negative('seed', self.seed)
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ConfigError('output_dir', f'{self.output_dir!r} exists and is not a directory')
         if self.experiment_name and (os.sep in self.experiment_name or self.experiment_name in ('.', '..')):
             raise ConfigError('experiment_name', f'must be a plain name, got {self.experiment_name!r}')
         return self
 
+    def _validate_algorithm(self) -> None:
+        _non_negative('mu', self.mu)
+        if self.mu > 0 and self.algorithm != 'fedprox':
+            raise ConfigError('mu', f'is a FedProx setting; use --algorithm=fedprox (got {self.algorithm})')
+        if self.server_optimizer == 'sgdm' and not 0.0 <= self.server_momentum < 1.0:
+            raise ConfigError('server_momentum', f'must be in [0, 1), got {self.server_momentum}')
+        if self.server_optimizer in ('adam', 'yogi'):
+            for name in ('server_beta1', 'server_beta2'):
+                if not 0.0 <= getattr(self, name) < 1.0:
+                    raise ConfigError(name, f'must be in [0, 1), got {getattr(self, name)}')
+        if self.aggregator == 'clip':
+            _positive('clip_norm', self.clip_norm)
+        if self.aggregator == 'zero':
+            _positive('zeroing_norm', self.zeroing_norm)
+        if self.aggregator == 'trimmed_mean' and not 0.0 <= self.trim_fraction < 0.5:
+            raise ConfigError('trim_fraction', f'must be in [0, 0.5), got {self.trim_fraction}')
+
+    def _validate_devices(self) -> None:
+        try:
+            self.heterogeneity().validate(self.client_epochs)
+        except ValueError as e:
+            name = str(e).split(' ', 1)[0]
+            flag = name if name in self.__dataclass_fields__ else 'straggler_fraction'
+            raise ConfigError(flag, str(e)) from e
+        sampled = self.clients_per_round * (1 + self.over_selection)
+        if sampled > self.num_clients + 1e-9:
+            raise ConfigError('over_selection', f'selecting ceil({self.clients_per_round} x '
+                              f'{1 + self.over_selection:g}) clients exceeds --num_clients={self.num_clients}')
+
     def run_name(self) -> str:
         """`experiment_name`, or a descriptive default built from the settings."""
         return self.experiment_name or (
-            f'{self.dataset}_{self.algorithm}_{self.model}_{self.partition}_'
+            f'{self.dataset}_{self.algorithm}_{self.model}_{self.resolved_partition()}_'
             f'n{self.num_clients}_k{self.clients_per_round}_s{self.seed}')
 
 
@@ -93,3 +168,8 @@ def _choice(name: str, value: str, choices) -> None:
 def _positive(name: str, value) -> None:
     if not value > 0:
         raise ConfigError(name, f'must be > 0, got {value}')
+
+
+def _non_negative(name: str, value) -> None:
+    if not value >= 0:
+        raise ConfigError(name, f'must be >= 0, got {value}')

@@ -12,16 +12,17 @@ from fl_tff.models.model_fn import ModelFn
 
 
 class CentralizedEvaluator:
-    """Loss and accuracy of given model weights on a centralized test set (plain Keras).
+    """Loss and accuracy of given model weights on centralized data (plain Keras), reported as
+    `{prefix}_loss` and `{prefix}_accuracy`.
 
     A fresh Keras model per call: an eager Keras model is invalidated whenever TFF later builds
     models inside graphs (Keras' v1/v2 layer check), and building one costs milliseconds.
     """
 
     def __init__(self, keras_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.ndarray,
-                 batch_size: int = 1024):
+                 batch_size: int = 1024, prefix: str = 'test'):
         self._keras_fn = keras_fn
-        self._x, self._y, self._batch_size = x, y, batch_size
+        self._x, self._y, self._batch_size, self._prefix = x, y, batch_size, prefix
 
     def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
         model = self._keras_fn()
@@ -31,7 +32,8 @@ class CentralizedEvaluator:
             for i in range(0, len(self._x), self._batch_size)])
         loss = tf.keras.losses.sparse_categorical_crossentropy(self._y, logits, from_logits=True)
         accuracy = np.mean(np.argmax(logits, axis=-1) == self._y)
-        return {'test_loss': float(np.mean(loss)), 'test_accuracy': float(accuracy)}
+        return {f'{self._prefix}_loss': float(np.mean(loss)),
+                f'{self._prefix}_accuracy': float(accuracy)}
 
 
 class FederatedEvaluator:

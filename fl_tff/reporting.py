@@ -68,6 +68,9 @@ def format_round_line(row: dict[str, Any], total_rounds: int) -> str:
     width = len(str(total_rounds))
     parts = [f'round {r:>{width}}/{total_rounds} [{"#" * filled}{"." * (10 - filled)}]',
              f'train loss {row["train_loss"]:.4f} acc {row["train_accuracy"]:.4f}']
+    if 'selected' in row and row['aggregated'] != row['selected']:
+        parts.append(f'clients {row["aggregated"]}/{row["selected"]} (dropped {row["dropped"]}, '
+                     f'stragglers {row["stragglers"]}, partial {row["partial"]}, late {row["late"]})')
     if 'test_accuracy' in row:
         parts.append(f'test acc {row["test_accuracy"]:.4f}')
     if 'fed_eval_accuracy' in row:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
-    """A centralized labelled dataset: features `x` (float32) and integer labels `y`."""
+    """A centralized labelled dataset: features `x` (float32) and integer labels `y`.
+
+    `natural_partition` holds the per-client index arrays of a naturally federated dataset
+    (e.g. Synthetic's devices); None for a centralized one.
+    """
 
     name: str
     x: np.ndarray
     y: np.ndarray
     num_classes: int
+    natural_partition: Optional[list[np.ndarray]] = None
 
     def __post_init__(self):
         if self.x.shape[0] != self.y.shape[0]:
@@ -34,13 +39,33 @@ def load_digits() -> ArrayDataset:
     return ArrayDataset('digits', x, y, num_classes=10)
 
 
-DATASETS: dict[str, Callable[[], ArrayDataset]] = {
-    'digits': load_digits,
+def _synthetic(**kwargs) -> ArrayDataset:
+    from fl_tff.data import synthetic
+    return synthetic.synthetic(kwargs['synthetic_alpha'], kwargs['synthetic_beta'],
+                               num_devices=kwargs['num_clients'], seed=kwargs['seed'])
+
+
+def _synthetic_iid(**kwargs) -> ArrayDataset:
+    from fl_tff.data import synthetic
+    return synthetic.synthetic(0.0, 0.0, num_devices=kwargs['num_clients'], seed=kwargs['seed'],
+                               iid=True)
+
+
+# Loaders take keyword arguments: seed, num_clients, synthetic_alpha, synthetic_beta
+# (each uses what it needs).
+DATASETS: dict[str, Callable[..., ArrayDataset]] = {
+    'digits': lambda **_: load_digits(),
+    'synthetic': _synthetic,
+    'synthetic_iid': _synthetic_iid,
 }
 
+# Datasets whose clients are given by the data (use --partition=natural or auto).
+NATURALLY_FEDERATED = ('synthetic', 'synthetic_iid')
 
-def load_dataset(name: str) -> ArrayDataset:
-    """Loads the centralized dataset registered as `name`."""
+
+def load_dataset(name: str, **kwargs) -> ArrayDataset:
+    """Loads the dataset registered as `name` (kwargs: seed, num_clients, synthetic_alpha/beta)."""
     if name not in DATASETS:
         raise ValueError(f'unknown dataset {name!r}; valid choices: {sorted(DATASETS)}')
-    return DATASETS[name]()
+    defaults = dict(seed=0, num_clients=30, synthetic_alpha=1.0, synthetic_beta=1.0)
+    return DATASETS[name](**{**defaults, **kwargs})

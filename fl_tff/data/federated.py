@@ -20,7 +20,7 @@ from fl_tff.data import partition as partition_lib
 
 @dataclasses.dataclass
 class FederatedData:
-    """Train/test `ClientData` plus the centralized test arrays and a partition summary."""
+    """Train/test `ClientData`, the pooled test and train arrays, and a partition summary."""
 
     name: str
     train: tff.simulation.datasets.ClientData
@@ -29,6 +29,13 @@ class FederatedData:
     test_y: np.ndarray
     num_classes: int
     summary: dict
+    train_x: np.ndarray
+    train_y: np.ndarray
+
+    @property
+    def train_sizes(self) -> dict[str, int]:
+        """Number of training examples of each client, by client id."""
+        return dict(zip(self.train.client_ids, self.summary['sizes']))
 
     @property
     def element_spec(self):
@@ -104,8 +111,9 @@ def build_federated_data(dataset: arrays.ArrayDataset, parts: partition_lib.Part
     all_test = np.concatenate(test_idx)
     summary = partition_lib.summarize(dataset.y, train_idx, dataset.num_classes)
     summary['test_examples'] = int(all_test.size)
+    all_train = np.concatenate(train_idx)
     return FederatedData(dataset.name, train, test, dataset.x[all_test], dataset.y[all_test],
-                         dataset.num_classes, summary)
+                         dataset.num_classes, summary, dataset.x[all_train], dataset.y[all_train])
 
 
 def _subset(data: tff.simulation.datasets.ClientData,

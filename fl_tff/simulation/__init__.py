@@ -1,4 +1,5 @@
-"""Simulation: client selection per round and the shared training loop."""
+"""Simulation: client selection per round, device heterogeneity and the shared training loop."""
 
+from fl_tff.simulation.heterogeneity import DeviceHeterogeneity, RoundPlan, plan_round
 from fl_tff.simulation.loop import TIMING_COLUMNS, run_training
-from fl_tff.simulation.selection import build_training_selection_fn
+from fl_tff.simulation.selection import ClientSelector, build_training_selection_fn

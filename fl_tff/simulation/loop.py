@@ -39,11 +39,20 @@ def run_training(
     start = time.monotonic()
     for round_num in range(1, rounds + 1):
         t0 = time.monotonic()
-        clients = training_selection_fn(round_num)
-        output = process.next(state, clients)
-        state = output.state
-        row: Metrics = {'round': round_num, 'clients': len(clients)}
-        row.update(flatten_training_metrics(output.metrics))
+        row: Metrics = {'round': round_num}
+        if hasattr(training_selection_fn, 'plan'):  # A ClientSelector: report participation.
+            plan = training_selection_fn.plan(round_num)
+            clients = training_selection_fn.datasets(plan)
+            row.update(plan.counts())
+        else:
+            clients = training_selection_fn(round_num)
+        row['clients'] = len(clients)
+        if clients:
+            output = process.next(state, clients)
+            state = output.state
+            row.update(flatten_training_metrics(output.metrics))
+        else:  # Every selected client dropped out: the model is unchanged this round.
+            row.update(train_loss=float('nan'), train_accuracy=float('nan'), train_examples=0)
         row['round_seconds'] = time.monotonic() - t0
         if evaluation_fn is not None and (round_num % eval_every == 0 or round_num == rounds):
             t1 = time.monotonic()

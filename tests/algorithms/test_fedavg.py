@@ -14,16 +14,8 @@ from tests.helpers import max_abs_diff
 CLIENT_LR, SERVER_LR = 0.05, 1.0
 
 
-@pytest.fixture(scope='module')
-def setup(skewed_digits):
-    model_fn, _ = models.model_fn_for_dataset('2nn', skewed_digits.element_spec, 10, seed=4,
-                                              hidden_units=32)
-    select = simulation.build_training_selection_fn(
-        skewed_digits.train, clients_per_round=4, epochs=2, batch_size=8, seed=11)
-    return model_fn, select
-
-
-def _run(process, select, rounds, initial_weights=None):
+def run_rounds(process, select, rounds, initial_weights=None):
+    """(final weights, per-round metrics) of `rounds` rounds from `initial_weights`."""
     state = process.initialize()
     if initial_weights is not None:
         state = process.set_model_weights(state, initial_weights)
@@ -50,8 +42,8 @@ def test_parity_with_tff_builtin_after_three_rounds(tff_runtime, setup, weightin
         kwargs['client_weighting'] = weighting
     reference = reference_builder(model_fn, **kwargs)
     initial = ours.get_model_weights(ours.initialize())
-    ours_w, ours_metrics = _run(ours, select, 3, initial)
-    ref_w, ref_metrics = _run(reference, select, 3, initial)
+    ours_w, ours_metrics = run_rounds(ours, select, 3, initial)
+    ref_w, ref_metrics = run_rounds(reference, select, 3, initial)
     assert max_abs_diff(ours_w.trainable, initial.trainable) > 1e-2  # it trained
     assert max_abs_diff(ours_w.trainable, ref_w.trainable) <= 1e-5
     for m_ours, m_ref in zip(ours_metrics, ref_metrics):
@@ -64,8 +56,8 @@ def test_example_weighting_differs_from_uniform_on_skewed_clients(tff_runtime, s
     weighted = build_fedavg(model_fn, weighting=tff.learning.ClientWeighting.NUM_EXAMPLES)
     uniform = build_fedavg(model_fn, weighting=tff.learning.ClientWeighting.UNIFORM)
     initial = weighted.get_model_weights(weighted.initialize())
-    w1, _ = _run(weighted, select, 1, initial)
-    w2, _ = _run(uniform, select, 1, initial)
+    w1, _ = run_rounds(weighted, select, 1, initial)
+    w2, _ = run_rounds(uniform, select, 1, initial)
     assert max_abs_diff(w1.trainable, w2.trainable) > 1e-3
 
 
@@ -139,6 +131,6 @@ def test_runs_under_tff_run_training_process_with_uniform_sampling(tff_runtime, 
 
 
 def test_registry_knows_fedavg_and_rejects_unknown_names():
-    assert get_algorithm('fedavg') is build_fedavg
-    with pytest.raises(ValueError, match="unknown algorithm 'fedsomething'; valid choices: \\['fedavg'\\]"):
+    assert get_algorithm('fedavg').build is build_fedavg
+    with pytest.raises(ValueError, match="unknown algorithm 'fedsomething'; valid choices: fedavg, fedprox, fedsgd"):
         get_algorithm('fedsomething')

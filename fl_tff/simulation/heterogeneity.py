@@ -1,0 +1,103 @@
+"""Systems heterogeneity: stragglers, dropouts and over-selection, simulated per round.
+
+As in the FedProx paper (Li et al. 2020, section 5.2), a fixed fraction of each round's
+selected clients are stragglers that can only run a random number of local epochs in [1, E).
+With policy `drop` they are discarded (FedAvg's behaviour); with `partial` their partial work
+is aggregated (FedProx's). Dropouts return nothing. Over-selection samples ceil(K (1 + r))
+clients and aggregates the first K to finish under a simulated per-client time
+(examples x epochs x a per-client slowness drawn once from LogNormal(0, 1)).
+Everything is drawn from generators seeded by (seed, round), so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+STRAGGLER_POLICIES = ('drop', 'partial')
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceHeterogeneity:
+    """How selected clients misbehave. The defaults describe ideal devices."""
+
+    straggler_fraction: float = 0.0
+    straggler_policy: str = 'drop'
+    dropout_rate: float = 0.0
+    over_selection: float = 0.0
+
+    def validate(self, epochs: int) -> None:
+        """Raises ValueError naming the bad setting."""
+        if not 0.0 <= self.straggler_fraction <= 1.0:
+            raise ValueError(f'straggler_fraction must be in [0, 1], got {self.straggler_fraction}')
+        if self.straggler_policy not in STRAGGLER_POLICIES:
+            raise ValueError(f'unknown straggler_policy {self.straggler_policy!r}; valid choices: '
+                             f'{", ".join(STRAGGLER_POLICIES)}')
+        if self.straggler_fraction > 0 and epochs < 2:
+            raise ValueError('stragglers run fewer than E local epochs, so they need E >= 2 '
+                             f'(client_epochs is {epochs})')
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
+        if self.over_selection < 0:
+            raise ValueError(f'over_selection must be >= 0, got {self.over_selection}')
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPlan:
+    """Who was selected in a round and who contributes, with how many local epochs."""
+
+    round_num: int
+    selected: tuple[str, ...]
+    participants: tuple[tuple[str, int], ...]  # (client id, local epochs)
+    dropped: int = 0       # selected clients that returned nothing
+    stragglers: int = 0    # selected clients that could not finish E epochs
+    partial: int = 0       # stragglers whose partial work is aggregated
+    late: int = 0          # finished, but after the first K (over-selection)
+
+    def counts(self) -> dict[str, int]:
+        """Per-round counts for the metrics file."""
+        return {'selected': len(self.selected), 'aggregated': len(self.participants),
+                'dropped': self.dropped, 'stragglers': self.stragglers, 'partial': self.partial,
+                'late': self.late}
+
+
+def selection_size(clients_per_round: int, over_selection: float) -> int:
+    """ceil(K (1 + r)): how many clients to sample when over-selecting by r."""
+    return int(math.ceil(clients_per_round * (1.0 + over_selection) - 1e-9))
+
+
+def plan_round(round_num: int, selected: Sequence[str], *, clients_per_round: int, epochs: int,
+               heterogeneity: DeviceHeterogeneity, seed: int,
+               client_sizes: Mapping[str, int]) -> RoundPlan:
+    """Decides dropouts, stragglers and (with over-selection) the first K finishers."""
+    h = heterogeneity
+    rng = np.random.default_rng([seed, round_num, 0x5EED])
+    n = len(selected)
+    dropped = rng.random(n) < h.dropout_rate
+    straggler_idx = rng.choice(n, size=int(round(h.straggler_fraction * n)), replace=False)
+    is_straggler = np.zeros(n, bool)
+    is_straggler[straggler_idx] = True
+    local_epochs = np.where(is_straggler, rng.integers(1, max(epochs, 2), size=n), epochs)
+    survivors = [i for i in range(n) if not dropped[i]
+                 and not (is_straggler[i] and h.straggler_policy == 'drop')]
+    late = 0
+    if len(survivors) > clients_per_round:
+        finish = {i: client_sizes[selected[i]] * local_epochs[i] * _slowness(seed, selected[i])
+                  for i in survivors}
+        ranked = sorted(survivors, key=lambda i: (finish[i], i))
+        late = len(ranked) - clients_per_round
+        survivors = sorted(ranked[:clients_per_round])
+    participants = tuple((selected[i], int(local_epochs[i])) for i in survivors)
+    return RoundPlan(
+        round_num=round_num, selected=tuple(selected), participants=participants,
+        dropped=int(dropped.sum()), stragglers=int(is_straggler.sum()),
+        partial=sum(1 for i in survivors if is_straggler[i]), late=late)
+
+
+def _slowness(seed: int, client_id: str) -> float:
+    """A client's fixed relative slowness (its device speed), LogNormal(0, 1)."""
+    key = int.from_bytes(client_id.encode()[-8:].rjust(8, b'\0'), 'big')
+    return float(np.random.default_rng([seed, key, 0x51]).lognormal(0.0, 1.0))

@@ -1,0 +1,101 @@
+"""FedProx: mu = 0 is our FedAvg; parity with the paper's objective; mu pulls clients in."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff.algorithms import build_fedavg, build_fedprox
+from tests.algorithms.test_fedavg import run_rounds
+from tests.helpers import max_abs_diff
+
+SGD = tff.learning.optimizers.build_sgdm
+
+
+def test_mu_zero_is_exactly_fedavg(tff_runtime, setup):
+    model_fn, select = setup
+    fedavg = build_fedavg(model_fn, client_optimizer=SGD(0.05))
+    prox = build_fedprox(model_fn, mu=0.0, client_optimizer=SGD(0.05))
+    initial = fedavg.get_model_weights(fedavg.initialize())
+    a, _ = run_rounds(fedavg, select, 2, initial)
+    b, _ = run_rounds(prox, select, 2, initial)
+    assert max_abs_diff(a.trainable, b.trainable) == 0.0
+
+
+def _reference_fedprox_round(keras_fn, weights, datasets, mu, lr, weighting):
+    """The paper's FedProx round in plain eager TF: each client runs SGD on
+    loss + (mu/2)||w - w_global||^2 (gradient by autodiff), the server averages."""
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    deltas, client_weights = [], []
+    for ds in datasets:
+        model = keras_fn()
+        model.set_weights(weights)
+        global_w = [tf.constant(w) for w in weights]
+        n = 0
+        for batch in ds:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(batch['y'], model(batch['x'], training=True))
+                loss += mu / 2 * tf.add_n([tf.reduce_sum(tf.square(v - g))
+                                           for v, g in zip(model.trainable_variables, global_w)])
+            grads = tape.gradient(loss, model.trainable_variables)
+            for v, g in zip(model.trainable_variables, grads):
+                v.assign_sub(lr * g)
+            n += int(batch['y'].shape[0])
+        deltas.append([w - v.numpy() for w, v in zip(weights, model.trainable_variables)])
+        client_weights.append(float(n) if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES else 1.0)
+    total = sum(client_weights)
+    return [w - sum(cw * d[i] for cw, d in zip(client_weights, deltas)) / total
+            for i, w in enumerate(weights)]
+
+
+@pytest.mark.parametrize('weighting', [tff.learning.ClientWeighting.NUM_EXAMPLES,
+                                       tff.learning.ClientWeighting.UNIFORM])
+def test_parity_with_the_papers_objective_after_three_rounds(tff_runtime, setup, keras_fn, weighting):
+    model_fn, select = setup
+    ours = build_fedprox(model_fn, mu=0.5, client_optimizer=SGD(0.05), server_optimizer=SGD(1.0),
+                         weighting=weighting)
+    initial = ours.get_model_weights(ours.initialize())
+    a, _ = run_rounds(ours, select, 3, initial)
+    expected = [np.asarray(w) for w in initial.trainable]
+    for r in range(1, 4):
+        expected = _reference_fedprox_round(keras_fn, expected, select(r), 0.5, 0.05, weighting)
+    assert max_abs_diff(a.trainable, initial.trainable) > 1e-2
+    assert max_abs_diff(a.trainable, expected) <= 1e-5
+
+
+def test_tff_087_fed_prox_has_the_opposite_proximal_sign(tff_runtime, setup):
+    """Pins an upstream bug: TFF 0.87's build_weighted_fed_prox adds mu (w_global - w) to the
+    gradient (proximal_client_work.py), which pushes clients away from the global model, so
+    parity with it is impossible. If this test fails, TFF fixed it: switch the parity test
+    above back to TFF's builder."""
+    model_fn, select = setup
+    initial = None
+    movement = {}
+    for name, process in [
+            ('fedavg', build_fedavg(model_fn, client_optimizer=SGD(0.05))),
+            ('ours', build_fedprox(model_fn, mu=2.0, client_optimizer=SGD(0.05))),
+            ('tff', tff.learning.algorithms.build_weighted_fed_prox(
+                model_fn, proximal_strength=2.0, client_optimizer_fn=SGD(0.05)))]:
+        if initial is None:
+            initial = process.get_model_weights(process.initialize())
+        w, _ = run_rounds(process, select, 1, initial)
+        movement[name] = max_abs_diff(w.trainable, initial.trainable)
+    assert movement['ours'] < movement['fedavg'] < movement['tff']
+
+
+def test_larger_mu_keeps_the_update_closer_to_the_global_model(tff_runtime, setup):
+    model_fn, select = setup
+    initial = None
+    movement = []
+    for mu in (0.0, 1.0, 10.0):
+        process = build_fedprox(model_fn, mu=mu, client_optimizer=SGD(0.05))
+        if initial is None:
+            initial = process.get_model_weights(process.initialize())
+        w, _ = run_rounds(process, select, 1, initial)
+        movement.append(max_abs_diff(w.trainable, initial.trainable))
+    assert movement[0] > movement[1] > movement[2]
+
+
+def test_negative_mu_is_rejected(setup):
+    with pytest.raises(ValueError, match='mu must be >= 0'):
+        build_fedprox(setup[0], mu=-0.1)

@@ -1,0 +1,76 @@
+"""Stragglers, dropouts and over-selection: seeded, with the documented counts."""
+
+import numpy as np
+import pytest
+
+from fl_tff import models, simulation
+from fl_tff.algorithms import build_fedprox
+from fl_tff.simulation.heterogeneity import DeviceHeterogeneity, plan_round
+
+IDS = [f'client_{i:05d}' for i in range(40)]
+SIZES = {cid: 10 + 7 * i for i, cid in enumerate(IDS)}
+
+
+def _plan(round_num=1, k=10, epochs=20, selected=None, **h):
+    return plan_round(round_num, selected or IDS[:k], clients_per_round=k, epochs=epochs,
+                      heterogeneity=DeviceHeterogeneity(**h), seed=3, client_sizes=SIZES)
+
+
+def test_ideal_devices_all_participate_with_full_epochs():
+    plan = _plan()
+    assert plan.participants == tuple((cid, 20) for cid in IDS[:10])
+    assert plan.counts() == {'selected': 10, 'aggregated': 10, 'dropped': 0, 'stragglers': 0,
+                             'partial': 0, 'late': 0}
+
+
+def test_stragglers_are_a_fixed_fraction_and_policy_decides_their_fate():
+    partial = _plan(straggler_fraction=0.9, straggler_policy='partial')
+    drop = _plan(straggler_fraction=0.9, straggler_policy='drop')
+    assert partial.stragglers == drop.stragglers == 9
+    assert partial.partial == 9 and len(partial.participants) == 10
+    assert sorted(e for _, e in partial.participants) [-1] == 20  # the one non-straggler
+    assert all(1 <= e < 20 for _, e in partial.participants if e != 20)
+    assert len(drop.participants) == 1 and drop.participants[0][1] == 20
+    # Same seed and round: the same plan; another round: another draw.
+    assert _plan(straggler_fraction=0.9, straggler_policy='partial') == partial
+    assert _plan(round_num=2, straggler_fraction=0.9, straggler_policy='partial') != partial
+
+
+def test_dropout_rate_matches_over_many_rounds():
+    dropped = [_plan(round_num=r, dropout_rate=0.3).dropped for r in range(1, 301)]
+    assert np.mean(dropped) / 10 == pytest.approx(0.3, abs=0.03)
+
+
+def test_over_selection_samples_more_and_keeps_the_first_k_to_finish():
+    assert simulation.heterogeneity.selection_size(10, 0.3) == 13
+    plan = _plan(selected=IDS[:13], over_selection=0.3)
+    assert plan.counts()['selected'] == 13 and len(plan.participants) == 10 and plan.late == 3
+    finish = {cid: SIZES[cid] * simulation.heterogeneity._slowness(3, cid) for cid in IDS[:13]}
+    fastest = sorted(IDS[:13], key=lambda c: finish[c])[:10]
+    assert sorted(cid for cid, _ in plan.participants) == sorted(fastest)
+
+
+@pytest.mark.parametrize('kwargs,epochs,match', [
+    ({'straggler_fraction': 1.5}, 5, r'straggler_fraction must be in \[0, 1\]'),
+    ({'straggler_fraction': 0.5}, 1, 'need E >= 2'),
+    ({'straggler_policy': 'wait'}, 5, "unknown straggler_policy 'wait'; valid choices: drop, partial"),
+    ({'dropout_rate': 1.0}, 5, r'dropout_rate must be in \[0, 1\)'),
+    ({'over_selection': -0.1}, 5, 'over_selection must be >= 0'),
+])
+def test_bad_settings_raise(kwargs, epochs, match):
+    with pytest.raises(ValueError, match=match):
+        DeviceHeterogeneity(**kwargs).validate(epochs)
+
+
+def test_partial_stragglers_get_fewer_local_epochs_and_the_loop_reports_counts(tff_runtime, skewed_digits):
+    selector = simulation.build_training_selection_fn(
+        skewed_digits.train, clients_per_round=4, epochs=4, batch_size=1000, seed=1,
+        heterogeneity=DeviceHeterogeneity(straggler_fraction=0.5, straggler_policy='partial'))
+    plan = selector.plan(1)
+    for (cid, epochs), ds in zip(plan.participants, selector.datasets(plan)):
+        n = skewed_digits.train_sizes[cid]
+        assert sum(int(b['y'].shape[0]) for b in ds) == epochs * n
+    model_fn, _ = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10)
+    _, history = simulation.run_training(build_fedprox(model_fn, mu=0.1), selector, rounds=2)
+    assert all(row['stragglers'] == 2 and row['partial'] == 2 and row['aggregated'] == 4
+               for row in history)
