@@ -22,12 +22,18 @@ def _zero_if_non_finite(delta):
     return zeroed, tf.cast(tf.logical_not(finite), tf.int32)
 
 
-def _client_weight(weighting, num_examples, non_finite):
+def _client_result(model, update, num_examples, weighting):
+    """(ClientResult, metrics): a non-finite update is zeroed, gets weight 0 and no metrics."""
+    update, non_finite = _zero_if_non_finite(update)
     if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
         weight = tf.cast(num_examples, tf.float32)
     else:
         weight = tf.constant(1.0, tf.float32)
-    return tf.where(non_finite > 0, 0.0, weight)
+    if non_finite > 0:
+        model.reset_metrics()
+    return (tff.learning.templates.ClientResult(
+        update=update, update_weight=tf.where(non_finite > 0, 0.0, weight)),
+            model.report_local_unfinalized_metrics())
 
 
 def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
@@ -67,12 +73,7 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
         num_examples, _ = dataset.reduce(
             (tf.constant(0, tf.int64), optimizer.initialize(specs)), step)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
-        delta, non_finite = _zero_if_non_finite(delta)
-        if non_finite > 0:
-            model.reset_metrics()
-        return (tff.learning.templates.ClientResult(
-            update=delta, update_weight=_client_weight(weighting, num_examples, non_finite)),
-                model.report_local_unfinalized_metrics())
+        return _client_result(model, delta, num_examples, weighting)
 
     return local_training
 
@@ -105,12 +106,7 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: tff.learning.ClientWei
         denominator = tf.maximum(tf.cast(num_examples, tf.float32), 1.0)
         gradient = tf.nest.pack_sequence_as(weights.trainable,
                                             [s / denominator for s in grad_sums])
-        gradient, non_finite = _zero_if_non_finite(gradient)
-        if non_finite > 0:
-            model.reset_metrics()
-        return (tff.learning.templates.ClientResult(
-            update=gradient, update_weight=_client_weight(weighting, num_examples, non_finite)),
-                model.report_local_unfinalized_metrics())
+        return _client_result(model, gradient, num_examples, weighting)
 
     return local_gradient
 

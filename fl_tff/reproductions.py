@@ -1,0 +1,183 @@
+"""Reproductions of published results, each a small set of labelled experiment configs.
+
+`run_study(name, ...)` runs the configs with `run_experiment` and writes `<name>.png` and
+`<name>.md` (the numbers, the command, the settings) to the output directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+from typing import Any, Callable, Optional
+
+from fl_tff import plotting
+from fl_tff.config import ExperimentConfig
+from fl_tff.experiment import run_experiment
+
+Rows = list[dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A reproduction: shared settings, labelled variants, what to plot and tabulate."""
+
+    title: str
+    claim: str
+    base: dict[str, Any]
+    variants: tuple[tuple[str, dict[str, Any]], ...]
+    plot_metrics: tuple[str, ...]
+    table: Callable[[dict[str, Rows]], list[dict[str, Any]]]
+    log_scale: tuple[str, ...] = ()
+    hlines: Optional[dict[str, float]] = None
+
+
+def _last(rows: Rows, metric: str) -> float:
+    return [r[metric] for r in rows if metric in r][-1]
+
+
+def _fedprox_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
+    out = []
+    for label, rows in histories.items():
+        evaluated = [r for r in rows if 'global_train_loss' in r]
+        out.append({
+            'run': label,
+            'final global train loss': f"{evaluated[-1]['global_train_loss']:.4f}",
+            'mean global train loss, last 20% of rounds': f"{_tail_mean(evaluated, 'global_train_loss'):.4f}",
+            'final test accuracy': f"{evaluated[-1]['test_accuracy']:.4f}",
+            'clients aggregated per round (mean)': f"{sum(r['aggregated'] for r in rows) / len(rows):.2f}",
+        })
+    return out
+
+
+def _tail_mean(rows: Rows, metric: str, fraction: float = 0.2) -> float:
+    tail = rows[-max(1, int(len(rows) * fraction)):]
+    return sum(r[metric] for r in tail) / len(tail)
+
+
+TARGET_ACCURACIES = (0.90, 0.95)
+
+
+def _rounds_to(rows: Rows, target: float) -> Optional[int]:
+    hits = [r['round'] for r in rows if r.get('test_accuracy', 0.0) >= target]
+    return hits[0] if hits else None
+
+
+def _fedsgd_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
+    reached = {label: {t: _rounds_to(rows, t) for t in TARGET_ACCURACIES}
+               for label, rows in histories.items()}
+    best_sgd = {t: min((r[t] for label, r in reached.items()
+                        if label.startswith('FedSGD') and r[t]), default=None)
+                for t in TARGET_ACCURACIES}
+    out = []
+    for label, rows in histories.items():
+        row: dict[str, Any] = {'run': label}
+        for t in TARGET_ACCURACIES:
+            n = reached[label][t]
+            row[f'rounds to {t:.0%}'] = n if n else f'not within {len(rows)}'
+        for t in TARGET_ACCURACIES:
+            n = reached[label][t]
+            row[f'fewer rounds than best FedSGD ({t:.0%})'] = (
+                f'{best_sgd[t] / n:.1f}x' if label.startswith('FedAvg') and n and best_sgd[t] else '')
+        row['final test accuracy'] = f"{_last(rows, 'test_accuracy'):.4f}"
+        out.append(row)
+    return out
+
+
+STUDIES: dict[str, Study] = {
+    'fedprox_stragglers': Study(
+        title='Synthetic(1,1), 90% stragglers, E=20: FedAvg (drop) vs FedProx',
+        claim=('FedProx with mu=1 ends with lower training loss than FedAvg that drops '
+               'stragglers; mu=0 with partial work lies in between (Li et al. 2020, Fig. 1).'),
+        base=dict(dataset='synthetic', synthetic_alpha=1.0, synthetic_beta=1.0, num_clients=30,
+                  clients_per_round=10, model='logreg', client_epochs=20, client_batch_size=10,
+                  client_learning_rate=0.01, rounds=200, eval_every=2, straggler_fraction=0.9,
+                  seed=0),
+        variants=(
+            ('FedAvg, stragglers dropped', dict(algorithm='fedavg', straggler_policy='drop')),
+            ('FedProx mu=0, partial work', dict(algorithm='fedprox', mu=0.0, straggler_policy='partial')),
+            ('FedProx mu=1, partial work', dict(algorithm='fedprox', mu=1.0, straggler_policy='partial')),
+        ),
+        plot_metrics=('global_train_loss', 'test_accuracy'),
+        table=_fedprox_table,
+        log_scale=('global_train_loss',),
+    ),
+    'fedavg_vs_fedsgd': Study(
+        title='Digits, Dirichlet(0.5) over 20 clients, 10 per round: FedAvg vs FedSGD',
+        claim=('FedAvg reaches a target test accuracy in several times fewer rounds than FedSGD, '
+               'even with FedSGD at its better learning rate (McMahan et al. 2017, Table 2).'),
+        base=dict(dataset='digits', model='2nn', num_clients=20, clients_per_round=10,
+                  rounds=200, eval_every=2, seed=0),
+        variants=(
+            ('FedAvg (E=2, B=10)', dict(algorithm='fedavg', client_epochs=2, client_batch_size=10,
+                                        client_learning_rate=0.05)),
+            ('FedAvg (E=5, B=10)', dict(algorithm='fedavg', client_epochs=5, client_batch_size=10,
+                                        client_learning_rate=0.05)),
+            ('FedSGD (lr 0.3)', dict(algorithm='fedsgd', client_batch_size=100, server_learning_rate=0.3)),
+            ('FedSGD (lr 1.0)', dict(algorithm='fedsgd', client_batch_size=100, server_learning_rate=1.0)),
+        ),
+        plot_metrics=('test_accuracy', 'global_train_loss'),
+        table=_fedsgd_table,
+        log_scale=('global_train_loss',),
+        hlines={'test_accuracy': TARGET_ACCURACIES[-1]},
+    ),
+}
+
+
+def study_configs(name: str, output_dir: str, rounds: Optional[int] = None) -> list[tuple[str, ExperimentConfig]]:
+    """The labelled, validated configs of study `name` (runs go under `output_dir/runs`)."""
+    if name not in STUDIES:
+        raise ValueError(f'unknown study {name!r}; valid choices: {", ".join(sorted(STUDIES))}')
+    study = STUDIES[name]
+    configs = []
+    for i, (label, overrides) in enumerate(study.variants):
+        settings = {**study.base, **overrides, 'output_dir': os.path.join(output_dir, 'runs'),
+                    'experiment_name': f'{name}_{i}'}
+        if rounds is not None:
+            settings['rounds'] = rounds
+        configs.append((label, ExperimentConfig(**settings).validate()))
+    return configs
+
+
+def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs study `name`; writes `<name>.png` and `<name>.md` into `output_dir`; returns paths
+    and table rows."""
+    study = STUDIES.get(name)
+    configs = study_configs(name, output_dir, rounds)  # Validates everything before running.
+    os.makedirs(output_dir, exist_ok=True)
+    histories, run_dirs = {}, {}
+    for label, config in configs:
+        log(f'== {label}')
+        result = run_experiment(config, log=lambda line: None)
+        histories[label], run_dirs[label] = result.history, result.run_dir
+        log(f'   {result.summary}')
+    png = os.path.join(output_dir, f'{name}.png')
+    plotting.plot_curves(histories, study.plot_metrics, png, title=study.title,
+                         log_scale=study.log_scale, hlines=study.hlines)
+    rows = study.table(histories)
+    md = os.path.join(output_dir, f'{name}.md')
+    with open(md, 'w') as f:
+        f.write(_markdown(name, study, configs, rows, rounds))
+    return {'png': png, 'markdown': md, 'rows': rows, 'run_dirs': run_dirs}
+
+
+def _markdown(name, study, configs, rows, rounds) -> str:
+    header = list(rows[0])
+    lines = [f'# {study.title}', '', f'Claim: {study.claim}', '',
+             f'Command: `python -m experiments.reproduce --study={name}'
+             + (f' --rounds={rounds}' if rounds else '') + '`', '',
+             f'![{name}]({name}.png)', '',
+             '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(str(r[h]) for h in header) + ' |' for r in rows]
+    lines += ['', 'Settings (shared, then per run):', '',
+              '```', ' '.join(f'--{k}={v}' for k, v in study.base.items() if not (rounds and k == 'rounds'))
+              + (f' --rounds={rounds}' if rounds else ''), *[
+                  f'{label}: ' + ' '.join(f'--{k}={v}' for k, v in overrides.items())
+                  for label, overrides in study.variants], '```', '',
+              f'Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.',
+              '']
+    return '\n'.join(lines)
+
+

@@ -1,0 +1,41 @@
+"""Reproduction studies: valid configs, and a short end-to-end study writes its plot and table."""
+
+import os
+
+import pytest
+
+from fl_tff import plotting, reproductions
+
+
+@pytest.mark.parametrize('name', sorted(reproductions.STUDIES))
+def test_every_study_has_valid_configs(tmp_path, name):
+    configs = reproductions.study_configs(name, str(tmp_path))
+    assert len(configs) == len(reproductions.STUDIES[name].variants) >= 2
+    assert len({c.experiment_name for _, c in configs}) == len(configs)
+
+
+def test_unknown_study_lists_choices(tmp_path):
+    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: fedavg_vs_fedsgd, fedprox_stragglers'):
+        reproductions.study_configs('nope', str(tmp_path))
+
+
+def test_plot_skips_missing_and_non_finite_points(tmp_path):
+    path = str(tmp_path / 'p.png')
+    rows = [{'round': 1, 'loss': 1.0}, {'round': 2}, {'round': 3, 'loss': float('nan')},
+            {'round': 4, 'loss': 0.5}]
+    plotting.plot_curves({'a': rows}, ['loss'], path, title='t', log_scale=['loss'],
+                         hlines={'loss': 0.7})
+    assert os.path.getsize(path) > 1000
+
+
+@pytest.mark.slow
+def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path):
+    out = reproductions.run_study('fedprox_stragglers', str(tmp_path), rounds=4, log=lambda _: None)
+    assert os.path.getsize(out['png']) > 1000
+    text = open(out['markdown']).read()
+    assert '| FedProx mu=1, partial work |' in text and '--rounds=4' in text
+    assert [r['run'] for r in out['rows']] == [label for label, _ in
+                                               reproductions.STUDIES['fedprox_stragglers'].variants]
+    dropped, partial = out['rows'][0], out['rows'][2]
+    assert dropped['clients aggregated per round (mean)'] == '1.00'  # 90% of 10 dropped
+    assert partial['clients aggregated per round (mean)'] == '10.00'
