@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff.algorithms import build_fedavg, build_fedprox
+from fl_tff.algorithms import build_fedavg, build_fedprox, client_work
+from fl_tff.algorithms.fedavg import compose_algorithm
 from tests.algorithms.test_fedavg import run_rounds
 from tests.helpers import max_abs_diff
 
@@ -81,6 +82,22 @@ def test_tff_087_fed_prox_has_the_opposite_proximal_sign(tff_runtime, setup):
         w, _ = run_rounds(process, select, 1, initial)
         movement[name] = max_abs_diff(w.trainable, initial.trainable)
     assert movement['ours'] < movement['fedavg'] < movement['tff']
+
+
+def test_with_tffs_sign_flipped_ours_matches_tff_fed_prox(tff_runtime, setup):
+    """Our FedProx differs from TFF 0.87's only by the sign of the proximal term: composing
+    our client work with strength -mu reproduces build_weighted_fed_prox(mu) to 1e-5."""
+    model_fn, select = setup
+    mu = 0.1
+    flipped = compose_algorithm(
+        model_fn, client_work.build_model_delta_client_work(model_fn, SGD(0.05), proximal_strength=-mu),
+        SGD(1.0), tff.aggregators.MeanFactory())
+    reference = tff.learning.algorithms.build_weighted_fed_prox(
+        model_fn, proximal_strength=mu, client_optimizer_fn=SGD(0.05), server_optimizer_fn=SGD(1.0))
+    initial = flipped.get_model_weights(flipped.initialize())
+    a, _ = run_rounds(flipped, select, 3, initial)
+    b, _ = run_rounds(reference, select, 3, initial)
+    assert max_abs_diff(a.trainable, b.trainable) <= 1e-5
 
 
 def test_larger_mu_keeps_the_update_closer_to_the_global_model(tff_runtime, setup):
