@@ -22,6 +22,13 @@ def _zero_if_non_finite(delta):
     return zeroed, tf.cast(tf.logical_not(finite), tf.int32)
 
 
+def _load_weights(model, initial_weights):
+    """Assigns `initial_weights` to `model`; returns its ModelWeights and flat trainable variables."""
+    weights = tff.learning.models.ModelWeights.from_model(model)
+    tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+    return weights, tuple(tf.nest.flatten(weights.trainable))
+
+
 def _client_result(model, update, num_examples, weighting):
     """(ClientResult, metrics): a non-finite update is zeroed, gets weight 0 and no metrics."""
     update, non_finite = _zero_if_non_finite(update)
@@ -51,9 +58,7 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
 
     @tf.function
     def local_training(initial_weights, dataset):
-        weights = tff.learning.models.ModelWeights.from_model(model)
-        tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
-        trainable = tuple(tf.nest.flatten(weights.trainable))
+        weights, trainable = _load_weights(model, initial_weights)
         specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
 
         def step(state, batch):
@@ -88,9 +93,7 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: tff.learning.ClientWei
 
     @tf.function
     def local_gradient(initial_weights, dataset):
-        weights = tff.learning.models.ModelWeights.from_model(model)
-        tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
-        trainable = tuple(tf.nest.flatten(weights.trainable))
+        weights, trainable = _load_weights(model, initial_weights)
 
         def step(state, batch):
             num_examples, grad_sums = state
