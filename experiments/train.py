@@ -58,6 +58,8 @@ _HELP = {
     'over_selection': 'Select ceil(K (1 + r)) clients and aggregate the first K to finish (r >= 0).',
     'seed': 'Seed for data, partitioning, sampling, devices, shuffling and initialization.',
     'eval_every': 'Evaluate on test data every this many rounds (and after the last round).',
+    'checkpoint_every': 'Save the server state every this many rounds (0: only round 0 and the last); '
+                        'rerunning the same command resumes from the newest checkpoint.',
     'output_dir': 'Directory that receives one subdirectory per run.',
     'experiment_name': 'Name of the run directory (default: built from the settings).',
 }
@@ -90,6 +92,9 @@ def main(argv) -> int:
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except experiment.DivergenceError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 3
     return 0
 
 

@@ -69,6 +69,7 @@ class ExperimentConfig:
     # Bookkeeping.
     seed: int = 0
     eval_every: int = 5
+    checkpoint_every: int = 10
     output_dir: str = 'runs'
     experiment_name: str = ''
 
@@ -118,6 +119,7 @@ class ExperimentConfig:
         self._validate_algorithm()
         self._validate_devices()
         _non_negative('seed', self.seed)
+        _non_negative('checkpoint_every', self.checkpoint_every)
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ConfigError('output_dir', f'{self.output_dir!r} exists and is not a directory')
         if self.experiment_name and (os.sep in self.experiment_name or self.experiment_name in ('.', '..')):

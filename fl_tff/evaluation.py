@@ -55,3 +55,27 @@ class FederatedEvaluator:
         return {'fed_eval_loss': float(current['loss']),
                 'fed_eval_accuracy': float(current['sparse_categorical_accuracy']),
                 'fed_eval_clients': len(self._datasets)}
+
+
+class PerClientEvaluator:
+    """Accuracy of the global model on each client's held-out test examples, summarized as
+    mean, 10th/50th/90th percentile and the mean of the worst 10% of clients."""
+
+    def __init__(self, keras_fn: Callable[[], tf.keras.Model],
+                 test_data: tff.simulation.datasets.ClientData):
+        self._keras_fn = keras_fn
+        self._clients = []
+        for cid in test_data.client_ids:
+            batch = next(iter(test_data.create_tf_dataset_for_client(cid).batch(1_000_000)))
+            self._clients.append((batch['x'].numpy(), batch['y'].numpy()))
+
+    def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
+        model = self._keras_fn()
+        weights.assign_weights_to(model)
+        accuracies = np.array([np.mean(np.argmax(model(x, training=False).numpy(), -1) == y)
+                               for x, y in self._clients])
+        worst = np.sort(accuracies)[:max(1, int(np.ceil(0.1 * len(accuracies))))]
+        p10, p50, p90 = np.percentile(accuracies, [10, 50, 90])
+        return {'client_acc_mean': float(accuracies.mean()), 'client_acc_p10': float(p10),
+                'client_acc_p50': float(p50), 'client_acc_p90': float(p90),
+                'client_acc_worst10pct': float(worst.mean())}

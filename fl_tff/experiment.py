@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Any, Callable
 
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, algorithms, data, evaluation, models, reporting, runtime, simulation
+from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, models, reporting,
+                    runtime, simulation)
 from fl_tff.config import ConfigError, ExperimentConfig
 
 _WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
@@ -75,12 +77,31 @@ def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
         **({'hidden_units': config.hidden_units} if config.model == '2nn' else {}))
 
 
+class DivergenceError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+def _check_finite(row: dict[str, Any]) -> None:
+    if row.get('server_update_skipped'):
+        raise DivergenceError(f'training diverged at round {row["round"]}: the aggregated update '
+                              'was not finite')
+    for key in ('train_loss', 'test_loss', 'global_train_loss'):
+        value = row.get(key)
+        if value is not None and not math.isfinite(value) and (key != 'train_loss' or row['clients']):
+            raise DivergenceError(f'training diverged at round {row["round"]}: {key} is {value} '
+                                  '(every client update was NaN or infinite)' if key == 'train_loss'
+                                  else f'training diverged at round {row["round"]}: {key} is {value}')
+
+
 def run_experiment(config: ExperimentConfig,
                    log: Callable[[str], None] = print) -> ExperimentResult:
-    """Validates `config`, trains, evaluates every `eval_every` rounds, and writes the run dir.
+    """Validates `config`, trains (resuming its run directory if one with the same settings
+    exists), evaluates every `eval_every` rounds, and writes the run directory.
 
-    The run directory (`output_dir/run_name`, suffixed if it exists) receives config.json,
-    flags.txt, partition.json, metrics.csv (one row per round) and summary.json.
+    The run directory (`output_dir/run_name`) receives config.json, flags.txt, partition.json,
+    metrics.csv (one row per round), tensorboard/, checkpoints/ (every `checkpoint_every`
+    rounds and the last), final_model.keras and summary.json. A NaN or infinite loss raises
+    `DivergenceError` and keeps the last good checkpoint.
     """
     config.validate()
     fed_data = load_federated_data(config)
@@ -90,32 +111,56 @@ def run_experiment(config: ExperimentConfig,
         fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes)
-    run_dir = reporting.create_run_dir(config.output_dir, config.run_name())
-    reporting.save_config(run_dir, config)
-    reporting.write_json(os.path.join(run_dir, reporting.PARTITION_FILE), fed_data.summary)
+    run_dir, resuming = reporting.prepare_run_dir(config.output_dir, config.run_name(), config)
+    if not resuming:
+        reporting.save_config(run_dir, config)
+        reporting.write_json(os.path.join(run_dir, reporting.PARTITION_FILE), fed_data.summary)
     log(f'run directory: {run_dir}')
     log(data.partition.format_summary(fed_data.summary, max_rows=5))
-    writer = reporting.MetricsWriter(run_dir)
-
-    def on_round(row):
-        writer.write(row)
-        log(reporting.format_round_line(row, config.rounds))
 
     start = time.monotonic()
     with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
         process = build_process(config, model_fn)
+        checkpointer = checkpoints.Checkpointer(run_dir, config.checkpoint_every)
+        state, done = checkpointer.latest(process.initialize()) if resuming else (None, 0)
+        if state is None:
+            state = process.initialize()
+            checkpointer.maybe_save(state, 0, force=True)
+        else:
+            log(f'resuming after round {done} from {checkpointer.directory}')
+        previous = reporting.read_metrics(run_dir, up_to_round=done)
         evaluators = [
             evaluation.CentralizedEvaluator(keras_fn, fed_data.test_x, fed_data.test_y),
             # The global model's loss on all training data (what FedProx's paper plots).
             evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
                                             prefix='global_train'),
             evaluation.FederatedEvaluator(model_fn, fed_data.test),
+            evaluation.PerClientEvaluator(keras_fn, fed_data.test),
         ]
-        state, history = simulation.run_training(
-            process, select, rounds=config.rounds, eval_every=config.eval_every,
-            evaluation_fn=lambda w: {k: v for e in evaluators for k, v in e(w).items()},
-            on_round=on_round)
+        releaser = reporting.MetricsReleaser(run_dir)
+        reporter = reporting.RoundReporter(config.rounds, done + 1, log)
+
+        def on_round(row, new_state):
+            releaser.release(row)
+            reporter.round(row)
+            _check_finite(row)
+            checkpointer.maybe_save(new_state, row['round'], force=row['round'] == config.rounds)
+
+        try:
+            state, history = simulation.run_training(
+                process, select, rounds=config.rounds, eval_every=config.eval_every,
+                evaluation_fn=lambda w: {k: v for e in evaluators for k, v in e(w).items()},
+                on_round=on_round, initial_state=state, start_round=done + 1)
+        except DivergenceError as e:
+            raise DivergenceError(f'{e}; the last good checkpoint (round '
+                                  f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}') from e
+        finally:
+            reporter.close()
         final_weights = process.get_model_weights(state)
+    history = previous + history
+    model = keras_fn()
+    final_weights.assign_weights_to(model)
+    model.save(os.path.join(run_dir, reporting.FINAL_MODEL_FILE))
     evaluated = [row for row in history if 'test_accuracy' in row]
     summary = {
         'run_dir': run_dir,
@@ -124,9 +169,10 @@ def run_experiment(config: ExperimentConfig,
         'final_fed_eval_accuracy': evaluated[-1]['fed_eval_accuracy'],
         'best_test_accuracy': max(r['test_accuracy'] for r in evaluated),
         'final_global_train_loss': evaluated[-1]['global_train_loss'],
-        'total_seconds': time.monotonic() - start,
+        'seconds_this_session': time.monotonic() - start,
     }
     reporting.write_json(os.path.join(run_dir, reporting.SUMMARY_FILE), summary)
     log(f"final test accuracy {summary['final_test_accuracy']:.4f} after {config.rounds} rounds "
-        f"({summary['total_seconds']:.0f}s); metrics in {os.path.join(run_dir, reporting.METRICS_FILE)}")
+        f"({summary['seconds_this_session']:.0f}s); metrics in "
+        f"{os.path.join(run_dir, reporting.METRICS_FILE)}")
     return ExperimentResult(run_dir, history, final_weights, summary)

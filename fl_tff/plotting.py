@@ -13,25 +13,33 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 
 def plot_curves(histories: dict[str, Sequence[dict[str, Any]]], metrics: Sequence[str], path: str, *,
                 title: str, log_scale: Sequence[str] = (),
-                hlines: Optional[dict[str, float]] = None) -> None:
-    """One panel per metric against round, one line per run; rows lacking a metric are skipped."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for label, rows in histories.items():
-            points = [(r['round'], r[metric]) for r in rows
-                      if metric in r and r[metric] is not None and math.isfinite(r[metric])]
-            if points:
-                ax.plot(*zip(*points), label=label, linewidth=1.5)
-        if hlines and metric in hlines:
-            ax.axhline(hlines[metric], color='grey', linestyle='--', linewidth=1,
-                       label=f'target {hlines[metric]:g}')
-        if metric in log_scale:
-            ax.set_yscale('log')
-        ax.set_xlabel('round')
-        ax.set_ylabel(metric.replace('_', ' '))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+                hlines: Optional[dict[str, float]] = None,
+                x_axes: Sequence[tuple[str, str]] = (('round', 'round'),)) -> None:
+    """A grid of panels: one row per x axis (column key, label), one column per metric, one
+    line per run; rows lacking a value are skipped."""
+    fig, axes = plt.subplots(len(x_axes), len(metrics), figsize=(5.5 * len(metrics), 4 * len(x_axes)),
+                             squeeze=False)
+    for (x_key, x_label), ax_row in zip(x_axes, axes):
+        for ax, metric in zip(ax_row, metrics):
+            _panel(ax, histories, x_key, x_label, metric, log_scale, hlines)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _panel(ax, histories, x_key, x_label, metric, log_scale, hlines) -> None:
+    for label, rows in histories.items():
+        points = [(r[x_key], r[metric]) for r in rows
+                  if x_key in r and r.get(metric) is not None and math.isfinite(r[metric])]
+        if points:
+            ax.plot(*zip(*points), label=label, linewidth=1.5)
+    if hlines and metric in hlines:
+        ax.axhline(hlines[metric], color='grey', linestyle='--', linewidth=1,
+                   label=f'target {hlines[metric]:g}')
+    if metric in log_scale:
+        ax.set_yscale('log')
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(metric.replace('_', ' '))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

@@ -3,31 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import json
+import math
 import os
-from typing import Any
+import sys
+from typing import Any, Callable, Optional, TextIO
 
 import tensorflow_federated as tff
 
 METRICS_FILE = 'metrics.csv'
+TENSORBOARD_DIR = 'tensorboard'
+FINAL_MODEL_FILE = 'final_model.keras'
 CONFIG_FILE = 'config.json'
 FLAGS_FILE = 'flags.txt'
 SUMMARY_FILE = 'summary.json'
 PARTITION_FILE = 'partition.json'
 
 
-def create_run_dir(output_dir: str, name: str) -> str:
-    """Creates `output_dir/name`; if that exists, `name_2`, `name_3`, ... so no earlier run is touched."""
+def prepare_run_dir(output_dir: str, name: str, config) -> tuple[str, bool]:
+    """(run directory, resuming).
+
+    `output_dir/name` (or `name_2`, `name_3`, ...) whose saved config equals `config` is resumed;
+    otherwise the first free one is created. An existing run with other settings is never touched.
+    """
     os.makedirs(output_dir, exist_ok=True)
+    wanted = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     candidate, n = os.path.join(output_dir, name), 1
     while True:
-        try:
-            os.makedirs(candidate)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = os.path.join(output_dir, f'{name}_{n}')
+        saved = os.path.join(candidate, CONFIG_FILE)
+        if os.path.exists(saved):
+            with open(saved) as f:
+                if json.load(f) == wanted:
+                    return candidate, True
+        else:
+            try:
+                os.makedirs(candidate)
+                return candidate, False
+            except FileExistsError:
+                if not os.listdir(candidate):  # An empty directory left by a failed start.
+                    return candidate, False
+        n += 1
+        candidate = os.path.join(output_dir, f'{name}_{n}')
 
 
 def write_json(path: str, value: Any) -> None:
@@ -47,24 +65,73 @@ def save_config(run_dir: str, config) -> None:
         f.writelines(f'--{k}={v}\n' for k, v in values.items())
 
 
-class MetricsWriter:
-    """Appends each round's row to `metrics.csv` through TFF's CSV release manager."""
+class MetricsReleaser:
+    """Releases each round's row through tff.program release managers: CSV (metrics.csv),
+    TensorBoard (tensorboard/) and logging. Re-releasing a round replaces it and every later one
+    in the CSV, so a resumed run leaves no stale rows."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, METRICS_FILE)
-        self._manager = tff.program.CSVFileReleaseManager(
-            self.path, save_mode=tff.program.CSVSaveMode.APPEND, key_fieldname='round')
+        self._managers = [
+            tff.program.CSVFileReleaseManager(self.path, save_mode=tff.program.CSVSaveMode.APPEND,
+                                              key_fieldname='round'),
+            tff.program.TensorBoardReleaseManager(os.path.join(run_dir, TENSORBOARD_DIR)),
+            tff.program.LoggingReleaseManager(),
+        ]
 
-    def write(self, row: dict[str, Any]) -> None:
+    def release(self, row: dict[str, Any]) -> None:
         values = {k: v for k, v in row.items() if k != 'round'}
-        asyncio.run(self._manager.release(values, key=row['round']))
+
+        async def release_all():
+            await asyncio.gather(*[m.release(values, key=row['round']) for m in self._managers])
+
+        asyncio.run(release_all())
 
 
-def format_round_line(row: dict[str, Any], total_rounds: int) -> str:
+def read_metrics(run_dir: str, up_to_round: Optional[int] = None) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.csv as numbers (empty cells omitted)."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for raw in csv.DictReader(f):
+            row = {k: (int(v) if k == 'round' else float(v)) for k, v in raw.items() if v != ''}
+            if up_to_round is None or row['round'] <= up_to_round:
+                rows.append(row)
+    return rows
+
+
+class RoundReporter:
+    """One line per round; in a terminal also a progress bar with ETA (tqdm), plain lines otherwise."""
+
+    def __init__(self, total_rounds: int, start_round: int, log: Callable[[str], None],
+                 stream: TextIO = sys.stdout):
+        self._total, self._start, self._log, self._stream = total_rounds, start_round, log, stream
+        self._bar = None
+        if stream.isatty():
+            from tqdm import tqdm  # Only terminals get a bar.
+            self._bar = tqdm(total=total_rounds, initial=start_round - 1, unit='round',
+                             file=stream, dynamic_ncols=True, leave=False)
+
+    def round(self, row: dict[str, Any]) -> None:
+        line = format_round_line(row, self._total, self._start)
+        if self._bar is not None:
+            self._bar.write(line, file=self._stream)
+            self._bar.update(1)
+        else:
+            self._log(line)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int = 1) -> str:
     """E.g. `round  5/30 [###.......]  train loss 0.512 acc 0.861 | test acc 0.903 | 0.41s eta 12s`."""
     r = row['round']
     filled = round(10 * r / total_rounds)
-    eta = row['elapsed_seconds'] / r * (total_rounds - r)
+    eta = row['elapsed_seconds'] / (r - start_round + 1) * (total_rounds - r)
     width = len(str(total_rounds))
     parts = [f'round {r:>{width}}/{total_rounds} [{"#" * filled}{"." * (10 - filled)}]',
              f'train loss {row["train_loss"]:.4f} acc {row["train_accuracy"]:.4f}']

@@ -12,11 +12,20 @@ TIMING_COLUMNS = ('round_seconds', 'eval_seconds', 'elapsed_seconds')
 
 
 def flatten_training_metrics(metrics) -> Metrics:
-    """The scalar columns we report from a LearningProcess's nested metrics."""
+    """The scalar columns we report from a LearningProcess's nested metrics.
+
+    When every client's update was non-finite (all dropped, metrics reset) the train loss and
+    accuracy are NaN, not TFF's 0/0 = 0, so a diverged run cannot look like a converged one.
+    """
     train = metrics['client_work']['train']
-    return {'train_loss': float(train['loss']),
-            'train_accuracy': float(train['sparse_categorical_accuracy']),
-            'train_examples': int(train['num_examples'])}
+    examples = int(train['num_examples'])
+    row = {'train_loss': float(train['loss']) if examples else float('nan'),
+           'train_accuracy': float(train['sparse_categorical_accuracy']) if examples else float('nan'),
+           'train_examples': examples}
+    finalizer = metrics.get('finalizer') or {}
+    if 'update_non_finite' in finalizer:
+        row['server_update_skipped'] = int(finalizer['update_non_finite'])
+    return row
 
 
 def run_training(
@@ -26,18 +35,21 @@ def run_training(
         rounds: int,
         evaluation_fn: Optional[Callable[[tff.learning.models.ModelWeights], Metrics]] = None,
         eval_every: int = 1,
-        on_round: Optional[Callable[[Metrics], None]] = None,
+        on_round: Optional[Callable[[Metrics, Any], None]] = None,
         initial_state: Any = None,
+        start_round: int = 1,
 ) -> tuple[Any, list[Metrics]]:
-    """Runs `rounds` rounds of `process`; evaluates every `eval_every` rounds and at the end.
+    """Runs rounds `start_round`..`rounds` of `process`; evaluates every `eval_every` rounds and
+    at the end.
 
-    `on_round` receives each round's flat metrics (after evaluation) for printing or saving.
-    Returns the final state and all rows.
+    `on_round(row, state)` receives each round's flat metrics (after evaluation) and the new
+    state, for printing, saving and checkpointing; it may raise to stop the run.
+    Returns the final state and the rows of the rounds run.
     """
     state = process.initialize() if initial_state is None else initial_state
     history: list[Metrics] = []
     start = time.monotonic()
-    for round_num in range(1, rounds + 1):
+    for round_num in range(start_round, rounds + 1):
         t0 = time.monotonic()
         row: Metrics = {'round': round_num}
         if hasattr(training_selection_fn, 'plan'):  # A ClientSelector: report participation.
@@ -61,5 +73,5 @@ def run_training(
         row['elapsed_seconds'] = time.monotonic() - start
         history.append(row)
         if on_round is not None:
-            on_round(row)
+            on_round(row, state)
     return state, history

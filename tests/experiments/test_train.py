@@ -68,19 +68,20 @@ def _metrics(run_dir):
 
 
 def test_same_flags_and_seed_give_the_same_metrics(tff_runtime, tmp_path):
-    config = ExperimentConfig(output_dir=str(tmp_path), **SMALL)
-    first = experiment.run_experiment(config, log=lambda _: None)
-    second = experiment.run_experiment(config, log=lambda _: None)
+    first = experiment.run_experiment(ExperimentConfig(output_dir=str(tmp_path / 'a'), **SMALL),
+                                      log=lambda _: None)
+    second = experiment.run_experiment(ExperimentConfig(output_dir=str(tmp_path / 'b'), **SMALL),
+                                       log=lambda _: None)
     other_seed = experiment.run_experiment(
-        ExperimentConfig(output_dir=str(tmp_path), seed=1, **SMALL), log=lambda _: None)
-    assert first.run_dir != second.run_dir  # an earlier run is never overwritten
+        ExperimentConfig(output_dir=str(tmp_path / 'a'), seed=1, **SMALL), log=lambda _: None)
+    assert other_seed.run_dir != first.run_dir  # other settings never touch an earlier run
     assert _metrics(first.run_dir) == _metrics(second.run_dir)
     assert _metrics(first.run_dir) != _metrics(other_seed.run_dir)
     rows = _metrics(first.run_dir)
     assert [r['round'] for r in rows] == ['1', '2', '3', '4']
     assert rows[1]['test_accuracy'] and not rows[0]['test_accuracy']
     for name in (reporting.CONFIG_FILE, reporting.FLAGS_FILE, reporting.SUMMARY_FILE,
-                 reporting.PARTITION_FILE):
+                 reporting.PARTITION_FILE, reporting.FINAL_MODEL_FILE):
         assert os.path.exists(os.path.join(first.run_dir, name))
     with open(os.path.join(first.run_dir, reporting.FLAGS_FILE)) as f:
         assert '--rounds=4\n' in f.read()

@@ -29,7 +29,7 @@ def test_loop_evaluates_every_k_rounds_and_at_the_end(tff_runtime, skewed_digits
     seen = []
     _, history = simulation.run_training(
         build_fedavg(model_fn), select, rounds=5, eval_every=2,
-        evaluation_fn=lambda w: {'evaluated': 1.0}, on_round=seen.append)
+        evaluation_fn=lambda w: {'evaluated': 1.0}, on_round=lambda row, state: seen.append(row))
     assert [row['round'] for row in history] == [1, 2, 3, 4, 5]
     assert [('evaluated' in row) for row in history] == [False, True, False, True, True]
     assert seen == history
