@@ -22,7 +22,8 @@ from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES
 _HELP = {
     'algorithm': f'Federated algorithm, one of: {", ".join(sorted(ALGORITHMS))}.',
     'dataset': f'Dataset, one of: {", ".join(sorted(DATASETS))} (all offline; synthetic = '
-               'Synthetic(alpha, beta) of the FedProx paper).',
+               'Synthetic(alpha, beta) of the FedProx paper; emnist/emnist62/cifar100 read '
+               '--data_dir; --num_clients of their writers/clients are sampled).',
     'model': f'Model, one of: {", ".join(sorted(MODELS))} (2nn = MLP of McMahan et al. 2017).',
     'hidden_units': 'Width of each hidden layer of the 2nn model.',
     'partition': f'How examples are split into clients, one of: {", ".join(PARTITIONS)} '
@@ -30,6 +31,8 @@ _HELP = {
     'alpha': 'Dirichlet concentration for --partition=dirichlet (> 0; small = more label skew).',
     'classes_per_client': 'Classes held by each client for --partition=shards.',
     'lognormal_sigma': 'Log-normal sigma of client sizes for --partition=quantity (>= 0).',
+    'data_dir': 'Directory holding TFF dataset files (emnist_all.sqlite, cifar100.sqlite) for '
+                '--dataset=emnist|emnist62|cifar100; nothing is downloaded.',
     'synthetic_alpha': 'Synthetic(alpha, beta): how much local models differ (>= 0).',
     'synthetic_beta': 'Synthetic(alpha, beta): how much local inputs differ (>= 0).',
     'num_clients': 'Number of clients in the population (devices, for synthetic data).',

@@ -7,7 +7,7 @@ import os
 
 from fl_tff.aggregation import AGGREGATORS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
-from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED
+from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, TFF_DATASET_NAMES
 from fl_tff.data.partition import PARTITIONERS
 from fl_tff.models.keras_models import MODELS
 from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES, DeviceHeterogeneity
@@ -41,6 +41,7 @@ class ExperimentConfig:
     lognormal_sigma: float = 1.0
     synthetic_alpha: float = 1.0
     synthetic_beta: float = 1.0
+    data_dir: str = ''
     num_clients: int = 20
     clients_per_round: int = 10
     test_fraction: float = 0.2
@@ -114,6 +115,12 @@ class ExperimentConfig:
         if self.dataset == 'synthetic':
             _non_negative('synthetic_alpha', self.synthetic_alpha)
             _non_negative('synthetic_beta', self.synthetic_beta)
+        if self.dataset in TFF_DATASET_NAMES:
+            from fl_tff.data import tff_datasets
+            try:
+                tff_datasets.check_available(self.dataset, self.data_dir)
+            except tff_datasets.MissingDatasetFileError as e:
+                raise ConfigError('data_dir', str(e)) from e
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError('test_fraction', f'must be in (0, 1), got {self.test_fraction}')
         self._validate_algorithm()

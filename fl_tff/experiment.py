@@ -13,6 +13,7 @@ import tensorflow_federated as tff
 from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, models, reporting,
                     runtime, simulation)
 from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.data import tff_datasets
 
 _WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
               'uniform': tff.learning.ClientWeighting.UNIFORM}
@@ -30,9 +31,12 @@ class ExperimentResult:
 
 def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
     """The partitioned dataset for `config` (cheap; raises ConfigError on an impossible partition)."""
-    dataset = data.load_dataset(config.dataset, seed=config.seed, num_clients=config.num_clients,
-                                synthetic_alpha=config.synthetic_alpha,
-                                synthetic_beta=config.synthetic_beta)
+    try:
+        dataset = data.load_dataset(config.dataset, seed=config.seed, num_clients=config.num_clients,
+                                    synthetic_alpha=config.synthetic_alpha,
+                                    synthetic_beta=config.synthetic_beta, data_dir=config.data_dir)
+    except tff_datasets.TooManyClientsError as e:
+        raise ConfigError('num_clients', str(e)) from e
     partition = config.resolved_partition()
     if partition == 'natural':
         parts = dataset.natural_partition

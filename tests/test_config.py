@@ -7,7 +7,7 @@ import pytest
 from fl_tff.config import ConfigError, ExperimentConfig
 
 BAD = [
-    ({'dataset': 'mnist'}, '--dataset: unknown value .mnist.; valid choices: digits'),
+    ({'dataset': 'mnist'}, '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, synthetic, synthetic_iid'),
     ({'partition': 'zipf'}, '--partition: unknown value .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
     ({'algorithm': 'fedfoo'}, '--algorithm: unknown value .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
     ({'partition': 'natural'}, "--partition: 'digits' has no natural clients"),

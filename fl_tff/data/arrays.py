@@ -13,7 +13,9 @@ class ArrayDataset:
     """A centralized labelled dataset: features `x` (float32) and integer labels `y`.
 
     `natural_partition` holds the per-client index arrays of a naturally federated dataset
-    (e.g. Synthetic's devices); None for a centralized one.
+    (e.g. Synthetic's devices); None for a centralized one. `natural_test_partition`, when
+    given, is the dataset's own per-client test split (TFF's datasets); otherwise each client's
+    examples are split by `test_fraction`.
     """
 
     name: str
@@ -21,6 +23,7 @@ class ArrayDataset:
     y: np.ndarray
     num_classes: int
     natural_partition: Optional[list[np.ndarray]] = None
+    natural_test_partition: Optional[list[np.ndarray]] = None
 
     def __post_init__(self):
         if self.x.shape[0] != self.y.shape[0]:
@@ -51,21 +54,33 @@ def _synthetic_iid(**kwargs) -> ArrayDataset:
                                iid=True)
 
 
-# Loaders take keyword arguments: seed, num_clients, synthetic_alpha, synthetic_beta
+def _tff(name: str) -> Callable[..., ArrayDataset]:
+    def load(**kwargs) -> ArrayDataset:
+        from fl_tff.data import tff_datasets
+        return tff_datasets.load_tff_dataset(name, kwargs['data_dir'], kwargs['num_clients'],
+                                             kwargs['seed'])
+    return load
+
+
+# TFF's SQLite datasets (fl_tff.data.tff_datasets), read offline from --data_dir.
+TFF_DATASET_NAMES = ('emnist', 'emnist62', 'cifar100')
+
+# Loaders take keyword arguments: seed, num_clients, synthetic_alpha, synthetic_beta, data_dir
 # (each uses what it needs).
 DATASETS: dict[str, Callable[..., ArrayDataset]] = {
     'digits': lambda **_: load_digits(),
     'synthetic': _synthetic,
     'synthetic_iid': _synthetic_iid,
+    **{name: _tff(name) for name in TFF_DATASET_NAMES},
 }
 
 # Datasets whose clients are given by the data (use --partition=natural or auto).
-NATURALLY_FEDERATED = ('synthetic', 'synthetic_iid')
+NATURALLY_FEDERATED = ('synthetic', 'synthetic_iid', *TFF_DATASET_NAMES)
 
 
 def load_dataset(name: str, **kwargs) -> ArrayDataset:
     """Loads the dataset registered as `name` (kwargs: seed, num_clients, synthetic_alpha/beta)."""
     if name not in DATASETS:
         raise ValueError(f'unknown dataset {name!r}; valid choices: {sorted(DATASETS)}')
-    defaults = dict(seed=0, num_clients=30, synthetic_alpha=1.0, synthetic_beta=1.0)
+    defaults = dict(seed=0, num_clients=30, synthetic_alpha=1.0, synthetic_beta=1.0, data_dir='')
     return DATASETS[name](**{**defaults, **kwargs})

@@ -98,9 +98,13 @@ def build_federated_data(dataset: arrays.ArrayDataset, parts: partition_lib.Part
                          test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
     """Builds train/test `ClientData` from a centralized dataset and a partition of it.
 
-    Clients whose test side is empty (very small clients) appear only in `train`.
+    Clients whose test side is empty (very small clients) appear only in `train`. The dataset's
+    own test split is used when `parts` is its natural partition and it has one.
     """
-    train_idx, test_idx = split_client_examples(parts, test_fraction, seed)
+    if parts is dataset.natural_partition and dataset.natural_test_partition is not None:
+        train_idx, test_idx = list(parts), list(dataset.natural_test_partition)
+    else:
+        train_idx, test_idx = split_client_examples(parts, test_fraction, seed)
     train = client_data_from_arrays(dataset.x, dataset.y, train_idx)
     keep = [i for i, t in enumerate(test_idx) if t.size > 0]
     if not keep:

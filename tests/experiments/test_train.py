@@ -18,7 +18,7 @@ SMALL = dict(num_clients=8, clients_per_round=4, rounds=4, eval_every=2, model='
 
 
 @pytest.mark.parametrize('flags,message', [
-    (['--dataset=mnist'], '--dataset: unknown value .mnist.; valid choices: digits'),
+    (['--dataset=mnist'], '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, synthetic, synthetic_iid'),
     (['--partition=zipf'], '--partition: unknown value .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
     (['--algorithm=fedfoo'], '--algorithm: unknown value .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
     (['--algorithm=fedprox', '--mu=-1'], '--mu: must be >= 0'),
@@ -26,6 +26,7 @@ SMALL = dict(num_clients=8, clients_per_round=4, rounds=4, eval_every=2, model='
     (['--straggler_fraction=1.5'], r'--straggler_fraction: straggler_fraction must be in \[0, 1\]'),
     (['--aggregator=trimmed_mean', '--trim_fraction=0.5'], r'--trim_fraction: must be in \[0, 0.5\)'),
     (['--dataset=synthetic', '--model=cnn', '--num_clients=30'], '--model: cnn needs image inputs'),
+    (['--dataset=emnist', '--data_dir=/nonexistent'], '--data_dir: emnist needs /nonexistent/emnist_all.sqlite'),
     (['--clients_per_round=21', '--num_clients=20'], '--clients_per_round: 21 exceeds --num_clients=20'),
     (['--rounds=0'], '--rounds: must be > 0'),
     (['--client_learning_rate=-0.1'], '--client_learning_rate: must be > 0'),
