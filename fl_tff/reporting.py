@@ -6,7 +6,6 @@ import asyncio
 import csv
 import dataclasses
 import json
-import math
 import os
 import sys
 from typing import Any, Callable, Optional, TextIO

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import platform
 from typing import Any, Callable, Optional

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fl_tff import plotting, reporting
+from fl_tff import plotting
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.experiment import run_experiment
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow_federated as tff
 
 from fl_tff import evaluation, models
 from fl_tff.algorithms import build_fedavg

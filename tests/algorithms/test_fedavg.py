@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import data, models, simulation
+from fl_tff import data, simulation
 from fl_tff.algorithms import build_fedavg, get_algorithm
 from tests.helpers import max_abs_diff
 
