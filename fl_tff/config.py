@@ -10,7 +10,8 @@ from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, TFF_DATASET_NAMES
 from fl_tff.data.partition import PARTITIONERS
 from fl_tff.models.keras_models import MODELS
-from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES, DeviceHeterogeneity
+from fl_tff.simulation.heterogeneity import (STRAGGLER_POLICIES, DeviceHeterogeneity,
+                                             HeterogeneityError)
 
 WEIGHTINGS = ('examples', 'uniform')
 # auto = the dataset's own clients when it has them (natural), else dirichlet.
@@ -153,10 +154,8 @@ class ExperimentConfig:
     def _validate_devices(self) -> None:
         try:
             self.heterogeneity().validate(self.client_epochs)
-        except ValueError as e:
-            name = str(e).split(' ', 1)[0]
-            flag = name if name in self.__dataclass_fields__ else 'straggler_fraction'
-            raise ConfigError(flag, str(e)) from e
+        except HeterogeneityError as e:
+            raise ConfigError(e.field, str(e)) from e
         sampled = self.clients_per_round * (1 + self.over_selection)
         if sampled > self.num_clients + 1e-9:
             raise ConfigError('over_selection', f'selecting ceil({self.clients_per_round} x '

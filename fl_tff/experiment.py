@@ -86,15 +86,15 @@ class DivergenceError(RuntimeError):
 
 
 def _check_finite(row: dict[str, Any]) -> None:
+    prefix = f'training diverged at round {row["round"]}'
     if row.get('server_update_skipped'):
-        raise DivergenceError(f'training diverged at round {row["round"]}: the aggregated update '
-                              'was not finite')
-    for key in ('train_loss', 'test_loss', 'global_train_loss'):
-        value = row.get(key)
-        if value is not None and not math.isfinite(value) and (key != 'train_loss' or row['clients']):
-            raise DivergenceError(f'training diverged at round {row["round"]}: {key} is {value} '
-                                  '(every client update was NaN or infinite)' if key == 'train_loss'
-                                  else f'training diverged at round {row["round"]}: {key} is {value}')
+        raise DivergenceError(f'{prefix}: the aggregated update was not finite')
+    if row['clients'] and not math.isfinite(row['train_loss']):
+        raise DivergenceError(f'{prefix}: train_loss is {row["train_loss"]} '
+                              '(every client update was NaN or infinite)')
+    for key in ('test_loss', 'global_train_loss'):
+        if key in row and not math.isfinite(row[key]):
+            raise DivergenceError(f'{prefix}: {key} is {row[key]}')
 
 
 def run_experiment(config: ExperimentConfig,

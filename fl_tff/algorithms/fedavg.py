@@ -53,21 +53,30 @@ def compose_algorithm(
     )
 
 
-def build_fedavg(
+def build_local_sgd_algorithm(
         model_fn: ModelFn,
         *,
+        proximal_strength: float = 0.0,
         client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
 ) -> tff.learning.templates.LearningProcess:
-    """Builds FedAvg: client SGD (default lr 0.1), server SGD (default lr 1.0 = plain averaging).
-
-    `weighting` NUM_EXAMPLES weights each client's delta by its examples; UNIFORM weights all
-    clients equally. `model_aggregator` overrides the mean (e.g. robust or DP aggregation).
-    """
+    """Local (proximal) SGD on clients, a server optimizer on the aggregated delta: FedAvg at
+    `proximal_strength` 0, FedProx above. Defaults: client SGD lr 0.1, server SGD lr 1.0."""
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    client_work = client_work_lib.build_model_delta_client_work(model_fn, client_optimizer, weighting)
+    client_work = client_work_lib.build_model_delta_client_work(
+        model_fn, client_optimizer, weighting, proximal_strength=proximal_strength)
     return compose_algorithm(model_fn, client_work, server_optimizer,
                              model_aggregator or default_aggregator(weighting))
+
+
+def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.LearningProcess:
+    """Builds FedAvg: client SGD (default lr 0.1), server SGD (default lr 1.0 = plain averaging).
+
+    Keyword arguments: `client_optimizer`, `server_optimizer`, `weighting` (NUM_EXAMPLES weights
+    each client's delta by its examples, UNIFORM weights all clients equally) and
+    `model_aggregator` (overrides the mean, e.g. robust or DP aggregation).
+    """
+    return build_local_sgd_algorithm(model_fn, **kwargs)

@@ -20,6 +20,14 @@ import numpy as np
 STRAGGLER_POLICIES = ('drop', 'partial')
 
 
+class HeterogeneityError(ValueError):
+    """A bad device-heterogeneity setting; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceHeterogeneity:
     """How selected clients misbehave. The defaults describe ideal devices."""
@@ -30,19 +38,20 @@ class DeviceHeterogeneity:
     over_selection: float = 0.0
 
     def validate(self, epochs: int) -> None:
-        """Raises ValueError naming the bad setting."""
+        """Raises HeterogeneityError naming the bad setting."""
         if not 0.0 <= self.straggler_fraction <= 1.0:
-            raise ValueError(f'straggler_fraction must be in [0, 1], got {self.straggler_fraction}')
+            raise HeterogeneityError('straggler_fraction', 'straggler_fraction must be in [0, 1], '
+                                     f'got {self.straggler_fraction}')
         if self.straggler_policy not in STRAGGLER_POLICIES:
-            raise ValueError(f'unknown straggler_policy {self.straggler_policy!r}; valid choices: '
-                             f'{", ".join(STRAGGLER_POLICIES)}')
+            raise HeterogeneityError('straggler_policy', f'unknown straggler_policy '
+                                     f'{self.straggler_policy!r}; valid choices: {", ".join(STRAGGLER_POLICIES)}')
         if self.straggler_fraction > 0 and epochs < 2:
-            raise ValueError('stragglers run fewer than E local epochs, so they need E >= 2 '
-                             f'(client_epochs is {epochs})')
+            raise HeterogeneityError('straggler_fraction', 'stragglers run fewer than E local '
+                                     f'epochs, so they need E >= 2 (client_epochs is {epochs})')
         if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
+            raise HeterogeneityError('dropout_rate', f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
         if self.over_selection < 0:
-            raise ValueError(f'over_selection must be >= 0, got {self.over_selection}')
+            raise HeterogeneityError('over_selection', f'over_selection must be >= 0, got {self.over_selection}')
 
 
 @dataclasses.dataclass(frozen=True)
