@@ -22,20 +22,25 @@ from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES
 _HELP = {
     'algorithm': f'Federated algorithm, one of: {", ".join(sorted(ALGORITHMS))}.',
     'dataset': f'Dataset, one of: {", ".join(sorted(DATASETS))} (all offline; synthetic = '
-               'Synthetic(alpha, beta) of the FedProx paper; emnist/emnist62/cifar100 read '
-               '--data_dir; --num_clients of their writers/clients are sampled).',
-    'model': f'Model, one of: {", ".join(sorted(MODELS))} (2nn = MLP of McMahan et al. 2017).',
-    'hidden_units': 'Width of each hidden layer of the 2nn model.',
+               'Synthetic(alpha, beta) of the FedProx paper; emnist/emnist62/cifar100/shakespeare/'
+               'stackoverflow_nwp read --data_dir; --num_clients of their clients are sampled).',
+    'model': f'Model, one of: {", ".join(sorted(MODELS))} (2nn = MLP of McMahan et al. 2017; '
+             'char_lstm for shakespeare; word_lstm for stackoverflow_nwp).',
+    'hidden_units': 'Width of the hidden layers of 2nn / char_lstm / word_lstm; 0 = the paper\'s '
+                    '(200 / 256 / 670).',
     'partition': f'How examples are split into clients, one of: {", ".join(PARTITIONS)} '
                  '(auto = natural for naturally federated data, else dirichlet).',
     'alpha': 'Dirichlet concentration for --partition=dirichlet (> 0; small = more label skew).',
     'classes_per_client': 'Classes held by each client for --partition=shards.',
     'lognormal_sigma': 'Log-normal sigma of client sizes for --partition=quantity (>= 0).',
-    'data_dir': 'Directory holding TFF dataset files (emnist_all.sqlite, cifar100.sqlite) for '
-                '--dataset=emnist|emnist62|cifar100; nothing is downloaded.',
+    'data_dir': 'Directory holding TFF dataset files (emnist_all.sqlite, cifar100.sqlite, '
+                'shakespeare.sqlite, stackoverflow.sqlite + stackoverflow.word_count); nothing '
+                'is downloaded.',
     'synthetic_alpha': 'Synthetic(alpha, beta): how much local models differ (>= 0).',
     'synthetic_beta': 'Synthetic(alpha, beta): how much local inputs differ (>= 0).',
     'num_clients': 'Number of clients in the population (devices, for synthetic data).',
+    'heldout_clients': 'Extra clients never trained on; each evaluation reports per-client '
+                       'accuracy on them (heldout_acc_mean/p10/p50/p90/worst10pct).',
     'clients_per_round': 'Clients aggregated each round (K), sampled uniformly without replacement.',
     'test_fraction': "Fraction of each client's examples held out as its test data.",
     'rounds': 'Number of federated rounds.',

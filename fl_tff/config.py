@@ -7,9 +7,9 @@ import os
 
 from fl_tff.aggregation import AGGREGATORS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
-from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, TFF_DATASET_NAMES
+from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, SEQUENCE_DATASETS, TFF_DATASET_NAMES
 from fl_tff.data.partition import PARTITIONERS
-from fl_tff.models.keras_models import MODELS
+from fl_tff.models.keras_models import MODELS, SEQUENCE_MODELS, SIZED_MODELS
 from fl_tff.simulation.heterogeneity import (STRAGGLER_POLICIES, DeviceHeterogeneity,
                                              HeterogeneityError)
 
@@ -34,7 +34,7 @@ class ExperimentConfig:
     algorithm: str = 'fedavg'
     dataset: str = 'digits'
     model: str = '2nn'
-    hidden_units: int = 200
+    hidden_units: int = 0
     # How the data is federated.
     partition: str = 'auto'
     alpha: float = 0.5
@@ -44,6 +44,7 @@ class ExperimentConfig:
     synthetic_beta: float = 1.0
     data_dir: str = ''
     num_clients: int = 20
+    heldout_clients: int = 0
     clients_per_round: int = 10
     test_fraction: float = 0.2
     # Training.
@@ -97,12 +98,18 @@ class ExperimentConfig:
         _choice('aggregator', self.aggregator, AGGREGATORS)
         _choice('straggler_policy', self.straggler_policy, STRAGGLER_POLICIES)
         for name in ('num_clients', 'clients_per_round', 'rounds', 'client_epochs',
-                     'client_batch_size', 'eval_every', 'hidden_units', 'client_learning_rate',
+                     'client_batch_size', 'eval_every', 'client_learning_rate',
                      'server_learning_rate', 'server_epsilon'):
             _positive(name, getattr(self, name))
-        if self.clients_per_round > self.num_clients:
+        if self.clients_per_round > self.num_clients:  # Held-out clients are extra.
             raise ConfigError('clients_per_round', f'{self.clients_per_round} exceeds --num_clients='
                               f'{self.num_clients}; choose a value in [1, {self.num_clients}]')
+        _non_negative('hidden_units', self.hidden_units)
+        if self.hidden_units and self.model not in SIZED_MODELS:
+            raise ConfigError('hidden_units', f'sets the width of {", ".join(SIZED_MODELS)}; '
+                              f'{self.model} has none (leave it at 0)')
+        _non_negative('heldout_clients', self.heldout_clients)
+        self._validate_task()
         partition = self.resolved_partition()
         if partition == 'natural' and self.dataset not in NATURALLY_FEDERATED:
             raise ConfigError('partition', f'{self.dataset!r} has no natural clients; choose one of '
@@ -133,6 +140,19 @@ class ExperimentConfig:
         if self.experiment_name and (os.sep in self.experiment_name or self.experiment_name in ('.', '..')):
             raise ConfigError('experiment_name', f'must be a plain name, got {self.experiment_name!r}')
         return self
+
+    def _validate_task(self) -> None:
+        """Sequence datasets need their sequence model and their own clients, and vice versa."""
+        needed = SEQUENCE_DATASETS.get(self.dataset)
+        if needed and self.model != needed:
+            raise ConfigError('model', f'{self.dataset} is next-token prediction: use '
+                              f'--model={needed} (got {self.model})')
+        if not needed and self.model in SEQUENCE_MODELS:
+            raise ConfigError('model', f'{self.model} needs a token-sequence dataset '
+                              f'({", ".join(SEQUENCE_DATASETS)}); {self.dataset} is classification')
+        if needed and self.resolved_partition() != 'natural':
+            raise ConfigError('partition', f'{self.dataset} is federated by its authors: use '
+                              f'--partition=natural (or auto), got {self.partition}')
 
     def _validate_algorithm(self) -> None:
         _non_negative('mu', self.mu)

@@ -1,14 +1,48 @@
-"""Evaluation of the global model: centralized test accuracy and federated evaluation."""
+"""Evaluation of the global model: centralized test accuracy, federated evaluation and
+per-client accuracy distributions (on training clients' test examples or on held-out clients)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.models.losses import numpy_mask
+from fl_tff.models.model_fn import ModelFn, accuracy_metric
+
+# Upper bound on logits held at once (floats): next-word models have 10,004 classes per position.
+_MAX_LOGITS = 1 << 24
+
+
+class _Scorer:
+    """Sums of loss and correct predictions of a Keras model over arrays, batched so the logits
+    never exceed `_MAX_LOGITS` floats; labels in `masked_labels` count in neither, labels in
+    `accuracy_masked_labels` not in the accuracy."""
+
+    def __init__(self, masked_labels: Sequence[int], accuracy_masked_labels: Sequence[int]):
+        self.masked = tuple(masked_labels)
+        self.accuracy_masked = self.masked + tuple(accuracy_masked_labels)
+
+    def __call__(self, model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """[loss sum, loss count, correct, accuracy count] of `model` on `(x, y)`."""
+        positions = int(np.prod(y.shape[1:], dtype=np.int64)) if y.ndim > 1 else 1
+        batch = max(1, min(1024, _MAX_LOGITS // (positions * model.output_shape[-1])))
+        totals = np.zeros(4)
+        for i in range(0, len(x), batch):
+            yb = y[i:i + batch]
+            logits = model(x[i:i + batch], training=False).numpy()
+            loss = tf.keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True).numpy()
+            loss_mask = numpy_mask(yb, self.masked)
+            acc_mask = numpy_mask(yb, self.accuracy_masked)
+            totals += [np.sum(loss * loss_mask), loss_mask.sum(),
+                       np.sum((np.argmax(logits, -1) == yb) & acc_mask), acc_mask.sum()]
+        return totals
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float('nan')
 
 
 class CentralizedEvaluator:
@@ -20,20 +54,18 @@ class CentralizedEvaluator:
     """
 
     def __init__(self, keras_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.ndarray,
-                 batch_size: int = 1024, prefix: str = 'test'):
+                 prefix: str = 'test', masked_labels: Sequence[int] = (),
+                 accuracy_masked_labels: Sequence[int] = ()):
         self._keras_fn = keras_fn
-        self._x, self._y, self._batch_size, self._prefix = x, y, batch_size, prefix
+        self._x, self._y, self._prefix = x, y, prefix
+        self._score = _Scorer(masked_labels, accuracy_masked_labels)
 
     def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
         model = self._keras_fn()
         weights.assign_weights_to(model)
-        logits = np.concatenate([
-            model(self._x[i:i + self._batch_size], training=False).numpy()
-            for i in range(0, len(self._x), self._batch_size)])
-        loss = tf.keras.losses.sparse_categorical_crossentropy(self._y, logits, from_logits=True)
-        accuracy = np.mean(np.argmax(logits, axis=-1) == self._y)
-        return {f'{self._prefix}_loss': float(np.mean(loss)),
-                f'{self._prefix}_accuracy': float(accuracy)}
+        loss, n_loss, correct, n_acc = self._score(model, self._x, self._y)
+        return {f'{self._prefix}_loss': _ratio(loss, n_loss),
+                f'{self._prefix}_accuracy': _ratio(correct, n_acc)}
 
 
 class FederatedEvaluator:
@@ -53,29 +85,38 @@ class FederatedEvaluator:
         metrics = self._process.next(state, self._datasets).metrics
         current = metrics['client_work']['eval']['current_round_metrics']
         return {'fed_eval_loss': float(current['loss']),
-                'fed_eval_accuracy': float(current['sparse_categorical_accuracy']),
+                'fed_eval_accuracy': accuracy_metric(current),
                 'fed_eval_clients': len(self._datasets)}
 
 
 class PerClientEvaluator:
-    """Accuracy of the global model on each client's held-out test examples, summarized as
-    mean, 10th/50th/90th percentile and the mean of the worst 10% of clients."""
+    """Accuracy of the global model on each client of `client_data` (all its examples),
+    summarized as `{prefix}_mean`, `_p10`, `_p50`, `_p90` and `_worst10pct` (the mean of the
+    worst 10% of clients).
+
+    Given the training clients' test side this measures fairness across the trained clients;
+    given held-out clients (never trained on) it measures generalization to new clients.
+    """
 
     def __init__(self, keras_fn: Callable[[], tf.keras.Model],
-                 test_data: tff.simulation.datasets.ClientData):
+                 client_data: tff.simulation.datasets.ClientData, prefix: str = 'client_acc',
+                 masked_labels: Sequence[int] = (), accuracy_masked_labels: Sequence[int] = ()):
         self._keras_fn = keras_fn
+        self._prefix = prefix
+        self._score = _Scorer(masked_labels, accuracy_masked_labels)
         self._clients = []
-        for cid in test_data.client_ids:
-            batch = next(iter(test_data.create_tf_dataset_for_client(cid).batch(1_000_000)))
+        for cid in client_data.client_ids:
+            batch = next(iter(client_data.create_tf_dataset_for_client(cid).batch(1 << 30)))
             self._clients.append((batch['x'].numpy(), batch['y'].numpy()))
 
     def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
         model = self._keras_fn()
         weights.assign_weights_to(model)
-        accuracies = np.array([np.mean(np.argmax(model(x, training=False).numpy(), -1) == y)
-                               for x, y in self._clients])
+        scores = [self._score(model, x, y) for x, y in self._clients]
+        accuracies = np.array([correct / n for _, _, correct, n in scores if n > 0])
         worst = np.sort(accuracies)[:max(1, int(np.ceil(0.1 * len(accuracies))))]
         p10, p50, p90 = np.percentile(accuracies, [10, 50, 90])
-        return {'client_acc_mean': float(accuracies.mean()), 'client_acc_p10': float(p10),
-                'client_acc_p50': float(p50), 'client_acc_p90': float(p90),
-                'client_acc_worst10pct': float(worst.mean())}
+        p = self._prefix
+        return {f'{p}_mean': float(accuracies.mean()), f'{p}_p10': float(p10),
+                f'{p}_p50': float(p50), f'{p}_p90': float(p90),
+                f'{p}_worst10pct': float(worst.mean())}

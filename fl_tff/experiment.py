@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any, Callable
 
+import numpy as np
 import tensorflow_federated as tff
 
 from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, models, reporting,
@@ -30,25 +31,32 @@ class ExperimentResult:
 
 
 def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
-    """The partitioned dataset for `config` (cheap; raises ConfigError on an impossible partition)."""
+    """The partitioned dataset for `config` (cheap; raises ConfigError on an impossible partition).
+
+    The population is `num_clients + heldout_clients` clients; a seeded choice of
+    `heldout_clients` of them is kept out of training for per-client evaluation.
+    """
+    population = config.num_clients + config.heldout_clients
     try:
-        dataset = data.load_dataset(config.dataset, seed=config.seed, num_clients=config.num_clients,
+        dataset = data.load_dataset(config.dataset, seed=config.seed, num_clients=population,
                                     synthetic_alpha=config.synthetic_alpha,
                                     synthetic_beta=config.synthetic_beta, data_dir=config.data_dir)
     except tff_datasets.TooManyClientsError as e:
-        raise ConfigError('num_clients', str(e)) from e
+        raise ConfigError('num_clients', f'{e} (--num_clients plus --heldout_clients)') from e
     partition = config.resolved_partition()
     if partition == 'natural':
         parts = dataset.natural_partition
     else:
         try:
-            parts = data.make_partition(partition, dataset.y, config.num_clients, config.seed,
+            parts = data.make_partition(partition, dataset.y, population, config.seed,
                                         alpha=config.alpha, classes_per_client=config.classes_per_client,
                                         sigma=config.lognormal_sigma)
         except data.PartitionError as e:
             raise ConfigError('partition', str(e)) from e
+    heldout = np.random.default_rng([config.seed, 7]).choice(
+        population, size=config.heldout_clients, replace=False)
     return data.build_federated_data(dataset, parts, test_fraction=config.test_fraction,
-                                     seed=config.seed)
+                                     seed=config.seed, heldout=heldout)
 
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn
@@ -78,7 +86,8 @@ def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
                           f'{config.dataset} has shape {tuple(input_shape)}: use logreg or 2nn')
     return models.model_fn_for_dataset(
         config.model, fed_data.element_spec, fed_data.num_classes, seed=config.seed,
-        **({'hidden_units': config.hidden_units} if config.model == '2nn' else {}))
+        masked_labels=fed_data.masked_labels, accuracy_masked_labels=fed_data.accuracy_masked_labels,
+        **({'hidden_units': config.hidden_units} if config.hidden_units else {}))
 
 
 class DivergenceError(RuntimeError):
@@ -95,6 +104,24 @@ def _check_finite(row: dict[str, Any]) -> None:
     for key in ('test_loss', 'global_train_loss'):
         if key in row and not math.isfinite(row[key]):
             raise DivergenceError(f'{prefix}: {key} is {row[key]}')
+
+
+def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn
+                ) -> list[Callable[[tff.learning.models.ModelWeights], dict[str, float]]]:
+    masks = dict(masked_labels=fed_data.masked_labels,
+                 accuracy_masked_labels=fed_data.accuracy_masked_labels)
+    evaluators = [
+        evaluation.CentralizedEvaluator(keras_fn, fed_data.test_x, fed_data.test_y, **masks),
+        # The global model's loss on all training data (what FedProx's paper plots).
+        evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
+                                        prefix='global_train', **masks),
+        evaluation.FederatedEvaluator(model_fn, fed_data.test),
+        evaluation.PerClientEvaluator(keras_fn, fed_data.test, **masks),
+    ]
+    if fed_data.heldout is not None:
+        evaluators.append(evaluation.PerClientEvaluator(keras_fn, fed_data.heldout,
+                                                        prefix='heldout_acc', **masks))
+    return evaluators
 
 
 def run_experiment(config: ExperimentConfig,
@@ -133,14 +160,7 @@ def run_experiment(config: ExperimentConfig,
         else:
             log(f'resuming after round {done} from {checkpointer.directory}')
         previous = reporting.read_metrics(run_dir, up_to_round=done)
-        evaluators = [
-            evaluation.CentralizedEvaluator(keras_fn, fed_data.test_x, fed_data.test_y),
-            # The global model's loss on all training data (what FedProx's paper plots).
-            evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
-                                            prefix='global_train'),
-            evaluation.FederatedEvaluator(model_fn, fed_data.test),
-            evaluation.PerClientEvaluator(keras_fn, fed_data.test),
-        ]
+        evaluators = _evaluators(fed_data, model_fn, keras_fn)
         releaser = reporting.MetricsReleaser(run_dir)
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
 

@@ -7,7 +7,7 @@ import pytest
 from fl_tff.config import ConfigError, ExperimentConfig
 
 BAD = [
-    ({'dataset': 'mnist'}, '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, synthetic, synthetic_iid'),
+    ({'dataset': 'mnist'}, '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     ({'partition': 'zipf'}, '--partition: unknown value .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
     ({'algorithm': 'fedfoo'}, '--algorithm: unknown value .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
     ({'partition': 'natural'}, "--partition: 'digits' has no natural clients"),
@@ -27,7 +27,7 @@ BAD = [
     ({'dropout_rate': 1.0}, r'--dropout_rate: dropout_rate must be in \[0, 1\)'),
     ({'over_selection': 1.5}, r'--over_selection: selecting ceil\(10 x 2.5\) clients exceeds --num_clients=20'),
     ({'dataset': 'synthetic', 'synthetic_alpha': -1.0}, '--synthetic_alpha: must be >= 0'),
-    ({'model': 'vgg'}, '--model: unknown value .vgg.; valid choices: 2nn, cnn, logreg'),
+    ({'model': 'vgg'}, '--model: unknown value .vgg.; valid choices: 2nn, char_lstm, cnn, logreg, word_lstm'),
     ({'client_weighting': 'sqrt'}, '--client_weighting: unknown value'),
     ({'clients_per_round': 30, 'num_clients': 20}, r'--clients_per_round: 30 exceeds --num_clients=20; choose a value in \[1, 20\]'),
     ({'rounds': 0}, '--rounds: must be > 0, got 0'),
@@ -37,6 +37,8 @@ BAD = [
     ({'client_batch_size': 0}, '--client_batch_size: must be > 0'),
     ({'client_epochs': 0}, '--client_epochs: must be > 0'),
     ({'num_clients': 0}, '--num_clients: must be > 0'),
+    ({'heldout_clients': -1}, '--heldout_clients: must be >= 0'),
+    ({'hidden_units': -5}, '--hidden_units: must be >= 0'),
     ({'partition': 'dirichlet', 'alpha': 0.0}, '--alpha: must be > 0, got 0.0'),
     ({'partition': 'dirichlet', 'alpha': -0.5}, '--alpha: must be > 0'),
     ({'eval_every': 0}, '--eval_every: must be > 0'),

@@ -15,7 +15,9 @@ class ArrayDataset:
     `natural_partition` holds the per-client index arrays of a naturally federated dataset
     (e.g. Synthetic's devices); None for a centralized one. `natural_test_partition`, when
     given, is the dataset's own per-client test split (TFF's datasets); otherwise each client's
-    examples are split by `test_fraction`.
+    examples are split by `test_fraction`. For sequence tasks `x` holds int32 token ids and `y`
+    one label per position; `masked_labels` (padding) are left out of the loss and accuracy,
+    `accuracy_masked_labels` out of the accuracy too.
     """
 
     name: str
@@ -24,6 +26,13 @@ class ArrayDataset:
     num_classes: int
     natural_partition: Optional[list[np.ndarray]] = None
     natural_test_partition: Optional[list[np.ndarray]] = None
+    masked_labels: tuple[int, ...] = ()
+    accuracy_masked_labels: tuple[int, ...] = ()
+
+    @property
+    def is_sequence(self) -> bool:
+        """Whether each example has one label per position (next-token prediction)."""
+        return self.y.ndim > 1
 
     def __post_init__(self):
         if self.x.shape[0] != self.y.shape[0]:
@@ -63,7 +72,9 @@ def _tff(name: str) -> Callable[..., ArrayDataset]:
 
 
 # TFF's SQLite datasets (fl_tff.data.tff_datasets), read offline from --data_dir.
-TFF_DATASET_NAMES = ('emnist', 'emnist62', 'cifar100')
+TFF_DATASET_NAMES = ('emnist', 'emnist62', 'cifar100', 'shakespeare', 'stackoverflow_nwp')
+# Next-token prediction datasets and the model each needs (fl_tff.models.keras_models).
+SEQUENCE_DATASETS = {'shakespeare': 'char_lstm', 'stackoverflow_nwp': 'word_lstm'}
 
 # Loaders take keyword arguments: seed, num_clients, synthetic_alpha, synthetic_beta, data_dir
 # (each uses what it needs).

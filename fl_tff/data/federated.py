@@ -2,13 +2,15 @@
 
 A centralized `ArrayDataset` is partitioned into clients; each client's examples are then
 split into local train and test examples (as in LEAF). The centralized test set is the union of
-all clients' test examples, so it never overlaps any client's training data.
+all clients' test examples, so it never overlaps any client's training data. Held-out clients
+(never trained on) keep all their examples for evaluation only.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -20,7 +22,10 @@ from fl_tff.data import partition as partition_lib
 
 @dataclasses.dataclass
 class FederatedData:
-    """Train/test `ClientData`, the pooled test and train arrays, and a partition summary."""
+    """Train/test `ClientData`, the pooled test and train arrays, and a partition summary.
+
+    `heldout` holds the clients kept out of training (all their examples), or None.
+    """
 
     name: str
     train: tff.simulation.datasets.ClientData
@@ -31,6 +36,9 @@ class FederatedData:
     summary: dict
     train_x: np.ndarray
     train_y: np.ndarray
+    heldout: Optional[tff.simulation.datasets.ClientData] = None
+    masked_labels: tuple[int, ...] = ()
+    accuracy_masked_labels: tuple[int, ...] = ()
 
     @property
     def train_sizes(self) -> dict[str, int]:
@@ -43,19 +51,19 @@ class FederatedData:
         return self.train.element_type_structure
 
 
-def client_id(index: int) -> str:
+def client_id(index: int, prefix: str = 'client') -> str:
     """The id of client number `index` (zero-padded, so ids sort numerically)."""
-    return f'client_{index:05d}'
+    return f'{prefix}_{index:05d}'
 
 
-def client_data_from_arrays(x: np.ndarray, y: np.ndarray,
-                            client_indices: list[np.ndarray]) -> tff.simulation.datasets.ClientData:
+def client_data_from_arrays(x: np.ndarray, y: np.ndarray, client_indices: list[np.ndarray],
+                            id_prefix: str = 'client') -> tff.simulation.datasets.ClientData:
     """A `ClientData` whose client i holds `x[client_indices[i]], y[...]` as OrderedDict(x, y).
 
     The dataset function only slices constant arrays, so it is serializable inside TFF
     computations as well as usable eagerly.
     """
-    ids = [client_id(i) for i in range(len(client_indices))]
+    ids = [client_id(i, id_prefix) for i in range(len(client_indices))]
     order = np.concatenate(client_indices) if client_indices else np.zeros([0], np.int64)
     x_sorted, y_sorted = x[order], y[order]
     sizes = np.array([len(ix) for ix in client_indices], np.int64)
@@ -95,16 +103,30 @@ def split_client_examples(parts: partition_lib.Partition, test_fraction: float,
 
 
 def build_federated_data(dataset: arrays.ArrayDataset, parts: partition_lib.Partition, *,
-                         test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
+                         test_fraction: float = 0.2, seed: int = 0,
+                         heldout: Sequence[int] = ()) -> FederatedData:
     """Builds train/test `ClientData` from a centralized dataset and a partition of it.
 
     Clients whose test side is empty (very small clients) appear only in `train`. The dataset's
-    own test split is used when `parts` is its natural partition and it has one.
+    own test split is used when `parts` is its natural partition and it has one. The clients
+    numbered in `heldout` are not trained on: all their examples (train and test sides) form
+    `FederatedData.heldout`, with ids `heldout_00000`, ...
     """
     if parts is dataset.natural_partition and dataset.natural_test_partition is not None:
         train_idx, test_idx = list(parts), list(dataset.natural_test_partition)
     else:
         train_idx, test_idx = split_client_examples(parts, test_fraction, seed)
+    heldout = sorted(set(int(i) for i in heldout))
+    heldout_data = None
+    if heldout:
+        if heldout[0] < 0 or heldout[-1] >= len(train_idx) or len(heldout) >= len(train_idx):
+            raise ValueError(f'held-out clients {heldout} must be a proper subset of the '
+                             f'{len(train_idx)} clients')
+        heldout_data = client_data_from_arrays(
+            dataset.x, dataset.y, [np.concatenate([train_idx[i], test_idx[i]]) for i in heldout],
+            id_prefix='heldout')
+        kept = [i for i in range(len(train_idx)) if i not in set(heldout)]
+        train_idx, test_idx = [train_idx[i] for i in kept], [test_idx[i] for i in kept]
     train = client_data_from_arrays(dataset.x, dataset.y, train_idx)
     keep = [i for i, t in enumerate(test_idx) if t.size > 0]
     if not keep:
@@ -115,9 +137,12 @@ def build_federated_data(dataset: arrays.ArrayDataset, parts: partition_lib.Part
     all_test = np.concatenate(test_idx)
     summary = partition_lib.summarize(dataset.y, train_idx, dataset.num_classes)
     summary['test_examples'] = int(all_test.size)
+    summary['heldout_clients'] = len(heldout)
     all_train = np.concatenate(train_idx)
     return FederatedData(dataset.name, train, test, dataset.x[all_test], dataset.y[all_test],
-                         dataset.num_classes, summary, dataset.x[all_train], dataset.y[all_train])
+                         dataset.num_classes, summary, dataset.x[all_train], dataset.y[all_train],
+                         heldout=heldout_data, masked_labels=dataset.masked_labels,
+                         accuracy_masked_labels=dataset.accuracy_masked_labels)
 
 
 def _subset(data: tff.simulation.datasets.ClientData,

@@ -156,18 +156,27 @@ def make_partition(name: str, labels: np.ndarray, num_clients: int, seed: int,
 
 
 def summarize(labels: np.ndarray, parts: Partition, num_classes: int) -> dict:
-    """Client sizes and per-client label histograms (a dict ready to print or save as JSON)."""
+    """Client sizes and per-client label histograms (a dict ready to print or save as JSON).
+
+    For sequence labels (one per position) the histograms are left out (a vocabulary-sized
+    row per client) and `classes_per_client_mean` counts distinct tokens.
+    """
     labels = np.asarray(labels)
     sizes = np.array([p.size for p in parts])
-    hists = np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
+    if labels.ndim > 1:
+        distinct = np.array([np.unique(labels[p]).size for p in parts])
+        hists = None
+    else:
+        hists = np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
+        distinct = (hists > 0).sum(axis=1)
     return {
         'num_clients': len(parts),
         'num_examples': int(sizes.sum()),
         'size_min': int(sizes.min()), 'size_median': float(np.median(sizes)),
         'size_max': int(sizes.max()), 'size_mean': float(sizes.mean()),
-        'classes_per_client_mean': float((hists > 0).sum(axis=1).mean()),
+        'classes_per_client_mean': float(distinct.mean()),
         'sizes': sizes.tolist(),
-        'label_histograms': hists.tolist(),
+        'label_histograms': None if hists is None else hists.tolist(),
     }
 
 
@@ -178,9 +187,10 @@ def format_summary(summary: dict, max_rows: int = 10) -> str:
         f"min/median/max {summary['size_min']}/{summary['size_median']:g}/{summary['size_max']}; "
         f"classes per client (mean) {summary['classes_per_client_mean']:.2f}",
     ]
-    for i, (n, h) in enumerate(zip(summary['sizes'], summary['label_histograms'])):
+    histograms = summary['label_histograms'] or [None] * len(summary['sizes'])
+    for i, (n, h) in enumerate(zip(summary['sizes'], histograms)):
         if i == max_rows:
             lines.append(f'  ... {summary["num_clients"] - max_rows} more')
             break
-        lines.append(f'  client {i:>4}: {n:>5} examples  labels {h}')
+        lines.append(f'  client {i:>4}: {n:>5} examples' + ('' if h is None else f'  labels {h}'))
     return '\n'.join(lines)

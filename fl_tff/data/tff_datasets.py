@@ -1,4 +1,4 @@
-"""TFF's standard federated datasets, read offline from their SQLite files.
+"""TFF's standard federated datasets, read offline from their files in `--data_dir`.
 
 `tff.simulation.datasets.<name>.load_data(cache_dir=DIR)` reads `DIR/<file>` without network
 access when the file is there, and tries to download it when it is not. fl_tff never lets it
@@ -6,8 +6,9 @@ download: a missing file is one clear error that names the file and where it goe
 
 The SQLite format (tables `examples(split_name, client_id, serialized_example_proto)` and
 `client_metadata(client_id, split_name, num_examples)`) is also what the tests build tiny
-copies of. A seeded sample of `num_clients` clients is materialized in memory, keeping TFF's
-own per-client train/test split.
+copies of. A seeded sample of clients is materialized in memory, keeping TFF's own per-client
+train/test split. Text datasets are tokenized with TFF's baseline preprocessing
+(`tff.simulation.baselines.{shakespeare,stackoverflow}`), so token ids match TFF's baselines.
 """
 
 from __future__ import annotations
@@ -21,35 +22,109 @@ import tensorflow as tf
 
 from fl_tff.data.arrays import ArrayDataset
 
+# Sentences longer than this are truncated (TFF's Stack Overflow baseline default).
+STACKOVERFLOW_SEQUENCE_LENGTH = 20
+STACKOVERFLOW_VOCAB_SIZE = 10_000
+STACKOVERFLOW_WORD_COUNTS = 'stackoverflow.word_count'
+_CONVERT_BATCH = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """How a client's raw `tf.data.Dataset` becomes arrays, and what the labels mean.
+
+    `to_batches` maps the raw dataset to batches of `(x, y)`. `masked_labels` (padding) are
+    excluded from the loss and accuracy; `accuracy_masked_labels` are also excluded from the
+    accuracy (e.g. out-of-vocabulary and end-of-sentence tokens).
+    """
+
+    num_classes: int
+    to_batches: Callable[[tf.data.Dataset], tf.data.Dataset]
+    masked_labels: tuple[int, ...] = ()
+    accuracy_masked_labels: tuple[int, ...] = ()
+
 
 @dataclasses.dataclass(frozen=True)
 class TffDatasetSpec:
-    """Where a TFF dataset's file lives, how to load it and how to map an element to (x, y)."""
+    """Where a TFF dataset's files live, how to load them and how to convert clients."""
 
     file: str
     module: str
     load_kwargs: dict
-    num_classes: int
-    to_xy: Callable[[dict], tuple[np.ndarray, np.ndarray]]
+    converter: Callable[[str], Converter]  # data_dir -> Converter
+    extra_files: tuple[str, ...] = ()
 
 
-def _emnist_xy(batch):
-    return batch['pixels'][..., np.newaxis].astype(np.float32), batch['label'].astype(np.int32)
+def _emnist(data_dir: str) -> Converter:
+    return Converter(62, lambda ds: ds.batch(_CONVERT_BATCH).map(
+        lambda b: (b['pixels'][..., tf.newaxis], b['label'])))
 
 
-def _cifar_xy(batch):
-    return (batch['image'].astype(np.float32) / 255.0), batch['label'].astype(np.int32)
+def _emnist_digits(data_dir: str) -> Converter:
+    return dataclasses.replace(_emnist(data_dir), num_classes=10)
+
+
+def _cifar100(data_dir: str) -> Converter:
+    return Converter(100, lambda ds: ds.batch(_CONVERT_BATCH).map(
+        lambda b: (tf.cast(b['image'], tf.float32) / 255.0, b['label'])))
+
+
+def _shakespeare(data_dir: str) -> Converter:
+    """Next-character prediction: sequences of 80 character ids (McMahan et al. 2017)."""
+    from tensorflow_federated.python.simulation.baselines import client_spec
+    from tensorflow_federated.python.simulation.baselines.shakespeare import (
+        char_prediction_preprocessing as prep)
+    pad, _, _, _ = prep.get_special_tokens()
+    preprocess = prep.create_preprocess_fn(
+        client_spec.ClientSpec(num_epochs=1, batch_size=_CONVERT_BATCH, shuffle_buffer_size=1))
+    # Vocabulary plus pad, out-of-vocabulary, beginning and end of snippet.
+    return Converter(len(prep.CHAR_VOCAB) + 4, preprocess, masked_labels=(pad,))
+
+
+def read_word_counts(data_dir: str, vocab_size: int) -> list[str]:
+    """The `vocab_size` most frequent words of `DIR/stackoverflow.word_count` ("word count" lines).
+
+    Read directly: `load_word_counts` checks the sha256 of the archive it caches, so any copy
+    but the original one (tiny test files included) would make it download.
+    """
+    words = []
+    with open(os.path.join(data_dir, STACKOVERFLOW_WORD_COUNTS)) as f:
+        for line in f:
+            if line.strip():
+                words.append(line.split()[0])
+            if len(words) == vocab_size:
+                break
+    return words
+
+
+def _stackoverflow_nwp(data_dir: str) -> Converter:
+    """Next-word prediction over the 10,000 most frequent words (Reddi et al. 2021)."""
+    from tensorflow_federated.python.simulation.baselines.stackoverflow import (
+        word_prediction_preprocessing as prep)
+    vocab = read_word_counts(data_dir, STACKOVERFLOW_VOCAB_SIZE)
+    to_ids = prep.build_to_ids_fn(vocab, STACKOVERFLOW_SEQUENCE_LENGTH)
+    special = prep.get_special_tokens(len(vocab))
+    return Converter(
+        len(vocab) + 4,
+        lambda ds: prep.batch_and_split(ds.map(to_ids), STACKOVERFLOW_SEQUENCE_LENGTH,
+                                        _CONVERT_BATCH),
+        masked_labels=(special.padding,),
+        accuracy_masked_labels=(*special.out_of_vocab, special.end_of_sentence))
 
 
 TFF_DATASETS: dict[str, TffDatasetSpec] = {
-    'emnist': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': True}, 10, _emnist_xy),
-    'emnist62': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': False}, 62, _emnist_xy),
-    'cifar100': TffDatasetSpec('cifar100.sqlite', 'cifar100', {}, 100, _cifar_xy),
+    'emnist': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': True}, _emnist_digits),
+    'emnist62': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': False}, _emnist),
+    'cifar100': TffDatasetSpec('cifar100.sqlite', 'cifar100', {}, _cifar100),
+    'shakespeare': TffDatasetSpec('shakespeare.sqlite', 'shakespeare', {}, _shakespeare),
+    'stackoverflow_nwp': TffDatasetSpec('stackoverflow.sqlite', 'stackoverflow', {},
+                                        _stackoverflow_nwp,
+                                        extra_files=(STACKOVERFLOW_WORD_COUNTS,)),
 }
 
 
 class MissingDatasetFileError(FileNotFoundError):
-    """The dataset's SQLite file is not in the data directory."""
+    """A file the dataset needs is not in the data directory."""
 
 
 class TooManyClientsError(ValueError):
@@ -62,48 +137,65 @@ def expected_file(name: str, data_dir: str) -> str:
 
 
 def check_available(name: str, data_dir: str) -> None:
-    """Raises MissingDatasetFileError naming the expected file when it is absent."""
-    path = expected_file(name, data_dir)
-    if not data_dir or not os.path.isfile(path):
-        spec = TFF_DATASETS[name]
-        raise MissingDatasetFileError(
-            f'{name} needs {os.path.abspath(path) if data_dir else "<data_dir>/" + spec.file}: put '
-            f'{spec.file} (the file tff.simulation.datasets.{spec.module}.load_data caches, '
-            'decompressed) in the directory given by --data_dir; fl_tff never downloads')
+    """Raises MissingDatasetFileError naming the first expected file that is absent."""
+    spec = TFF_DATASETS[name]
+    for file in (spec.file, *spec.extra_files):
+        path = os.path.join(data_dir, file) if data_dir else ''
+        if not path or not os.path.isfile(path):
+            where = os.path.abspath(path) if data_dir else f'<data_dir>/{file}'
+            origin = (f'the file tff.simulation.datasets.{spec.module}.load_data caches, decompressed'
+                      if file == spec.file else
+                      'the word-count file of tff.simulation.datasets.stackoverflow.load_word_counts, '
+                      'extracted from its archive')
+            raise MissingDatasetFileError(
+                f'{name} needs {where}: put {file} ({origin}) in the directory given by '
+                '--data_dir; fl_tff never downloads')
 
 
 def load_tff_dataset(name: str, data_dir: str, num_clients: int, seed: int) -> ArrayDataset:
     """A seeded sample of `num_clients` clients of TFF dataset `name`, in memory.
 
     Returns an ArrayDataset whose `natural_partition` / `natural_test_partition` are each
-    client's train / test examples as TFF splits them.
+    client's train / test examples as TFF splits them (Stack Overflow: its `train` and `test`
+    splits; its `heldout` split is not used).
     """
     import tensorflow_federated as tff
     check_available(name, data_dir)
     spec = TFF_DATASETS[name]
+    converter = spec.converter(data_dir)
     module = getattr(tff.simulation.datasets, spec.module)
-    train, test = module.load_data(cache_dir=data_dir, **spec.load_kwargs)
+    splits = module.load_data(cache_dir=data_dir, **spec.load_kwargs)
+    train, test = splits[0], splits[-1]
     ids = sorted(train.client_ids)
     if num_clients > len(ids):
-        raise TooManyClientsError(f'{name} has {len(ids)} clients; num_clients={num_clients} is too many')
+        raise TooManyClientsError(f'{name} has {len(ids)} clients; {num_clients} requested is too many')
     chosen = sorted(np.random.default_rng(seed).choice(ids, size=num_clients, replace=False))
     test_ids = set(test.client_ids)
     xs, ys, train_parts, test_parts, start = [], [], [], [], 0
     for side, parts in ((train, train_parts), (test, test_parts)):
         for cid in chosen:
             if side is test and cid not in test_ids:
-                x, y = np.zeros([0, *xs[0].shape[1:]], np.float32), np.zeros([0], np.int32)
+                x, y = xs[0][:0], ys[0][:0]
             else:
-                x, y = _materialize(side.create_tf_dataset_for_client(cid), spec)
+                x, y = _materialize(converter.to_batches(side.create_tf_dataset_for_client(cid)))
             xs.append(x)
             ys.append(y)
             parts.append(np.arange(start, start + len(y)))
             start += len(y)
-    return ArrayDataset(name, np.concatenate(xs), np.concatenate(ys), spec.num_classes,
-                        natural_partition=train_parts, natural_test_partition=test_parts)
+    return ArrayDataset(name, np.concatenate(xs), np.concatenate(ys), converter.num_classes,
+                        natural_partition=train_parts, natural_test_partition=test_parts,
+                        masked_labels=converter.masked_labels,
+                        accuracy_masked_labels=converter.accuracy_masked_labels)
 
 
-def _materialize(dataset: tf.data.Dataset, spec: TffDatasetSpec) -> tuple[np.ndarray, np.ndarray]:
-    batches = [spec.to_xy(tf.nest.map_structure(lambda t: t.numpy(), b))
-               for b in dataset.batch(4096)]
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+def _materialize(batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """All `(x, y)` batches as two arrays: float32 features, or int32 token ids, and int32 labels."""
+    x_spec, y_spec = batches.element_spec
+    xs, ys = [], []
+    for x, y in batches.as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    x_dtype = np.float32 if x_spec.dtype.is_floating else np.int32
+    if not xs:
+        return (np.zeros([0, *x_spec.shape[1:]], x_dtype), np.zeros([0, *y_spec.shape[1:]], np.int32))
+    return np.concatenate(xs).astype(x_dtype), np.concatenate(ys).astype(np.int32)

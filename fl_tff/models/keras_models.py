@@ -58,8 +58,57 @@ def small_cnn(input_shape: Sequence[int], num_classes: int, seed: int = 0,
     ], name='small_cnn')
 
 
+def _embedding(vocab_size: int, dim: int, seed: int, offset: int) -> tf.keras.layers.Embedding:
+    return tf.keras.layers.Embedding(
+        vocab_size, dim, mask_zero=True,  # Token 0 is padding.
+        embeddings_initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05, seed=seed * 1000 + offset))
+
+
+def _lstm(units: int, seed: int, offset: int) -> tf.keras.layers.LSTM:
+    return tf.keras.layers.LSTM(
+        units, return_sequences=True,
+        kernel_initializer=tf.keras.initializers.HeNormal(seed=seed * 1000 + offset),
+        recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed * 1000 + offset + 1))
+
+
+# TFF's baseline models (tff.simulation.baselines.*_models) take no seed, hence these copies.
+def char_lstm(input_shape: Sequence[int], num_classes: int, seed: int = 0,
+              hidden_units: int = 256) -> tf.keras.Model:
+    """The next-character model of McMahan et al. 2017 (Communication-Efficient Learning of Deep
+    Networks from Decentralized Data) as in TFF's Shakespeare baseline: an 8-dimensional
+    character embedding, two stacked LSTMs of `hidden_units` (256), logits over the vocabulary."""
+    return tf.keras.Sequential([
+        tf.keras.layers.InputLayer(input_shape=tuple(input_shape), dtype=tf.int32),
+        _embedding(num_classes, 8, seed, 0),
+        _lstm(hidden_units, seed, 1),
+        _lstm(hidden_units, seed, 3),
+        tf.keras.layers.Dense(num_classes, kernel_initializer=_init(seed, 5)),
+    ], name='char_lstm')
+
+
+def word_lstm(input_shape: Sequence[int], num_classes: int, seed: int = 0,
+              hidden_units: int = 670, embedding_dim: int = 96) -> tf.keras.Model:
+    """The Stack Overflow next-word model of Reddi et al. 2021 (Adaptive Federated
+    Optimization) as in TFF's baseline: a 96-dimensional word embedding, one LSTM of
+    `hidden_units` (670), a projection to 96 dimensions, logits over the vocabulary."""
+    return tf.keras.Sequential([
+        tf.keras.layers.InputLayer(input_shape=tuple(input_shape), dtype=tf.int32),
+        _embedding(num_classes, embedding_dim, seed, 0),
+        _lstm(hidden_units, seed, 1),
+        tf.keras.layers.Dense(embedding_dim, kernel_initializer=_init(seed, 3)),
+        tf.keras.layers.Dense(num_classes, kernel_initializer=_init(seed, 4)),
+    ], name='word_lstm')
+
+
 MODELS: dict[str, ModelFactory] = {
     'logreg': logistic_regression,
     '2nn': mlp_2nn,
     'cnn': small_cnn,
+    'char_lstm': char_lstm,
+    'word_lstm': word_lstm,
 }
+
+# Models over token-id sequences (next-token prediction); the others take float features.
+SEQUENCE_MODELS = ('char_lstm', 'word_lstm')
+# Models whose width `hidden_units` sets (0 keeps each model's paper default).
+SIZED_MODELS = ('2nn', 'char_lstm', 'word_lstm')

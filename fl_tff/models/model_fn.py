@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff.models import keras_models
+from fl_tff.models import keras_models, losses
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 
@@ -27,22 +27,35 @@ def batched_input_spec(element_spec) -> Any:
         lambda s: tf.TensorSpec([None, *s.shape], s.dtype), element_spec)
 
 
-def build_model_fn(keras_fn: Callable[[], tf.keras.Model], input_spec) -> ModelFn:
+def build_model_fn(keras_fn: Callable[[], tf.keras.Model], input_spec,
+                   masked_labels: Sequence[int] = (),
+                   accuracy_masked_labels: Sequence[int] = ()) -> ModelFn:
     """Wraps a Keras factory for TFF with sparse cross-entropy on logits and accuracy metrics.
 
     `input_spec` is the spec of a *batched* client dataset element (see `batched_input_spec`).
+    With `masked_labels` (sequence padding) the loss and the accuracy (TFF's
+    `MaskedCategoricalAccuracy`, reported as `accuracy`) leave those labels out; the accuracy
+    also leaves out `accuracy_masked_labels`.
     """
+    masked = tuple(masked_labels)
+    accuracy_masked = masked + tuple(accuracy_masked_labels)
+
     def model_fn() -> tff.learning.models.VariableModel:
+        if masked:
+            loss = losses.MaskedSparseCategoricalCrossentropy(masked)
+            metrics = [tff.simulation.baselines.keras_metrics.MaskedCategoricalAccuracy(
+                masked_tokens=list(accuracy_masked))]
+        else:
+            loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics = [tf.keras.metrics.SparseCategoricalAccuracy()]
         return tff.learning.models.from_keras_model(
-            keras_fn(),
-            input_spec=input_spec,
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-        )
+            keras_fn(), input_spec=input_spec, loss=loss, metrics=metrics)
     return model_fn
 
 
 def model_fn_for_dataset(model_name: str, element_spec, num_classes: int, seed: int = 0,
+                         masked_labels: Sequence[int] = (),
+                         accuracy_masked_labels: Sequence[int] = (),
                          **model_kwargs: Any) -> tuple[ModelFn, Callable[[], tf.keras.Model]]:
     """The `model_fn` and Keras factory for a registered model on a dataset's element spec.
 
@@ -50,4 +63,11 @@ def model_fn_for_dataset(model_name: str, element_spec, num_classes: int, seed: 
     """
     keras_fn = keras_model_factory(model_name, element_spec['x'].shape, num_classes, seed,
                                    **model_kwargs)
-    return build_model_fn(keras_fn, batched_input_spec(element_spec)), keras_fn
+    return build_model_fn(keras_fn, batched_input_spec(element_spec), masked_labels,
+                          accuracy_masked_labels), keras_fn
+
+
+def accuracy_metric(metrics) -> float:
+    """The accuracy in a model's TFF metrics (`sparse_categorical_accuracy`, or `accuracy` for the
+    masked metric of sequence models)."""
+    return float(next(v for k, v in metrics.items() if k.endswith('accuracy')))

@@ -7,6 +7,8 @@ from typing import Any, Callable, Optional
 
 import tensorflow_federated as tff
 
+from fl_tff.models.model_fn import accuracy_metric
+
 Metrics = dict[str, Any]
 TIMING_COLUMNS = ('round_seconds', 'eval_seconds', 'elapsed_seconds')
 
@@ -20,7 +22,7 @@ def flatten_training_metrics(metrics) -> Metrics:
     train = metrics['client_work']['train']
     examples = int(train['num_examples'])
     row = {'train_loss': float(train['loss']) if examples else float('nan'),
-           'train_accuracy': float(train['sparse_categorical_accuracy']) if examples else float('nan'),
+           'train_accuracy': accuracy_metric(train) if examples else float('nan'),
            'train_examples': examples}
     finalizer = metrics.get('finalizer') or {}
     if 'update_non_finite' in finalizer:

@@ -1,6 +1,7 @@
 """ClientData construction, train/test sides and client preprocessing."""
 
 import collections
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -69,3 +70,19 @@ def test_preprocessing_batches_repeats_and_is_seeded():
     assert flat[:10] != flat[10:20]  # reshuffled each epoch
     assert order(5) == batches and order(6) != batches
     assert data.derive_seed(1, 2, 3) == data.derive_seed(1, 2, 3) != data.derive_seed(1, 2, 4)
+
+
+def test_heldout_clients_are_whole_clients_never_trained_on():
+    from fl_tff import experiment
+    from fl_tff.config import ExperimentConfig
+    base = ExperimentConfig(num_clients=20, heldout_clients=0)
+    fed = experiment.load_federated_data(dataclasses.replace(base, heldout_clients=4))
+    assert len(fed.train.client_ids) == 20 and len(fed.heldout.client_ids) == 4
+    heldout_n = sum(len(list(fed.heldout.create_tf_dataset_for_client(c)))
+                    for c in fed.heldout.client_ids)
+    # Every digit is in exactly one place: a training client's train or test side, or a held-out client.
+    assert fed.summary['num_examples'] + fed.summary['test_examples'] + heldout_n == 1797
+    assert fed.summary['heldout_clients'] == 4
+    again = experiment.load_federated_data(dataclasses.replace(base, heldout_clients=4))
+    assert np.array_equal(fed.train_x, again.train_x)  # Seeded.
+    assert experiment.load_federated_data(base).heldout is None

@@ -18,7 +18,7 @@ SMALL = dict(num_clients=8, clients_per_round=4, rounds=4, eval_every=2, model='
 
 
 @pytest.mark.parametrize('flags,message', [
-    (['--dataset=mnist'], '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, synthetic, synthetic_iid'),
+    (['--dataset=mnist'], '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     (['--partition=zipf'], '--partition: unknown value .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
     (['--algorithm=fedfoo'], '--algorithm: unknown value .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
     (['--algorithm=fedprox', '--mu=-1'], '--mu: must be >= 0'),
