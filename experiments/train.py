@@ -60,6 +60,20 @@ _HELP = {
     'clip_norm': 'L2 norm each update is clipped to, for --aggregator=clip.',
     'zeroing_norm': 'Updates with a larger L2 norm are zeroed, for --aggregator=zero.',
     'trim_fraction': 'Fraction trimmed at each end, for --aggregator=trimmed_mean, in [0, 0.5).',
+    'dp': 'Differential privacy: none; fixed / adaptive = user-level DP-FedAvg (clip each client '
+          'update to --clip, Gaussian noise z*C at the server; adaptive moves C toward '
+          '--target_unclipped_quantile); dpsgd = example-level DP-SGD on clients (per-example clip '
+          '--clip, noise z*C per step).',
+    'noise_multiplier': 'DP noise multiplier z (>= 0): noise std is z * --clip.',
+    'clip': 'DP clip norm C (> 0): of each client update (fixed; the initial value for adaptive) or '
+            'of each example gradient (dpsgd).',
+    'target_unclipped_quantile': 'Adaptive clipping: fraction of client updates to leave unclipped.',
+    'clip_learning_rate': 'Adaptive clipping: learning rate of the geometric clip-norm update.',
+    'client_sampling': 'How each round\'s clients are drawn: uniform (exactly K, without replacement) '
+                       'or poisson (each client independently with rate K/N); the privacy ledger '
+                       'accounts for the one used.',
+    'delta': 'DP delta of the reported epsilon, in (0, 1).',
+    'target_epsilon': 'Privacy budget: stop before the round that would exceed this epsilon (0 = none).',
     'straggler_fraction': 'Fraction of selected clients that are stragglers (random epochs in [1, E)).',
     'straggler_policy': f'What happens to stragglers, one of: {", ".join(STRAGGLER_POLICIES)}.',
     'dropout_rate': 'Probability that a selected client returns nothing, in [0, 1).',

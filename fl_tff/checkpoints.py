@@ -3,7 +3,8 @@
 The program state is the LearningProcess state; the round is the checkpoint's version.
 Nothing else needs saving: client sampling, shuffling and device behaviour are pure functions
 of (seed, round), so a resumed run draws exactly what the uninterrupted run would have.
-(Ledgers added by later features must go into the saved state.)
+(The privacy ledger is not saved: it is a function of the rounds' client plans, which are
+deterministic, and is rebuilt by replaying them on resume.)
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from fl_tff.aggregation import AGGREGATORS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, SEQUENCE_DATASETS, TFF_DATASET_NAMES
 from fl_tff.data.partition import PARTITIONERS
+from fl_tff.privacy.accounting import SAMPLINGS
+from fl_tff.privacy.aggregators import DP_MODES, USER_LEVEL_MODES, min_clients_for_adaptive_clipping
 from fl_tff.models.keras_models import MODELS, SEQUENCE_MODELS, SIZED_MODELS
 from fl_tff.simulation.heterogeneity import (STRAGGLER_POLICIES, DeviceHeterogeneity,
                                              HeterogeneityError)
@@ -64,6 +66,15 @@ class ExperimentConfig:
     clip_norm: float = 1.0
     zeroing_norm: float = 10.0
     trim_fraction: float = 0.1
+    # Differential privacy.
+    dp: str = 'none'
+    noise_multiplier: float = 1.0
+    clip: float = 1.0
+    target_unclipped_quantile: float = 0.5
+    clip_learning_rate: float = 0.2
+    client_sampling: str = 'uniform'
+    delta: float = 1e-5
+    target_epsilon: float = 0.0
     # Devices.
     straggler_fraction: float = 0.0
     straggler_policy: str = 'drop'
@@ -133,6 +144,7 @@ class ExperimentConfig:
             raise ConfigError('test_fraction', f'must be in (0, 1), got {self.test_fraction}')
         self._validate_algorithm()
         self._validate_devices()
+        self._validate_privacy()
         _non_negative('seed', self.seed)
         _non_negative('checkpoint_every', self.checkpoint_every)
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
@@ -170,6 +182,47 @@ class ExperimentConfig:
             _positive('zeroing_norm', self.zeroing_norm)
         if self.aggregator == 'trimmed_mean' and not 0.0 <= self.trim_fraction < 0.5:
             raise ConfigError('trim_fraction', f'must be in [0, 0.5), got {self.trim_fraction}')
+
+    def _validate_privacy(self) -> None:
+        _choice('dp', self.dp, DP_MODES)
+        _choice('client_sampling', self.client_sampling, SAMPLINGS)
+        if self.client_sampling == 'poisson' and self.over_selection > 0:
+            raise ConfigError('over_selection', 'needs a fixed cohort; --client_sampling=poisson '
+                              'has none (use --client_sampling=uniform or --over_selection=0)')
+        if self.dp == 'none':
+            if self.target_epsilon:
+                raise ConfigError('target_epsilon', 'is a privacy budget; choose a --dp mechanism '
+                                  f'({", ".join(m for m in DP_MODES if m != "none")})')
+            return
+        _non_negative('noise_multiplier', self.noise_multiplier)
+        _positive('clip', self.clip)
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigError('delta', f'must be in (0, 1), got {self.delta}')
+        _non_negative('target_epsilon', self.target_epsilon)
+        if self.target_epsilon and self.noise_multiplier == 0:
+            raise ConfigError('target_epsilon', 'cannot be met without noise: set --noise_multiplier > 0')
+        if self.dp in USER_LEVEL_MODES:
+            if self.client_weighting != 'uniform':
+                raise ConfigError('client_weighting', f'--dp={self.dp} clips and sums each client\'s '
+                                  'update with equal weight: use --client_weighting=uniform')
+            if self.aggregator != 'mean':
+                raise ConfigError('aggregator', f'--dp={self.dp} is the aggregator; use '
+                                  f'--aggregator=mean (got {self.aggregator})')
+        if self.dp == 'adaptive':
+            if not 0.0 < self.target_unclipped_quantile < 1.0:
+                raise ConfigError('target_unclipped_quantile',
+                                  f'must be in (0, 1), got {self.target_unclipped_quantile}')
+            _positive('clip_learning_rate', self.clip_learning_rate)
+            needed = min_clients_for_adaptive_clipping(self.noise_multiplier)
+            if self.noise_multiplier > 0 and self.clients_per_round < needed:
+                raise ConfigError('clients_per_round', f'adaptive clipping at --noise_multiplier='
+                                  f'{self.noise_multiplier:g} needs at least {needed} clients per '
+                                  f'round (TFF\'s clipped-count noise is 0.05 per client and must '
+                                  f'exceed z/2), got {self.clients_per_round}: raise it, lower the '
+                                  'noise or use --dp=fixed')
+        if self.dp == 'dpsgd' and not ALGORITHMS[self.algorithm].local_epochs:
+            raise ConfigError('dp', f'dpsgd runs in local SGD; {self.algorithm} has none (use '
+                              'fedavg or fedprox)')
 
     def _validate_devices(self) -> None:
         try:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow_federated as tff
@@ -15,6 +16,7 @@ from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, mode
                     runtime, simulation)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
+from fl_tff.privacy import accounting, aggregators, dpsgd, ledger as ledger_lib
 
 _WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
               'uniform': tff.learning.ClientWeighting.UNIFORM}
@@ -59,11 +61,29 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
                                      seed=config.seed, heldout=heldout)
 
 
-def build_process(config: ExperimentConfig, model_fn: models.ModelFn
-                  ) -> tff.learning.templates.LearningProcess:
-    """The learning process for `config.algorithm` with its optimizers, weighting and aggregator."""
+def build_model_aggregator(config: ExperimentConfig) -> tff.aggregators.AggregationFactory:
+    """The `--aggregator`, or the user-level DP aggregator for `--dp=fixed|adaptive`."""
+    if config.dp in aggregators.USER_LEVEL_MODES:
+        return aggregators.build_dp_aggregator(
+            config.dp, noise_multiplier=config.noise_multiplier,
+            clients_per_round=config.clients_per_round, clip=config.clip, seed=config.seed,
+            target_unclipped_quantile=config.target_unclipped_quantile,
+            clip_learning_rate=config.clip_learning_rate)
+    return aggregation.build_model_aggregator(
+        config.aggregator, uniform=config.client_weighting == 'uniform',
+        clip_norm=config.clip_norm, zeroing_norm=config.zeroing_norm,
+        trim_fraction=config.trim_fraction)
+
+
+def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
+                  masked_labels: tuple[int, ...] = ()) -> tff.learning.templates.LearningProcess:
+    """The learning process for `config.algorithm` with its optimizers, weighting, aggregator
+    and (for `--dp=dpsgd`) DP-SGD on clients."""
     spec = algorithms.get_algorithm(config.algorithm)
     weighting = _WEIGHTING[config.client_weighting]
+    extra = {}
+    if config.dp == 'dpsgd':
+        extra['dp_sgd'] = dpsgd.DpSgd(config.clip, config.noise_multiplier, masked_labels)
     return spec.build(
         model_fn,
         client_optimizer=tff.learning.optimizers.build_sgdm(config.client_learning_rate),
@@ -71,11 +91,8 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn
             config.server_optimizer, config.server_learning_rate, momentum=config.server_momentum,
             beta1=config.server_beta1, beta2=config.server_beta2, epsilon=config.server_epsilon),
         weighting=weighting,
-        model_aggregator=aggregation.build_model_aggregator(
-            config.aggregator, uniform=weighting == tff.learning.ClientWeighting.UNIFORM,
-            clip_norm=config.clip_norm, zeroing_norm=config.zeroing_norm,
-            trim_fraction=config.trim_fraction),
-        **{name: getattr(config, name) for name in spec.params})
+        model_aggregator=build_model_aggregator(config),
+        **extra, **{name: getattr(config, name) for name in spec.params})
 
 
 def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
@@ -104,6 +121,40 @@ def _check_finite(row: dict[str, Any]) -> None:
     for key in ('test_loss', 'global_train_loss'):
         if key in row and not math.isfinite(row[key]):
             raise DivergenceError(f'{prefix}: {key} is {row[key]}')
+
+
+def build_ledger(config: ExperimentConfig, select: simulation.ClientSelector,
+                 client_sizes: dict[str, int]) -> Optional[ledger_lib.PrivacyLedger]:
+    """The privacy ledger of `config.dp` (None without DP), for the sampling `select` does."""
+    if config.dp == 'none':
+        return None
+    if config.dp == 'dpsgd':
+        return ledger_lib.ExampleLevelLedger(config.noise_multiplier, config.client_batch_size,
+                                          client_sizes, config.delta, config.target_epsilon)
+    mechanism = accounting.SampledGaussian.from_cohort(config.noise_multiplier, select.sampling,
+                                                    select.population, select.cohort)
+    return ledger_lib.PrivacyLedger(mechanism, config.delta, config.target_epsilon)
+
+
+def _privacy_hook(ledger: ledger_lib.PrivacyLedger, select: simulation.ClientSelector, rounds: int,
+                  stopped: list[str]):
+    """`before_round` for the loop: charges the ledger, ends training before the budget is
+    exceeded (evaluating the last round that fits)."""
+    def before_round(plan, evaluate: bool) -> dict[str, Any]:
+        try:
+            row = ledger.charge(plan, pld=evaluate)
+        except ledger_lib.BudgetExhausted as e:
+            stopped.append(str(e))
+            raise simulation.StopTraining() from e
+        if ledger.target_epsilon and plan.round_num < rounds:
+            peek = copy.deepcopy(ledger)
+            try:
+                peek.charge(select.plan(plan.round_num + 1))
+            except ledger_lib.BudgetExhausted as e:
+                stopped.append(str(e))
+                row[simulation.LAST_ROUND] = True
+        return row
+    return before_round
 
 
 def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn
@@ -141,7 +192,9 @@ def run_experiment(config: ExperimentConfig,
     select = simulation.build_training_selection_fn(
         fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
         batch_size=config.client_batch_size, seed=config.seed,
-        heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes)
+        heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
+        sampling=config.client_sampling, noise_seeds=config.dp == 'dpsgd')
+    ledger = build_ledger(config, select, fed_data.train_sizes)
     run_dir, resuming = reporting.prepare_run_dir(config.output_dir, config.run_name(), config)
     if not resuming:
         reporting.save_config(run_dir, config)
@@ -151,7 +204,7 @@ def run_experiment(config: ExperimentConfig,
 
     start = time.monotonic()
     with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
-        process = build_process(config, model_fn)
+        process = build_process(config, model_fn, fed_data.masked_labels)
         checkpointer = checkpoints.Checkpointer(run_dir, config.checkpoint_every)
         state, done = checkpointer.latest(process.initialize()) if resuming else (None, 0)
         if state is None:
@@ -160,6 +213,12 @@ def run_experiment(config: ExperimentConfig,
         else:
             log(f'resuming after round {done} from {checkpointer.directory}')
         previous = reporting.read_metrics(run_dir, up_to_round=done)
+        stopped: list[str] = []
+        before_round = None
+        if ledger is not None:
+            for r in range(1, done + 1):  # The ledger is a function of the rounds' plans.
+                ledger.charge(select.plan(r), enforce=False)
+            before_round = _privacy_hook(ledger, select, config.rounds, stopped)
         evaluators = _evaluators(fed_data, model_fn, keras_fn)
         releaser = reporting.MetricsReleaser(run_dir)
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
@@ -174,13 +233,16 @@ def run_experiment(config: ExperimentConfig,
             state, history = simulation.run_training(
                 process, select, rounds=config.rounds, eval_every=config.eval_every,
                 evaluation_fn=lambda w: {k: v for e in evaluators for k, v in e(w).items()},
-                on_round=on_round, initial_state=state, start_round=done + 1)
+                on_round=on_round, initial_state=state, start_round=done + 1,
+                before_round=before_round)
         except DivergenceError as e:
             raise DivergenceError(f'{e}; the last good checkpoint (round '
                                   f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}') from e
         finally:
             reporter.close()
         final_weights = process.get_model_weights(state)
+        if stopped and history and history[-1]['round'] != checkpointer.latest_round():
+            checkpointer.maybe_save(state, history[-1]['round'], force=True)
     history = previous + history
     model = keras_fn()
     final_weights.assign_weights_to(model)
@@ -188,15 +250,21 @@ def run_experiment(config: ExperimentConfig,
     evaluated = [row for row in history if 'test_accuracy' in row]
     summary = {
         'run_dir': run_dir,
-        'rounds': config.rounds,
+        'rounds': history[-1]['round'] if history else 0,
         'final_test_accuracy': evaluated[-1]['test_accuracy'],
         'final_fed_eval_accuracy': evaluated[-1]['fed_eval_accuracy'],
         'best_test_accuracy': max(r['test_accuracy'] for r in evaluated),
         'final_global_train_loss': evaluated[-1]['global_train_loss'],
         'seconds_this_session': time.monotonic() - start,
     }
+    if stopped:
+        summary['stopped'] = stopped[0]
+        log(stopped[0])
+    if ledger is not None:
+        summary['privacy'] = ledger.summary()
+        log(f"privacy: {summary['privacy']['statement']}")
     reporting.write_json(os.path.join(run_dir, reporting.SUMMARY_FILE), summary)
-    log(f"final test accuracy {summary['final_test_accuracy']:.4f} after {config.rounds} rounds "
+    log(f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds']} rounds "
         f"({summary['seconds_this_session']:.0f}s); metrics in "
         f"{os.path.join(run_dir, reporting.METRICS_FILE)}")
     return ExperimentResult(run_dir, history, final_weights, summary)

@@ -29,11 +29,13 @@ def plot_curves(histories: dict[str, Sequence[dict[str, Any]]], metrics: Sequenc
 
 
 def _panel(ax, histories, x_key, x_label, metric, log_scale, hlines) -> None:
-    for label, rows in histories.items():
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for i, (label, rows) in enumerate(histories.items()):  # A run keeps its colour in every panel.
         points = [(r[x_key], r[metric]) for r in rows
-                  if x_key in r and r.get(metric) is not None and math.isfinite(r[metric])]
+                  if x_key in r and r.get(metric) is not None and math.isfinite(r[metric])
+                  and math.isfinite(r[x_key])]
         if points:
-            ax.plot(*zip(*points), label=label, linewidth=1.5)
+            ax.plot(*zip(*points), label=label, linewidth=1.5, color=colors[i % len(colors)])
     if hlines and metric in hlines:
         ax.axhline(hlines[metric], color='grey', linestyle='--', linewidth=1,
                    label=f'target {hlines[metric]:g}')

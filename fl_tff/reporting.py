@@ -141,5 +141,7 @@ def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int =
         parts.append(f'test acc {row["test_accuracy"]:.4f}')
     if 'fed_eval_accuracy' in row:
         parts.append(f'fed eval acc {row["fed_eval_accuracy"]:.4f}')
+    if 'epsilon' in row:
+        parts.append(f'eps {row["epsilon"]:.3g}')
     parts.append(f'{row["round_seconds"]:.2f}s eta {eta:.0f}s')
     return ' | '.join(parts)

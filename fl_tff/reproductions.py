@@ -30,6 +30,7 @@ class Study:
     table: Callable[[dict[str, Rows]], list[dict[str, Any]]]
     log_scale: tuple[str, ...] = ()
     hlines: Optional[dict[str, float]] = None
+    x_axes: tuple[tuple[str, str], ...] = (('round', 'round'),)
 
 
 def _last(rows: Rows, metric: str) -> float:
@@ -84,6 +85,22 @@ def _fedsgd_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
     return out
 
 
+def _privacy_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
+    out = []
+    for label, rows in histories.items():
+        last = [r for r in rows if 'test_accuracy' in r][-1]
+        out.append({
+            'run': label,
+            'epsilon (RDP)': f"{last['epsilon']:.3g}" if 'epsilon' in last else 'inf (no DP)',
+            'epsilon (PLD)': f"{last['epsilon_pld']:.3g}" if 'epsilon_pld' in last else '',
+            'final test accuracy': f"{last['test_accuracy']:.4f}",
+            'final global train loss': f"{last['global_train_loss']:.4f}",
+        })
+    return out
+
+
+_DP = dict(dp='fixed', clip=0.5)
+
 STUDIES: dict[str, Study] = {
     'fedprox_stragglers': Study(
         title='Synthetic(1,1), 90% stragglers, E=20: FedAvg (drop) vs FedProx',
@@ -121,6 +138,25 @@ STUDIES: dict[str, Study] = {
         log_scale=('global_train_loss',),
         hlines={'test_accuracy': TARGET_ACCURACIES[-1]},
     ),
+    'dp_privacy_utility': Study(
+        title='Digits, 300 clients, Poisson q=0.1: user-level DP-FedAvg',
+        claim=('More noise buys a smaller epsilon at a cost in accuracy (McMahan et al. 2018): '
+               'the privacy-utility trade-off of user-level DP-FedAvg, delta = 1e-3 < 1/N.'),
+        base=dict(dataset='digits', model='logreg', num_clients=300, clients_per_round=30,
+                  partition='dirichlet', alpha=1.0, client_weighting='uniform',
+                  client_sampling='poisson', rounds=100, eval_every=5, client_epochs=2,
+                  client_learning_rate=0.1, delta=1e-3, seed=0),
+        variants=(
+            ('no DP', dict()),
+            ('z=0.5', dict(**_DP, noise_multiplier=0.5)),
+            ('z=1', dict(**_DP, noise_multiplier=1.0)),
+            ('z=2', dict(**_DP, noise_multiplier=2.0)),
+            ('z=4', dict(**_DP, noise_multiplier=4.0)),
+        ),
+        plot_metrics=('test_accuracy',),
+        table=_privacy_table,
+        x_axes=(('round', 'round'), ('epsilon', 'epsilon spent (RDP)')),
+    ),
 }
 
 
@@ -154,7 +190,7 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
         log(f'   {result.summary}')
     png = os.path.join(output_dir, f'{name}.png')
     plotting.plot_curves(histories, study.plot_metrics, png, title=study.title,
-                         log_scale=study.log_scale, hlines=study.hlines)
+                         log_scale=study.log_scale, hlines=study.hlines, x_axes=study.x_axes)
     rows = study.table(histories)
     md = os.path.join(output_dir, f'{name}.md')
     with open(md, 'w') as f:

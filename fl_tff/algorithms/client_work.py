@@ -8,11 +8,22 @@ epochs, DP-SGD) in one place.
 from __future__ import annotations
 
 import collections
+from typing import Any, Callable, Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff.models.model_fn import ModelFn
+
+# (model, batch, trainable variables) -> (gradients, BatchOutput); see `mean_loss_gradients`.
+GradientFn = Callable[[Any, Any, tuple], tuple[list, Any]]
+
+
+def mean_loss_gradients(model, batch, trainable) -> tuple[list, Any]:
+    """Gradients of the batch's mean loss (plain SGD)."""
+    with tf.GradientTape() as tape:
+        output = model.forward_pass(batch, training=True)
+    return tape.gradient(output.loss, trainable), output
 
 
 def _zero_if_non_finite(delta):
@@ -45,14 +56,16 @@ def _client_result(model, update, num_examples, weighting):
 
 def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
                             weighting: tff.learning.ClientWeighting,
-                            proximal_strength: float = 0.0):
+                            proximal_strength: float = 0.0,
+                            gradient_fn: GradientFn = mean_loss_gradients):
     """A `tf.function` (initial_weights, dataset) -> (ClientResult, unfinalized metrics).
 
     Local SGD over every batch of `dataset` (epochs are repeats of the dataset, see
     `fl_tff.data.preprocess_client_dataset`). The update is `initial - trained` (a
     pseudo-gradient), weighted by the number of examples seen or uniformly. A positive
     `proximal_strength` mu adds FedProx's term (mu/2)||w - w_initial||^2 to the local objective,
-    i.e. mu (w - w_initial) to every gradient.
+    i.e. mu (w - w_initial) to every gradient. `gradient_fn` computes each step's gradient
+    (e.g. DP-SGD's clipped, noised per-example gradients).
     """
     model = model_fn()
 
@@ -63,9 +76,7 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
 
         def step(state, batch):
             num_examples, opt_state = state
-            with tf.GradientTape() as tape:
-                output = model.forward_pass(batch, training=True)
-            grads = tape.gradient(output.loss, trainable)
+            grads, output = gradient_fn(model, batch, trainable)
             if proximal_strength:
                 initial = tf.nest.flatten(initial_weights.trainable)
                 grads = [g + proximal_strength * (v - w0)
@@ -118,10 +129,15 @@ def build_model_delta_client_work(
         model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
         weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         proximal_strength: float = 0.0,
+        gradient_fn: GradientFn = mean_loss_gradients,
+        data_spec: Optional[Any] = None,
 ) -> tff.learning.templates.ClientWorkProcess:
-    """A stateless `ClientWorkProcess`: each client trains locally and returns its model delta."""
+    """A stateless `ClientWorkProcess`: each client trains locally and returns its model delta.
+
+    `data_spec` overrides the batch spec of client datasets (default: the model's input spec).
+    """
     return build_client_work(model_fn, lambda: build_local_training_fn(
-        model_fn, optimizer, weighting, proximal_strength))
+        model_fn, optimizer, weighting, proximal_strength, gradient_fn), data_spec)
 
 
 def build_gradient_client_work(
@@ -132,9 +148,11 @@ def build_gradient_client_work(
     return build_client_work(model_fn, lambda: build_local_gradient_fn(model_fn, weighting))
 
 
-def build_client_work(model_fn: ModelFn, make_client_fn) -> tff.learning.templates.ClientWorkProcess:
+def build_client_work(model_fn: ModelFn, make_client_fn,
+                      data_spec: Optional[Any] = None) -> tff.learning.templates.ClientWorkProcess:
     """Wraps a per-client `tf.function` (built by `make_client_fn` inside the client
-    computation) as a stateless `ClientWorkProcess`.
+    computation) as a stateless `ClientWorkProcess` over datasets of `data_spec` batches
+    (default: the model's input spec).
 
     Measurements: `train` (the model's metrics summed over clients, then finalized).
     """
@@ -142,7 +160,8 @@ def build_client_work(model_fn: ModelFn, make_client_fn) -> tff.learning.templat
         model = model_fn()
         metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
     weights_type = tff.learning.models.weights_type_from_model(model)
-    data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+    data_type = tff.SequenceType(tff.types.tensorflow_to_type(
+        model.input_spec if data_spec is None else data_spec))
 
     @tff.tensorflow.computation(weights_type, data_type)
     def client_update(initial_weights, dataset):

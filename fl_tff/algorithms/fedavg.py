@@ -17,6 +17,7 @@ import tensorflow_federated as tff
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 
 def default_aggregator(weighting: tff.learning.ClientWeighting) -> tff.aggregators.AggregationFactory:
@@ -61,13 +62,24 @@ def build_local_sgd_algorithm(
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+        dp_sgd: Optional[dpsgd.DpSgd] = None,
 ) -> tff.learning.templates.LearningProcess:
     """Local (proximal) SGD on clients, a server optimizer on the aggregated delta: FedAvg at
-    `proximal_strength` 0, FedProx above. Defaults: client SGD lr 0.1, server SGD lr 1.0."""
+    `proximal_strength` 0, FedProx above. Defaults: client SGD lr 0.1, server SGD lr 1.0.
+
+    With `dp_sgd`, clients run sample-level DP-SGD; their batches must carry a `noise_seed`
+    (`fl_tff.simulation.build_training_selection_fn(..., noise_seeds=True)`).
+    """
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
+    dp_kwargs = {}
+    if dp_sgd is not None:
+        with tf.Graph().as_default():
+            batch_spec = model_fn().input_spec
+        dp_kwargs = dict(gradient_fn=dpsgd.build_dp_sgd_gradient_fn(dp_sgd),
+                         data_spec=dpsgd.with_noise_seed(batch_spec))
     client_work = client_work_lib.build_model_delta_client_work(
-        model_fn, client_optimizer, weighting, proximal_strength=proximal_strength)
+        model_fn, client_optimizer, weighting, proximal_strength=proximal_strength, **dp_kwargs)
     return compose_algorithm(model_fn, client_work, server_optimizer,
                              model_aggregator or default_aggregator(weighting))
 
@@ -77,6 +89,7 @@ def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.Learning
 
     Keyword arguments: `client_optimizer`, `server_optimizer`, `weighting` (NUM_EXAMPLES weights
     each client's delta by its examples, UNIFORM weights all clients equally) and
-    `model_aggregator` (overrides the mean, e.g. robust or DP aggregation).
+    `model_aggregator` (overrides the mean, e.g. robust or DP aggregation) and `dp_sgd`
+    (sample-level DP-SGD on clients).
     """
     return build_local_sgd_algorithm(model_fn, **kwargs)

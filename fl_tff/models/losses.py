@@ -46,3 +46,15 @@ def token_mask(labels, masked_labels: Sequence[int], dtype=tf.float32):
 def numpy_mask(labels: np.ndarray, masked_labels: Sequence[int]) -> np.ndarray:
     """True where `labels` is not one of `masked_labels` (NumPy)."""
     return ~np.isin(labels, np.asarray(masked_labels, dtype=labels.dtype))
+
+
+def per_example_loss(labels, logits, masked_labels: Sequence[int] = ()):
+    """Cross-entropy of each example, shape [batch]: for sequences, the mean over its unmasked
+    positions (0 for an all-padding example)."""
+    labels = tf.cast(labels, tf.int32)
+    loss = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    if loss.shape.rank == 1:
+        return loss
+    mask = token_mask(labels, masked_labels, loss.dtype)
+    axes = list(range(1, loss.shape.rank))
+    return tf.math.divide_no_nan(tf.reduce_sum(loss * mask, axes), tf.reduce_sum(mask, axes))

@@ -10,6 +10,17 @@ import tensorflow_federated as tff
 from fl_tff.models.model_fn import accuracy_metric
 
 Metrics = dict[str, Any]
+
+
+class StopTraining(Exception):
+    """Raised by a `before_round` hook to end training before that round (e.g. a spent privacy
+    budget); the loop returns normally with the rounds run so far."""
+
+
+# A `before_round` column that, when true, makes this round the last (evaluated) one.
+LAST_ROUND = 'last_round'
+
+
 TIMING_COLUMNS = ('round_seconds', 'eval_seconds', 'elapsed_seconds')
 
 
@@ -27,6 +38,9 @@ def flatten_training_metrics(metrics) -> Metrics:
     finalizer = metrics.get('finalizer') or {}
     if 'update_non_finite' in finalizer:
         row['server_update_skipped'] = int(finalizer['update_non_finite'])
+    dp_query = (metrics.get('aggregator') or {}).get('dp_query_metrics') or {}
+    if 'clip' in dp_query:  # Adaptive clipping's current clip norm.
+        row['dp_clip'] = float(dp_query['clip'])
     return row
 
 
@@ -40,6 +54,7 @@ def run_training(
         on_round: Optional[Callable[[Metrics, Any], None]] = None,
         initial_state: Any = None,
         start_round: int = 1,
+        before_round: Optional[Callable[[Any, bool], Metrics]] = None,
 ) -> tuple[Any, list[Metrics]]:
     """Runs rounds `start_round`..`rounds` of `process`; evaluates every `eval_every` rounds and
     at the end.
@@ -54,8 +69,18 @@ def run_training(
     for round_num in range(start_round, rounds + 1):
         t0 = time.monotonic()
         row: Metrics = {'round': round_num}
+        last = round_num == rounds
+        evaluate = evaluation_fn is not None and (round_num % eval_every == 0 or last)
         if hasattr(training_selection_fn, 'plan'):  # A ClientSelector: report participation.
             plan = training_selection_fn.plan(round_num)
+            if before_round is not None:
+                try:
+                    extra = dict(before_round(plan, evaluate))
+                except StopTraining:
+                    break
+                last = bool(extra.pop(LAST_ROUND, False)) or last
+                evaluate = evaluation_fn is not None and (evaluate or last)
+                row.update(extra)
             clients = training_selection_fn.datasets(plan)
             row.update(plan.counts())
         else:
@@ -68,7 +93,7 @@ def run_training(
         else:  # Every selected client dropped out: the model is unchanged this round.
             row.update(train_loss=float('nan'), train_accuracy=float('nan'), train_examples=0)
         row['round_seconds'] = time.monotonic() - t0
-        if evaluation_fn is not None and (round_num % eval_every == 0 or round_num == rounds):
+        if evaluate:
             t1 = time.monotonic()
             row.update(evaluation_fn(process.get_model_weights(state)))
             row['eval_seconds'] = time.monotonic() - t1
@@ -76,4 +101,6 @@ def run_training(
         history.append(row)
         if on_round is not None:
             on_round(row, state)
+        if last:
+            break
     return state, history

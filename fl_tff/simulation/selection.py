@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Mapping, Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -12,10 +14,16 @@ from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, pla
                                              selection_size)
 
 
+SAMPLINGS = ('uniform', 'poisson')
+
+
 class ClientSelector:
-    """`round_num -> [client datasets]`: uniform sampling without replacement (TFF's sampler),
-    device heterogeneity applied (see `heterogeneity`), each client's data shuffled with a seed
-    derived from (seed, round, client).
+    """`round_num -> [client datasets]`: uniform sampling without replacement of
+    `clients_per_round` clients (TFF's sampler), or Poisson sampling (each client joins
+    independently with probability clients_per_round / population); device heterogeneity
+    applied (see `heterogeneity`); each client's data shuffled with a seed derived from
+    (seed, round, client). With `noise_seeds`, every batch also carries `noise_seed`
+    = [seed of (seed, round, client), step] for DP-SGD's stateless noise.
 
     Callable with the signature `tff.simulation.run_training_process` expects; our loop also
     calls `plan` and `datasets` separately to report the round's participation counts.
@@ -24,7 +32,10 @@ class ClientSelector:
     def __init__(self, client_data: tff.simulation.datasets.ClientData, *, clients_per_round: int,
                  epochs: int, batch_size: int, seed: int,
                  heterogeneity: Optional[DeviceHeterogeneity] = None,
-                 client_sizes: Optional[Mapping[str, int]] = None):
+                 client_sizes: Optional[Mapping[str, int]] = None, sampling: str = 'uniform',
+                 noise_seeds: bool = False):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f'unknown sampling {sampling!r}; valid choices: {", ".join(SAMPLINGS)}')
         self._client_data = client_data
         client_ids = list(client_data.client_ids)
         self._heterogeneity = heterogeneity or DeviceHeterogeneity()
@@ -33,41 +44,75 @@ class ClientSelector:
         if not 1 <= clients_per_round <= len(client_ids) or self._num_sampled > len(client_ids):
             raise ValueError(f'cannot sample {self._num_sampled} clients per round from '
                              f'{len(client_ids)} (clients_per_round={clients_per_round})')
+        if sampling == 'poisson' and self._heterogeneity.over_selection > 0:
+            raise ValueError('over-selection needs a fixed cohort; Poisson sampling has none')
         if self._heterogeneity.over_selection > 0 and client_sizes is None:
             raise ValueError('over-selection needs client_sizes to simulate finishing times')
         self._clients_per_round, self._epochs = clients_per_round, epochs
         self._batch_size, self._seed = batch_size, seed
         self._client_sizes = client_sizes or {}
         self._position = {cid: i for i, cid in enumerate(client_ids)}
+        self._client_ids = client_ids
+        self.sampling, self._noise_seeds = sampling, noise_seeds
         self._sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False,
                                                                 random_seed=seed)
 
+    @property
+    def population(self) -> int:
+        """Number of clients sampled from."""
+        return len(self._client_ids)
+
+    @property
+    def cohort(self) -> int:
+        """Clients sampled per round (expected, for Poisson)."""
+        return self._num_sampled
+
     def plan(self, round_num: int) -> RoundPlan:
         """Who is selected in `round_num` and who contributes with how many epochs."""
-        return plan_round(round_num, self._sample(round_num, self._num_sampled),
-                          clients_per_round=self._clients_per_round, epochs=self._epochs,
+        if self.sampling == 'poisson':
+            rate = self._clients_per_round / len(self._client_ids)
+            joins = np.random.default_rng([self._seed, round_num, 0x9015]).random(len(self._client_ids))
+            selected = [cid for cid, u in zip(self._client_ids, joins) if u < rate]
+            cohort = len(selected)
+        else:
+            selected, cohort = self._sample(round_num, self._num_sampled), self._clients_per_round
+        return plan_round(round_num, selected,
+                          clients_per_round=cohort, epochs=self._epochs,
                           heterogeneity=self._heterogeneity, seed=self._seed,
                           client_sizes=self._client_sizes)
 
     def datasets(self, plan: RoundPlan) -> list[tf.data.Dataset]:
         """The preprocessed datasets of the plan's participants."""
-        return [
-            preprocessing.preprocess_client_dataset(
+        datasets = []
+        for cid, epochs in plan.participants:
+            ds = preprocessing.preprocess_client_dataset(
                 self._client_data.create_tf_dataset_for_client(cid), epochs=epochs,
                 batch_size=self._batch_size,
                 shuffle_seed=preprocessing.derive_seed(self._seed, plan.round_num, self._position[cid]))
-            for cid, epochs in plan.participants
-        ]
+            if self._noise_seeds:
+                ds = _add_noise_seeds(ds, preprocessing.derive_seed(
+                    self._seed, plan.round_num, self._position[cid], 0xD9))
+            datasets.append(ds)
+        return datasets
 
     def __call__(self, round_num: int) -> list[tf.data.Dataset]:
         return self.datasets(self.plan(round_num))
 
 
+def _add_noise_seeds(dataset: tf.data.Dataset, client_seed: int) -> tf.data.Dataset:
+    """Adds `noise_seed` = [client_seed, step] to every batch."""
+    def add(step, batch):
+        return collections.OrderedDict(
+            [*batch.items(), ('noise_seed', tf.stack([tf.constant(client_seed, tf.int64), step]))])
+    return dataset.enumerate().map(add)
+
+
 def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData, *,
                                 clients_per_round: int, epochs: int, batch_size: int, seed: int,
                                 heterogeneity: Optional[DeviceHeterogeneity] = None,
-                                client_sizes: Optional[Mapping[str, int]] = None) -> ClientSelector:
+                                client_sizes: Optional[Mapping[str, int]] = None,
+                                sampling: str = 'uniform', noise_seeds: bool = False) -> ClientSelector:
     """A `ClientSelector` (see there); kept as the function name used across the library."""
     return ClientSelector(client_data, clients_per_round=clients_per_round, epochs=epochs,
                           batch_size=batch_size, seed=seed, heterogeneity=heterogeneity,
-                          client_sizes=client_sizes)
+                          client_sizes=client_sizes, sampling=sampling, noise_seeds=noise_seeds)

@@ -1,0 +1,111 @@
+"""Privacy accounting with dp_accounting: the DP event that matches the sampling actually done.
+
+- Poisson sampling (each of N clients joins a round independently with probability q):
+  `PoissonSampledDpEvent(q, GaussianDpEvent(z))`, add-or-remove-one neighbours, RDP or PLD.
+- Fixed-size sampling without replacement (m of N each round, TFF's uniform sampler):
+  `SampledWithoutReplacementDpEvent(N, m, GaussianDpEvent(z))`, replace-one neighbours, RDP only
+  (dp_accounting 0.4.3's PLD accountant does not support it).
+
+T rounds (or steps) compose as `SelfComposedDpEvent(event, T)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import dp_accounting
+
+SAMPLINGS = ('poisson', 'uniform')
+ACCOUNTANTS = ('rdp', 'pld')
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledGaussian:
+    """One application of the Gaussian mechanism (noise multiplier z) to a sampled cohort.
+
+    `poisson`: each record is included with probability `q` (the expected cohort over the
+    population). `uniform`: exactly `cohort` of `population` records, without replacement.
+    """
+
+    noise_multiplier: float
+    sampling: str
+    q: float = 0.0
+    population: int = 0
+    cohort: int = 0
+
+    @classmethod
+    def from_cohort(cls, noise_multiplier: float, sampling: str, population: int,
+                    cohort: int) -> 'SampledGaussian':
+        """The mechanism of sampling `cohort` of `population` clients (expected, for Poisson)."""
+        return cls(noise_multiplier, sampling, q=cohort / population, population=population,
+                   cohort=cohort)
+
+    def __post_init__(self):
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f'unknown sampling {self.sampling!r}; valid choices: {", ".join(SAMPLINGS)}')
+        if self.noise_multiplier < 0:
+            raise ValueError(f'noise multiplier must be >= 0, got {self.noise_multiplier}')
+        if self.sampling == 'poisson' and not 0.0 < self.q <= 1.0:
+            raise ValueError(f'sampling rate q must be in (0, 1], got {self.q}')
+        if self.sampling == 'uniform' and not 0 < self.cohort <= self.population:
+            raise ValueError(f'cohort must be in [1, population={self.population}], got {self.cohort}')
+
+    def event(self, count: int) -> dp_accounting.DpEvent:
+        """The dp_accounting event of `count` independent applications."""
+        gaussian = dp_accounting.GaussianDpEvent(self.noise_multiplier)
+        if self.sampling == 'poisson':
+            one = dp_accounting.PoissonSampledDpEvent(self.q, gaussian)
+        else:
+            one = dp_accounting.SampledWithoutReplacementDpEvent(self.population, self.cohort, gaussian)
+        return dp_accounting.SelfComposedDpEvent(one, count)
+
+    def accountant(self, kind: str = 'rdp') -> dp_accounting.PrivacyAccountant:
+        """A fresh accountant of `kind` with the neighbouring relation this sampling needs."""
+        relation = (dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE if self.sampling == 'poisson'
+                    else dp_accounting.NeighboringRelation.REPLACE_ONE)
+        if kind == 'rdp':
+            return dp_accounting.rdp.RdpAccountant(neighboring_relation=relation)
+        if kind == 'pld':
+            if not self.supports_pld:
+                raise ValueError('the PLD accountant supports Poisson sampling only; use rdp')
+            return dp_accounting.pld.PLDAccountant(neighboring_relation=relation)
+        raise ValueError(f'unknown accountant {kind!r}; valid choices: {", ".join(ACCOUNTANTS)}')
+
+    @property
+    def supports_pld(self) -> bool:
+        """Whether dp_accounting's PLD accountant handles this event."""
+        return self.sampling == 'poisson'
+
+    def epsilon(self, count: int, delta: float, accountant: str = 'rdp') -> float:
+        """ε after `count` applications at `delta` (0 for none; inf without noise)."""
+        check_delta(delta)
+        if count <= 0:
+            return 0.0
+        if self.noise_multiplier == 0:
+            return math.inf
+        return float(self.accountant(accountant).compose(self.event(count)).get_epsilon(delta))
+
+
+def check_delta(delta: float) -> None:
+    """Raises ValueError unless 0 < delta < 1."""
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f'delta must be in (0, 1), got {delta}')
+
+
+def noise_for_epsilon(target_epsilon: float, delta: float, count: int, sampling: str, *,
+                      q: float = 0.0, population: int = 0, cohort: int = 0,
+                      accountant: str = 'rdp') -> float:
+    """The smallest noise multiplier z with ε(z) <= `target_epsilon` after `count` applications
+    (dp_accounting's `calibrate_dp_mechanism`)."""
+    check_delta(delta)
+    if not target_epsilon > 0:
+        raise ValueError(f'target epsilon must be > 0, got {target_epsilon}')
+
+    def mechanism(z: float) -> SampledGaussian:
+        return SampledGaussian(z, sampling, q=q, population=population, cohort=cohort)
+
+    reference = mechanism(1.0)
+    return float(dp_accounting.calibrate_dp_mechanism(
+        lambda: reference.accountant(accountant), lambda z: mechanism(z).event(count),
+        target_epsilon, delta, dp_accounting.LowerEndpointAndGuess(1e-3, 1.0)))

@@ -1,0 +1,74 @@
+"""Sample-level DP-SGD on clients (Abadi et al. 2016, "Deep Learning with Differential
+Privacy"): every local step clips each example's gradient to L2 norm C, sums them, adds
+N(0, (zC)²) and divides by the batch size.
+
+Our own gradient function rather than TF Privacy's DP Keras optimizers: TFF's client loop takes
+only `tff.learning.optimizers` and sees only the mean loss, and TF Privacy's noise comes from
+TF's unseeded generator. Here the noise is stateless, keyed by the `noise_seed` each batch
+carries (derived from the run's seed, the round, the client and the step; see
+`fl_tff.simulation.selection`), so it differs per client and step and a rerun repeats it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Sequence
+
+import tensorflow as tf
+
+from fl_tff.models.losses import per_example_loss
+
+NOISE_SEED_KEY = 'noise_seed'
+
+
+@dataclasses.dataclass(frozen=True)
+class DpSgd:
+    """DP-SGD settings: per-example clip norm C, noise multiplier z, labels left out of the loss."""
+
+    clip: float
+    noise_multiplier: float
+    masked_labels: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.clip > 0:
+            raise ValueError(f'clip must be > 0, got {self.clip}')
+        if self.noise_multiplier < 0:
+            raise ValueError(f'noise_multiplier must be >= 0, got {self.noise_multiplier}')
+
+
+def with_noise_seed(batch_spec: Any) -> collections.OrderedDict:
+    """The batch spec of a DP-SGD client dataset: the model's batch plus `noise_seed` ([2] int64)."""
+    return collections.OrderedDict([*batch_spec.items(),
+                                    (NOISE_SEED_KEY, tf.TensorSpec([2], tf.int64))])
+
+
+def clip_and_sum(per_example_grads: Sequence[tf.Tensor], clip: float) -> list[tf.Tensor]:
+    """Sum over the batch axis of per-example gradients, each scaled to global L2 norm <= clip."""
+    squared = tf.add_n([tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]), axis=1)
+                        for g in per_example_grads])
+    scale = tf.minimum(1.0, clip / tf.maximum(tf.sqrt(squared), 1e-12))
+    return [tf.tensordot(scale, g, axes=1) for g in per_example_grads]
+
+
+def build_dp_sgd_gradient_fn(settings: DpSgd):
+    """A `GradientFn` (see `fl_tff.algorithms.client_work`) computing DP-SGD gradients."""
+    clip, z, masked = float(settings.clip), float(settings.noise_multiplier), settings.masked_labels
+
+    def gradients(model, batch, trainable):
+        seed = batch[NOISE_SEED_KEY]
+        inputs = collections.OrderedDict((k, v) for k, v in batch.items() if k != NOISE_SEED_KEY)
+        with tf.GradientTape() as tape:
+            output = model.forward_pass(inputs, training=True)
+            losses = per_example_loss(inputs['y'], output.predictions, masked)
+        per_example = tape.jacobian(losses, list(trainable), experimental_use_pfor=True)
+        summed = clip_and_sum(per_example, clip)
+        batch_size = tf.cast(tf.shape(losses)[0], tf.float32)
+        noised = [
+            (s + tf.random.stateless_normal(
+                tf.shape(s), seed=tf.random.experimental.stateless_fold_in(seed, i),
+                stddev=z * clip, dtype=s.dtype)) / batch_size
+            for i, s in enumerate(summed)]
+        return noised, output
+
+    return gradients
