@@ -74,6 +74,11 @@ _HELP = {
                        'accounts for the one used.',
     'delta': 'DP delta of the reported epsilon, in (0, 1).',
     'target_epsilon': 'Privacy budget: stop before the round that would exceed this epsilon (0 = none).',
+    'secure_agg': 'Secure aggregation: updates (and weights) reach the server only through TFF '
+                  'secure sums, after clipping to +-secure_range and quantizing to secure_bits.',
+    'secure_bits': 'Bits per value for --secure_agg, in [1, 24].',
+    'secure_range': 'Values are clipped to [-R, R] before quantization (with example weighting R '
+                    'bounds update x weight; with --dp=fixed the clip norm is used).',
     'straggler_fraction': 'Fraction of selected clients that are stragglers (random epochs in [1, E)).',
     'straggler_policy': f'What happens to stragglers, one of: {", ".join(STRAGGLER_POLICIES)}.',
     'dropout_rate': 'Probability that a selected client returns nothing, in [0, 1).',

@@ -9,6 +9,7 @@ from fl_tff.aggregation import AGGREGATORS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, SEQUENCE_DATASETS, TFF_DATASET_NAMES
 from fl_tff.data.partition import PARTITIONERS
+from fl_tff.communication.secure import MAX_BITS, MIN_BITS
 from fl_tff.privacy.accounting import SAMPLINGS
 from fl_tff.privacy.aggregators import DP_MODES, USER_LEVEL_MODES, min_clients_for_adaptive_clipping
 from fl_tff.models.keras_models import MODELS, SEQUENCE_MODELS, SIZED_MODELS
@@ -75,6 +76,10 @@ class ExperimentConfig:
     client_sampling: str = 'uniform'
     delta: float = 1e-5
     target_epsilon: float = 0.0
+    # Secure aggregation.
+    secure_agg: bool = False
+    secure_bits: int = 16
+    secure_range: float = 1.0
     # Devices.
     straggler_fraction: float = 0.0
     straggler_policy: str = 'drop'
@@ -145,6 +150,7 @@ class ExperimentConfig:
         self._validate_algorithm()
         self._validate_devices()
         self._validate_privacy()
+        self._validate_secure_aggregation()
         _non_negative('seed', self.seed)
         _non_negative('checkpoint_every', self.checkpoint_every)
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
@@ -223,6 +229,19 @@ class ExperimentConfig:
         if self.dp == 'dpsgd' and not ALGORITHMS[self.algorithm].local_epochs:
             raise ConfigError('dp', f'dpsgd runs in local SGD; {self.algorithm} has none (use '
                               'fedavg or fedprox)')
+
+    def _validate_secure_aggregation(self) -> None:
+        if not self.secure_agg:
+            return
+        if not MIN_BITS <= self.secure_bits <= MAX_BITS:
+            raise ConfigError('secure_bits', f'must be in [{MIN_BITS}, {MAX_BITS}], got {self.secure_bits}')
+        _positive('secure_range', self.secure_range)
+        if self.aggregator != 'mean':
+            raise ConfigError('aggregator', f'{self.aggregator} must see each update; with '
+                              '--secure_agg the server sees only their sum: use --aggregator=mean')
+        if self.dp == 'adaptive':
+            raise ConfigError('dp', 'adaptive clipping has no fixed range to quantize to; with '
+                              '--secure_agg use --dp=fixed (its --clip is the range) or dpsgd')
 
     def _validate_devices(self) -> None:
         try:

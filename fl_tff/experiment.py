@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -16,7 +15,9 @@ from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, mode
                     runtime, simulation)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
-from fl_tff.privacy import accounting, aggregators, dpsgd, ledger as ledger_lib
+from fl_tff import round_hooks
+from fl_tff.communication import secure
+from fl_tff.privacy import aggregators, dpsgd
 
 _WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
               'uniform': tff.learning.ClientWeighting.UNIFORM}
@@ -61,14 +62,23 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
                                      seed=config.seed, heldout=heldout)
 
 
-def build_model_aggregator(config: ExperimentConfig) -> tff.aggregators.AggregationFactory:
-    """The `--aggregator`, or the user-level DP aggregator for `--dp=fixed|adaptive`."""
+def build_model_aggregator(config: ExperimentConfig,
+                           max_weight: float = 1.0) -> tff.aggregators.AggregationFactory:
+    """The `--aggregator`, or the user-level DP aggregator for `--dp=fixed|adaptive`, or the
+    secure mean for `--secure_agg` (DP's clipped records summed securely within ±clip).
+    `max_weight` bounds a client's weight (examples seen) for the secure weighted mean."""
     if config.dp in aggregators.USER_LEVEL_MODES:
         return aggregators.build_dp_aggregator(
             config.dp, noise_multiplier=config.noise_multiplier,
             clients_per_round=config.clients_per_round, clip=config.clip, seed=config.seed,
             target_unclipped_quantile=config.target_unclipped_quantile,
-            clip_learning_rate=config.clip_learning_rate)
+            clip_learning_rate=config.clip_learning_rate,
+            record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
+            if config.secure_agg else None)
+    if config.secure_agg:
+        return secure.build_secure_mean(config.secure_bits, config.secure_range,
+                                        uniform=config.client_weighting == 'uniform',
+                                        max_weight=max_weight)
     return aggregation.build_model_aggregator(
         config.aggregator, uniform=config.client_weighting == 'uniform',
         clip_norm=config.clip_norm, zeroing_norm=config.zeroing_norm,
@@ -76,7 +86,8 @@ def build_model_aggregator(config: ExperimentConfig) -> tff.aggregators.Aggregat
 
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
-                  masked_labels: tuple[int, ...] = ()) -> tff.learning.templates.LearningProcess:
+                  masked_labels: tuple[int, ...] = (),
+                  max_weight: float = 1.0) -> tff.learning.templates.LearningProcess:
     """The learning process for `config.algorithm` with its optimizers, weighting, aggregator
     and (for `--dp=dpsgd`) DP-SGD on clients."""
     spec = algorithms.get_algorithm(config.algorithm)
@@ -91,7 +102,7 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
             config.server_optimizer, config.server_learning_rate, momentum=config.server_momentum,
             beta1=config.server_beta1, beta2=config.server_beta2, epsilon=config.server_epsilon),
         weighting=weighting,
-        model_aggregator=build_model_aggregator(config),
+        model_aggregator=build_model_aggregator(config, max_weight),
         **extra, **{name: getattr(config, name) for name in spec.params})
 
 
@@ -121,40 +132,6 @@ def _check_finite(row: dict[str, Any]) -> None:
     for key in ('test_loss', 'global_train_loss'):
         if key in row and not math.isfinite(row[key]):
             raise DivergenceError(f'{prefix}: {key} is {row[key]}')
-
-
-def build_ledger(config: ExperimentConfig, select: simulation.ClientSelector,
-                 client_sizes: dict[str, int]) -> Optional[ledger_lib.PrivacyLedger]:
-    """The privacy ledger of `config.dp` (None without DP), for the sampling `select` does."""
-    if config.dp == 'none':
-        return None
-    if config.dp == 'dpsgd':
-        return ledger_lib.ExampleLevelLedger(config.noise_multiplier, config.client_batch_size,
-                                          client_sizes, config.delta, config.target_epsilon)
-    mechanism = accounting.SampledGaussian.from_cohort(config.noise_multiplier, select.sampling,
-                                                    select.population, select.cohort)
-    return ledger_lib.PrivacyLedger(mechanism, config.delta, config.target_epsilon)
-
-
-def _privacy_hook(ledger: ledger_lib.PrivacyLedger, select: simulation.ClientSelector, rounds: int,
-                  stopped: list[str]):
-    """`before_round` for the loop: charges the ledger, ends training before the budget is
-    exceeded (evaluating the last round that fits)."""
-    def before_round(plan, evaluate: bool) -> dict[str, Any]:
-        try:
-            row = ledger.charge(plan, pld=evaluate)
-        except ledger_lib.BudgetExhausted as e:
-            stopped.append(str(e))
-            raise simulation.StopTraining() from e
-        if ledger.target_epsilon and plan.round_num < rounds:
-            peek = copy.deepcopy(ledger)
-            try:
-                peek.charge(select.plan(plan.round_num + 1))
-            except ledger_lib.BudgetExhausted as e:
-                stopped.append(str(e))
-                row[simulation.LAST_ROUND] = True
-        return row
-    return before_round
 
 
 def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn
@@ -194,7 +171,6 @@ def run_experiment(config: ExperimentConfig,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
         sampling=config.client_sampling, noise_seeds=config.dp == 'dpsgd')
-    ledger = build_ledger(config, select, fed_data.train_sizes)
     run_dir, resuming = reporting.prepare_run_dir(config.output_dir, config.run_name(), config)
     if not resuming:
         reporting.save_config(run_dir, config)
@@ -204,7 +180,8 @@ def run_experiment(config: ExperimentConfig,
 
     start = time.monotonic()
     with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
-        process = build_process(config, model_fn, fed_data.masked_labels)
+        process = build_process(config, model_fn, fed_data.masked_labels,
+                                max_weight=max(fed_data.train_sizes.values()) * epochs)
         checkpointer = checkpoints.Checkpointer(run_dir, config.checkpoint_every)
         state, done = checkpointer.latest(process.initialize()) if resuming else (None, 0)
         if state is None:
@@ -213,12 +190,9 @@ def run_experiment(config: ExperimentConfig,
         else:
             log(f'resuming after round {done} from {checkpointer.directory}')
         previous = reporting.read_metrics(run_dir, up_to_round=done)
-        stopped: list[str] = []
-        before_round = None
-        if ledger is not None:
-            for r in range(1, done + 1):  # The ledger is a function of the rounds' plans.
-                ledger.charge(select.plan(r), enforce=False)
-            before_round = _privacy_hook(ledger, select, config.rounds, stopped)
+        ledgers = round_hooks.Ledgers.build(config, select, fed_data.train_sizes,
+                                            process.get_model_weights(state))
+        ledgers.replay(done)
         evaluators = _evaluators(fed_data, model_fn, keras_fn)
         releaser = reporting.MetricsReleaser(run_dir)
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
@@ -234,14 +208,14 @@ def run_experiment(config: ExperimentConfig,
                 process, select, rounds=config.rounds, eval_every=config.eval_every,
                 evaluation_fn=lambda w: {k: v for e in evaluators for k, v in e(w).items()},
                 on_round=on_round, initial_state=state, start_round=done + 1,
-                before_round=before_round)
+                before_round=ledgers.before_round)
         except DivergenceError as e:
             raise DivergenceError(f'{e}; the last good checkpoint (round '
                                   f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}') from e
         finally:
             reporter.close()
         final_weights = process.get_model_weights(state)
-        if stopped and history and history[-1]['round'] != checkpointer.latest_round():
+        if ledgers.stopped and history and history[-1]['round'] != checkpointer.latest_round():
             checkpointer.maybe_save(state, history[-1]['round'], force=True)
     history = previous + history
     model = keras_fn()
@@ -257,11 +231,10 @@ def run_experiment(config: ExperimentConfig,
         'final_global_train_loss': evaluated[-1]['global_train_loss'],
         'seconds_this_session': time.monotonic() - start,
     }
-    if stopped:
-        summary['stopped'] = stopped[0]
-        log(stopped[0])
-    if ledger is not None:
-        summary['privacy'] = ledger.summary()
+    summary.update(ledgers.summary(history))
+    if ledgers.stopped:
+        log(ledgers.stopped[0])
+    if 'privacy' in summary:
         log(f"privacy: {summary['privacy']['statement']}")
     reporting.write_json(os.path.join(run_dir, reporting.SUMMARY_FILE), summary)
     log(f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds']} rounds "

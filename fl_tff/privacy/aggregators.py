@@ -12,6 +12,8 @@ update norms with a privatized count.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
@@ -34,13 +36,15 @@ def min_clients_for_adaptive_clipping(noise_multiplier: float) -> int:
 
 def build_dp_aggregator(mode: str, *, noise_multiplier: float, clients_per_round: int,
                         clip: float, seed: int = 0, target_unclipped_quantile: float = 0.5,
-                        clip_learning_rate: float = 0.2
+                        clip_learning_rate: float = 0.2,
+                        record_sum_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
                         ) -> tff.aggregators.UnweightedAggregationFactory:
     """The user-level DP aggregator for `mode` ('fixed' or 'adaptive'); unweighted.
 
     `clients_per_round` is the expected number of clients, the sum's denominator. For
     'adaptive', `clip` is the initial clip norm, adapted by geometric updates of rate
     `clip_learning_rate` toward the `target_unclipped_quantile` of update norms.
+    `record_sum_factory` sums the clipped updates (default: a plain sum; e.g. a secure sum).
     """
     if noise_multiplier < 0:
         raise ValueError(f'noise_multiplier must be >= 0, got {noise_multiplier}')
@@ -50,7 +54,9 @@ def build_dp_aggregator(mode: str, *, noise_multiplier: float, clients_per_round
         query = tfp.NormalizedQuery(
             SeededGaussianSumQuery(clip, clip * noise_multiplier, seed),
             denominator=float(clients_per_round))
-        return tff.aggregators.DifferentiallyPrivateFactory(query)
+        return tff.aggregators.DifferentiallyPrivateFactory(query, record_sum_factory)
+    if record_sum_factory is not None:
+        raise ValueError(f'{mode!r} DP aggregation takes no record_sum_factory')
     if mode == 'adaptive':
         needed = min_clients_for_adaptive_clipping(noise_multiplier)
         if noise_multiplier > 0 and clients_per_round < needed:

@@ -59,7 +59,7 @@ def test_output_path_that_is_a_file_is_rejected_and_kept(tmp_path):
 def test_helpfull_documents_every_flag():
     result = run_python(['-m', 'experiments.train', '--helpfull'], timeout=120)
     for field in ExperimentConfig.__dataclass_fields__:
-        assert f'--{field}:' in result.stdout, field
+        assert f'--{field}:' in result.stdout or f'--[no]{field}:' in result.stdout, field
 
 
 def _metrics(run_dir):

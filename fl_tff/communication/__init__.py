@@ -1,0 +1,1 @@
+"""Communication: secure aggregation through TFF's secure sums, and the byte ledger."""

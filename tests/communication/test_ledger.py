@@ -1,0 +1,45 @@
+"""The communication ledger counts the bytes of the representation actually sent."""
+
+import dataclasses
+
+import pytest
+
+from fl_tff import experiment
+from fl_tff.communication import ledger
+from fl_tff.config import ExperimentConfig
+from fl_tff.simulation.heterogeneity import RoundPlan
+
+# The 2NN of width 32 on 8x8 digits: 64*32+32 + 32*32+32 + 32*10+10 values.
+VALUES = 64 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10
+
+
+def test_byte_counts_for_known_sizes_and_encodings():
+    assert VALUES == 3466
+    plan = RoundPlan(1, ('a', 'b', 'c'), (('a', 2), ('b', 2)), dropped=1)
+    plain = ledger.CommunicationLedger(VALUES, VALUES, ledger.plain_encoding(weighted=True))
+    row = plain.charge(plan)
+    assert row['uplink_bytes_per_client'] == (32 * VALUES + 32) // 8 == 13868
+    assert row['uplink_bytes'] == 2 * 13868  # The dropped client sends nothing...
+    assert row['downlink_bytes'] == 3 * 4 * VALUES  # ...but received the model.
+    assert plain.charge(plan)['uplink_bytes_total'] == 4 * 13868
+    secure = ledger.CommunicationLedger(VALUES, VALUES, ledger.secure_encoding(8, weighted=False))
+    assert secure.charge(plan)['uplink_bytes_per_client'] == -(-(8 * VALUES + 1) // 8) == 3467
+    four_bits = ledger.UplinkEncoding('4-bit', 4, 64)
+    assert four_bits.client_bytes(VALUES) == -(-(4 * VALUES + 64) // 8)
+
+
+def test_every_round_reports_bytes_and_the_summary_bytes_to_the_final_accuracy(tff_runtime, tmp_path):
+    config = ExperimentConfig(hidden_units=32, rounds=4, eval_every=2, output_dir=str(tmp_path),
+                              secure_agg=True, secure_bits=8, secure_range=300.0)
+    result = experiment.run_experiment(config, log=lambda _: None)
+    per_client = -(-(8 * VALUES + 1 + 32) // 8)  # Weighted: the weight is a 32-bit secure summand.
+    totals = 0
+    for row in result.history:
+        assert row['uplink_bytes_per_client'] == per_client
+        assert row['uplink_bytes'] == per_client * row['aggregated']
+        assert row['downlink_bytes'] == 4 * VALUES * row['selected']
+        totals += row['uplink_bytes']
+        assert row['uplink_bytes_total'] == totals
+    reached = result.summary['communication']['bytes_to_final_accuracy']
+    assert reached['uplink_bytes'] <= totals and reached['test_accuracy'] >= result.summary['final_test_accuracy']
+    assert result.summary['communication']['uplink_encoding'] == 'secure 8-bit'
