@@ -6,7 +6,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow_federated as tff

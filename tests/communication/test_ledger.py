@@ -1,8 +1,6 @@
 """The communication ledger counts the bytes of the representation actually sent."""
 
-import dataclasses
 
-import pytest
 
 from fl_tff import experiment
 from fl_tff.communication import ledger
