@@ -79,6 +79,11 @@ _HELP = {
     'secure_bits': 'Bits per value for --secure_agg, in [1, 24].',
     'secure_range': 'Values are clipped to [-R, R] before quantization (with example weighting R '
                     'bounds update x weight; with --dp=fixed the clip norm is used).',
+    'compression': 'Uplink compression of client updates: none, quantize (unbiased stochastic, '
+                   '--compression_bits), rotate_quantize (random Hadamard rotation, then quantize), '
+                   'topk or randk (keep a --compression_k fraction of each tensor).',
+    'compression_bits': 'Bits per value for quantize / rotate_quantize, in [1, 16].',
+    'compression_k': 'Fraction of each tensor kept by topk / randk, in (0, 1].',
     'straggler_fraction': 'Fraction of selected clients that are stragglers (random epochs in [1, E)).',
     'straggler_policy': f'What happens to stragglers, one of: {", ".join(STRAGGLER_POLICIES)}.',
     'dropout_rate': 'Probability that a selected client returns nothing, in [0, 1).',

@@ -9,6 +9,9 @@ from fl_tff.aggregation import AGGREGATORS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, SEQUENCE_DATASETS, TFF_DATASET_NAMES
 from fl_tff.data.partition import PARTITIONERS
+from fl_tff.communication.compression import COMPRESSIONS
+from fl_tff.communication.compression import MAX_BITS as COMPRESSION_MAX_BITS
+from fl_tff.communication.compression import MIN_BITS as COMPRESSION_MIN_BITS
 from fl_tff.communication.secure import MAX_BITS, MIN_BITS
 from fl_tff.privacy.accounting import SAMPLINGS
 from fl_tff.privacy.aggregators import DP_MODES, USER_LEVEL_MODES, min_clients_for_adaptive_clipping
@@ -80,6 +83,10 @@ class ExperimentConfig:
     secure_agg: bool = False
     secure_bits: int = 16
     secure_range: float = 1.0
+    # Compression.
+    compression: str = 'none'
+    compression_bits: int = 8
+    compression_k: float = 0.1
     # Devices.
     straggler_fraction: float = 0.0
     straggler_policy: str = 'drop'
@@ -151,6 +158,7 @@ class ExperimentConfig:
         self._validate_devices()
         self._validate_privacy()
         self._validate_secure_aggregation()
+        self._validate_compression()
         _non_negative('seed', self.seed)
         _non_negative('checkpoint_every', self.checkpoint_every)
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
@@ -242,6 +250,24 @@ class ExperimentConfig:
         if self.dp == 'adaptive':
             raise ConfigError('dp', 'adaptive clipping has no fixed range to quantize to; with '
                               '--secure_agg use --dp=fixed (its --clip is the range) or dpsgd')
+
+    def _validate_compression(self) -> None:
+        _choice('compression', self.compression, COMPRESSIONS)
+        if self.compression == 'none':
+            return
+        if self.compression in ('quantize', 'rotate_quantize') and not (
+                COMPRESSION_MIN_BITS <= self.compression_bits <= COMPRESSION_MAX_BITS):
+            raise ConfigError('compression_bits', f'must be in [{COMPRESSION_MIN_BITS}, '
+                              f'{COMPRESSION_MAX_BITS}], got {self.compression_bits}')
+        if self.compression in ('topk', 'randk') and not 0.0 < self.compression_k <= 1.0:
+            raise ConfigError('compression_k', 'is the fraction of each tensor kept: must be in '
+                              f'(0, 1], got {self.compression_k}')
+        for name, on in (('secure_agg', self.secure_agg), ('aggregator', self.aggregator != 'mean'),
+                         ('dp', self.dp in USER_LEVEL_MODES)):
+            if on:
+                raise ConfigError(name, f'--compression={self.compression} compresses the plain '
+                                  'mean; it does not combine with --secure_agg, robust aggregators '
+                                  'or --dp=fixed|adaptive')
 
     def _validate_devices(self) -> None:
         try:

@@ -16,7 +16,7 @@ from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, mode
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
 from fl_tff import round_hooks
-from fl_tff.communication import secure
+from fl_tff.communication import compression, secure
 from fl_tff.privacy import aggregators, dpsgd
 
 _WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
@@ -75,6 +75,10 @@ def build_model_aggregator(config: ExperimentConfig,
             clip_learning_rate=config.clip_learning_rate,
             record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
             if config.secure_agg else None)
+    if config.compression != 'none':
+        return compression.build_compressed_mean(
+            config.compression, uniform=config.client_weighting == 'uniform',
+            bits=config.compression_bits, k=config.compression_k, seed=config.seed)
     if config.secure_agg:
         return secure.build_secure_mean(config.secure_bits, config.secure_range,
                                         uniform=config.client_weighting == 'uniform',

@@ -16,7 +16,8 @@ def plot_curves(histories: dict[str, Sequence[dict[str, Any]]], metrics: Sequenc
                 hlines: Optional[dict[str, float]] = None,
                 x_axes: Sequence[tuple[str, str]] = (('round', 'round'),)) -> None:
     """A grid of panels: one row per x axis (column key, label), one column per metric, one
-    line per run; rows lacking a value are skipped."""
+    line per run; rows lacking a value are skipped. `log_scale` names metrics or x keys shown
+    on a log axis."""
     fig, axes = plt.subplots(len(x_axes), len(metrics), figsize=(5.5 * len(metrics), 4 * len(x_axes)),
                              squeeze=False)
     for (x_key, x_label), ax_row in zip(x_axes, axes):
@@ -41,6 +42,8 @@ def _panel(ax, histories, x_key, x_label, metric, log_scale, hlines) -> None:
                    label=f'target {hlines[metric]:g}')
     if metric in log_scale:
         ax.set_yscale('log')
+    if x_key in log_scale:
+        ax.set_xscale('log')
     ax.set_xlabel(x_label)
     ax.set_ylabel(metric.replace('_', ' '))
     ax.grid(alpha=0.3)

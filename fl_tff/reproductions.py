@@ -99,6 +99,25 @@ def _privacy_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
     return out
 
 
+def _compression_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
+    baseline = list(histories.values())[0][-1]['uplink_bytes_total']
+    out = []
+    for label, rows in histories.items():
+        target = next((r for r in rows if r.get('test_accuracy', 0.0) >= COMPRESSION_TARGET), None)
+        out.append({
+            'run': label,
+            'uplink bytes per client': rows[-1]['uplink_bytes_per_client'],
+            'uplink MB, all rounds': f"{rows[-1]['uplink_bytes_total'] / 1e6:.2f}",
+            'x smaller': f"{baseline / rows[-1]['uplink_bytes_total']:.1f}",
+            f'uplink MB to {COMPRESSION_TARGET:.0%} test accuracy':
+                f"{target['uplink_bytes_total'] / 1e6:.2f} (round {target['round']})" if target
+                else f'not within {len(rows)} rounds',
+            'final test accuracy': f"{_last(rows, 'test_accuracy'):.4f}",
+        })
+    return out
+
+
+COMPRESSION_TARGET = 0.9
 _DP = dict(dp='fixed', clip=0.5)
 
 STUDIES: dict[str, Study] = {
@@ -156,6 +175,26 @@ STUDIES: dict[str, Study] = {
         plot_metrics=('test_accuracy',),
         table=_privacy_table,
         x_axes=(('round', 'round'), ('epsilon', 'epsilon spent (RDP)')),
+    ),
+    'compression_uplink': Study(
+        title='Digits, Dirichlet(0.5), 2NN: accuracy against uplink bytes',
+        claim=('Quantizing client updates to a few bits cuts uplink bytes several-fold at little '
+               'cost in accuracy (Suresh et al. 2017; Konecny et al. 2016); top-k trades more.'),
+        base=dict(dataset='digits', model='2nn', num_clients=20, clients_per_round=10,
+                  rounds=60, eval_every=2, seed=0),
+        variants=(
+            ('float32 (no compression)', dict()),
+            ('8-bit', dict(compression='quantize', compression_bits=8)),
+            ('4-bit', dict(compression='quantize', compression_bits=4)),
+            ('2-bit', dict(compression='quantize', compression_bits=2)),
+            ('rotated 2-bit', dict(compression='rotate_quantize', compression_bits=2)),
+            ('top-10%', dict(compression='topk', compression_k=0.1)),
+        ),
+        plot_metrics=('test_accuracy',),
+        table=_compression_table,
+        log_scale=('uplink_bytes_total',),
+        x_axes=(('round', 'round'), ('uplink_bytes_total', 'uplink bytes (all clients, cumulative)')),
+        hlines={'test_accuracy': COMPRESSION_TARGET},
     ),
 }
 

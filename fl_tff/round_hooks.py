@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from fl_tff import simulation
-from fl_tff.communication import ledger as communication
+from fl_tff.communication import compression, ledger as communication
 from fl_tff.config import ExperimentConfig
 from fl_tff.privacy import accounting, aggregators, ledger as privacy
 
@@ -35,11 +35,15 @@ def build_privacy_ledger(config: ExperimentConfig, select: simulation.ClientSele
 def build_communication_ledger(config: ExperimentConfig,
                                weights) -> communication.CommunicationLedger:
     """Byte counts for `weights` (a ModelWeights) under the config's uplink encoding."""
-    count = lambda tensors: int(sum(np.size(t) for t in tf.nest.flatten(tensors)))
     weighted = config.client_weighting == 'examples' and config.dp not in aggregators.USER_LEVEL_MODES
-    encoding = (communication.secure_encoding(config.secure_bits, weighted) if config.secure_agg
-                else communication.plain_encoding(weighted))
-    return communication.CommunicationLedger(count(weights.trainable), count(weights), encoding)
+    if config.secure_agg:
+        encoding = communication.secure_encoding(config.secure_bits, weighted)
+    else:
+        encoding = compression.uplink_encoding(config.compression, weighted,
+                                               bits=config.compression_bits, k=config.compression_k)
+    return communication.CommunicationLedger(
+        [int(np.size(t)) for t in tf.nest.flatten(weights.trainable)],
+        int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding)
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional, Sequence
 
 from fl_tff.simulation.heterogeneity import RoundPlan
 
@@ -18,35 +19,61 @@ FLOAT_BITS = 32
 
 @dataclasses.dataclass(frozen=True)
 class UplinkEncoding:
-    """How one client's update is encoded: `bits_per_value` for each of its values plus
-    `side_bits` of side information (weights, counts, norms, seeds)."""
+    """How one client's update is encoded, tensor by tensor.
+
+    Each tensor of n values is padded to a power of two when `pad_to_power_of_two` (Hadamard
+    rotation), then `kept_fraction` of its values are sent (sparsification; all when None), each
+    at `bits_per_value`, plus `index_bits` per kept value (log2 of the tensor size, top-k) and
+    `per_tensor_bits` (e.g. a quantization range). `side_bits` per client covers weights and
+    counts.
+    """
 
     name: str
     bits_per_value: float
-    side_bits: int
+    side_bits: int = 0
+    per_tensor_bits: int = 0
+    pad_to_power_of_two: bool = False
+    kept_fraction: Optional[float] = None
+    index_bits: bool = False
 
-    def client_bytes(self, num_values: int) -> int:
-        """Bytes one client sends for an update of `num_values` values."""
-        return math.ceil((self.bits_per_value * num_values + self.side_bits) / 8)
+    def client_bytes(self, sizes: Sequence[int]) -> int:
+        """Bytes one client sends for an update made of tensors of `sizes` values."""
+        bits = self.side_bits
+        for n in sizes:
+            m = 1 << max(0, math.ceil(math.log2(n))) if self.pad_to_power_of_two else n
+            kept = kept_values(m, self.kept_fraction)
+            bits += kept * self.bits_per_value + self.per_tensor_bits
+            if self.index_bits:
+                bits += kept * max(1, math.ceil(math.log2(m)))
+        return math.ceil(bits / 8)
+
+
+def kept_values(n: int, fraction: Optional[float]) -> int:
+    """How many of a tensor's n values a sparsifier keeps: ceil(fraction * n), at least 1."""
+    return n if fraction is None else max(1, math.ceil(fraction * n))
+
+
+def weight_bits(weighted: bool) -> int:
+    return FLOAT_BITS if weighted else 0
 
 
 def plain_encoding(weighted: bool) -> UplinkEncoding:
     """32-bit floats, plus the 32-bit weight when weighted."""
-    return UplinkEncoding('float32', FLOAT_BITS, FLOAT_BITS if weighted else 0)
+    return UplinkEncoding('float32', FLOAT_BITS, weight_bits(weighted))
 
 
 def secure_encoding(bits: int, weighted: bool) -> UplinkEncoding:
     """B-bit integers for secure summation, plus the client count's 1 bit and, when weighted,
     the weight as a 32-bit secure summand."""
-    return UplinkEncoding(f'secure {bits}-bit', bits, 1 + (FLOAT_BITS if weighted else 0))
+    return UplinkEncoding(f'secure {bits}-bit', bits, 1 + weight_bits(weighted))
 
 
 class CommunicationLedger:
-    """Per-round and running byte counts for a model with `update_values` trainable values and
-    `broadcast_values` values in all its weights."""
+    """Per-round and running byte counts for a model whose trainable tensors have
+    `update_sizes` values and whose weights have `broadcast_values` values in all."""
 
-    def __init__(self, update_values: int, broadcast_values: int, uplink: UplinkEncoding):
-        self.update_values, self.broadcast_values, self.uplink = update_values, broadcast_values, uplink
+    def __init__(self, update_sizes: Sequence[int], broadcast_values: int, uplink: UplinkEncoding):
+        self.update_sizes, self.broadcast_values, self.uplink = list(update_sizes), broadcast_values, uplink
         self.uplink_total = self.downlink_total = 0
 
     @property
@@ -55,7 +82,7 @@ class CommunicationLedger:
 
     @property
     def uplink_client_bytes(self) -> int:
-        return self.uplink.client_bytes(self.update_values)
+        return self.uplink.client_bytes(self.update_sizes)
 
     def charge(self, plan: RoundPlan) -> dict[str, int]:
         """Records the round's traffic; returns its metric columns."""

@@ -14,16 +14,16 @@ VALUES = 64 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10
 def test_byte_counts_for_known_sizes_and_encodings():
     assert VALUES == 3466
     plan = RoundPlan(1, ('a', 'b', 'c'), (('a', 2), ('b', 2)), dropped=1)
-    plain = ledger.CommunicationLedger(VALUES, VALUES, ledger.plain_encoding(weighted=True))
+    plain = ledger.CommunicationLedger([VALUES], VALUES, ledger.plain_encoding(weighted=True))
     row = plain.charge(plan)
     assert row['uplink_bytes_per_client'] == (32 * VALUES + 32) // 8 == 13868
     assert row['uplink_bytes'] == 2 * 13868  # The dropped client sends nothing...
     assert row['downlink_bytes'] == 3 * 4 * VALUES  # ...but received the model.
     assert plain.charge(plan)['uplink_bytes_total'] == 4 * 13868
-    secure = ledger.CommunicationLedger(VALUES, VALUES, ledger.secure_encoding(8, weighted=False))
+    secure = ledger.CommunicationLedger([VALUES], VALUES, ledger.secure_encoding(8, weighted=False))
     assert secure.charge(plan)['uplink_bytes_per_client'] == -(-(8 * VALUES + 1) // 8) == 3467
     four_bits = ledger.UplinkEncoding('4-bit', 4, 64)
-    assert four_bits.client_bytes(VALUES) == -(-(4 * VALUES + 64) // 8)
+    assert four_bits.client_bytes([VALUES]) == -(-(4 * VALUES + 64) // 8)
 
 
 def test_every_round_reports_bytes_and_the_summary_bytes_to_the_final_accuracy(tff_runtime, tmp_path):

@@ -1,0 +1,166 @@
+"""Uplink compression of client updates, as aggregators that encode on the client and decode on
+the server (simulated: the decoded values are what the sum sees).
+
+- `quantize`: unbiased stochastic quantization of each tensor to b bits over its [min, max]
+  (Alistarh et al. 2017, QSGD-style; Suresh et al. 2017): E[decoded] = value.
+- `rotate_quantize`: TFF's `HadamardTransformFactory` (a random rotation, which flattens the
+  value range) around `quantize` (Suresh et al. 2017, "Distributed Mean Estimation with Limited
+  Communication").
+- `topk`: each tensor keeps its k·n largest-magnitude values (biased; sends indices too).
+- `randk`: each tensor keeps a random k·n of its values, scaled by 1/k (unbiased; the indices
+  follow from a seed).
+
+Randomness is stateless: keyed by the run's seed, a per-round counter in the aggregator state
+and a fingerprint of the client's update, so runs repeat (TFF's rotation draws its own seed
+from the clock when the process is initialized, so `rotate_quantize` is the exception).
+Error feedback is not implemented: it needs per-client state across rounds.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff.communication import ledger
+
+COMPRESSIONS = ('none', 'quantize', 'rotate_quantize', 'topk', 'randk')
+MIN_BITS, MAX_BITS = 1, 16
+
+
+def _fingerprint(value: tf.Tensor) -> tf.Tensor:
+    """An int64 derived from a tensor's contents (different clients get different draws)."""
+    return tf.cast(tf.bitcast(tf.reduce_sum(tf.cast(value, tf.float32)), tf.int32), tf.int64)
+
+
+def stochastic_quantize(value: tf.Tensor, bits: int, seed: tf.Tensor) -> tf.Tensor:
+    """Rounds each value to one of 2^bits levels spanning [min, max], up or down at random so
+    that the result is unbiased; returns the decoded values."""
+    lo, hi = tf.reduce_min(value), tf.reduce_max(value)
+    scale = (hi - lo) / (2 ** bits - 1)
+    safe = tf.where(scale > 0, scale, tf.ones_like(scale))
+    u = tf.random.stateless_uniform(tf.shape(value), seed=seed, dtype=value.dtype)
+    levels = tf.floor((value - lo) / safe + u)
+    return tf.where(scale > 0, lo + levels * safe, value)
+
+
+def top_k(value: tf.Tensor, fraction: float) -> tf.Tensor:
+    """`value` with all but its ceil(fraction · n) largest-magnitude entries zeroed."""
+    flat = tf.reshape(value, [-1])
+    k = ledger.kept_values(int(np.prod(value.shape)), fraction)
+    _, idx = tf.math.top_k(tf.abs(flat), k=k)
+    kept = tf.scatter_nd(idx[:, None], tf.gather(flat, idx), tf.shape(flat))
+    return tf.reshape(kept, tf.shape(value))
+
+
+def random_k(value: tf.Tensor, fraction: float, seed: tf.Tensor) -> tf.Tensor:
+    """`value` on a random ceil(fraction · n) of its entries, scaled by n / k (unbiased)."""
+    n = int(np.prod(value.shape))
+    k = ledger.kept_values(n, fraction)
+    flat = tf.reshape(value, [-1])
+    idx = tf.argsort(tf.random.stateless_uniform([n], seed=seed))[:k]
+    kept = tf.scatter_nd(idx[:, None], tf.gather(flat, idx) * (n / k), [n])
+    return tf.reshape(kept, tf.shape(value))
+
+
+class ClientTransformFactory(tff.aggregators.UnweightedAggregationFactory):
+    """Applies `transform(tensor, seed)` to each client tensor (encode + decode), then sums with
+    `inner`. The seed is [run seed, round] folded with the tensor index and a fingerprint."""
+
+    def __init__(self, transform: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], seed: int = 0,
+                 inner: tff.aggregators.UnweightedAggregationFactory | None = None):
+        self._transform, self._seed = transform, int(seed)
+        self._inner = inner or tff.aggregators.SumFactory()
+
+    def create(self, value_type) -> tff.templates.AggregationProcess:
+        inner = self._inner.create(value_type)
+        seed, transform = self._seed, self._transform
+
+        @tff.tensorflow.computation
+        def initial_seed():
+            return tf.constant([seed, 0], tf.int64)
+
+        @tff.tensorflow.computation(value_type, initial_seed.type_signature.result)
+        def encode_decode(value, round_seed):
+            flat = tf.nest.flatten(value)
+            out = [transform(v, tf.random.experimental.stateless_fold_in(
+                tf.random.experimental.stateless_fold_in(round_seed, i), _fingerprint(v)))
+                for i, v in enumerate(flat)]
+            return tf.nest.pack_sequence_as(value, out)
+
+        @tff.tensorflow.computation(initial_seed.type_signature.result)
+        def advance(round_seed):
+            return round_seed + tf.constant([0, 1], tf.int64)
+
+        @tff.federated_computation
+        def init_fn():
+            return tff.federated_zip((tff.federated_eval(initial_seed, tff.SERVER), inner.initialize()))
+
+        @tff.federated_computation(init_fn.type_signature.result,
+                                   tff.FederatedType(value_type, tff.CLIENTS))
+        def next_fn(state, value):
+            round_seed, inner_state = state
+            decoded = tff.federated_map(encode_decode, (value, tff.federated_broadcast(round_seed)))
+            out = inner.next(inner_state, decoded)
+            return tff.templates.MeasuredProcessOutput(
+                tff.federated_zip((tff.federated_map(advance, round_seed), out.state)),
+                out.result, out.measurements)
+
+        return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def build_compressed_sum(name: str, *, bits: int = 8, k: float = 0.1,
+                         seed: int = 0) -> tff.aggregators.UnweightedAggregationFactory:
+    """The sum factory for compression `name` (see `COMPRESSIONS`; 'none' is a plain sum)."""
+    check(name, bits, k)
+    if name == 'none':
+        return tff.aggregators.SumFactory()
+    if name == 'quantize':
+        return ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed)
+    if name == 'rotate_quantize':
+        return tff.aggregators.HadamardTransformFactory(
+            ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed))
+    if name == 'topk':
+        return ClientTransformFactory(lambda v, s: top_k(v, k), seed)
+    return ClientTransformFactory(lambda v, s: random_k(v, k, s), seed)
+
+
+def build_compressed_mean(name: str, *, uniform: bool, bits: int = 8, k: float = 0.1,
+                          seed: int = 0) -> tff.aggregators.AggregationFactory:
+    """The (weighted) mean whose client values are compressed before summing."""
+    value_sum = build_compressed_sum(name, bits=bits, k=k, seed=seed)
+    if uniform:
+        return tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum)
+    return tff.aggregators.MeanFactory(value_sum_factory=value_sum)
+
+
+def check(name: str, bits: int, k: float) -> None:
+    """Raises ValueError for an unknown compression or a setting outside its range."""
+    if name not in COMPRESSIONS:
+        raise ValueError(f'unknown compression {name!r}; valid choices: {", ".join(COMPRESSIONS)}')
+    if name in ('quantize', 'rotate_quantize') and not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f'bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}')
+    if name in ('topk', 'randk') and not 0.0 < k <= 1.0:
+        raise ValueError(f'k (the fraction of values kept) must be in (0, 1], got {k}')
+
+
+def uplink_encoding(name: str, weighted: bool, *, bits: int = 8,
+                    k: float = 0.1) -> ledger.UplinkEncoding:
+    """What one client sends under compression `name` (see `ledger.UplinkEncoding`)."""
+    side = ledger.weight_bits(weighted)
+    if name == 'none':
+        return ledger.plain_encoding(weighted)
+    if name == 'quantize':  # b bits per value; each tensor's min and max as float32.
+        return ledger.UplinkEncoding(f'{bits}-bit', bits, side, per_tensor_bits=64)
+    if name == 'rotate_quantize':  # Padded to a power of two by the Hadamard transform.
+        return ledger.UplinkEncoding(f'rotated {bits}-bit', bits, side, per_tensor_bits=64,
+                                     pad_to_power_of_two=True)
+    if name == 'topk':  # Values as float32 plus their indices.
+        return ledger.UplinkEncoding(f'top-{k:g}', ledger.FLOAT_BITS, side, kept_fraction=k,
+                                     index_bits=True)
+    # rand-k: values as float32; the indices follow from a 64-bit seed.
+    return ledger.UplinkEncoding(f'rand-{k:g}', ledger.FLOAT_BITS, side + 64, kept_fraction=k)
+
+
