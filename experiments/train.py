@@ -41,7 +41,8 @@ _HELP = {
     'num_clients': 'Number of clients in the population (devices, for synthetic data).',
     'heldout_clients': 'Extra clients never trained on; each evaluation reports per-client '
                        'accuracy on them (heldout_acc_mean/p10/p50/p90/worst10pct).',
-    'clients_per_round': 'Clients aggregated each round (K), sampled uniformly without replacement.',
+    'clients_per_round': 'Clients aggregated each round (K): exactly K without replacement, or '
+                         'each client with rate K/N under --client_sampling=poisson.',
     'test_fraction': "Fraction of each client's examples held out as its test data.",
     'rounds': 'Number of federated rounds.',
     'client_epochs': 'Local epochs (E) over its data per client per round (FedSGD: always 1 pass).',

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from fl_tff.aggregation import AGGREGATORS
@@ -250,6 +251,13 @@ class ExperimentConfig:
         if self.dp == 'adaptive':
             raise ConfigError('dp', 'adaptive clipping has no fixed range to quantize to; with '
                               '--secure_agg use --dp=fixed (its --clip is the range) or dpsgd')
+        # The sum of the cohort's B-bit integers must fit in int32 (a Poisson cohort can be all).
+        cohort = self.num_clients if self.client_sampling == 'poisson' else int(
+            math.ceil(self.clients_per_round * (1 + self.over_selection)))
+        if cohort * (2 ** self.secure_bits - 1) >= 2 ** 31:
+            raise ConfigError('secure_bits', f'{self.secure_bits} bits x up to {cohort} clients per '
+                              'round overflows the 32-bit secure sum; use at most '
+                              f'{int(math.log2(2 ** 31 / cohort))} bits')
 
     def _validate_compression(self) -> None:
         _choice('compression', self.compression, COMPRESSIONS)

@@ -175,6 +175,8 @@ def run_experiment(config: ExperimentConfig,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
         sampling=config.client_sampling, noise_seeds=config.dp == 'dpsgd')
+    privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes)
+    round_hooks.check_budget(privacy_ledger, select)
     run_dir, resuming = reporting.prepare_run_dir(config.output_dir, config.run_name(), config)
     if not resuming:
         reporting.save_config(run_dir, config)
@@ -194,8 +196,10 @@ def run_experiment(config: ExperimentConfig,
         else:
             log(f'resuming after round {done} from {checkpointer.directory}')
         previous = reporting.read_metrics(run_dir, up_to_round=done)
-        ledgers = round_hooks.Ledgers.build(config, select, fed_data.train_sizes,
-                                            process.get_model_weights(state))
+        ledgers = round_hooks.Ledgers(
+            select, config.rounds,
+            round_hooks.build_communication_ledger(config, process.get_model_weights(state)),
+            privacy_ledger)
         ledgers.replay(done)
         evaluators = _evaluators(fed_data, model_fn, keras_fn)
         releaser = reporting.MetricsReleaser(run_dir)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from fl_tff import simulation
 from fl_tff.communication import compression, ledger as communication
-from fl_tff.config import ExperimentConfig
+from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.privacy import accounting, aggregators, ledger as privacy
 
 
@@ -30,6 +30,18 @@ def build_privacy_ledger(config: ExperimentConfig, select: simulation.ClientSele
     mechanism = accounting.SampledGaussian.from_cohort(config.noise_multiplier, select.sampling,
                                                        select.population, select.cohort)
     return privacy.PrivacyLedger(mechanism, config.delta, config.target_epsilon)
+
+
+def check_budget(ledger: Optional[privacy.PrivacyLedger],
+                 select: simulation.ClientSelector) -> None:
+    """Raises ConfigError when the first round alone would exceed `--target_epsilon`."""
+    if ledger is None or not ledger.target_epsilon:
+        return
+    try:
+        copy.deepcopy(ledger).charge(select.plan(1))
+    except privacy.BudgetExhausted as e:
+        raise ConfigError('target_epsilon', f'{e}: not even one round fits; raise the target or '
+                          '--noise_multiplier') from e
 
 
 def build_communication_ledger(config: ExperimentConfig,
@@ -56,12 +68,6 @@ class Ledgers:
     privacy: Optional[privacy.PrivacyLedger] = None
     stopped: list[str] = dataclasses.field(default_factory=list)
 
-    @classmethod
-    def build(cls, config: ExperimentConfig, select: simulation.ClientSelector,
-              client_sizes: dict[str, int], weights) -> 'Ledgers':
-        return cls(select, config.rounds, build_communication_ledger(config, weights),
-                   build_privacy_ledger(config, select, client_sizes))
-
     def replay(self, done: int) -> None:
         """Charges rounds 1..`done` (already run, e.g. before a resume)."""
         for r in range(1, done + 1):
@@ -87,6 +93,7 @@ class Ledgers:
                 except privacy.BudgetExhausted as e:
                     self.stopped.append(str(e))
                     row[simulation.LAST_ROUND] = True
+                    row.update(self.privacy.pld_columns())  # The last round is evaluated.
         row.update(self.communication.charge(plan))
         return row
 

@@ -55,6 +55,8 @@ BAD = [
     ({'dp': 'dpsgd', 'noise_multiplier': 0.0, 'target_epsilon': 3.0}, '--target_epsilon: cannot be met without noise'),
     ({'dp': 'dpsgd', 'target_epsilon': -1.0}, '--target_epsilon: must be >= 0'),
     ({'client_sampling': 'poisson', 'over_selection': 0.2}, '--over_selection: needs a fixed cohort'),
+    ({'secure_agg': True, 'secure_bits': 24, 'clients_per_round': 200, 'num_clients': 300},
+     '--secure_bits: 24 bits x up to 200 clients per round overflows the 32-bit secure sum; use at most 23 bits'),
     ({'client_sampling': 'bernoulli'}, '--client_sampling: unknown value .bernoulli.; valid choices: poisson, uniform'),
     ({'hidden_units': -5}, '--hidden_units: must be >= 0'),
     ({'partition': 'dirichlet', 'alpha': 0.0}, '--alpha: must be > 0, got 0.0'),

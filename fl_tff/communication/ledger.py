@@ -62,10 +62,17 @@ def plain_encoding(weighted: bool) -> UplinkEncoding:
     return UplinkEncoding('float32', FLOAT_BITS, weight_bits(weighted))
 
 
+# Every TFF SecureSumFactory sum also sends a 1-bit summand count and two 1-bit clip counts.
+SECURE_SUM_OVERHEAD_BITS = 3
+
+
 def secure_encoding(bits: int, weighted: bool) -> UplinkEncoding:
-    """B-bit integers for secure summation, plus the client count's 1 bit and, when weighted,
-    the weight as a 32-bit secure summand."""
-    return UplinkEncoding(f'secure {bits}-bit', bits, 1 + weight_bits(weighted))
+    """B-bit integers for the secure value sum; the dequantizing count (a 1-bit secure sum); and
+    the 32-bit weight (weighted mean) or a 1-bit count (unweighted mean) as a secure sum; each
+    secure sum with its 3 bits of overhead."""
+    sums = 3
+    side = 1 + (FLOAT_BITS if weighted else 1) + sums * SECURE_SUM_OVERHEAD_BITS
+    return UplinkEncoding(f'secure {bits}-bit', bits, side)
 
 
 class CommunicationLedger:

@@ -12,10 +12,16 @@ def derive_seed(*keys: int) -> int:
 
 
 def preprocess_client_dataset(dataset: tf.data.Dataset, *, epochs: int, batch_size: int,
-                              shuffle_seed: int, shuffle_buffer: int = 10_000) -> tf.data.Dataset:
-    """Seeded shuffle (reshuffled each epoch), `epochs` passes, batches of `batch_size`."""
+                              shuffle_seed: int, shuffle_buffer: int = 10_000,
+                              batch_per_epoch: bool = False) -> tf.data.Dataset:
+    """Seeded shuffle (reshuffled each epoch), `epochs` passes, batches of `batch_size`.
+
+    Batches run across epoch boundaries, unless `batch_per_epoch` (DP-SGD: no batch may hold an
+    example twice; each epoch is ceil(n / batch_size) steps).
+    """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f'epochs and batch_size must be >= 1, got {epochs} and {batch_size}')
-    return (dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-            .repeat(epochs)
-            .batch(batch_size))
+    shuffled = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    if batch_per_epoch:
+        return shuffled.batch(batch_size).repeat(epochs)
+    return shuffled.repeat(epochs).batch(batch_size)

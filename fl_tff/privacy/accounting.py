@@ -3,8 +3,10 @@
 - Poisson sampling (each of N clients joins a round independently with probability q):
   `PoissonSampledDpEvent(q, GaussianDpEvent(z))`, add-or-remove-one neighbours, RDP or PLD.
 - Fixed-size sampling without replacement (m of N each round, TFF's uniform sampler):
-  `SampledWithoutReplacementDpEvent(N, m, GaussianDpEvent(z))`, replace-one neighbours, RDP only
-  (dp_accounting 0.4.3's PLD accountant does not support it).
+  `SampledWithoutReplacementDpEvent(N, m, GaussianDpEvent(z / 2))`, replace-one neighbours, RDP
+  only (dp_accounting 0.4.3's PLD accountant does not support it). The z / 2: replacing one
+  record moves a sum of records clipped to norm C by up to 2C, and dp_accounting's
+  without-replacement analysis takes the noise relative to that sensitivity.
 
 T rounds (or steps) compose as `SelfComposedDpEvent(event, T)`.
 """
@@ -56,8 +58,9 @@ class SampledGaussian:
         gaussian = dp_accounting.GaussianDpEvent(self.noise_multiplier)
         if self.sampling == 'poisson':
             one = dp_accounting.PoissonSampledDpEvent(self.q, gaussian)
-        else:
-            one = dp_accounting.SampledWithoutReplacementDpEvent(self.population, self.cohort, gaussian)
+        else:  # Replace-one sensitivity of a clipped sum is 2C: noise std / (2C) = z / 2.
+            one = dp_accounting.SampledWithoutReplacementDpEvent(
+                self.population, self.cohort, dp_accounting.GaussianDpEvent(self.noise_multiplier / 2))
         return dp_accounting.SelfComposedDpEvent(one, count)
 
     def accountant(self, kind: str = 'rdp') -> dp_accounting.PrivacyAccountant:

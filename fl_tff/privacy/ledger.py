@@ -46,9 +46,15 @@ class PrivacyLedger:
         self._enforce(enforce, epsilon, plan.round_num)
         self.rounds += 1
         row = {'epsilon': epsilon}
-        if pld and self.mechanism.supports_pld:
-            row['epsilon_pld'] = self.epsilon(self.rounds, 'pld')
+        if pld:
+            row.update(self.pld_columns())
         return row
+
+    def pld_columns(self) -> dict[str, float]:
+        """`epsilon_pld` spent so far, where the PLD accountant handles the event."""
+        if not self.mechanism.supports_pld:
+            return {}
+        return {'epsilon_pld': self.epsilon(self.rounds, 'pld')}
 
     def _enforce(self, enforce: bool, epsilon: float, round_num: int) -> None:
         if enforce and self.target_epsilon and epsilon > self.target_epsilon:
@@ -75,12 +81,10 @@ class PrivacyLedger:
 
     def summary(self) -> dict:
         """Figures for summary.json."""
-        out = {'level': self.level, 'epsilon': self.spent(), 'delta': self.delta,
-               'noise_multiplier': self.mechanism.noise_multiplier, 'rounds': self.rounds,
-               'sampling': self.mechanism.sampling, 'statement': self.statement()}
-        if self.mechanism.supports_pld:
-            out['epsilon_pld'] = self.epsilon(self.rounds, 'pld')
-        return out
+        return {'level': self.level, 'epsilon': self.spent(), 'delta': self.delta,
+                'noise_multiplier': self.mechanism.noise_multiplier, 'rounds': self.rounds,
+                'sampling': self.mechanism.sampling, 'statement': self.statement(),
+                **self.pld_columns()}
 
 
 class ExampleLevelLedger(PrivacyLedger):
@@ -117,9 +121,16 @@ class ExampleLevelLedger(PrivacyLedger):
         self.steps, self.rounds = new_steps, self.rounds + 1
         row = {'epsilon': worst, 'epsilon_median': float(np.median(list(epsilons.values())))
                if epsilons else 0.0}
-        if pld and epsilons:
-            row['epsilon_pld'] = self.client_epsilon(max(epsilons, key=epsilons.get), accountant='pld')
+        if pld:
+            row.update(self.pld_columns())
         return row
+
+    def pld_columns(self) -> dict[str, float]:
+        """`epsilon_pld` of the client with the largest RDP epsilon so far."""
+        if not self.steps:
+            return {}
+        return {'epsilon_pld': self.client_epsilon(max(self.steps, key=self.client_epsilon),
+                                                   accountant='pld')}
 
     def spent(self) -> float:
         return max((self.client_epsilon(cid) for cid in self.steps), default=0.0)
@@ -135,10 +146,7 @@ class ExampleLevelLedger(PrivacyLedger):
 
     def summary(self) -> dict:
         out = super().summary()
-        out.pop('epsilon_pld', None)
         if self.steps:
-            worst = max(self.steps, key=self.client_epsilon)
-            out['epsilon_pld'] = self.client_epsilon(worst, accountant='pld')
             out['epsilon_per_client'] = {cid: self.client_epsilon(cid) for cid in sorted(self.steps)}
         return out
 

@@ -87,7 +87,7 @@ class ClientSelector:
         for cid, epochs in plan.participants:
             ds = preprocessing.preprocess_client_dataset(
                 self._client_data.create_tf_dataset_for_client(cid), epochs=epochs,
-                batch_size=self._batch_size,
+                batch_size=self._batch_size, batch_per_epoch=self._noise_seeds,
                 shuffle_seed=preprocessing.derive_seed(self._seed, plan.round_num, self._position[cid]))
             if self._noise_seeds:
                 ds = _add_noise_seeds(ds, preprocessing.derive_seed(

@@ -34,8 +34,9 @@ def test_second_reference_value():
 
 def test_fixed_size_sampling_uses_the_without_replacement_event_and_replace_one():
     m = SampledGaussian.from_cohort(1.0, 'uniform', population=300, cohort=30)
+    # Replacing one client moves the clipped sum by up to 2C: the event's multiplier is z / 2.
     event = dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
-        300, 30, dp_accounting.GaussianDpEvent(1.0)), 100)
+        300, 30, dp_accounting.GaussianDpEvent(0.5)), 100)
     assert m.epsilon(100, 1e-5) == pytest.approx(
         _direct_rdp(event, dp_accounting.NeighboringRelation.REPLACE_ONE), abs=1e-6)
     with pytest.raises(ValueError, match='PLD accountant supports Poisson sampling only'):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fl_tff import experiment, simulation
-from fl_tff.config import ExperimentConfig
+from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.privacy.accounting import SampledGaussian
 from tests.helpers import max_abs_diff
 
 QUIET = dict(log=lambda _: None)
@@ -37,14 +38,15 @@ def test_poisson_sampling_draws_each_client_with_rate_k_over_n(skewed_digits):
 
 
 def test_target_epsilon_stops_before_the_round_that_would_exceed_it(tff_runtime, tmp_path):
-    config = ExperimentConfig(dp='fixed', client_weighting='uniform', noise_multiplier=0.5, clip=0.5,
-                              rounds=30, eval_every=10, target_epsilon=20.0, hidden_units=32,
+    mechanism = SampledGaussian.from_cohort(1.0, 'uniform', population=20, cohort=10)
+    target = (mechanism.epsilon(2, 1e-5) + mechanism.epsilon(3, 1e-5)) / 2
+    config = ExperimentConfig(dp='fixed', client_weighting='uniform', noise_multiplier=1.0, clip=0.5,
+                              rounds=30, eval_every=10, target_epsilon=target, hidden_units=32,
                               output_dir=str(tmp_path))
     result = experiment.run_experiment(config, **QUIET)
-    # Measured: rounds 1-2 spend 15.4; round 3 would spend 20.2 (10 of 20 clients, z = 0.5).
     rounds = [r['round'] for r in result.history]
-    assert rounds == [1, 2] and 'test_accuracy' in result.history[-1]
-    assert result.history[-1]['epsilon'] <= 20.0
+    assert rounds == [1, 2] and 'test_accuracy' in result.history[-1]  # The last round is evaluated.
+    assert result.history[-1]['epsilon'] == pytest.approx(mechanism.epsilon(2, 1e-5))
     assert result.summary['stopped'].startswith('stopped before round 3: it would raise user-level epsilon')
     privacy = result.summary['privacy']
     assert privacy['epsilon'] == result.history[-1]['epsilon'] and privacy['level'] == 'user'
@@ -54,3 +56,11 @@ def test_target_epsilon_stops_before_the_round_that_would_exceed_it(tff_runtime,
     again = experiment.run_experiment(config, **QUIET)  # Rerun: resumes, and stays stopped.
     assert again.run_dir == result.run_dir and [r['round'] for r in again.history] == [1, 2]
     assert again.summary['privacy']['epsilon'] == pytest.approx(privacy['epsilon'])
+
+
+def test_a_budget_too_small_for_one_round_is_a_config_error(tmp_path):
+    config = ExperimentConfig(dp='fixed', client_weighting='uniform', noise_multiplier=1.0,
+                              target_epsilon=0.01, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match='--target_epsilon: stopped before round 1: .* not even one round fits'):
+        experiment.run_experiment(config, **QUIET)
+    assert not any(tmp_path.iterdir())  # Nothing was written.
