@@ -79,6 +79,17 @@ class CoordinateWiseFactory(tff.aggregators.UnweightedAggregationFactory):
         return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
+def mean_factory(uniform: bool, value_sum_factory=None,
+                 weight_sum_factory=None) -> tff.aggregators.AggregationFactory:
+    """The mean of client values: unweighted (`uniform`) or weighted by the clients' weights,
+    summing values (and weights, or counts) with the given factories (default: plain sums)."""
+    if uniform:
+        return tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum_factory,
+                                                     count_sum_factory=weight_sum_factory)
+    return tff.aggregators.MeanFactory(value_sum_factory=value_sum_factory,
+                                       weight_sum_factory=weight_sum_factory)
+
+
 def build_model_aggregator(name: str, *, uniform: bool = False, clip_norm: float = 1.0,
                            zeroing_norm: float = 10.0,
                            trim_fraction: float = 0.1) -> tff.aggregators.AggregationFactory:
@@ -88,7 +99,7 @@ def build_model_aggregator(name: str, *, uniform: bool = False, clip_norm: float
     `clip_norm`, then the mean. zero: updates with L2 norm above `zeroing_norm` replaced by zeros,
     then the mean. median / trimmed_mean: coordinate-wise, unweighted.
     """
-    mean = tff.aggregators.UnweightedMeanFactory() if uniform else tff.aggregators.MeanFactory()
+    mean = mean_factory(uniform)
     if name == 'mean':
         return mean
     if name == 'clip':

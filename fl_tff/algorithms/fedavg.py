@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import aggregation
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.models.model_fn import ModelFn
@@ -22,9 +23,7 @@ from fl_tff.privacy import dpsgd
 
 def default_aggregator(weighting: tff.learning.ClientWeighting) -> tff.aggregators.AggregationFactory:
     """Weighted mean by examples, or unweighted mean for uniform weighting."""
-    if weighting == tff.learning.ClientWeighting.UNIFORM:
-        return tff.aggregators.UnweightedMeanFactory()
-    return tff.aggregators.MeanFactory()
+    return aggregation.mean_factory(weighting == tff.learning.ClientWeighting.UNIFORM)
 
 
 def compose_algorithm(

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import aggregation
 from fl_tff.communication import ledger
 
 COMPRESSIONS = ('none', 'quantize', 'rotate_quantize', 'topk', 'randk')
@@ -130,10 +131,7 @@ def build_compressed_sum(name: str, *, bits: int = 8, k: float = 0.1,
 def build_compressed_mean(name: str, *, uniform: bool, bits: int = 8, k: float = 0.1,
                           seed: int = 0) -> tff.aggregators.AggregationFactory:
     """The (weighted) mean whose client values are compressed before summing."""
-    value_sum = build_compressed_sum(name, bits=bits, k=k, seed=seed)
-    if uniform:
-        return tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum)
-    return tff.aggregators.MeanFactory(value_sum_factory=value_sum)
+    return aggregation.mean_factory(uniform, build_compressed_sum(name, bits=bits, k=k, seed=seed))
 
 
 def check(name: str, bits: int, k: float) -> None:

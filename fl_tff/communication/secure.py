@@ -22,6 +22,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import aggregation
+
 MIN_BITS, MAX_BITS = 1, 24  # The integer sum of up to 2^7 clients stays within int32 at 24 bits.
 
 
@@ -90,10 +92,7 @@ def build_secure_mean(bits: int, bound: float, *, uniform: bool,
     Weighted: `MeanFactory` multiplies each update by its weight on the client, so `bound`
     limits update × weight; the weights are summed securely within [0, max_weight].
     """
-    value_sum = SecureQuantizedSumFactory(bits, bound)
-    if uniform:
-        return tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum,
-                                                     count_sum_factory=tff.aggregators.SecureSumFactory(1, 0))
-    return tff.aggregators.MeanFactory(
-        value_sum_factory=value_sum,
-        weight_sum_factory=tff.aggregators.SecureSumFactory(float(max_weight), 0.0))
+    # Unweighted: the count of clients is a secure sum too.
+    weight_sum = (tff.aggregators.SecureSumFactory(1, 0) if uniform
+                  else tff.aggregators.SecureSumFactory(float(max_weight), 0.0))
+    return aggregation.mean_factory(uniform, SecureQuantizedSumFactory(bits, bound), weight_sum)
