@@ -63,8 +63,10 @@ _HELP = {
     'trim_fraction': 'Fraction trimmed at each end, for --aggregator=trimmed_mean, in [0, 0.5).',
     'dp': 'Differential privacy: none; fixed / adaptive = user-level DP-FedAvg (clip each client '
           'update to --clip, Gaussian noise z*C at the server; adaptive moves C toward '
-          '--target_unclipped_quantile); dpsgd = example-level DP-SGD on clients (per-example clip '
-          '--clip, noise z*C per step).',
+          '--target_unclipped_quantile); distributed = user-level distributed DP (clients clip to '
+          '--clip, round to --secure_bits integers and add discrete Gaussian noise shares; needs '
+          '--secure_agg, the server never sees an un-noised sum); dpsgd = example-level DP-SGD on '
+          'clients (per-example clip --clip, noise z*C per step).',
     'noise_multiplier': 'DP noise multiplier z (>= 0): noise std is z * --clip.',
     'clip': 'DP clip norm C (> 0): of each client update (fixed; the initial value for adaptive) or '
             'of each example gradient (dpsgd).',
@@ -77,7 +79,8 @@ _HELP = {
     'target_epsilon': 'Privacy budget: stop before the round that would exceed this epsilon (0 = none).',
     'secure_agg': 'Secure aggregation: updates (and weights) reach the server only through TFF '
                   'secure sums, after clipping to +-secure_range and quantizing to secure_bits.',
-    'secure_bits': 'Bits per value for --secure_agg, in [1, 24].',
+    'secure_bits': 'Bits per value for --secure_agg, in [1, 24] ([1, 22], the modulus, with '
+                   '--dp=distributed).',
     'secure_range': 'Values are clipped to [-R, R] before quantization (with example weighting R '
                     'bounds update x weight; with --dp=fixed the clip norm is used).',
     'compression': 'Uplink compression of client updates: none, quantize (unbiased stochastic, '

@@ -15,6 +15,7 @@ from fl_tff.communication.compression import MAX_BITS as COMPRESSION_MAX_BITS
 from fl_tff.communication.compression import MIN_BITS as COMPRESSION_MIN_BITS
 from fl_tff.communication.secure import MAX_BITS, MIN_BITS
 from fl_tff.privacy.accounting import SAMPLINGS
+from fl_tff.privacy import distributed
 from fl_tff.privacy.aggregators import DP_MODES, USER_LEVEL_MODES, min_clients_for_adaptive_clipping
 from fl_tff.models.keras_models import MODELS, SEQUENCE_MODELS, SIZED_MODELS
 from fl_tff.simulation.heterogeneity import (STRAGGLER_POLICIES, DeviceHeterogeneity,
@@ -235,12 +236,18 @@ class ExperimentConfig:
                                   f'round (TFF\'s clipped-count noise is 0.05 per client and must '
                                   f'exceed z/2), got {self.clients_per_round}: raise it, lower the '
                                   'noise or use --dp=fixed')
+        if self.dp == 'distributed' and not self.secure_agg:
+            raise ConfigError('secure_agg', '--dp=distributed adds the noise on clients and needs '
+                              'secure aggregation to sum it: add --secure_agg')
         if self.dp == 'dpsgd' and not ALGORITHMS[self.algorithm].local_epochs:
             raise ConfigError('dp', f'dpsgd runs in local SGD; {self.algorithm} has none (use '
                               'fedavg or fedprox)')
 
     def _validate_secure_aggregation(self) -> None:
         if not self.secure_agg:
+            return
+        if self.dp == 'distributed':
+            self._validate_distributed_dp()
             return
         if not MIN_BITS <= self.secure_bits <= MAX_BITS:
             raise ConfigError('secure_bits', f'must be in [{MIN_BITS}, {MAX_BITS}], got {self.secure_bits}')
@@ -259,6 +266,27 @@ class ExperimentConfig:
                               'round overflows the 32-bit secure sum; use at most '
                               f'{int(math.log2(2 ** 31 / cohort))} bits')
 
+    def _validate_distributed_dp(self) -> None:
+        """Distributed DP splits the noise into K client shares: every round needs exactly K
+        clients (a smaller cohort would add less noise than the ledger charges)."""
+        lo, hi = distributed.MIN_BITS, distributed.MAX_BITS
+        if not lo <= self.secure_bits <= hi:
+            raise ConfigError('secure_bits', f'--dp=distributed takes [{lo}, {hi}] bits (the modulus '
+                              f'2^B of TFF\'s secure sum), got {self.secure_bits}')
+        if self.client_sampling != 'uniform':
+            raise ConfigError('client_sampling', '--dp=distributed needs exactly K clients a round '
+                              '(the noise is split into K shares): use --client_sampling=uniform')
+        if self.dropout_rate > 0 or (self.straggler_fraction > 0 and self.straggler_policy == 'drop'):
+            raise ConfigError('dropout_rate' if self.dropout_rate > 0 else 'straggler_policy',
+                              '--dp=distributed needs every selected client to report (each adds '
+                              '1/K of the noise); use --over_selection to absorb dropouts instead')
+        try:
+            distributed.check_settings(noise_multiplier=self.noise_multiplier,
+                                       clients_per_round=self.clients_per_round, clip=self.clip,
+                                       bits=self.secure_bits)
+        except ValueError as e:
+            raise ConfigError('secure_bits', f'TFF\'s distributed DP refuses these settings: {e}') from e
+
     def _validate_compression(self) -> None:
         _choice('compression', self.compression, COMPRESSIONS)
         if self.compression == 'none':
@@ -275,7 +303,7 @@ class ExperimentConfig:
             if on:
                 raise ConfigError(name, f'--compression={self.compression} compresses the plain '
                                   'mean; it does not combine with --secure_agg, robust aggregators '
-                                  'or --dp=fixed|adaptive')
+                                  'or user-level DP')
 
     def _validate_devices(self) -> None:
         try:

@@ -17,7 +17,7 @@ from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
 from fl_tff import round_hooks
 from fl_tff.communication import compression, secure
-from fl_tff.privacy import aggregators, dpsgd
+from fl_tff.privacy import aggregators, distributed, dpsgd
 
 _WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
               'uniform': tff.learning.ClientWeighting.UNIFORM}
@@ -64,9 +64,13 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
 
 def build_model_aggregator(config: ExperimentConfig,
                            max_weight: float = 1.0) -> tff.aggregators.AggregationFactory:
-    """The `--aggregator`, or the user-level DP aggregator for `--dp=fixed|adaptive`, or the
-    secure mean for `--secure_agg` (DP's clipped records summed securely within ±clip).
+    """The `--aggregator`, or the user-level DP aggregator for `--dp=fixed|adaptive|distributed`,
+    or the secure mean for `--secure_agg` (DP's clipped records summed securely within ±clip).
     `max_weight` bounds a client's weight (examples seen) for the secure weighted mean."""
+    if config.dp == 'distributed':
+        return distributed.build_distributed_dp_mean(
+            noise_multiplier=config.noise_multiplier, clients_per_round=config.clients_per_round,
+            clip=config.clip, bits=config.secure_bits)
     if config.dp in aggregators.USER_LEVEL_MODES:
         return aggregators.build_dp_aggregator(
             config.dp, noise_multiplier=config.noise_multiplier,
@@ -175,7 +179,8 @@ def run_experiment(config: ExperimentConfig,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
         sampling=config.client_sampling, noise_seeds=config.dp == 'dpsgd')
-    privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes)
+    privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
+                                                      models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)
     run_dir, resuming = reporting.prepare_run_dir(config.output_dir, config.run_name(), config)
     if not resuming:

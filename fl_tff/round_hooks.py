@@ -16,20 +16,31 @@ import tensorflow as tf
 from fl_tff import simulation
 from fl_tff.communication import compression, ledger as communication
 from fl_tff.config import ConfigError, ExperimentConfig
-from fl_tff.privacy import accounting, aggregators, ledger as privacy
+from fl_tff.privacy import accounting, aggregators, distributed, ledger as privacy
 
 
 def build_privacy_ledger(config: ExperimentConfig, select: simulation.ClientSelector,
-                         client_sizes: dict[str, int]) -> Optional[privacy.PrivacyLedger]:
-    """The privacy ledger of `config.dp` (None without DP), for the sampling `select` does."""
+                         client_sizes: dict[str, int],
+                         model_size: int = 0) -> Optional[privacy.PrivacyLedger]:
+    """The privacy ledger of `config.dp` (None without DP), for the sampling `select` does.
+    `model_size` (trainable values) sets distributed DP's rounding, hence its effective noise."""
     if config.dp == 'none':
         return None
     if config.dp == 'dpsgd':
         return privacy.ExampleLevelLedger(config.noise_multiplier, config.client_batch_size,
                                           client_sizes, config.delta, config.target_epsilon)
-    mechanism = accounting.SampledGaussian.from_cohort(config.noise_multiplier, select.sampling,
-                                                       select.population, select.cohort)
-    return privacy.PrivacyLedger(mechanism, config.delta, config.target_epsilon)
+    z, trust = config.noise_multiplier, 'the server is trusted to add the noise'
+    if config.dp == 'distributed':
+        if model_size <= 0:
+            raise ValueError('distributed DP accounting needs the model size')
+        z = distributed.accounting_noise_multiplier(config.noise_multiplier, config.clients_per_round,
+                                                    config.clip, config.secure_bits, model_size)
+        trust = (f'no party is trusted with the noise: each of the {config.clients_per_round} clients '
+                 f'adds a discrete Gaussian share before the secure sum (effective multiplier '
+                 f'{z:.4g} after rounding, Kairouz et al. 2021; the secure sum itself is simulated)')
+    mechanism = accounting.SampledGaussian.from_cohort(z, select.sampling, select.population,
+                                                       select.cohort)
+    return privacy.PrivacyLedger(mechanism, config.delta, config.target_epsilon, trust)
 
 
 def check_budget(ledger: Optional[privacy.PrivacyLedger],
@@ -48,7 +59,9 @@ def build_communication_ledger(config: ExperimentConfig,
                                weights) -> communication.CommunicationLedger:
     """Byte counts for `weights` (a ModelWeights) under the config's uplink encoding."""
     weighted = config.client_weighting == 'examples' and config.dp not in aggregators.USER_LEVEL_MODES
-    if config.secure_agg:
+    if config.dp == 'distributed':
+        encoding = communication.distributed_dp_encoding(config.secure_bits)
+    elif config.secure_agg:
         encoding = communication.secure_encoding(config.secure_bits, weighted)
     else:
         encoding = compression.uplink_encoding(config.compression, weighted,

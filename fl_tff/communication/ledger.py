@@ -35,10 +35,13 @@ class UplinkEncoding:
     pad_to_power_of_two: bool = False
     kept_fraction: Optional[float] = None
     index_bits: bool = False
+    concatenate: bool = False
 
     def client_bytes(self, sizes: Sequence[int]) -> int:
-        """Bytes one client sends for an update made of tensors of `sizes` values."""
+        """Bytes one client sends for an update made of tensors of `sizes` values (one
+        tensor of their total size when `concatenate`)."""
         bits = self.side_bits
+        sizes = [sum(sizes)] if self.concatenate else sizes
         for n in sizes:
             m = 1 << max(0, math.ceil(math.log2(n))) if self.pad_to_power_of_two else n
             kept = kept_values(m, self.kept_fraction)
@@ -73,6 +76,14 @@ def secure_encoding(bits: int, weighted: bool) -> UplinkEncoding:
     sums = 3
     side = 1 + (FLOAT_BITS if weighted else 1) + sums * SECURE_SUM_OVERHEAD_BITS
     return UplinkEncoding(f'secure {bits}-bit', bits, side)
+
+
+def distributed_dp_encoding(bits: int) -> UplinkEncoding:
+    """TFF's distributed DP: the update concatenated into one vector, padded to a power of two
+    (Hadamard), B-bit integers modulo 2^B; plus 1-bit secure sums of the clipped count and of
+    the client count; three secure sums with their overhead."""
+    return UplinkEncoding(f'distributed DP {bits}-bit', bits, 2 + 3 * SECURE_SUM_OVERHEAD_BITS,
+                          pad_to_power_of_two=True, concatenate=True)
 
 
 class CommunicationLedger:

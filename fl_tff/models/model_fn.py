@@ -71,3 +71,10 @@ def accuracy_metric(metrics) -> float:
     """The accuracy in a model's TFF metrics (`sparse_categorical_accuracy`, or `accuracy` for the
     masked metric of sequence models)."""
     return float(next(v for k, v in metrics.items() if k.endswith('accuracy')))
+
+
+def trainable_size(model_fn: ModelFn) -> int:
+    """Number of trainable values of the model `model_fn` builds (in a throwaway graph, so no
+    eager Keras state is created)."""
+    with tf.Graph().as_default():
+        return int(sum(v.shape.num_elements() for v in model_fn().trainable_variables))

@@ -19,8 +19,9 @@ import tensorflow_privacy as tfp
 
 from fl_tff.privacy.queries import SeededGaussianSumQuery
 
-DP_MODES = ('none', 'fixed', 'adaptive', 'dpsgd')
-USER_LEVEL_MODES = ('fixed', 'adaptive')
+DP_MODES = ('none', 'fixed', 'adaptive', 'distributed', 'dpsgd')
+# Clip and noise whole client updates (unweighted); 'distributed' is in `distributed.py`.
+USER_LEVEL_MODES = ('fixed', 'adaptive', 'distributed')
 # TFF's default std of the noise on the adaptive clipping's clipped count, per expected client.
 CLIPPED_COUNT_STDDEV_PER_CLIENT = 0.05
 

@@ -28,8 +28,10 @@ class PrivacyLedger:
 
     level = 'user'
 
-    def __init__(self, mechanism: SampledGaussian, delta: float, target_epsilon: float = 0.0):
+    def __init__(self, mechanism: SampledGaussian, delta: float, target_epsilon: float = 0.0,
+                 trust: str = 'the server is trusted to add the noise'):
         check_delta(delta)
+        self.trust = trust
         if target_epsilon < 0:
             raise ValueError(f'target epsilon must be >= 0 (0 = none), got {target_epsilon}')
         self.mechanism, self.delta, self.target_epsilon = mechanism, delta, target_epsilon
@@ -77,7 +79,7 @@ class PrivacyLedger:
         return (f'user-level ({self.mechanism.noise_multiplier:g} noise multiplier): '
                 f'({self.spent():.4g}, {self.delta:g})-DP for all of any one client\'s data '
                 f'({relation} one client) after {self.rounds} rounds, RDP accounting, assuming '
-                f'{sampling} as simulated; the server is trusted to add the noise')
+                f'{sampling} as simulated; {self.trust}')
 
     def summary(self) -> dict:
         """Figures for summary.json."""
