@@ -88,6 +88,8 @@ _HELP = {
                    'topk or randk (keep a --compression_k fraction of each tensor).',
     'compression_bits': 'Bits per value for quantize / rotate_quantize, in [1, 16].',
     'compression_k': 'Fraction of each tensor kept by topk / randk, in (0, 1].',
+    'error_feedback': 'With topk / randk: each client adds what compression dropped last time to '
+                      'its next update (a residual kept on the client across rounds).',
     'straggler_fraction': 'Fraction of selected clients that are stragglers (random epochs in [1, E)).',
     'straggler_policy': f'What happens to stragglers, one of: {", ".join(STRAGGLER_POLICIES)}.',
     'dropout_rate': 'Probability that a selected client returns nothing, in [0, 1).',

@@ -11,6 +11,7 @@ from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.data.arrays import DATASETS, NATURALLY_FEDERATED, SEQUENCE_DATASETS, TFF_DATASET_NAMES
 from fl_tff.data.partition import PARTITIONERS
 from fl_tff.communication.compression import COMPRESSIONS
+from fl_tff.communication.error_feedback import SPARSIFIERS
 from fl_tff.communication.compression import MAX_BITS as COMPRESSION_MAX_BITS
 from fl_tff.communication.compression import MIN_BITS as COMPRESSION_MIN_BITS
 from fl_tff.communication.secure import MAX_BITS, MIN_BITS
@@ -89,6 +90,7 @@ class ExperimentConfig:
     compression: str = 'none'
     compression_bits: int = 8
     compression_k: float = 0.1
+    error_feedback: bool = False
     # Devices.
     straggler_fraction: float = 0.0
     straggler_policy: str = 'drop'
@@ -289,6 +291,10 @@ class ExperimentConfig:
 
     def _validate_compression(self) -> None:
         _choice('compression', self.compression, COMPRESSIONS)
+        if self.error_feedback and self.compression not in SPARSIFIERS:
+            raise ConfigError('error_feedback', 'keeps what a sparsifier dropped for the next '
+                              f'round: use --compression={" or ".join(SPARSIFIERS)} (got '
+                              f'{self.compression})')
         if self.compression == 'none':
             return
         if self.compression in ('quantize', 'rotate_quantize') and not (

@@ -16,7 +16,7 @@ from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, mode
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
 from fl_tff import round_hooks
-from fl_tff.communication import compression, secure
+from fl_tff.communication import compression, error_feedback, secure
 from fl_tff.privacy import aggregators, distributed, dpsgd
 
 _WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
@@ -79,6 +79,8 @@ def build_model_aggregator(config: ExperimentConfig,
             clip_learning_rate=config.clip_learning_rate,
             record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
             if config.secure_agg else None)
+    if config.error_feedback:  # Clients sparsify (see build_process); the server averages.
+        return aggregation.mean_factory(config.client_weighting == 'uniform')
     if config.compression != 'none':
         return compression.build_compressed_mean(
             config.compression, uniform=config.client_weighting == 'uniform',
@@ -96,13 +98,16 @@ def build_model_aggregator(config: ExperimentConfig,
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
                   masked_labels: tuple[int, ...] = (),
                   max_weight: float = 1.0) -> tff.learning.templates.LearningProcess:
-    """The learning process for `config.algorithm` with its optimizers, weighting, aggregator
-    and (for `--dp=dpsgd`) DP-SGD on clients."""
+    """The learning process for `config.algorithm` with its optimizers, weighting, aggregator,
+    (for `--dp=dpsgd`) DP-SGD on clients and (for `--error_feedback`) client residuals."""
     spec = algorithms.get_algorithm(config.algorithm)
     weighting = _WEIGHTING[config.client_weighting]
     extra = {}
     if config.dp == 'dpsgd':
         extra['dp_sgd'] = dpsgd.DpSgd(config.clip, config.noise_multiplier, masked_labels)
+    if config.error_feedback:
+        extra['error_feedback'] = error_feedback.ErrorFeedback(config.compression,
+                                                               config.compression_k, config.seed)
     return spec.build(
         model_fn,
         client_optimizer=tff.learning.optimizers.build_sgdm(config.client_learning_rate),
@@ -193,7 +198,9 @@ def run_experiment(config: ExperimentConfig,
     with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
         process = build_process(config, model_fn, fed_data.masked_labels,
                                 max_weight=max(fed_data.train_sizes.values()) * epochs)
-        checkpointer = checkpoints.Checkpointer(run_dir, config.checkpoint_every)
+        checkpointer = checkpoints.Checkpointer(
+            run_dir, config.checkpoint_every,
+            client_states=process if hasattr(process, 'save_client_states') else None)
         state, done = checkpointer.latest(process.initialize()) if resuming else (None, 0)
         if state is None:
             state = process.initialize()

@@ -12,6 +12,8 @@ from typing import Any, Callable, Optional, TextIO
 
 import tensorflow_federated as tff
 
+from fl_tff import runtime
+
 METRICS_FILE = 'metrics.csv'
 TENSORBOARD_DIR = 'tensorboard'
 FINAL_MODEL_FILE = 'final_model.keras'
@@ -84,7 +86,7 @@ class MetricsReleaser:
         async def release_all():
             await asyncio.gather(*[m.release(values, key=row['round']) for m in self._managers])
 
-        asyncio.run(release_all())
+        runtime.run_coroutine(release_all())
 
 
 def read_metrics(run_dir: str, up_to_round: Optional[int] = None) -> list[dict[str, Any]]:

@@ -179,7 +179,8 @@ STUDIES: dict[str, Study] = {
     'compression_uplink': Study(
         title='Digits, Dirichlet(0.5), 2NN: accuracy against uplink bytes',
         claim=('Quantizing client updates to a few bits cuts uplink bytes several-fold at little '
-               'cost in accuracy (Suresh et al. 2017; Konecny et al. 2016); top-k trades more.'),
+               'cost in accuracy (Suresh et al. 2017; Konecny et al. 2016); top-k trades more, '
+               'and error feedback recovers aggressive top-k (Stich et al. 2018).'),
         base=dict(dataset='digits', model='2nn', num_clients=20, clients_per_round=10,
                   rounds=60, eval_every=2, seed=0),
         variants=(
@@ -189,6 +190,9 @@ STUDIES: dict[str, Study] = {
             ('2-bit', dict(compression='quantize', compression_bits=2)),
             ('rotated 2-bit', dict(compression='rotate_quantize', compression_bits=2)),
             ('top-10%', dict(compression='topk', compression_k=0.1)),
+            ('top-1%', dict(compression='topk', compression_k=0.01)),
+            ('top-1% + error feedback', dict(compression='topk', compression_k=0.01,
+                                             error_feedback=True)),
         ),
         plot_metrics=('test_accuracy',),
         table=_compression_table,

@@ -28,6 +28,7 @@ or `runtime.start()` once (it is stopped at exit).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import ctypes
@@ -302,3 +303,17 @@ def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def run_coroutine(coroutine):
+    """Runs `coroutine` to completion on a private event loop.
+
+    Unlike `asyncio.run`, it leaves the thread's current event loop alone: `asyncio.run` ends by
+    setting it to None, after which TFF's own `tff.simulation.run_training_process` (which calls
+    `asyncio.get_event_loop()`) fails with "There is no current event loop".
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()

@@ -33,7 +33,7 @@ def _zero_if_non_finite(delta):
     return zeroed, tf.cast(tf.logical_not(finite), tf.int32)
 
 
-def _load_weights(model, initial_weights):
+def load_weights(model, initial_weights):
     """Assigns `initial_weights` to `model`; returns its ModelWeights and flat trainable variables."""
     weights = tff.learning.models.ModelWeights.from_model(model)
     tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
@@ -71,27 +71,42 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
 
     @tf.function
     def local_training(initial_weights, dataset):
-        weights, trainable = _load_weights(model, initial_weights)
+        weights, trainable = load_weights(model, initial_weights)
         specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
-
-        def step(state, batch):
-            num_examples, opt_state = state
-            grads, output = gradient_fn(model, batch, trainable)
-            if proximal_strength:
-                initial = tf.nest.flatten(initial_weights.trainable)
-                grads = [g + proximal_strength * (v - w0)
-                         for g, v, w0 in zip(grads, trainable, initial)]
-            opt_state, updated = optimizer.next(opt_state, trainable, tuple(grads))
-            for v, u in zip(trainable, updated):
-                v.assign(u)
-            return num_examples + tf.cast(output.num_examples, tf.int64), opt_state
-
+        step = local_sgd_step(model, optimizer, trainable, tf.nest.flatten(initial_weights.trainable),
+                              proximal_strength, gradient_fn)
         num_examples, _ = dataset.reduce(
             (tf.constant(0, tf.int64), optimizer.initialize(specs)), step)
-        delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
-        return _client_result(model, delta, num_examples, weighting)
+        return finish_local_training(model, weights, initial_weights, num_examples, weighting)
 
     return local_training
+
+
+def local_sgd_step(model, optimizer: tff.learning.optimizers.Optimizer, trainable: tuple,
+                   initial_trainable: list, proximal_strength: float = 0.0,
+                   gradient_fn: GradientFn = mean_loss_gradients):
+    """The local step `(num_examples, optimizer_state), batch -> (num_examples, optimizer_state)`
+    shared by the TFF client work and the fast simulation path: one optimizer step on
+    `gradient_fn`'s gradient, plus FedProx's mu (w - w_initial) when `proximal_strength` > 0."""
+
+    def step(state, batch):
+        num_examples, opt_state = state
+        grads, output = gradient_fn(model, batch, trainable)
+        if proximal_strength:
+            grads = [g + proximal_strength * (v - w0)
+                     for g, v, w0 in zip(grads, trainable, initial_trainable)]
+        opt_state, updated = optimizer.next(opt_state, trainable, tuple(grads))
+        for v, u in zip(trainable, updated):
+            v.assign(u)
+        return num_examples + tf.cast(output.num_examples, tf.int64), opt_state
+
+    return step
+
+
+def finish_local_training(model, weights, initial_weights, num_examples, weighting):
+    """(ClientResult, metrics) after local training: the delta initial - trained, weighted."""
+    delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
+    return _client_result(model, delta, num_examples, weighting)
 
 
 def build_local_gradient_fn(model_fn: ModelFn, weighting: tff.learning.ClientWeighting):
@@ -104,7 +119,7 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: tff.learning.ClientWei
 
     @tf.function
     def local_gradient(initial_weights, dataset):
-        weights, trainable = _load_weights(model, initial_weights)
+        weights, trainable = load_weights(model, initial_weights)
 
         def step(state, batch):
             num_examples, grad_sums = state

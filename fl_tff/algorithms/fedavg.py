@@ -17,6 +17,7 @@ import tensorflow_federated as tff
 from fl_tff import aggregation
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.privacy import dpsgd
 
@@ -31,8 +32,13 @@ def compose_algorithm(
         client_work: tff.learning.templates.ClientWorkProcess,
         server_optimizer: tff.learning.optimizers.Optimizer,
         model_aggregator: tff.aggregators.AggregationFactory,
+        error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
 ) -> tff.learning.templates.LearningProcess:
-    """Wires broadcast, `client_work`, an aggregator and our server finalizer into a process."""
+    """Wires broadcast, `client_work`, an aggregator and our server finalizer into a process.
+
+    With `error_feedback`, clients sparsify their updates with a residual kept across rounds,
+    and the result is an `ErrorFeedbackProcess` (same state; `next` also takes client ids).
+    """
     with tf.Graph().as_default():
         weights_type = tff.learning.models.weights_type_from_model(model_fn())
 
@@ -44,13 +50,12 @@ def compose_algorithm(
         # The composer wants a weighted aggregator; an unweighted one just ignores the weights.
         model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
     aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
-    return tff.learning.templates.compose_learning_process(
-        initial_model_weights_fn,
-        tff.learning.templates.build_broadcast_process(weights_type),
-        client_work,
-        aggregator,
-        finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type),
-    )
+    parts = (initial_model_weights_fn, tff.learning.templates.build_broadcast_process(weights_type),
+             client_work, aggregator,
+             finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type))
+    if error_feedback is not None:
+        return error_feedback_lib.compose_with_error_feedback(error_feedback, *parts)
+    return tff.learning.templates.compose_learning_process(*parts)
 
 
 def build_local_sgd_algorithm(
@@ -62,6 +67,7 @@ def build_local_sgd_algorithm(
         weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         dp_sgd: Optional[dpsgd.DpSgd] = None,
+        error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
 ) -> tff.learning.templates.LearningProcess:
     """Local (proximal) SGD on clients, a server optimizer on the aggregated delta: FedAvg at
     `proximal_strength` 0, FedProx above. Defaults: client SGD lr 0.1, server SGD lr 1.0.
@@ -80,7 +86,7 @@ def build_local_sgd_algorithm(
     client_work = client_work_lib.build_model_delta_client_work(
         model_fn, client_optimizer, weighting, proximal_strength=proximal_strength, **dp_kwargs)
     return compose_algorithm(model_fn, client_work, server_optimizer,
-                             model_aggregator or default_aggregator(weighting))
+                             model_aggregator or default_aggregator(weighting), error_feedback)
 
 
 def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.LearningProcess:
@@ -88,7 +94,8 @@ def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.Learning
 
     Keyword arguments: `client_optimizer`, `server_optimizer`, `weighting` (NUM_EXAMPLES weights
     each client's delta by its examples, UNIFORM weights all clients equally) and
-    `model_aggregator` (overrides the mean, e.g. robust or DP aggregation) and `dp_sgd`
-    (sample-level DP-SGD on clients).
+    `model_aggregator` (overrides the mean, e.g. robust or DP aggregation), `dp_sgd`
+    (sample-level DP-SGD on clients) and `error_feedback` (sparsified uplink with client
+    residuals; `model_aggregator` then averages the sparsified updates).
     """
     return build_local_sgd_algorithm(model_fn, **kwargs)

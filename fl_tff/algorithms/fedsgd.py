@@ -21,9 +21,12 @@ def build_fedsgd(
         weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+        error_feedback=None,
 ) -> tff.learning.templates.LearningProcess:
-    """Builds FedSGD. `client_optimizer` is accepted for a uniform signature and ignored."""
+    """Builds FedSGD. `client_optimizer` is accepted for a uniform signature and ignored;
+    `error_feedback` sparsifies the gradients with client residuals (see `build_fedavg`)."""
     del client_optimizer  # FedSGD clients take no local steps.
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     return compose_algorithm(model_fn, client_work_lib.build_gradient_client_work(model_fn, weighting),
-                             server_optimizer, model_aggregator or default_aggregator(weighting))
+                             server_optimizer, model_aggregator or default_aggregator(weighting),
+                             error_feedback)

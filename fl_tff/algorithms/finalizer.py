@@ -8,6 +8,27 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 
+def server_update_fn(server_optimizer: tff.learning.optimizers.Optimizer):
+    """`(optimizer_state, weights, update) -> (optimizer_state, weights, non_finite)`: the
+    server step shared by the TFF finalizer and the fast simulation path. A non-finite update
+    is skipped (non_finite = 1)."""
+
+    def server_update(optimizer_state, weights, update):
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(update)])
+
+        def apply():
+            return server_optimizer.next(optimizer_state, weights.trainable, update)
+
+        def skip():
+            return optimizer_state, weights.trainable
+
+        new_state, new_trainable = tf.cond(finite, apply, skip)
+        new_weights = tff.learning.models.ModelWeights(new_trainable, weights.non_trainable)
+        return new_state, new_weights, tf.cast(tf.logical_not(finite), tf.int32)
+
+    return server_update
+
+
 def build_server_update_finalizer(
         server_optimizer: tff.learning.optimizers.Optimizer,
         weights_type: tff.Type) -> tff.learning.templates.FinalizerProcess:
@@ -31,21 +52,8 @@ def build_server_update_finalizer(
 
     state_type = init_fn.type_signature.result.member
 
-    @tff.tensorflow.computation(state_type, weights_type, trainable_type)
-    def server_update(optimizer_state, weights, update):
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(update)])
-
-        def apply():
-            new_state, new_trainable = server_optimizer.next(
-                optimizer_state, weights.trainable, update)
-            return new_state, new_trainable
-
-        def skip():
-            return optimizer_state, weights.trainable
-
-        new_state, new_trainable = tf.cond(finite, apply, skip)
-        new_weights = tff.learning.models.ModelWeights(new_trainable, weights.non_trainable)
-        return new_state, new_weights, tf.cast(tf.logical_not(finite), tf.int32)
+    server_update = tff.tensorflow.computation(state_type, weights_type, trainable_type)(
+        server_update_fn(server_optimizer))
 
     @tff.federated_computation(init_fn.type_signature.result,
                                tff.FederatedType(weights_type, tff.SERVER),

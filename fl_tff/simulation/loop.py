@@ -82,12 +82,19 @@ def run_training(
                 evaluate = evaluation_fn is not None and (evaluate or last)
                 row.update(extra)
             clients = training_selection_fn.datasets(plan)
+            client_ids = [cid for cid, _ in plan.participants]
             row.update(plan.counts())
         else:
-            clients = training_selection_fn(round_num)
+            clients, client_ids = training_selection_fn(round_num), None
         row['clients'] = len(clients)
         if clients:
-            output = process.next(state, clients)
+            if getattr(process, 'needs_client_ids', False):  # Clients with state (residuals).
+                if client_ids is None:
+                    raise TypeError('this process keeps client state: select clients with a '
+                                    'ClientSelector, which names them')
+                output = process.next(state, clients, client_ids=client_ids, round_num=round_num)
+            else:
+                output = process.next(state, clients)
             state = output.state
             row.update(flatten_training_metrics(output.metrics))
         else:  # Every selected client dropped out: the model is unchanged this round.

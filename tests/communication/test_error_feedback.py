@@ -1,0 +1,89 @@
+"""Error feedback for top-k / rand-k: nothing is lost (sent + residual = update + old residual),
+k = 1 is plain FedAvg, residuals live across rounds and checkpoints, and it rescues top-k."""
+
+import dataclasses
+import glob
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fl_tff import experiment
+from fl_tff.communication.error_feedback import ErrorFeedback, compensate_and_compress
+from fl_tff.config import ConfigError, ExperimentConfig
+
+BASE = ExperimentConfig(hidden_units=32, num_clients=10, clients_per_round=5, client_epochs=1,
+                        rounds=3, eval_every=3, seed=4)
+
+
+@pytest.mark.parametrize('name', ['topk', 'randk'])
+def test_sent_plus_new_residual_is_update_plus_old_residual(name):
+    update = {'w': tf.constant(np.random.default_rng(0).normal(size=(20, 5)), tf.float32)}
+    residual = {'w': tf.constant(np.random.default_rng(1).normal(size=(20, 5)), tf.float32)}
+    sent, new = compensate_and_compress(ErrorFeedback(name, 0.1), update, residual,
+                                        tf.constant([3, 4], tf.int64))
+    assert np.count_nonzero(sent['w'].numpy()) == 10
+    np.testing.assert_allclose(sent['w'] + new['w'], update['w'] + residual['w'], atol=1e-5)
+    if name == 'topk':  # The largest corrected values are sent unchanged.
+        corrected = np.abs((update['w'] + residual['w']).numpy()).ravel()
+        assert np.sort(np.abs(sent['w'].numpy()).ravel())[-10:] == pytest.approx(np.sort(corrected)[-10:])
+
+
+def _run(tmp_path, name, **overrides):
+    config = dataclasses.replace(BASE, output_dir=str(tmp_path), experiment_name=name, **overrides)
+    return experiment.run_experiment(config, log=lambda _: None)
+
+
+def _flat(weights):
+    return np.concatenate([np.ravel(t) for t in weights.trainable])
+
+
+def test_keeping_everything_is_plain_fedavg(tff_runtime, tmp_path):
+    plain = _run(tmp_path, 'plain')
+    kept = _run(tmp_path, 'ef', compression='topk', compression_k=1.0, error_feedback=True)
+    np.testing.assert_allclose(_flat(kept.final_weights), _flat(plain.final_weights), atol=1e-6)
+    assert kept.history[-1]['uplink_bytes_per_client'] > plain.history[-1]['uplink_bytes_per_client']
+
+
+def test_residuals_are_checkpointed_and_a_resume_matches_an_uninterrupted_run(tff_runtime, tmp_path):
+    settings = dict(compression='topk', compression_k=0.05, error_feedback=True, rounds=4,
+                    eval_every=4, checkpoint_every=2)
+    reference = _run(tmp_path, 'reference', **settings)
+    _run(tmp_path, 'resumed', **settings)
+    checkpoints = os.path.join(tmp_path, 'resumed', 'checkpoints')
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(checkpoints, '*.npz'))) == [
+        'client_states_0.npz', 'client_states_2.npz', 'client_states_4.npz']
+    with np.load(os.path.join(checkpoints, 'client_states_2.npz')) as saved:
+        assert saved.files and all(np.any(saved[k]) for k in saved.files if k.endswith('::0'))
+    # Lose the last checkpoint: the rerun resumes after round 2 with round 2's residuals.
+    for path in glob.glob(os.path.join(checkpoints, '*4*')):
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    resumed = _run(tmp_path, 'resumed', **settings)
+    np.testing.assert_allclose(_flat(resumed.final_weights), _flat(reference.final_weights), atol=1e-6)
+    # Without the residuals the resume would differ: it refuses instead.
+    for path in glob.glob(os.path.join(checkpoints, '*4*')):
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    os.remove(os.path.join(checkpoints, 'client_states_2.npz'))
+    with pytest.raises(FileNotFoundError, match='client_states_2.npz is missing'):
+        _run(tmp_path, 'resumed', **settings)
+
+
+def test_error_feedback_rescues_aggressive_top_k(tff_runtime, tmp_path):
+    """Top-1% drops 99% of every update; with feedback the dropped mass arrives later."""
+    settings = dict(compression='topk', compression_k=0.01, rounds=12, eval_every=12,
+                    num_clients=10, clients_per_round=10, client_weighting='uniform')
+    without = _run(tmp_path, 'without', **settings).summary['final_test_accuracy']
+    with_ef = _run(tmp_path, 'with', error_feedback=True, **settings).summary['final_test_accuracy']
+    print(f"top-1%: {without:.3f} without feedback, {with_ef:.3f} with")
+    assert with_ef > without + 0.1, (with_ef, without)
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(error_feedback=True), '--error_feedback: keeps what a sparsifier dropped'),
+    (dict(error_feedback=True, compression='quantize'), '--error_feedback: .*got quantize'),
+])
+def test_error_feedback_needs_a_sparsifier(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(BASE, **overrides).validate()
