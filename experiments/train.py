@@ -94,6 +94,10 @@ _HELP = {
     'straggler_policy': f'What happens to stragglers, one of: {", ".join(STRAGGLER_POLICIES)}.',
     'dropout_rate': 'Probability that a selected client returns nothing, in [0, 1).',
     'over_selection': 'Select ceil(K (1 + r)) clients and aggregate the first K to finish (r >= 0).',
+    'simulation': 'How rounds run: tff (TFF\'s runtime; every feature), fast (local SGD and the '
+                  'mean run in this process on a thread per core, same results as tff, several '
+                  'times faster; fedavg/fedprox with the plain mean only) or fast_xla (fast with '
+                  'the local loop XLA-compiled: faster still, float rounding differs).',
     'seed': 'Seed for data, partitioning, sampling, devices, shuffling and initialization.',
     'eval_every': 'Evaluate on test data every this many rounds (and after the last round).',
     'checkpoint_every': 'Save the server state every this many rounds (0: only round 0 and the last); '

@@ -19,6 +19,7 @@ from fl_tff.privacy.accounting import SAMPLINGS
 from fl_tff.privacy import distributed
 from fl_tff.privacy.aggregators import DP_MODES, USER_LEVEL_MODES, min_clients_for_adaptive_clipping
 from fl_tff.models.keras_models import MODELS, SEQUENCE_MODELS, SIZED_MODELS
+from fl_tff.simulation.fast import SIMULATIONS
 from fl_tff.simulation.heterogeneity import (STRAGGLER_POLICIES, DeviceHeterogeneity,
                                              HeterogeneityError)
 
@@ -96,6 +97,8 @@ class ExperimentConfig:
     straggler_policy: str = 'drop'
     dropout_rate: float = 0.0
     over_selection: float = 0.0
+    # Execution.
+    simulation: str = 'tff'
     # Bookkeeping.
     seed: int = 0
     eval_every: int = 5
@@ -163,6 +166,7 @@ class ExperimentConfig:
         self._validate_privacy()
         self._validate_secure_aggregation()
         self._validate_compression()
+        self._validate_simulation()
         _non_negative('seed', self.seed)
         _non_negative('checkpoint_every', self.checkpoint_every)
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
@@ -310,6 +314,23 @@ class ExperimentConfig:
                 raise ConfigError(name, f'--compression={self.compression} compresses the plain '
                                   'mean; it does not combine with --secure_agg, robust aggregators '
                                   'or user-level DP')
+
+    def _validate_simulation(self) -> None:
+        """The fast path runs local SGD and the plain mean itself; everything else is TFF's."""
+        _choice('simulation', self.simulation, SIMULATIONS)
+        if self.simulation == 'tff':
+            return
+        others = (('algorithm', not ALGORITHMS[self.algorithm].local_epochs, self.algorithm),
+                  ('aggregator', self.aggregator != 'mean', self.aggregator),
+                  ('dp', self.dp != 'none', self.dp),
+                  ('secure_agg', self.secure_agg, 'on'),
+                  ('compression', self.compression != 'none', self.compression),
+                  ('error_feedback', self.error_feedback, 'on'))
+        for name, unsupported, value in others:
+            if unsupported:
+                raise ConfigError(name, f'--simulation={self.simulation} runs local SGD (fedavg, '
+                                  'fedprox) with the plain weighted or uniform mean; '
+                                  f'--{name}={value} needs TFF\'s runtime: use --simulation=tff')
 
     def _validate_devices(self) -> None:
         try:

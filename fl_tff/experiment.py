@@ -99,24 +99,32 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
                   masked_labels: tuple[int, ...] = (),
                   max_weight: float = 1.0) -> tff.learning.templates.LearningProcess:
     """The learning process for `config.algorithm` with its optimizers, weighting, aggregator,
-    (for `--dp=dpsgd`) DP-SGD on clients and (for `--error_feedback`) client residuals."""
+    (for `--dp=dpsgd`) DP-SGD on clients and (for `--error_feedback`) client residuals; for
+    `--simulation=fast|fast_xla`, its `FastProcess`."""
     spec = algorithms.get_algorithm(config.algorithm)
     weighting = _WEIGHTING[config.client_weighting]
+    client_optimizer = tff.learning.optimizers.build_sgdm(config.client_learning_rate)
+    server_optimizer = algorithms.build_optimizer(
+        config.server_optimizer, config.server_learning_rate, momentum=config.server_momentum,
+        beta1=config.server_beta1, beta2=config.server_beta2, epsilon=config.server_epsilon)
     extra = {}
     if config.dp == 'dpsgd':
         extra['dp_sgd'] = dpsgd.DpSgd(config.clip, config.noise_multiplier, masked_labels)
     if config.error_feedback:
         extra['error_feedback'] = error_feedback.ErrorFeedback(config.compression,
                                                                config.compression_k, config.seed)
-    return spec.build(
-        model_fn,
-        client_optimizer=tff.learning.optimizers.build_sgdm(config.client_learning_rate),
-        server_optimizer=algorithms.build_optimizer(
-            config.server_optimizer, config.server_learning_rate, momentum=config.server_momentum,
-            beta1=config.server_beta1, beta2=config.server_beta2, epsilon=config.server_epsilon),
-        weighting=weighting,
-        model_aggregator=build_model_aggregator(config, max_weight),
+    process = spec.build(
+        model_fn, client_optimizer=client_optimizer, server_optimizer=server_optimizer,
+        weighting=weighting, model_aggregator=build_model_aggregator(config, max_weight),
         **extra, **{name: getattr(config, name) for name in spec.params})
+    if config.simulation == 'tff':
+        return process
+    # The fast path: the same local step and server update, run outside TFF's runtime.
+    # config.mu is 0 unless the algorithm is FedProx (validated).
+    return simulation.FastProcess(
+        process, model_fn, client_optimizer=client_optimizer, server_optimizer=server_optimizer,
+        weighting=weighting, proximal_strength=config.mu,
+        whole_batch_size=config.client_batch_size, jit_compile=config.simulation == 'fast_xla')
 
 
 def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
@@ -183,7 +191,8 @@ def run_experiment(config: ExperimentConfig,
         fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
-        sampling=config.client_sampling, noise_seeds=config.dp == 'dpsgd')
+        sampling=config.client_sampling, noise_seeds=config.dp == 'dpsgd',
+        whole_client_batches=config.simulation != 'tff')
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
                                                       models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)
@@ -234,6 +243,8 @@ def run_experiment(config: ExperimentConfig,
                                   f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}') from e
         finally:
             reporter.close()
+            if hasattr(process, 'close'):
+                process.close()
         final_weights = process.get_model_weights(state)
         if ledgers.stopped and history and history[-1]['round'] != checkpointer.latest_round():
             checkpointer.maybe_save(state, history[-1]['round'], force=True)

@@ -26,17 +26,21 @@ PARTITION_FILE = 'partition.json'
 def prepare_run_dir(output_dir: str, name: str, config) -> tuple[str, bool]:
     """(run directory, resuming).
 
-    `output_dir/name` (or `name_2`, `name_3`, ...) whose saved config equals `config` is resumed;
+    `output_dir/name` (or `name_2`, `name_3`, ...) whose saved config equals `config` is resumed
+    (settings missing from it count as their defaults);
     otherwise the first free one is created. An existing run with other settings is never touched.
     """
     os.makedirs(output_dir, exist_ok=True)
-    wanted = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    encode = lambda value: json.loads(json.dumps(value, default=str))
+    wanted = encode(dataclasses.asdict(config))
+    # Settings added since a run was saved take their defaults (the behaviour it ran with).
+    defaults = encode(dataclasses.asdict(type(config)()))
     candidate, n = os.path.join(output_dir, name), 1
     while True:
         saved = os.path.join(candidate, CONFIG_FILE)
         if os.path.exists(saved):
             with open(saved) as f:
-                if json.load(f) == wanted:
+                if {**defaults, **json.load(f)} == wanted:
                     return candidate, True
         else:
             try:

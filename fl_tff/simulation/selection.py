@@ -23,7 +23,9 @@ class ClientSelector:
     independently with probability clients_per_round / population); device heterogeneity
     applied (see `heterogeneity`); each client's data shuffled with a seed derived from
     (seed, round, client). With `noise_seeds`, every batch also carries `noise_seed`
-    = [seed of (seed, round, client), step] for DP-SGD's stateless noise.
+    = [seed of (seed, round, client), step] for DP-SGD's stateless noise. With
+    `whole_client_batches`, each client's dataset is one element holding all its batches in
+    order (for the fast simulation path, see `fast.FastProcess`).
 
     Callable with the signature `tff.simulation.run_training_process` expects; our loop also
     calls `plan` and `datasets` separately to report the round's participation counts.
@@ -33,7 +35,7 @@ class ClientSelector:
                  epochs: int, batch_size: int, seed: int,
                  heterogeneity: Optional[DeviceHeterogeneity] = None,
                  client_sizes: Optional[Mapping[str, int]] = None, sampling: str = 'uniform',
-                 noise_seeds: bool = False):
+                 noise_seeds: bool = False, whole_client_batches: bool = False):
         if sampling not in SAMPLINGS:
             raise ValueError(f'unknown sampling {sampling!r}; valid choices: {", ".join(SAMPLINGS)}')
         self._client_data = client_data
@@ -54,6 +56,7 @@ class ClientSelector:
         self._position = {cid: i for i, cid in enumerate(client_ids)}
         self._client_ids = client_ids
         self.sampling, self._noise_seeds = sampling, noise_seeds
+        self._whole = whole_client_batches
         self._sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False,
                                                                 random_seed=seed)
 
@@ -87,7 +90,7 @@ class ClientSelector:
         for cid, epochs in plan.participants:
             ds = preprocessing.preprocess_client_dataset(
                 self._client_data.create_tf_dataset_for_client(cid), epochs=epochs,
-                batch_size=self._batch_size, batch_per_epoch=self._noise_seeds,
+                batch_size=self._batch_size, batch_per_epoch=self._noise_seeds, whole=self._whole,
                 shuffle_seed=preprocessing.derive_seed(self._seed, plan.round_num, self._position[cid]))
             if self._noise_seeds:
                 ds = _add_noise_seeds(ds, preprocessing.derive_seed(
@@ -111,8 +114,10 @@ def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData,
                                 clients_per_round: int, epochs: int, batch_size: int, seed: int,
                                 heterogeneity: Optional[DeviceHeterogeneity] = None,
                                 client_sizes: Optional[Mapping[str, int]] = None,
-                                sampling: str = 'uniform', noise_seeds: bool = False) -> ClientSelector:
+                                sampling: str = 'uniform', noise_seeds: bool = False,
+                                whole_client_batches: bool = False) -> ClientSelector:
     """A `ClientSelector` (see there); kept as the function name used across the library."""
     return ClientSelector(client_data, clients_per_round=clients_per_round, epochs=epochs,
                           batch_size=batch_size, seed=seed, heterogeneity=heterogeneity,
-                          client_sizes=client_sizes, sampling=sampling, noise_seeds=noise_seeds)
+                          client_sizes=client_sizes, sampling=sampling, noise_seeds=noise_seeds,
+                          whole_client_batches=whole_client_batches)

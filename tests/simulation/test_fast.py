@@ -1,0 +1,80 @@
+"""The fast simulation path runs the same computations as the TFF process: same batches, same
+weights after several rounds (FedAvg and FedProx, example weighting, stragglers' partial
+batches), and with XLA the same learning."""
+
+import collections
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fl_tff import experiment
+from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.data import preprocessing
+from fl_tff.simulation import fast
+
+BASE = ExperimentConfig(dataset='digits', model='2nn', hidden_units=32, num_clients=12,
+                        clients_per_round=6, client_epochs=2, client_batch_size=16, rounds=3,
+                        eval_every=3, seed=3)
+
+
+def test_whole_client_batches_split_into_the_tff_paths_batches():
+    data = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=np.arange(23 * 3, dtype=np.float32).reshape(23, 3), y=np.arange(23, dtype=np.int32)))
+    kwargs = dict(epochs=2, batch_size=10, shuffle_seed=5)
+    expected = list(preprocessing.preprocess_client_dataset(data, **kwargs).as_numpy_iterator())
+    (stacked, steps), rest = fast._split_whole(
+        preprocessing.preprocess_client_dataset(data, whole=True, **kwargs), 10)
+    assert steps == 4 and stacked['x'].shape == (4, 10, 3) and len(rest) == 1
+    got = [tf.nest.map_structure(lambda t: t[i], stacked) for i in range(steps)] + rest
+    assert len(got) == len(expected) == 5
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a['x'], b['x'])
+        np.testing.assert_array_equal(a['y'], b['y'])
+
+
+def _weights(config, tmp_path, name):
+    config = dataclasses.replace(config, output_dir=str(tmp_path), experiment_name=name)
+    result = experiment.run_experiment(config, log=lambda _: None)
+    return np.concatenate([np.ravel(t) for t in result.final_weights.trainable]), result
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(),
+    dict(algorithm='fedprox', mu=0.5, client_weighting='uniform', straggler_fraction=0.5,
+         straggler_policy='partial', server_optimizer='adam', server_learning_rate=0.01),
+])
+def test_fast_path_gives_the_tff_paths_weights(tff_runtime, tmp_path, overrides):
+    config = dataclasses.replace(BASE, **overrides)
+    tff_weights, tff_run = _weights(config, tmp_path, 'tff')
+    fast_weights, fast_run = _weights(dataclasses.replace(config, simulation='fast'), tmp_path, 'fast')
+    assert np.abs(fast_weights - tff_weights).max() <= 1e-5
+    for key in ('train_loss', 'train_examples', 'test_accuracy'):
+        assert fast_run.history[-1][key] == pytest.approx(tff_run.history[-1][key], abs=1e-5)
+
+
+def test_xla_path_learns_the_same(tff_runtime, tmp_path):
+    """XLA rounds differently: smooth models stay within float noise, ReLU nets learn equally."""
+    logreg = dataclasses.replace(BASE, model='logreg', hidden_units=0)
+    tff_weights, _ = _weights(logreg, tmp_path, 'logreg_tff')
+    xla_weights, _ = _weights(dataclasses.replace(logreg, simulation='fast_xla'), tmp_path, 'logreg_xla')
+    assert np.abs(xla_weights - tff_weights).max() <= 1e-5
+    longer = dataclasses.replace(BASE, rounds=8, eval_every=8)
+    _, tff_run = _weights(longer, tmp_path, 'mlp_tff')
+    _, xla_run = _weights(dataclasses.replace(longer, simulation='fast_xla'), tmp_path, 'mlp_xla')
+    assert tff_run.summary['final_test_accuracy'] > 0.6  # Learning, so the comparison means something.
+    assert xla_run.summary['final_test_accuracy'] == pytest.approx(
+        tff_run.summary['final_test_accuracy'], abs=0.02)
+
+
+@pytest.mark.parametrize('overrides,flag', [
+    (dict(algorithm='fedsgd'), 'algorithm'),
+    (dict(dp='fixed', client_weighting='uniform'), 'dp'),
+    (dict(secure_agg=True), 'secure_agg'),
+    (dict(compression='quantize'), 'compression'),
+    (dict(aggregator='median'), 'aggregator'),
+])
+def test_features_the_fast_path_lacks_name_the_flag(overrides, flag):
+    with pytest.raises(ConfigError, match=f'--{flag}: --simulation=fast runs local SGD'):
+        dataclasses.replace(BASE, simulation='fast', **overrides).validate()
