@@ -98,6 +98,9 @@ _HELP = {
                   'mean run in this process on a thread per core, same results as tff, several '
                   'times faster; fedavg/fedprox with the plain mean only) or fast_xla (fast with '
                   'the local loop XLA-compiled: faster still, float rounding differs).',
+    'workers': 'Run rounds on TFF worker services at host:port,host:port (started with '
+               '`python -m experiments.launch_workers`), splitting each round\'s clients across '
+               'them; empty: one local worker owned by this run.',
     'seed': 'Seed for data, partitioning, sampling, devices, shuffling and initialization.',
     'eval_every': 'Evaluate on test data every this many rounds (and after the last round).',
     'checkpoint_every': 'Save the server state every this many rounds (0: only round 0 and the last); '

@@ -19,6 +19,7 @@ from fl_tff.privacy.accounting import SAMPLINGS
 from fl_tff.privacy import distributed
 from fl_tff.privacy.aggregators import DP_MODES, USER_LEVEL_MODES, min_clients_for_adaptive_clipping
 from fl_tff.models.keras_models import MODELS, SEQUENCE_MODELS, SIZED_MODELS
+from fl_tff.runtime import parse_workers
 from fl_tff.simulation.fast import SIMULATIONS
 from fl_tff.simulation.heterogeneity import (STRAGGLER_POLICIES, DeviceHeterogeneity,
                                              HeterogeneityError)
@@ -99,6 +100,7 @@ class ExperimentConfig:
     over_selection: float = 0.0
     # Execution.
     simulation: str = 'tff'
+    workers: str = ''
     # Bookkeeping.
     seed: int = 0
     eval_every: int = 5
@@ -318,6 +320,8 @@ class ExperimentConfig:
     def _validate_simulation(self) -> None:
         """The fast path runs local SGD and the plain mean itself; everything else is TFF's."""
         _choice('simulation', self.simulation, SIMULATIONS)
+        if self.workers:
+            self._validate_workers()
         if self.simulation == 'tff':
             return
         others = (('algorithm', not ALGORITHMS[self.algorithm].local_epochs, self.algorithm),
@@ -331,6 +335,24 @@ class ExperimentConfig:
                 raise ConfigError(name, f'--simulation={self.simulation} runs local SGD (fedavg, '
                                   'fedprox) with the plain weighted or uniform mean; '
                                   f'--{name}={value} needs TFF\'s runtime: use --simulation=tff')
+
+    def _validate_workers(self) -> None:
+        """Remote workers run TFF's mergeable form: one aggregation per round, no client outputs."""
+        try:
+            parse_workers(self.workers)
+        except ValueError as e:
+            raise ConfigError('workers', f'{e}; give host:port,host:port') from e
+        if self.simulation != 'tff':
+            raise ConfigError('simulation', f'--workers runs rounds on TFF workers; '
+                              f'--simulation={self.simulation} runs them here: use one or the other')
+        for name, refused, why in (
+                ('secure_agg', self.secure_agg or self.dp == 'distributed',
+                 'secure sums cannot be split across workers (TFF\'s mergeable form has no '
+                 'secure-sum merge)'),
+                ('error_feedback', self.error_feedback,
+                 'client residuals are client outputs, which TFF\'s mergeable form cannot return')):
+            if refused:
+                raise ConfigError(name, f'--workers: {why}; run without --workers')
 
     def _validate_devices(self) -> None:
         try:

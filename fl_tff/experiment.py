@@ -204,7 +204,8 @@ def run_experiment(config: ExperimentConfig,
     log(data.partition.format_summary(fed_data.summary, max_rows=5))
 
     start = time.monotonic()
-    with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
+    with runtime.runtime_for(runtime.parse_workers(config.workers),
+                             log_path=os.path.join(run_dir, 'worker.log')):
         process = build_process(config, model_fn, fed_data.masked_labels,
                                 max_weight=max(fed_data.train_sizes.values()) * epochs)
         checkpointer = checkpoints.Checkpointer(

@@ -1,4 +1,5 @@
-"""fl_tff owns TFF's execution: one local C++ worker whose lifetime is tied to ours.
+"""fl_tff owns TFF's execution: one local C++ worker whose lifetime is tied to ours (or, with
+`--workers`, remote workers through TFF's mergeable context, see `RemoteRuntime`).
 
 TFF's stock local context starts `worker_binary` with `subprocess.Popen`, hands it our
 stdout/stderr and never stops it when Python exits, so `python x.py | cat` hangs. Here we
@@ -41,7 +42,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Optional
 
 import grpc
@@ -80,35 +81,26 @@ def compile_with_secure_intrinsics(comp):
     return tff.backends.native.desugar_and_transform_to_native(comp)
 
 
-class LocalRuntime:
-    """A `worker_binary` started and owned by this process, plus the TFF context that uses it."""
+class WorkerProcess:
+    """One TFF `worker_binary` (a gRPC executor service) started and owned by this process:
+    killed by the kernel if we die (parent-death signal), stopped by `stop()` and at exit."""
 
-    def __init__(
-        self,
-        *,
-        max_concurrent_computation_calls: int = -1,
-        default_num_clients: int = 0,
-        log_path: Optional[str] = None,
-    ):
+    def __init__(self, *, port: Optional[int] = None, log_path: Optional[str] = None,
+                 max_concurrent_computation_calls: int = -1):
+        self.port = port
+        self.log_path = log_path
         self._max_concurrent = max_concurrent_computation_calls
-        self._default_num_clients = default_num_clients
-        self._log_path = log_path
         self._process: Optional[subprocess.Popen] = None
         self._log_file = None
-        self._channel: Optional[grpc.Channel] = None
-        self._keeper: Optional[threading.Thread] = None
-        self.port: Optional[int] = None
-        self.context: Optional[tff.framework.SyncExecutionContext] = None
 
     @property
-    def worker_pid(self) -> Optional[int]:
+    def pid(self) -> Optional[int]:
         """PID of the running worker, or None when it is not running."""
         return self._process.pid if self._process is not None else None
 
     @property
-    def log_path(self) -> Optional[str]:
-        """Where the worker's stdout and stderr go."""
-        return self._log_path
+    def address(self) -> str:
+        return f'127.0.0.1:{self.port}'
 
     def _spawn(self, args: list[str], started: threading.Event, box: dict) -> None:
         # The parent-death signal is tied to the forking thread: this thread lives as long
@@ -131,21 +123,20 @@ class LocalRuntime:
         if 'process' in box:
             box['process'].wait()
 
-    def start(self) -> 'LocalRuntime':
-        """Starts the worker, waits until it serves, and installs the execution context."""
+    def start(self) -> 'WorkerProcess':
+        """Starts the worker and waits until it accepts connections."""
         if self._process is not None:
             return self
-        self.port = portpicker.pick_unused_port()
-        if self._log_path is None:
-            fd, self._log_path = tempfile.mkstemp(prefix='fl_tff_worker_', suffix='.log')
+        self.port = self.port or portpicker.pick_unused_port()
+        if self.log_path is None:
+            fd, self.log_path = tempfile.mkstemp(prefix='fl_tff_worker_', suffix='.log')
             os.close(fd)
-        self._log_file = open(self._log_path, 'ab')
+        self._log_file = open(self.log_path, 'ab')
         args = [worker_binary_path(), f'--port={self.port}',
                 f'--max_concurrent_computation_calls={self._max_concurrent}']
         started, box = threading.Event(), {}
-        self._keeper = threading.Thread(
-            target=self._spawn, args=(args, started, box), name='fl_tff-worker-keeper', daemon=True)
-        self._keeper.start()
+        threading.Thread(target=self._spawn, args=(args, started, box),
+                         name=f'fl_tff-worker-{self.port}', daemon=True).start()
         started.wait()
         if 'error' in box:
             self._log_file.close()
@@ -158,11 +149,6 @@ class LocalRuntime:
         except BaseException:
             self.stop()
             raise
-        self._channel = grpc.insecure_channel(f'localhost:{self.port}', _GRPC_OPTIONS)
-        self.context = self._build_context()
-        self.install()
-        _log.info('TFF worker_binary pid %d on port %d (log: %s)', self.worker_pid, self.port,
-                  self._log_path)
         return self
 
     def _wait_until_serving(self) -> None:
@@ -171,47 +157,16 @@ class LocalRuntime:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f'TFF worker_binary exited with status {self._process.returncode}; '
-                                   f'see {self._log_path}')
+                                   f'see {self.log_path}')
             with contextlib.suppress(OSError), socket.create_connection(('localhost', self.port), 1):
                 return
             time.sleep(0.05)
         raise RuntimeError(f'TFF worker_binary did not listen on port {self.port} within '
-                           f'{_STARTUP_TIMEOUT_SECONDS:.0f}s; see {self._log_path}')
-
-    def _build_context(self) -> tff.framework.SyncExecutionContext:
-        stub = tff.framework.RemoteExecutorGrpcStub(self._channel)
-        default_clients = self._default_num_clients
-
-        def stack_fn(cardinalities):
-            if cardinalities.get(tff.CLIENTS) is None:
-                cardinalities[tff.CLIENTS] = default_clients
-            executor = tff.framework.RemoteExecutor(stub)
-            executor.set_cardinalities(cardinalities)
-            return executor
-
-        return tff.framework.SyncExecutionContext(
-            executor_fn=tff.framework.ResourceManagingExecutorFactory(stack_fn),
-            compiler_fn=compile_with_secure_intrinsics,
-            transform_args=tff.tensorflow.transform_args,
-            transform_result=tff.tensorflow.transform_result,
-        )
-
-    def install(self) -> None:
-        """Makes this runtime TFF's default context in the calling thread (TFF's stack is thread-local)."""
-        if self.context is None:
-            raise RuntimeError('the fl_tff runtime is not running; call start() first')
-        tff.framework.set_default_context(self.context)
+                           f'{_STARTUP_TIMEOUT_SECONDS:.0f}s; see {self.log_path}')
 
     def stop(self) -> None:
-        """Stops the worker (SIGTERM, then SIGKILL) and uninstalls the context. Idempotent."""
+        """Stops the worker (SIGTERM, then SIGKILL). Idempotent."""
         process, self._process = self._process, None
-        if self.context is not None:
-            if tff.framework.get_context_stack().current is self.context:
-                tff.framework.set_default_context(_StoppedContext())
-            self.context = None
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
         if process is not None and process.poll() is None:
             process.terminate()
             try:
@@ -224,6 +179,142 @@ class LocalRuntime:
             self._log_file = None
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
+
+
+def _remote_executor_factory(channel: grpc.Channel, default_clients: int):
+    stub = tff.framework.RemoteExecutorGrpcStub(channel)
+
+    def stack_fn(cardinalities):
+        if cardinalities.get(tff.CLIENTS) is None:
+            cardinalities[tff.CLIENTS] = default_clients
+        executor = tff.framework.RemoteExecutor(stub)
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    return tff.framework.ResourceManagingExecutorFactory(stack_fn)
+
+
+_CONTEXT_ARGS = dict(transform_args=tff.tensorflow.transform_args,
+                     transform_result=tff.tensorflow.transform_result)
+
+
+class LocalRuntime:
+    """A `WorkerProcess` owned by this process, plus the TFF context that uses it."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_computation_calls: int = -1,
+        default_num_clients: int = 0,
+        log_path: Optional[str] = None,
+    ):
+        self._worker = WorkerProcess(log_path=log_path,
+                                     max_concurrent_computation_calls=max_concurrent_computation_calls)
+        self._default_num_clients = default_num_clients
+        self._channel: Optional[grpc.Channel] = None
+        self.context: Optional[tff.framework.SyncExecutionContext] = None
+
+    @property
+    def worker_pid(self) -> Optional[int]:
+        """PID of the running worker, or None when it is not running."""
+        return self._worker.pid
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of the workers this runtime owns."""
+        return [self._worker.pid] if self._worker.pid else []
+
+    @property
+    def port(self) -> Optional[int]:
+        return self._worker.port
+
+    @property
+    def log_path(self) -> Optional[str]:
+        """Where the worker's stdout and stderr go."""
+        return self._worker.log_path
+
+    def start(self) -> 'LocalRuntime':
+        """Starts the worker, waits until it serves, and installs the execution context."""
+        if self._worker.pid is not None:
+            return self
+        self._worker.start()
+        self._channel = grpc.insecure_channel(self._worker.address, _GRPC_OPTIONS)
+        self.context = tff.framework.SyncExecutionContext(
+            executor_fn=_remote_executor_factory(self._channel, self._default_num_clients),
+            compiler_fn=compile_with_secure_intrinsics, **_CONTEXT_ARGS)
+        self.install()
+        _log.info('TFF worker_binary pid %d on port %d (log: %s)', self.worker_pid, self.port,
+                  self.log_path)
+        return self
+
+    def install(self) -> None:
+        """Makes this runtime TFF's default context in the calling thread (TFF's stack is thread-local)."""
+        if self.context is None:
+            raise RuntimeError('the fl_tff runtime is not running; call start() first')
+        tff.framework.set_default_context(self.context)
+
+    def stop(self) -> None:
+        """Stops the worker and uninstalls the context. Idempotent."""
+        _uninstall(self.context)
+        self.context = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        self._worker.stop()
+
+
+class RemoteRuntime:
+    """Runs computations on running `worker_binary` services at `addresses` ("host:port")
+    through TFF's mergeable execution context: each round's clients are split into one
+    sub-round per worker and the partial aggregates merged (TFF's mergeable form, which
+    covers computations with one aggregation layer; secure sums do not compile to it).
+    The workers belong to whoever started them (e.g. `experiments.launch_workers`)."""
+
+    def __init__(self, addresses: list[str], *, default_num_clients: int = 0):
+        if not addresses:
+            raise ValueError('RemoteRuntime needs at least one worker address')
+        self.addresses = list(addresses)
+        self._default_num_clients = default_num_clients
+        self._channels: list[grpc.Channel] = []
+        self.context = None
+        self.worker_pids: list[int] = []  # None of its own.
+
+    def start(self) -> 'RemoteRuntime':
+        """Checks every worker accepts connections, then installs the mergeable context."""
+        for address in self.addresses:
+            host, _, port = address.rpartition(':')
+            try:
+                socket.create_connection((host, int(port)), 5).close()
+            except OSError as e:
+                raise RuntimeError(f'no TFF worker at {address}: {e}; start one with '
+                                   '`python -m experiments.launch_workers`') from e
+        self._channels = [grpc.insecure_channel(a, _GRPC_OPTIONS) for a in self.addresses]
+        contexts = [tff.framework.AsyncExecutionContext(
+            executor_fn=_remote_executor_factory(channel, self._default_num_clients),
+            compiler_fn=tff.backends.native.desugar_and_transform_to_native, **_CONTEXT_ARGS)
+            for channel in self._channels]
+        self.context = tff.backends.native.create_mergeable_comp_execution_context(contexts)
+        self.install()
+        return self
+
+    def install(self) -> None:
+        """Makes this runtime TFF's default context in the calling thread."""
+        if self.context is None:
+            raise RuntimeError('the remote runtime is not running; call start() first')
+        tff.framework.set_default_context(self.context)
+
+    def stop(self) -> None:
+        """Uninstalls the context and closes the connections (the workers keep running)."""
+        _uninstall(self.context)
+        self.context = None
+        for channel in self._channels:
+            channel.close()
+        self._channels = []
+
+
+def _uninstall(context) -> None:
+    if context is not None and tff.framework.get_context_stack().current is context:
+        tff.framework.set_default_context(_StoppedContext())
 
 
 class _StoppedContext(tff.framework.SyncContext):
@@ -289,6 +380,35 @@ def local_runtime(**kwargs) -> Iterator[LocalRuntime]:
     finally:
         if owned:
             stop()
+
+
+@contextlib.contextmanager
+def runtime_for(workers: Sequence[str] = (), **kwargs) -> Iterator[LocalRuntime | RemoteRuntime]:
+    """The local runtime (no `workers`), or a `RemoteRuntime` over the `workers` addresses,
+    installed inside the block and stopped (uninstalled) on exit."""
+    if not workers:
+        with local_runtime(**kwargs) as rt:
+            yield rt
+        return
+    rt = RemoteRuntime(list(workers)).start()
+    try:
+        yield rt
+    finally:
+        rt.stop()
+        if _current is not None:
+            _current.install()
+
+
+def parse_workers(text: str) -> list[str]:
+    """"host:port,host:port" as a list; ValueError naming a malformed entry."""
+    addresses = [a.strip() for a in text.split(',') if a.strip()]
+    for address in addresses:
+        host, sep, port = address.rpartition(':')
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f'{address!r} is not host:port (e.g. 127.0.0.1:8000)')
+    if len(set(addresses)) != len(addresses):
+        raise ValueError('the same worker is listed twice')
+    return addresses
 
 
 def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:

@@ -1,0 +1,77 @@
+"""Multi-worker execution (`--workers`): rounds split across two TFF worker services on
+127.0.0.1 give the single-process result; what cannot be split is refused up front."""
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import psutil
+import pytest
+
+from fl_tff import experiment, runtime
+from fl_tff.config import ConfigError, ExperimentConfig
+
+BASE = ExperimentConfig(dataset='digits', model='2nn', hidden_units=32, num_clients=12,
+                        clients_per_round=6, rounds=2, eval_every=2, seed=5)
+
+
+@pytest.fixture
+def two_workers():
+    workers = [runtime.WorkerProcess().start() for _ in range(2)]
+    yield workers
+    for worker in workers:
+        worker.stop()
+
+
+def _cpu_seconds(pid):
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _run(config, tmp_path, name):
+    config = dataclasses.replace(config, output_dir=str(tmp_path), experiment_name=name)
+    result = experiment.run_experiment(config, log=lambda _: None)
+    return np.concatenate([np.ravel(t) for t in result.final_weights.trainable]), result
+
+
+@pytest.mark.parametrize('overrides', [dict(), dict(dp='fixed', client_weighting='uniform',
+                                                     noise_multiplier=0.5, clip=1.0)])
+def test_two_workers_match_one_process(tff_runtime, tmp_path, two_workers, overrides):
+    config = dataclasses.replace(BASE, **overrides)
+    local, local_run = _run(config, tmp_path, 'local')
+    before = [_cpu_seconds(w.pid) for w in two_workers]
+    remote, remote_run = _run(dataclasses.replace(
+        config, workers=','.join(w.address for w in two_workers)), tmp_path, 'remote')
+    used = [_cpu_seconds(w.pid) - b for w, b in zip(two_workers, before)]
+    assert np.abs(remote - local).max() <= 1e-5
+    assert remote_run.summary['final_test_accuracy'] == pytest.approx(
+        local_run.summary['final_test_accuracy'], abs=1e-6)
+    assert min(used) > 0.2, f'both workers must train clients (CPU seconds {used})'
+
+
+@pytest.mark.parametrize('overrides,flag', [
+    (dict(secure_agg=True), 'secure_agg'),
+    (dict(compression='topk', error_feedback=True), 'error_feedback'),
+    (dict(simulation='fast'), 'simulation'),
+    (dict(workers='localhost'), 'workers'),
+])
+def test_what_cannot_be_split_is_refused(overrides, flag):
+    settings = {'workers': '127.0.0.1:1,127.0.0.1:2', **overrides}
+    with pytest.raises(ConfigError, match=f'--{flag}'):
+        dataclasses.replace(BASE, **settings).validate()
+
+
+def test_launcher_starts_workers_and_stops_them_on_sigterm():
+    proc = subprocess.Popen([sys.executable, '-m', 'experiments.launch_workers', '--num_workers=2'],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith('--workers=') and line.count(',') == 1
+        pids = [int(p) for p in proc.stdout.readline().split(';')[0].split()[2:]]
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        assert all(runtime.wait_for_exit(p) for p in pids)
+    finally:
+        proc.kill()
