@@ -1,11 +1,13 @@
 r"""Round-time benchmark (issue 7's "2NN" workload), measured in ONE run, interleaved:
 
-  (a) fl_tff FedAvg, (b) TFF's `build_weighted_fed_avg` on the same data and context,
-  (c) a plain-TensorFlow lower bound doing the same SGD steps without federation
+  fl_tff FedAvg on the fast path (`--simulation=fast_xla` and `fast`),
+  (a) fl_tff FedAvg on TFF's runtime, (b) TFF's `build_weighted_fed_avg` on the same data and
+  context, (c) a plain-TensorFlow lower bound doing the same SGD steps without federation
       (XLA-compiled client loop, clients split over the cores).
 
 Prints the first round (trace) separately, the steady-state median seconds per round, the
-ratios a/c and a/b, and the peak RSS of this process and of the TFF worker.
+ratios to (c) and a/b, how far the final weights are apart, and the peak RSS of this process
+(everything but TFF's runtime) and of the TFF worker.
 
   .venv/bin/python -m benchmarks.round_time --clients=10 --rounds=6
 """
@@ -16,8 +18,9 @@ import collections
 import concurrent.futures
 import os
 import platform
-import resource
 import statistics
+import subprocess
+import sys
 import time
 
 from absl import app
@@ -29,36 +32,46 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from benchmarks.workload import BATCH, HIDDEN, LR, peak_rss_mib
+from benchmarks import workload
+from fl_tff import runtime
+from fl_tff.algorithms import build_fedavg
+from fl_tff.simulation.fast import FastProcess
+
 _CLIENTS = flags.DEFINE_integer('clients', 10, 'Clients per round (K).')
 _ROUNDS = flags.DEFINE_integer('rounds', 6, 'Steady rounds measured per variant (after one trace round).')
 _EXAMPLES = flags.DEFINE_integer('examples', 600, 'Examples per client.')
+_MEMORY = flags.DEFINE_bool('memory', False, 'Instead: peak RSS of each variant alone, one '
+                            'process per variant (RSS is per process), and the ratios to plain TF.')
+VARIANT_KEYS = ('fast_xla', 'fast', 'tff', 'builder', 'plain')
+_ONLY = flags.DEFINE_enum('only', '', ('', *VARIANT_KEYS), 'Run only this variant (internal).')
 FLAGS = flags.FLAGS
 
-BATCH, LR, HIDDEN = 10, 0.1, 200
 
-
-def _peak_rss_mib(pid: int | None = None) -> float:
-    if pid is None:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    try:
-        with open(f'/proc/{pid}/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float('nan')
+def _memory() -> None:
+    """Each variant alone in its own process: peak RSS of Python and of the TFF worker."""
+    rows = {}
+    for key in VARIANT_KEYS:
+        out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', f'--only={key}',
+                              f'--clients={_CLIENTS.value}', '--rounds=3'],
+                             capture_output=True, text=True, check=False)
+        line = [l for l in out.stdout.splitlines() if l.startswith('MEMORY ')]
+        if not line:
+            sys.exit(f'{key} failed:\n{out.stderr[-2000:]}')
+        rows[key] = tuple(float(v) for v in line[0].split()[1:])
+    plain = sum(rows['plain'])
+    print(f'K = {_CLIENTS.value}: peak RSS of each variant alone (MiB; python + TFF worker)')
+    for key, (python, worker) in rows.items():
+        print(f'{key:10} {python:7.0f} + {worker:6.0f} = {python + worker:7.0f}   '
+              f'x{(python + worker) / plain:.2f} of plain TF')
 
 
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # TFF logs every model build at INFO.
-
-    from fl_tff import runtime
-    from fl_tff.algorithms import build_fedavg
-    from fl_tff.models import build_model_fn
-    from fl_tff.simulation.fast import FastProcess
-
+    if _MEMORY.value:
+        _memory()
+        return
     k, n = _CLIENTS.value, _EXAMPLES.value
     rng = np.random.default_rng(0)
     xs = [rng.random((n, 784), np.float32) for _ in range(k)]
@@ -66,17 +79,7 @@ def main(argv) -> None:
     datasets = [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(BATCH)
                 for x, y in zip(xs, ys)]
 
-    def keras_fn():
-        init = lambda i: tf.keras.initializers.GlorotUniform(seed=i)
-        return tf.keras.Sequential([
-            tf.keras.layers.InputLayer(input_shape=(784,)),
-            tf.keras.layers.Dense(HIDDEN, activation='relu', kernel_initializer=init(0)),
-            tf.keras.layers.Dense(HIDDEN, activation='relu', kernel_initializer=init(1)),
-            tf.keras.layers.Dense(10, kernel_initializer=init(2))])
-
-    spec = collections.OrderedDict(x=tf.TensorSpec([None, 784], tf.float32),
-                                   y=tf.TensorSpec([None], tf.int32))
-    model_fn = build_model_fn(keras_fn, spec)
+    model_fn = workload.model_fn
     sgd = lambda lr: tff.learning.optimizers.build_sgdm(lr)
 
     # The fast path takes each client's batches as one element (see ClientSelector's
@@ -121,27 +124,37 @@ def main(argv) -> None:
         plain_weights = [w + sum(d[i] for d in deltas) / k for i, w in enumerate(plain_weights)]
 
     with runtime.local_runtime() as rt:
-        fedavg = build_fedavg(model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0))
-        fast = FastProcess(fedavg, model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0),
-                           weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
-                           whole_batch_size=BATCH)
-        variants = {
-            'fl_tff FedAvg, fast path': federated(fast, whole_datasets),
-            'fl_tff FedAvg, TFF runtime': federated(fedavg),
-            "TFF build_weighted_fed_avg": federated(tff.learning.algorithms.build_weighted_fed_avg(
-                model_fn, client_optimizer_fn=sgd(LR), server_optimizer_fn=sgd(1.0))),
-            'plain TF (XLA, threads)': plain_round,
+        fedavg = lambda: build_fedavg(model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0))
+
+        def fast(jit_compile):
+            return federated(FastProcess(
+                fedavg(), model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0),
+                weighting=tff.learning.ClientWeighting.NUM_EXAMPLES, whole_batch_size=BATCH,
+                jit_compile=jit_compile), whole_datasets)
+        makers = {  # key: (name, factory); built lazily, so --only measures one variant alone.
+            'fast_xla': ('fl_tff fast path, XLA', lambda: fast(True)),
+            'fast': ('fl_tff fast path', lambda: fast(False)),
+            'tff': ('fl_tff FedAvg, TFF runtime', lambda: federated(fedavg())),
+            'builder': ("TFF build_weighted_fed_avg", lambda: federated(
+                tff.learning.algorithms.build_weighted_fed_avg(
+                    model_fn, client_optimizer_fn=sgd(LR), server_optimizer_fn=sgd(1.0)))),
+            'plain': ('plain TF (XLA, threads)', lambda: plain_round),
         }
+        variants = {name: make() for key, (name, make) in makers.items()
+                    if _ONLY.value in ('', key)}
         times = {name: [] for name in variants}
         for r in range(_ROUNDS.value + 1):  # Interleaved: round r of every variant, in turn.
             for name, round_fn in variants.items():
                 t0 = time.perf_counter()
                 round_fn()
                 times[name].append(time.perf_counter() - t0)
-        worker_rss = _peak_rss_mib(rt.worker_pid)
-        final = {name: variants[name].weights() for name in list(variants)[:3]}
-        diff = lambda x, y: max(float(np.abs(a - b).max()) for a, b in zip(final[x], final[y]))
+        worker_rss = peak_rss_mib(rt.worker_pid)
+        if _ONLY.value:
+            print(f'MEMORY {peak_rss_mib():.0f} {worker_rss:.0f}')
+            return
         names = list(variants)
+        final = {name: variants[name].weights() for name in names[:4]}
+        diff = lambda x, y: max(float(np.abs(a - b).max()) for a, b in zip(final[x], final[y]))
 
     print(f'K = {k} clients x {n} examples, batch {BATCH}, 1 epoch, MLP 784-{HIDDEN}-{HIDDEN}-10; '
           f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
@@ -150,12 +163,13 @@ def main(argv) -> None:
     for name, t in times.items():
         medians[name] = statistics.median(t[1:])
         print(f'{name:30} {t[0]:14.3f} {medians[name]:15.3f}')
-    fast_s, a, b, c = medians.values()
-    print(f'fast/c (fast path / plain TF lower bound) = {fast_s / c:.2f}   '
-          f'a/c (fl_tff on TFF / plain TF) = {a / c:.2f}   a/b (fl_tff / TFF builder) = {a / b:.2f}')
-    print(f'max |w| differences after {_ROUNDS.value + 1} rounds: fast vs TFF runtime '
-          f'{diff(names[0], names[1]):.1e}, fl_tff vs TFF builder {diff(names[1], names[2]):.1e}')
-    print(f'peak RSS: python {_peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
+    xla, fast_s, a, b, c = medians.values()
+    print(f'fast path / plain TF: XLA {xla / c:.2f}, no XLA {fast_s / c:.2f};   '
+          f'a/c (fl_tff on TFF\'s runtime / plain TF) = {a / c:.2f};   a/b (fl_tff / TFF builder) = {a / b:.2f}')
+    print(f'max |w| differences after {_ROUNDS.value + 1} rounds vs fl_tff on TFF\'s runtime: '
+          f'fast path {diff(names[1], names[2]):.1e}, XLA {diff(names[0], names[2]):.1e} '
+          f'(rounding), TFF builder {diff(names[3], names[2]):.1e}')
+    print(f'peak RSS: python {peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
 
 
 if __name__ == '__main__':

@@ -179,6 +179,7 @@ class FastProcess:
                  jit_compile: bool = False):
         self._tff_process = tff_process
         self._whole_batch_size = whole_batch_size
+        self._uniform = weighting == tff.learning.ClientWeighting.UNIFORM
         self._model_fn = model_fn
         self._make_trainer = lambda: _ClientTrainer(model_fn, client_optimizer, weighting,
                                                     proximal_strength, jit_compile)
@@ -191,9 +192,12 @@ class FastProcess:
 
     def _train(self, initial, dataset) -> tuple[list, float, Any]:
         """Trains one client on a free trainer (Keras models must be built on the main thread,
-        so trainers are made there and handed to the pool's threads)."""
+        so trainers are made there and handed to the pool's threads). `dataset` may be a
+        function that builds it (built here, so only clients in training hold their data)."""
         trainer = self._trainers.get()
         try:
+            if callable(dataset):
+                dataset = dataset()
             return trainer.train(initial, dataset, self._whole_batch_size)
         finally:
             self._trainers.put(trainer)
@@ -208,7 +212,8 @@ class FastProcess:
             weights, state.distributor, state.client_work, state.aggregator, state.finalizer)
 
     def next(self, state, client_data: list) -> tff.learning.templates.LearningProcessOutput:
-        """One round over `client_data` (a list of batched `tf.data.Dataset`s)."""
+        """One round over `client_data`: batched `tf.data.Dataset`s (or whole-client ones, see
+        the class docstring), or zero-argument functions returning them."""
         weights = state.global_model_weights
         initial = tff.learning.models.ModelWeights(
             tf.nest.map_structure(tf.constant, weights.trainable),
@@ -219,13 +224,19 @@ class FastProcess:
             self._trainers = queue.SimpleQueue()
             for trainer in trainers:
                 self._trainers.put(trainer)
-        results = list(self._pool.map(lambda ds: self._train(initial, ds), client_data))
-        deltas = [r[0] for r in results]
-        client_weights = np.array([r[1] for r in results], np.float64)
-        total = client_weights.sum()
-        mean = [np.zeros_like(d, np.float32) for d in deltas[0]] if total == 0 else [
-            (sum(w * d[i].astype(np.float64) for w, d in zip(client_weights, deltas)) / total
-             ).astype(np.float32) for i in range(len(deltas[0]))]
+        # As TFF's MeanFactory: sum of weight x delta in float32, divided by the summed weight.
+        # Accumulated in client order while later clients still train.
+        sums = [np.zeros(np.shape(t), np.float32) for t in tf.nest.flatten(weights.trainable)]
+        total, metrics = np.float32(0), []
+        for delta, weight, client_metrics in self._pool.map(lambda ds: self._train(initial, ds),
+                                                            client_data):
+            if self._uniform:  # TFF's unweighted mean counts every client (a zeroed one too).
+                weight = 1.0
+            for acc, t in zip(sums, delta):
+                acc += np.float32(weight) * t
+            total += np.float32(weight)
+            metrics.append(client_metrics)
+        mean = [acc / total if total > 0 else acc for acc in sums]
         update = tf.nest.pack_sequence_as(weights.trainable, [tf.constant(m) for m in mean])
         opt_state, new_weights, non_finite = self._server_update(state.finalizer, initial, update)
         numpy = lambda s: tf.nest.map_structure(lambda t: t.numpy(), s)
@@ -235,7 +246,7 @@ class FastProcess:
             state.distributor, state.client_work, state.aggregator, numpy(opt_state))
         metrics = collections.OrderedDict(
             distributor=(), aggregator=collections.OrderedDict(),
-            client_work=collections.OrderedDict(train=self._finalize([r[2] for r in results])),
+            client_work=collections.OrderedDict(train=self._finalize(metrics)),
             finalizer=collections.OrderedDict(update_non_finite=int(non_finite)))
         return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 

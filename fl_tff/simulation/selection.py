@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Mapping, Optional
 
 import numpy as np
@@ -84,19 +85,23 @@ class ClientSelector:
                           heterogeneity=self._heterogeneity, seed=self._seed,
                           client_sizes=self._client_sizes)
 
-    def datasets(self, plan: RoundPlan) -> list[tf.data.Dataset]:
-        """The preprocessed datasets of the plan's participants."""
-        datasets = []
-        for cid, epochs in plan.participants:
-            ds = preprocessing.preprocess_client_dataset(
-                self._client_data.create_tf_dataset_for_client(cid), epochs=epochs,
-                batch_size=self._batch_size, batch_per_epoch=self._noise_seeds, whole=self._whole,
-                shuffle_seed=preprocessing.derive_seed(self._seed, plan.round_num, self._position[cid]))
-            if self._noise_seeds:
-                ds = _add_noise_seeds(ds, preprocessing.derive_seed(
-                    self._seed, plan.round_num, self._position[cid], 0xD9))
-            datasets.append(ds)
-        return datasets
+    def datasets(self, plan: RoundPlan) -> list:
+        """The preprocessed datasets of the plan's participants. With `whole_client_batches`
+        (the fast path), zero-argument functions that build them: a round then holds one
+        client's examples per thread, not the whole cohort's."""
+        builders = [functools.partial(self._dataset, cid, epochs, plan.round_num)
+                    for cid, epochs in plan.participants]
+        return builders if self._whole else [build() for build in builders]
+
+    def _dataset(self, cid: str, epochs: int, round_num: int) -> tf.data.Dataset:
+        ds = preprocessing.preprocess_client_dataset(
+            self._client_data.create_tf_dataset_for_client(cid), epochs=epochs,
+            batch_size=self._batch_size, batch_per_epoch=self._noise_seeds, whole=self._whole,
+            shuffle_seed=preprocessing.derive_seed(self._seed, round_num, self._position[cid]))
+        if self._noise_seeds:
+            ds = _add_noise_seeds(ds, preprocessing.derive_seed(
+                self._seed, round_num, self._position[cid], 0xD9))
+        return ds
 
     def __call__(self, round_num: int) -> list[tf.data.Dataset]:
         return self.datasets(self.plan(round_num))

@@ -1,0 +1,31 @@
+"""Generated client data: deterministic per client id, distinct across clients, known size
+(so whole-client batching works)."""
+
+import numpy as np
+
+from fl_tff.data import preprocessing
+from fl_tff.data.generated import generated_client_data
+
+
+def _examples(client_data, cid):
+    return next(iter(client_data.create_tf_dataset_for_client(cid).batch(1000)))
+
+
+def test_same_id_same_examples_and_different_ids_differ():
+    data = generated_client_data(10_000, 50, features=8, num_classes=3, seed=1)
+    assert len(data.client_ids) == 10_000 and data.client_ids[7] == '0007'
+    a, again, other = (_examples(data, cid) for cid in ('0007', '0007', '0008'))
+    np.testing.assert_array_equal(a['x'], again['x'])
+    assert a['x'].shape == (50, 8) and not np.array_equal(a['x'], other['x'])
+    assert set(np.unique(a['y'])) <= {0, 1, 2}
+    assert not np.array_equal(a['x'], _examples(generated_client_data(10_000, 50, features=8,
+                                                                      seed=2), '0007')['x'])
+
+
+def test_whole_client_batches_need_and_get_a_known_size():
+    data = generated_client_data(3, 25, features=4)
+    dataset = data.create_tf_dataset_for_client('0')
+    assert int(dataset.cardinality()) == 25
+    whole = preprocessing.preprocess_client_dataset(dataset, epochs=2, batch_size=10,
+                                                   shuffle_seed=0, whole=True)
+    assert next(iter(whole))['x'].shape == (50, 4)
