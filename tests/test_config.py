@@ -38,7 +38,7 @@ BAD = [
     ({'client_epochs': 0}, '--client_epochs: must be > 0'),
     ({'num_clients': 0}, '--num_clients: must be > 0'),
     ({'heldout_clients': -1}, '--heldout_clients: must be >= 0'),
-    ({'dp': 'local'}, '--dp: unknown value .local.; valid choices: adaptive, dpsgd, fixed, none'),
+    ({'dp': 'local'}, '--dp: unknown value .local.; valid choices: adaptive, distributed, dpsgd, fixed, none'),
     ({'dp': 'fixed', 'client_weighting': 'uniform', 'noise_multiplier': -0.5}, '--noise_multiplier: must be >= 0'),
     ({'dp': 'fixed', 'client_weighting': 'uniform', 'clip': 0.0}, '--clip: must be > 0'),
     ({'dp': 'dpsgd', 'clip': -1.0}, '--clip: must be > 0'),

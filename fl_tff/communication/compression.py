@@ -13,7 +13,7 @@ the server (simulated: the decoded values are what the sum sees).
 Randomness is stateless: keyed by the run's seed, a per-round counter in the aggregator state
 and a fingerprint of the client's update, so runs repeat (TFF's rotation draws its own seed
 from the clock when the process is initialized, so `rotate_quantize` is the exception).
-Error feedback is not implemented: it needs per-client state across rounds.
+Error feedback for top-k / rand-k keeps per-client residuals across rounds: see `error_feedback`.
 """
 
 from __future__ import annotations
