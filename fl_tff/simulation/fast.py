@@ -177,10 +177,8 @@ class FastProcess:
                  weighting: tff.learning.ClientWeighting, proximal_strength: float = 0.0,
                  threads: Optional[int] = None, whole_batch_size: Optional[int] = None,
                  jit_compile: bool = False):
-        self._tff_process = tff_process
         self._whole_batch_size = whole_batch_size
         self._uniform = weighting == tff.learning.ClientWeighting.UNIFORM
-        self._model_fn = model_fn
         self._make_trainer = lambda: _ClientTrainer(model_fn, client_optimizer, weighting,
                                                     proximal_strength, jit_compile)
         self._threads = threads or os.cpu_count() or 1
@@ -214,6 +212,8 @@ class FastProcess:
     def next(self, state, client_data: list) -> tff.learning.templates.LearningProcessOutput:
         """One round over `client_data`: batched `tf.data.Dataset`s (or whole-client ones, see
         the class docstring), or zero-argument functions returning them."""
+        if not client_data:
+            raise ValueError('a round needs at least one client dataset')
         weights = state.global_model_weights
         initial = tff.learning.models.ModelWeights(
             tf.nest.map_structure(tf.constant, weights.trainable),
