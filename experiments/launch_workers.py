@@ -32,8 +32,9 @@ def main(argv) -> int:
     if _NUM_WORKERS.value < 1:
         print(f'error: --num_workers: must be >= 1, got {_NUM_WORKERS.value}', file=sys.stderr)
         return 2
-    if not 0 <= _PORT.value < 65536 - _NUM_WORKERS.value:
-        print(f'error: --port: must be in [0, 65535], got {_PORT.value}', file=sys.stderr)
+    if not 0 <= _PORT.value <= 65536 - _NUM_WORKERS.value:
+        print(f'error: --port: must be in [0, {65536 - _NUM_WORKERS.value}] for '
+              f'{_NUM_WORKERS.value} workers, got {_PORT.value}', file=sys.stderr)
         return 2
     workers = []
     try:
@@ -49,7 +50,7 @@ def main(argv) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         while not stop.wait(1.0):
-            if any(w.pid is None or runtime.wait_for_exit(w.pid, 0) for w in workers):
+            if not all(w.running for w in workers):
                 print('error: a worker exited; stopping the others', file=sys.stderr)
                 return 1
         return 0

@@ -287,7 +287,8 @@ class ExperimentConfig:
         if self.dropout_rate > 0 or (self.straggler_fraction > 0 and self.straggler_policy == 'drop'):
             raise ConfigError('dropout_rate' if self.dropout_rate > 0 else 'straggler_policy',
                               '--dp=distributed needs every selected client to report (each adds '
-                              '1/K of the noise); use --over_selection to absorb dropouts instead')
+                              '1/K of the noise): set --dropout_rate=0 and, with stragglers, '
+                              '--straggler_policy=partial')
         try:
             distributed.check_settings(noise_multiplier=self.noise_multiplier,
                                        clients_per_round=self.clients_per_round, clip=self.clip,

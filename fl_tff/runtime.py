@@ -99,6 +99,11 @@ class WorkerProcess:
         return self._process.pid if self._process is not None else None
 
     @property
+    def running(self) -> bool:
+        """Whether the worker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def address(self) -> str:
         return f'127.0.0.1:{self.port}'
 

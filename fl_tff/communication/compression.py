@@ -56,13 +56,14 @@ def top_k(value: tf.Tensor, fraction: float) -> tf.Tensor:
     return tf.reshape(kept, tf.shape(value))
 
 
-def random_k(value: tf.Tensor, fraction: float, seed: tf.Tensor) -> tf.Tensor:
-    """`value` on a random ceil(fraction · n) of its entries, scaled by n / k (unbiased)."""
+def random_k(value: tf.Tensor, fraction: float, seed: tf.Tensor, unbiased: bool = True) -> tf.Tensor:
+    """`value` on a random ceil(fraction · n) of its entries, scaled by n / k when `unbiased`
+    (unscaled it is a contraction, as error feedback needs)."""
     n = int(np.prod(value.shape))
     k = ledger.kept_values(n, fraction)
     flat = tf.reshape(value, [-1])
     idx = tf.argsort(tf.random.stateless_uniform([n], seed=seed))[:k]
-    kept = tf.scatter_nd(idx[:, None], tf.gather(flat, idx) * (n / k), [n])
+    kept = tf.scatter_nd(idx[:, None], tf.gather(flat, idx) * (n / k if unbiased else 1.0), [n])
     return tf.reshape(kept, tf.shape(value))
 
 

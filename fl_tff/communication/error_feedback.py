@@ -44,10 +44,12 @@ class ErrorFeedback:
         compression.check(self.name, 8, self.k)
 
     def compress(self, value: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """The decoded sparsified `value` (what the server receives)."""
+        """The decoded sparsified `value` (what the server receives). Rand-k is not rescaled
+        by n/k here: error feedback needs a contraction (||x - C(x)|| < ||x||), and the
+        rescaled residual would grow by (n/k - 1) each round."""
         if self.name == 'topk':
             return compression.top_k(value, self.k)
-        return compression.random_k(value, self.k, seed)
+        return compression.random_k(value, self.k, seed, unbiased=False)
 
     def client_seed(self, round_num: int, client_id: str) -> np.ndarray:
         """The stateless seed of `client_id`'s compression in `round_num`."""
@@ -55,15 +57,22 @@ class ErrorFeedback:
         return np.random.SeedSequence(entropy).generate_state(2, np.uint64).astype(np.int64)
 
 
-def compensate_and_compress(feedback: ErrorFeedback, update, residual, seed):
+def compensate_and_compress(feedback: ErrorFeedback, update, residual, seed, weight=None):
     """(sent, new residual) for one client: sent = C(update + residual) tensor by tensor,
-    new residual = update + residual - sent."""
+    new residual = update + residual - sent. A client of weight 0 (a zeroed, diverged update)
+    sends zeros and keeps its residual, so no owed mass is dropped."""
     corrected = tf.nest.map_structure(tf.add, update, residual)
     flat = tf.nest.flatten(corrected)
     sent = [feedback.compress(v, tf.random.experimental.stateless_fold_in(seed, i))
             for i, v in enumerate(flat)]
     sent = tf.nest.pack_sequence_as(corrected, sent)
-    return sent, tf.nest.map_structure(tf.subtract, corrected, sent)
+    new_residual = tf.nest.map_structure(tf.subtract, corrected, sent)
+    if weight is not None:
+        keep = weight > 0
+        sent = tf.nest.map_structure(lambda t: tf.where(keep, t, tf.zeros_like(t)), sent)
+        new_residual = tf.nest.map_structure(lambda new, old: tf.where(keep, new, old),
+                                             new_residual, residual)
+    return sent, new_residual
 
 
 def compose_with_error_feedback(
@@ -83,9 +92,11 @@ def compose_with_error_feedback(
     update_type = client_work.next.type_signature.result.result.member.update
     seed_type = tff.TensorType(np.int64, [2])
 
-    @tff.tensorflow.computation(update_type, update_type, seed_type)
-    def client_compress(update, residual, seed):
-        return compensate_and_compress(feedback, update, residual, seed)
+    weight_type = client_work.next.type_signature.result.result.member.update_weight
+
+    @tff.tensorflow.computation(update_type, update_type, seed_type, weight_type)
+    def client_compress(update, residual, seed, weight):
+        return compensate_and_compress(feedback, update, residual, seed, weight)
 
     @tff.federated_computation(state_type, data_type,
                                tff.FederatedType(update_type, tff.CLIENTS),
@@ -93,8 +104,8 @@ def compose_with_error_feedback(
     def next_fn(state, client_data, residuals, seeds):
         distributed = distributor.next(state.distributor, state.global_model_weights)
         work = client_work.next(state.client_work, distributed.result, client_data)
-        sent, new_residuals = tff.federated_map(client_compress,
-                                                (work.result.update, residuals, seeds))
+        sent, new_residuals = tff.federated_map(
+            client_compress, (work.result.update, residuals, seeds, work.result.update_weight))
         aggregated = aggregator.next(state.aggregator, sent, work.result.update_weight)
         final = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
         new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(

@@ -71,7 +71,7 @@ class _ClientTrainer:
                                      (tf.constant(0), start(initial_weights)))
             return state
 
-        @tf.function
+        @tf.function(reduce_retracing=True)  # Final partial batches differ in size.
         def run_rest(initial_weights, state, batches):
             """The remaining (partial) batches, then the client's result as TFF's client work
             makes it: (ClientResult, unfinalized metrics)."""
@@ -162,6 +162,11 @@ class _MetricsFinalizer:
         feed = dict(zip(tf.nest.flatten(self._inputs), tf.nest.flatten(summed)))
         return self._session.run(self._outputs, feed_dict=feed)
 
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
 
 class FastProcess:
     """A local-SGD learning process (FedAvg / FedProx) whose rounds run on a thread per core;
@@ -236,7 +241,9 @@ class FastProcess:
                 acc += np.float32(weight) * t
             total += np.float32(weight)
             metrics.append(client_metrics)
-        mean = [acc / total if total > 0 else acc for acc in sums]
+        with np.errstate(divide='ignore', invalid='ignore'):  # 0/0 = NaN, as in TFF's mean:
+            mean = [acc / total for acc in sums]  # the server update then skips the round.
+        mean = [np.asarray(m, np.float32) for m in mean]
         update = tf.nest.pack_sequence_as(weights.trainable, [tf.constant(m) for m in mean])
         opt_state, new_weights, non_finite = self._server_update(state.finalizer, initial, update)
         numpy = lambda s: tf.nest.map_structure(lambda t: t.numpy(), s)
@@ -256,5 +263,7 @@ class FastProcess:
         return self._finalize_summed(summed)
 
     def close(self) -> None:
-        """Stops the client threads."""
+        """Stops the client threads and the metrics session."""
         self._pool.shutdown(wait=True)
+        if self._finalize_summed is not None:
+            self._finalize_summed.close()

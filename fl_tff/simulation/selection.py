@@ -28,8 +28,9 @@ class ClientSelector:
     `whole_client_batches`, each client's dataset is one element holding all its batches in
     order (for the fast simulation path, see `fast.FastProcess`).
 
-    Callable with the signature `tff.simulation.run_training_process` expects; our loop also
-    calls `plan` and `datasets` separately to report the round's participation counts.
+    Callable with the signature `tff.simulation.run_training_process` expects (except with
+    `whole_client_batches`, which only the fast path takes); our loop also calls `plan` and
+    `datasets` separately to report the round's participation counts.
     """
 
     def __init__(self, client_data: tff.simulation.datasets.ClientData, *, clients_per_round: int,
@@ -103,7 +104,7 @@ class ClientSelector:
                 self._seed, round_num, self._position[cid], 0xD9))
         return ds
 
-    def __call__(self, round_num: int) -> list[tf.data.Dataset]:
+    def __call__(self, round_num: int) -> list:
         return self.datasets(self.plan(round_num))
 
 

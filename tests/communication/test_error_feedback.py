@@ -87,3 +87,26 @@ def test_error_feedback_rescues_aggressive_top_k(tff_runtime, tmp_path):
 def test_error_feedback_needs_a_sparsifier(overrides, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(BASE, **overrides).validate()
+
+
+@pytest.mark.parametrize('name', ['topk', 'randk'])
+def test_the_residual_shrinks_when_nothing_new_arrives(name):
+    """Error feedback needs a contraction: resending an old residual must not grow it (rand-k
+    rescaled by n/k would multiply it by about n/k - 1 = 9 here)."""
+    residual = {'w': tf.constant(np.random.default_rng(2).normal(size=(50,)), tf.float32)}
+    zero = {'w': tf.zeros([50])}
+    norms = [float(tf.norm(residual['w']))]
+    for step in range(5):
+        _, residual = compensate_and_compress(ErrorFeedback(name, 0.1), zero, residual,
+                                              tf.constant([step, 1], tf.int64))
+        norms.append(float(tf.norm(residual['w'])))
+    assert all(b < a for a, b in zip(norms, norms[1:])), norms
+
+
+def test_a_client_of_weight_zero_sends_nothing_and_keeps_its_residual():
+    update = {'w': tf.constant([0.0, 0.0, 0.0])}
+    residual = {'w': tf.constant([1.0, -2.0, 3.0])}
+    sent, kept = compensate_and_compress(ErrorFeedback('topk', 0.34), update, residual,
+                                         tf.constant([0, 0], tf.int64), tf.constant(0.0))
+    np.testing.assert_array_equal(sent['w'], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(kept['w'], residual['w'])

@@ -78,3 +78,24 @@ def test_xla_path_learns_the_same(tff_runtime, tmp_path):
 def test_features_the_fast_path_lacks_name_the_flag(overrides, flag):
     with pytest.raises(ConfigError, match=f'--{flag}: --simulation=fast runs local SGD'):
         dataclasses.replace(BASE, simulation='fast', **overrides).validate()
+
+
+def test_a_round_without_examples_is_skipped_as_on_the_tff_path(tff_runtime):
+    """Example weights summing to 0 make TFF's mean 0/0 = NaN and the server skips the update;
+    the fast path must do the same (not apply a zero update that moves momentum)."""
+    config = dataclasses.replace(BASE, simulation='fast', server_optimizer='sgdm',
+                                 server_momentum=0.9)
+    fed = experiment.load_federated_data(config)
+    model_fn, _ = experiment.build_model(config, fed)
+    process = experiment.build_process(config, model_fn)
+    empty = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=np.zeros((0, 64), np.float32), y=np.zeros((0,), np.int32))).batch(10_000)
+    state = process.initialize()
+    output = process.next(state, [empty, empty])
+    try:
+        assert output.metrics['finalizer']['update_non_finite'] == 1
+        for a, b in zip(process.get_model_weights(output.state).trainable,
+                        process.get_model_weights(state).trainable):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        process.close()
