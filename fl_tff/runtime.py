@@ -254,9 +254,7 @@ class LocalRuntime:
 
     def install(self) -> None:
         """Makes this runtime TFF's default context in the calling thread (TFF's stack is thread-local)."""
-        if self.context is None:
-            raise RuntimeError('the fl_tff runtime is not running; call start() first')
-        tff.framework.set_default_context(self.context)
+        _install(self.context, 'the fl_tff runtime')
 
     def stop(self) -> None:
         """Stops the worker and uninstalls the context. Idempotent."""
@@ -304,9 +302,7 @@ class RemoteRuntime:
 
     def install(self) -> None:
         """Makes this runtime TFF's default context in the calling thread."""
-        if self.context is None:
-            raise RuntimeError('the remote runtime is not running; call start() first')
-        tff.framework.set_default_context(self.context)
+        _install(self.context, 'the remote runtime')
 
     def stop(self) -> None:
         """Uninstalls the context and closes the connections (the workers keep running)."""
@@ -315,6 +311,12 @@ class RemoteRuntime:
         for channel in self._channels:
             channel.close()
         self._channels = []
+
+
+def _install(context, what: str) -> None:
+    if context is None:
+        raise RuntimeError(f'{what} is not running; call start() first')
+    tff.framework.set_default_context(context)
 
 
 def _uninstall(context) -> None:

@@ -31,3 +31,20 @@ def max_abs_diff(a, b) -> float:
     import tensorflow as tf
     return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)))
+
+
+def float_tensor_shapes(type_spec) -> list:
+    """Shapes of the float tensors inside a TFF type (federated and nested types walked)."""
+    import tensorflow_federated as tff
+    found = []
+
+    def walk(t):
+        if isinstance(t, tff.FederatedType):
+            walk(t.member)
+        elif isinstance(t, tff.StructType):
+            for _, member in tff.structure.iter_elements(t):
+                walk(member)
+        elif isinstance(t, tff.TensorType) and np.dtype(t.dtype).kind == 'f':
+            found.append(None if t.shape is None else tuple(t.shape))
+    walk(type_spec)
+    return found

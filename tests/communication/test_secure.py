@@ -11,6 +11,7 @@ from tensorflow_federated.python.core.impl.compiler import tree_analysis
 from fl_tff import experiment
 from fl_tff.communication.secure import SecureQuantizedSumFactory, quantization_step
 from fl_tff.config import ConfigError, ExperimentConfig
+from tests.helpers import float_tensor_shapes
 
 BASE = ExperimentConfig(hidden_units=32, clients_per_round=4, client_epochs=1, seed=2)
 WEIGHT_SHAPES = {(64, 32), (32, 32), (32, 10), (32,), (10,)}
@@ -24,18 +25,7 @@ def _process(config):
 
 def _shapes(type_spec) -> set:
     """Shapes of the float tensors inside a TFF type."""
-    found = set()
-
-    def walk(t):
-        if isinstance(t, tff.FederatedType):
-            walk(t.member)
-        elif isinstance(t, tff.StructType):
-            for _, member in tff.structure.iter_elements(t):
-                walk(member)
-        elif isinstance(t, tff.TensorType) and np.dtype(t.dtype).kind == 'f':
-            found.add(tuple(t.shape))
-    walk(type_spec)
-    return found
+    return set(float_tensor_shapes(type_spec))
 
 
 @pytest.mark.parametrize('overrides', [

@@ -14,6 +14,7 @@ from tensorflow_federated.python.core.impl.compiler import tree_analysis
 from fl_tff import experiment, simulation
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.privacy import accounting, distributed
+from tests.helpers import float_tensor_shapes
 
 BASE = ExperimentConfig(hidden_units=32, clients_per_round=4, client_epochs=1, seed=2,
                         dp='distributed', secure_agg=True, client_weighting='uniform',
@@ -28,18 +29,8 @@ def _process(config):
 
 def _float_sizes(type_spec) -> list:
     """Element counts of the float tensors inside a TFF type (None when a dimension is unknown)."""
-    sizes = []
-
-    def walk(t):
-        if isinstance(t, tff.FederatedType):
-            walk(t.member)
-        elif isinstance(t, tff.StructType):
-            for _, member in tff.structure.iter_elements(t):
-                walk(member)
-        elif isinstance(t, tff.TensorType) and np.dtype(t.dtype).kind == 'f':
-            sizes.append(None if t.shape is None or None in t.shape else int(np.prod(t.shape)))
-    walk(type_spec)
-    return sizes
+    return [None if shape is None or None in shape else int(np.prod(shape))
+            for shape in float_tensor_shapes(type_spec)]
 
 
 def test_no_update_reaches_the_server_outside_a_secure_sum(tff_runtime):
