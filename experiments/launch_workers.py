@@ -36,9 +36,15 @@ def main(argv) -> int:
         print(f'error: --port: must be in [0, {65536 - _NUM_WORKERS.value}] for '
               f'{_NUM_WORKERS.value} workers, got {_PORT.value}', file=sys.stderr)
         return 2
+    # Handlers first: a SIGTERM right after the address line must still stop cleanly (exit 0).
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     workers = []
     try:
         for i in range(_NUM_WORKERS.value):
+            if stop.is_set():
+                return 0
             port = _PORT.value + i if _PORT.value else None
             log = f'{_LOG_DIR.value}/worker_{i}.log' if _LOG_DIR.value else None
             workers.append(runtime.WorkerProcess(port=port, log_path=log).start())
@@ -46,9 +52,6 @@ def main(argv) -> int:
         print('--workers=' + ','.join(f'{host}:{w.port}' for w in workers), flush=True)
         print(f'worker pids {" ".join(str(w.pid) for w in workers)}; logs '
               f'{" ".join(w.log_path for w in workers)}; Ctrl-C stops them', flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         while not stop.wait(1.0):
             if not all(w.running for w in workers):
                 print('error: a worker exited; stopping the others', file=sys.stderr)
