@@ -133,17 +133,12 @@ class ErrorFeedbackProcess:
 
     def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
                  feedback: ErrorFeedback, zeros: list[np.ndarray], update_type):
-        self._composed, self._next_fn, self._feedback = composed, next_fn, feedback
+        self._next_fn, self._feedback = next_fn, feedback
         self._zeros, self._update_type = zeros, update_type
         self.client_states: dict[str, list[np.ndarray]] = {}
         self.initialize = composed.initialize
         self.get_model_weights = composed.get_model_weights
         self.set_model_weights = composed.set_model_weights
-
-    @property
-    def composed(self) -> tff.learning.templates.LearningProcess:
-        """The plain composition (no error feedback) sharing this process's state type."""
-        return self._composed
 
     def _pack(self, flat: Sequence[np.ndarray]) -> Any:
         return tff.structure.pack_sequence_as(self._update_type, list(flat))
@@ -159,11 +154,6 @@ class ErrorFeedbackProcess:
         for cid, residual in zip(client_ids, new_residuals):
             self.client_states[cid] = [np.asarray(t) for t in tff.structure.flatten(residual)]
         return tff.learning.templates.LearningProcessOutput(new_state, metrics)
-
-    def residual_norms(self) -> dict[str, float]:
-        """L2 norm of each client's residual."""
-        return {cid: float(np.sqrt(sum(np.sum(t.astype(np.float64) ** 2) for t in flat)))
-                for cid, flat in self.client_states.items()}
 
     def save_client_states(self, path: str) -> None:
         """Writes the residuals to `path` (.npz)."""
