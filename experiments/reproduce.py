@@ -4,14 +4,11 @@ Writes docs/reproductions/<study>.png and <study>.md (runs under docs/reproducti
 which git ignores). Studies: see fl_tff.reproductions.STUDIES.
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 
+from experiments import cli
 from fl_tff import reproductions
-from fl_tff.config import ConfigError
 
 _STUDY = flags.DEFINE_enum('study', None, sorted(reproductions.STUDIES), 'Which reproduction to run.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'docs/reproductions', 'Where the PNG and table go.')
@@ -22,16 +19,15 @@ flags.mark_flag_as_required('study')
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.WARNING)
-    try:
+
+    def run() -> int:
         out = reproductions.run_study(_STUDY.value, _OUTPUT_DIR.value, rounds=_ROUNDS.value)
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    for row in out['rows']:
-        print(row)
-    print(f"wrote {out['png']} and {out['markdown']}")
-    return 0
+        for row in out['rows']:
+            print(row)
+        print(f"wrote {out['png']} and {out['markdown']}")
+        return 0
+
+    return cli.run_main(run)
 
 
 if __name__ == '__main__':

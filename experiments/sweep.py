@@ -7,15 +7,12 @@ Runs sequentially; writes OUTPUT_DIR/SWEEP_NAME/summary.{md,csv} (mean ± std ov
 sweep.png. Every combination is validated before the first run starts.
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 
+from experiments import cli
 from experiments import train  # Defines the experiment flags this driver shares.
 from fl_tff import sweep
-from fl_tff.config import ConfigError
 
 _GRID = flags.DEFINE_string('grid', None, 'NAME=V1,V2[;NAME=V1,V2...] over experiment settings.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per grid point (seed, seed+1, ...).')
@@ -26,17 +23,16 @@ flags.mark_flag_as_required('grid')
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.WARNING)
-    try:
+
+    def run() -> int:
         grid = sweep.parse_grid(_GRID.value)
         out = sweep.run_sweep(train.config_from_flags(), grid, _SEEDS.value, _NAME.value)
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    for row in out['rows']:
-        print(row)
-    print(f"wrote {out['dir']}/summary.md, summary.csv and sweep.png")
-    return 0
+        for row in out['rows']:
+            print(row)
+        print(f"wrote {out['dir']}/summary.md, summary.csv and sweep.png")
+        return 0
+
+    return cli.run_main(run)
 
 
 if __name__ == '__main__':

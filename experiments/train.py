@@ -1,16 +1,16 @@
 """Train a federated model: `python -m experiments.train --algorithm=fedavg --rounds=30 ...`.
 
 Every flag is a field of `fl_tff.config.ExperimentConfig`; `--helpfull` documents them.
-Bad values exit with status 2 and one message naming the flag, before anything is traced.
+Bad values exit with status 2 and one message naming the flag, before anything is traced;
+a diverged run exits 3, Ctrl-C exits 130 (see `experiments.cli`).
 """
 
 import dataclasses
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
+from experiments import cli
 from fl_tff import experiment
 from fl_tff.aggregation import AGGREGATORS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
@@ -104,9 +104,15 @@ _HELP = {
     'seed': 'Seed for data, partitioning, sampling, devices, shuffling and initialization.',
     'eval_every': 'Evaluate on test data every this many rounds (and after the last round).',
     'checkpoint_every': 'Save the server state every this many rounds (0: only round 0 and the last); '
-                        'rerunning the same command resumes from the newest checkpoint.',
+                        'rerunning the same command resumes from the newest checkpoint that loads '
+                        '(a larger --rounds extends a finished run).',
+    'divergence_factor': 'Stop (exit 3, last good checkpoint kept) when the train loss exceeds this '
+                         'multiple of the initial model\'s loss; 0 = only on NaN/inf (see '
+                         'fl_tff.divergence).',
     'output_dir': 'Directory that receives one subdirectory per run.',
     'experiment_name': 'Name of the run directory (default: built from the settings).',
+    'wait_for_lock': 'When another run holds the run directory, wait for it to finish instead of '
+                     'exiting with an error naming its PID.',
 }
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
@@ -131,16 +137,12 @@ define_flags()
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.WARNING)  # TFF logs every model build at INFO.
-    try:
+
+    def train() -> int:
         experiment.run_experiment(config_from_flags().validate())
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    except experiment.DivergenceError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 3
-    return 0
+        return 0
+
+    return cli.run_main(train)
 
 
 if __name__ == '__main__':

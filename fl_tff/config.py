@@ -29,6 +29,16 @@ WEIGHTINGS = ('examples', 'uniform')
 PARTITIONS = ('auto', 'natural', *PARTITIONERS)
 
 
+# Field metadata of settings that do not change what a run computes (where files go, how often
+# it evaluates or saves, how it waits, when it gives up): a rerun that differs from a saved run
+# only in these resumes that run's directory. `rounds` is one too: a larger value extends a run.
+RESULT_NEUTRAL = 'result_neutral'
+
+
+def _neutral(default):
+    return dataclasses.field(default=default, metadata={RESULT_NEUTRAL: True})
+
+
 class ConfigError(ValueError):
     """An invalid setting; the message names the setting (as its flag) and the valid values."""
 
@@ -59,7 +69,7 @@ class ExperimentConfig:
     clients_per_round: int = 10
     test_fraction: float = 0.2
     # Training.
-    rounds: int = 50
+    rounds: int = _neutral(50)
     client_epochs: int = 2
     client_batch_size: int = 10
     client_learning_rate: float = 0.05
@@ -100,13 +110,24 @@ class ExperimentConfig:
     over_selection: float = 0.0
     # Execution.
     simulation: str = 'tff'
-    workers: str = ''
+    workers: str = _neutral('')
     # Bookkeeping.
     seed: int = 0
-    eval_every: int = 5
-    checkpoint_every: int = 10
-    output_dir: str = 'runs'
-    experiment_name: str = ''
+    eval_every: int = _neutral(5)
+    checkpoint_every: int = _neutral(10)
+    divergence_factor: float = _neutral(10.0)
+    output_dir: str = _neutral('runs')
+    experiment_name: str = _neutral('')
+    wait_for_lock: bool = _neutral(False)
+
+    def result_settings(self) -> dict:
+        """The settings that determine what the run computes (all but the result-neutral ones)."""
+        return result_settings(dataclasses.asdict(self))
+
+    def local_epochs(self) -> int:
+        """Local epochs each client runs: `client_epochs`, or 1 for algorithms without local
+        SGD (FedSGD's one gradient pass)."""
+        return self.client_epochs if ALGORITHMS[self.algorithm].local_epochs else 1
 
     def heterogeneity(self) -> DeviceHeterogeneity:
         """The device-heterogeneity settings of this config."""
@@ -171,6 +192,10 @@ class ExperimentConfig:
         self._validate_simulation()
         _non_negative('seed', self.seed)
         _non_negative('checkpoint_every', self.checkpoint_every)
+        _non_negative('divergence_factor', self.divergence_factor)
+        if 0 < self.divergence_factor <= 1:
+            raise ConfigError('divergence_factor', 'is a multiple of the initial loss: use a value '
+                              f'> 1 (e.g. 10), or 0 to turn the loss rule off; got {self.divergence_factor}')
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ConfigError('output_dir', f'{self.output_dir!r} exists and is not a directory')
         if self.experiment_name and (os.sep in self.experiment_name or self.experiment_name in ('.', '..')):
@@ -356,8 +381,16 @@ class ExperimentConfig:
                 raise ConfigError(name, f'--workers: {why}; run without --workers')
 
     def _validate_devices(self) -> None:
+        if self.straggler_fraction > 0 and self.local_epochs() < 2:
+            raise ConfigError('straggler_fraction', (
+                f'stragglers run fewer than E local epochs, so they need E >= 2: set '
+                f'--client_epochs >= 2 (it is {self.client_epochs})')
+                if ALGORITHMS[self.algorithm].local_epochs else (
+                f'{self.algorithm} computes one gradient pass per client per round, so no client '
+                'can do partial work: use --straggler_fraction=0 (or --dropout_rate for clients '
+                'that return nothing), or an algorithm with local epochs (fedavg, fedprox)'))
         try:
-            self.heterogeneity().validate(self.client_epochs)
+            self.heterogeneity().validate(self.local_epochs())
         except HeterogeneityError as e:
             raise ConfigError(e.field, str(e)) from e
         sampled = self.clients_per_round * (1 + self.over_selection)
@@ -370,6 +403,12 @@ class ExperimentConfig:
         return self.experiment_name or (
             f'{self.dataset}_{self.algorithm}_{self.model}_{self.resolved_partition()}_'
             f'n{self.num_clients}_k{self.clients_per_round}_s{self.seed}')
+
+
+def result_settings(values: dict) -> dict:
+    """`values` (a config as a dict) without the result-neutral settings."""
+    neutral = {f.name for f in dataclasses.fields(ExperimentConfig) if f.metadata.get(RESULT_NEUTRAL)}
+    return {k: v for k, v in values.items() if k not in neutral}
 
 
 def _choice(name: str, value: str, choices) -> None:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
+import tempfile
 import time
 from typing import Any, Callable
 
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (aggregation, algorithms, checkpoints, data, evaluation, models, reporting,
-                    runtime, simulation)
+from fl_tff import (aggregation, algorithms, checkpoints, data, divergence, evaluation, files,
+                    models, reporting, runtime, simulation)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
 from fl_tff import round_hooks
@@ -139,31 +139,60 @@ def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
         **({'hidden_units': config.hidden_units} if config.hidden_units else {}))
 
 
-class DivergenceError(RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+# Re-exported: the error `run_experiment` raises when training diverges.
+DivergenceError = divergence.DivergenceError
 
 
-def _check_finite(row: dict[str, Any]) -> None:
-    prefix = f'training diverged at round {row["round"]}'
-    if row.get('server_update_skipped'):
-        raise DivergenceError(f'{prefix}: the aggregated update was not finite')
-    if row['clients'] and not math.isfinite(row['train_loss']):
-        raise DivergenceError(f'{prefix}: train_loss is {row["train_loss"]} '
-                              '(every client update was NaN or infinite)')
-    for key in ('test_loss', 'global_train_loss'):
-        if key in row and not math.isfinite(row[key]):
-            raise DivergenceError(f'{prefix}: {key} is {row[key]}')
+class RunInterrupted(Exception):
+    """Training was interrupted (Ctrl-C); the newest checkpoint is kept.
+
+    Attributes:
+      last_round: The last round whose metrics were recorded.
+      resume_round: The round a rerun of the same command starts with.
+    """
+
+    def __init__(self, last_round: int, checkpoint_round: int):
+        self.last_round, self.resume_round = last_round, checkpoint_round + 1
+        super().__init__(f'interrupted after round {last_round}; rerun the same command to resume '
+                         f'from round {self.resume_round}')
 
 
-def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn
+def preflight(config: ExperimentConfig) -> None:
+    """Checks, before any data is loaded, what validation cannot see in the config alone: that
+    the output directory can be created and the `--workers` accept connections.
+
+    Raises:
+      ConfigError: Naming `output_dir` or `workers`.
+    """
+    _check_output_dir(config.output_dir)
+    if config.workers:
+        try:
+            runtime.check_workers_reachable(runtime.parse_workers(config.workers))
+        except runtime.WorkerUnreachableError as e:
+            raise ConfigError('workers', str(e)) from e
+
+
+def _check_output_dir(path: str) -> None:
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError('output_dir', f'cannot create {path!r}: {existing!r} is not a directory')
+    try:  # A probe: permissions, read-only and special file systems (e.g. /proc) all show here.
+        os.rmdir(tempfile.mkdtemp(prefix=f'{files.PARTIAL_PREFIX}probe-', dir=existing))
+    except OSError as e:
+        raise ConfigError('output_dir', f'cannot create {path!r}: {e.strerror} in {existing!r}; '
+                          'choose a writable directory') from e
+
+
+def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn,
+                global_train: evaluation.CentralizedEvaluator,
                 ) -> list[Callable[[tff.learning.models.ModelWeights], dict[str, float]]]:
     masks = dict(masked_labels=fed_data.masked_labels,
                  accuracy_masked_labels=fed_data.accuracy_masked_labels)
     evaluators = [
         evaluation.CentralizedEvaluator(keras_fn, fed_data.test_x, fed_data.test_y, **masks),
-        # The global model's loss on all training data (what FedProx's paper plots).
-        evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
-                                        prefix='global_train', **masks),
+        global_train,
         evaluation.FederatedEvaluator(model_fn, fed_data.test),
         evaluation.PerClientEvaluator(keras_fn, fed_data.test, **masks),
     ]
@@ -175,18 +204,28 @@ def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn
 
 def run_experiment(config: ExperimentConfig,
                    log: Callable[[str], None] = print) -> ExperimentResult:
-    """Validates `config`, trains (resuming its run directory if one with the same settings
-    exists), evaluates every `eval_every` rounds, and writes the run directory.
+    """Validates `config`, trains (resuming or extending its run directory if one with the same
+    settings exists), evaluates every `eval_every` rounds, and writes the run directory.
 
     The run directory (`output_dir/run_name`) receives config.json, flags.txt, partition.json,
     metrics.csv (one row per round), tensorboard/, checkpoints/ (every `checkpoint_every`
-    rounds and the last), final_model.keras and summary.json. A NaN or infinite loss raises
-    `DivergenceError` and keeps the last good checkpoint.
+    rounds and the last), final_model.keras and summary.json, each file written atomically. It is
+    locked while the run uses it. A checkpoint that does not load is set aside and the newest one
+    that loads is resumed.
+
+    Raises:
+      ConfigError: A bad setting, an unwritable output directory or unreachable workers.
+      run_lock.RunDirInUseError: Another live run holds the run directory.
+      checkpoints.CheckpointLoadError: The run has checkpoints and none of them loads.
+      DivergenceError: Training diverged (see `fl_tff.divergence` for the rule); the last good
+        checkpoint is kept.
+      RunInterrupted: Ctrl-C during training; the newest checkpoint is kept.
     """
     config.validate()
+    preflight(config)
     fed_data = load_federated_data(config)
     model_fn, keras_fn = build_model(config, fed_data)
-    epochs = config.client_epochs if algorithms.get_algorithm(config.algorithm).local_epochs else 1
+    epochs = config.local_epochs()
     select = simulation.build_training_selection_fn(
         fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
         batch_size=config.client_batch_size, seed=config.seed,
@@ -196,41 +235,64 @@ def run_experiment(config: ExperimentConfig,
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
                                                       models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)
-    run_dir, resuming = reporting.prepare_run_dir(config.output_dir, config.run_name(), config)
-    if not resuming:
-        reporting.save_config(run_dir, config)
+    run = reporting.open_run_dir(config.output_dir, config.run_name(), config,
+                                 wait_for_lock=config.wait_for_lock, log=log)
+    try:
+        return _train(config, run, fed_data, model_fn, keras_fn, select, privacy_ledger, epochs, log)
+    finally:
+        run.lock.release()
+
+
+def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.FederatedData,
+           model_fn: models.ModelFn, keras_fn, select: simulation.ClientSelector,
+           privacy_ledger, epochs: int, log: Callable[[str], None]) -> ExperimentResult:
+    """The part of `run_experiment` that runs inside the locked run directory."""
+    run_dir = run.path
+    log(f'new run directory {run_dir}: {run.note}' if run.note else f'run directory: {run_dir}')
+    if not run.resuming:
         reporting.write_json(os.path.join(run_dir, reporting.PARTITION_FILE), fed_data.summary)
-    log(f'run directory: {run_dir}')
     log(data.partition.format_summary(fed_data.summary, max_rows=5))
 
     start = time.monotonic()
+    masks = dict(masked_labels=fed_data.masked_labels,
+                 accuracy_masked_labels=fed_data.accuracy_masked_labels)
+    # The global model's loss on all training data (what FedProx's paper plots).
+    global_train = evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
+                                                   prefix='global_train', **masks)
     with runtime.runtime_for(runtime.parse_workers(config.workers),
                              log_path=os.path.join(run_dir, 'worker.log')):
         process = build_process(config, model_fn, fed_data.masked_labels,
                                 max_weight=max(fed_data.train_sizes.values()) * epochs)
         checkpointer = checkpoints.Checkpointer(
             run_dir, config.checkpoint_every,
-            client_states=process if hasattr(process, 'save_client_states') else None)
-        state, done = checkpointer.latest(process.initialize()) if resuming else (None, 0)
+            client_states=process if isinstance(process, checkpoints.ClientStateStore) else None)
+        initial_state = process.initialize()
+        state, done = checkpointer.latest(initial_state) if run.resuming else (None, 0)
+        for skipped in checkpointer.skipped:
+            log(f'skipped the checkpoint of round {skipped.round_num}, which does not load '
+                f'({skipped.reason}); it is kept as {skipped.moved_to}')
         if state is None:
-            state = process.initialize()
+            state = initial_state
             checkpointer.maybe_save(state, 0, force=True)
         else:
             log(f'resuming after round {done} from {checkpointer.directory}')
+        monitor = divergence.DivergenceMonitor(
+            global_train(process.get_model_weights(initial_state))['global_train_loss']
+            if config.divergence_factor else float('nan'), config.divergence_factor)
         previous = reporting.read_metrics(run_dir, up_to_round=done)
         ledgers = round_hooks.Ledgers(
             select, config.rounds,
             round_hooks.build_communication_ledger(config, process.get_model_weights(state)),
             privacy_ledger)
         ledgers.replay(done)
-        evaluators = _evaluators(fed_data, model_fn, keras_fn)
+        evaluators = _evaluators(fed_data, model_fn, keras_fn, global_train)
         releaser = reporting.MetricsReleaser(run_dir)
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
 
         def on_round(row, new_state):
             releaser.release(row)
             reporter.round(row)
-            _check_finite(row)
+            monitor.check(row)
             checkpointer.maybe_save(new_state, row['round'], force=row['round'] == config.rounds)
 
         try:
@@ -241,7 +303,11 @@ def run_experiment(config: ExperimentConfig,
                 before_round=ledgers.before_round)
         except DivergenceError as e:
             raise DivergenceError(f'{e}; the last good checkpoint (round '
-                                  f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}') from e
+                                  f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}',
+                                  e.round_num, run_dir) from e
+        except KeyboardInterrupt:  # What is on disk, wherever in a round the interrupt landed.
+            recorded = max((r['round'] for r in reporting.read_metrics(run_dir)), default=0)
+            raise RunInterrupted(recorded, checkpointer.latest_round()) from None
         finally:
             reporter.close()
             if hasattr(process, 'close'):
@@ -252,7 +318,7 @@ def run_experiment(config: ExperimentConfig,
     history = previous + history
     model = keras_fn()
     final_weights.assign_weights_to(model)
-    model.save(os.path.join(run_dir, reporting.FINAL_MODEL_FILE))
+    _save_model(model, os.path.join(run_dir, reporting.FINAL_MODEL_FILE))
     evaluated = [row for row in history if 'test_accuracy' in row]
     summary = {
         'run_dir': run_dir,
@@ -273,3 +339,13 @@ def run_experiment(config: ExperimentConfig,
         f"({summary['seconds_this_session']:.0f}s); metrics in "
         f"{os.path.join(run_dir, reporting.METRICS_FILE)}")
     return ExperimentResult(run_dir, history, final_weights, summary)
+
+
+def _save_model(model, path: str) -> None:
+    """`model.save(path)` through a temporary file of the same suffix, fsynced and renamed."""
+    tmp = files.partial_path(path)
+    model.save(tmp)
+    with open(tmp, 'rb') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    files.fsync_directory(os.path.dirname(os.path.abspath(path)))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Optional, Sequence
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+from fl_tff import files  # noqa: E402
 
 
 def plot_curves(histories: dict[str, Sequence[dict[str, Any]]], metrics: Sequence[str], path: str, *,
@@ -25,7 +28,8 @@ def plot_curves(histories: dict[str, Sequence[dict[str, Any]]], metrics: Sequenc
             _panel(ax, histories, x_key, x_label, metric, log_scale, hlines)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with files.atomic_write(path, 'wb') as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)
     plt.close(fig)
 
 

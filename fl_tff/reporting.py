@@ -12,7 +12,8 @@ from typing import Any, Callable, Optional, TextIO
 
 import tensorflow_federated as tff
 
-from fl_tff import runtime
+from fl_tff import files, run_lock, runtime
+from fl_tff.config import result_settings
 
 METRICS_FILE = 'metrics.csv'
 TENSORBOARD_DIR = 'tensorboard'
@@ -23,63 +24,135 @@ SUMMARY_FILE = 'summary.json'
 PARTITION_FILE = 'partition.json'
 
 
-def prepare_run_dir(output_dir: str, name: str, config) -> tuple[str, bool]:
-    """(run directory, resuming).
+@dataclasses.dataclass
+class RunDir:
+    """A run directory this process holds the lock of.
 
-    `output_dir/name` (or `name_2`, `name_3`, ...) whose saved config equals `config` is resumed
-    (settings missing from it count as their defaults);
-    otherwise the first free one is created. An existing run with other settings is never touched.
+    Attributes:
+      path: The directory.
+      resuming: Whether it holds an earlier run of the same settings (to resume or extend).
+      lock: The held lock; release it when the run ends.
+      note: Why a new directory was started beside an existing one of the same name ('' if not).
+    """
+
+    path: str
+    resuming: bool
+    lock: run_lock.RunDirLock
+    note: str = ''
+
+
+def open_run_dir(output_dir: str, name: str, config, *, wait_for_lock: bool = False,
+                 log: Callable[[str], None] = print) -> RunDir:
+    """Finds or creates the run directory of `config` under `output_dir` and locks it.
+
+    `output_dir/name` (or `name_2`, `name_3`, ...) whose saved config computes the same thing is
+    resumed: settings that only say where files go, how often to evaluate or checkpoint, where to
+    run or when to give up (`ExperimentConfig`'s result-neutral fields) may differ, and so may
+    `rounds` as long as the saved run has not run past it (a larger value extends a finished
+    run). Settings missing from a saved config count as their defaults. Otherwise the first free
+    name is created, and `note` says which settings differ from the run named `name`. An
+    existing run with other settings is never touched. The saved config is updated to `config`.
+
+    Raises:
+      run_lock.RunDirInUseError: Another live run holds the directory (and not `wait_for_lock`).
     """
     os.makedirs(output_dir, exist_ok=True)
     encode = lambda value: json.loads(json.dumps(value, default=str))
     wanted = encode(dataclasses.asdict(config))
     # Settings added since a run was saved take their defaults (the behaviour it ran with).
     defaults = encode(dataclasses.asdict(type(config)()))
+    note = ''
     candidate, n = os.path.join(output_dir, name), 1
     while True:
-        saved = os.path.join(candidate, CONFIG_FILE)
-        if os.path.exists(saved):
-            with open(saved) as f:
-                if {**defaults, **json.load(f)} == wanted:
-                    return candidate, True
-        else:
-            try:
-                os.makedirs(candidate)
-                return candidate, False
-            except FileExistsError:
-                if not os.listdir(candidate):  # An empty directory left by a failed start.
-                    return candidate, False
+        saved = _read_saved_config(candidate)
+        if saved is not None:
+            why = _why_not_resumable(candidate, {**defaults, **saved}, wanted)
+            if not why:
+                lock = run_lock.acquire(candidate, wait_for_lock, log)
+                if _read_saved_config(candidate) == saved:  # Unchanged while we waited.
+                    save_config(candidate, config)
+                    return RunDir(candidate, True, lock, note)
+                lock.release()
+                continue
+            note = note or f'{candidate} {why}'
+        elif os.path.isdir(candidate) or _make_dir(candidate):
+            # New, or left without a config by a start that failed (or is starting right now).
+            lock = run_lock.acquire(candidate, wait_for_lock, log)
+            if _read_saved_config(candidate) is None:
+                save_config(candidate, config)
+                return RunDir(candidate, False, lock, note)
+            lock.release()
+            continue
         n += 1
         candidate = os.path.join(output_dir, f'{name}_{n}')
 
 
+def _make_dir(path: str) -> bool:
+    try:
+        os.makedirs(path)
+        return True
+    except FileExistsError:
+        return os.path.isdir(path)
+
+
+def _read_saved_config(run_dir: str) -> Optional[dict[str, Any]]:
+    try:
+        with open(os.path.join(run_dir, CONFIG_FILE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def _why_not_resumable(run_dir: str, saved: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """'' when a run saved with settings `saved` can be resumed with `wanted`, else the reason."""
+    ours, theirs = result_settings(wanted), result_settings(saved)
+    differing = [k for k in ours if ours[k] != theirs.get(k)]
+    if differing:
+        return 'has other settings: ' + ', '.join(
+            f'--{k}={theirs.get(k)} there, {ours[k]} here' for k in differing)
+    done = max((row['round'] for row in read_metrics(run_dir)), default=0)
+    if done > wanted['rounds']:
+        return f'has already run {done} rounds, more than --rounds={wanted["rounds"]}'
+    return ''
+
+
 def write_json(path: str, value: Any) -> None:
-    """Writes JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=str)
-        f.write('\n')
-    os.replace(tmp, path)
+    """Writes JSON atomically and durably, so a crash never leaves half a file."""
+    files.write_json(path, value)
 
 
 def save_config(run_dir: str, config) -> None:
     """Saves the config as JSON and as an absl flagfile (`--flagfile=flags.txt` reruns it)."""
     values = dataclasses.asdict(config)
     write_json(os.path.join(run_dir, CONFIG_FILE), values)
-    with open(os.path.join(run_dir, FLAGS_FILE), 'w') as f:
+    with files.atomic_write(os.path.join(run_dir, FLAGS_FILE)) as f:
         f.writelines(f'--{k}={v}\n' for k, v in values.items())
 
 
+class _AtomicCSVReleaseManager(tff.program.CSVFileReleaseManager):
+    """TFF's CSV release manager rewriting the whole file each release through an atomic,
+    durable write (TFF's append mode can leave half a row after a crash; its rewrite does
+    not fsync)."""
+
+    def __init__(self, path: str, key_fieldname: str):
+        super().__init__(path, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname=key_fieldname)
+
+    def _write_values(self, fieldnames, values) -> None:
+        with files.atomic_write(os.fspath(self._file_path), newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(values)
+
+
 class MetricsReleaser:
-    """Releases each round's row through tff.program release managers: CSV (metrics.csv),
-    TensorBoard (tensorboard/) and logging. Re-releasing a round replaces it and every later one
-    in the CSV, so a resumed run leaves no stale rows."""
+    """Releases each round's row through tff.program release managers: CSV (metrics.csv,
+    rewritten atomically), TensorBoard (tensorboard/) and logging. Re-releasing a round replaces
+    it and every later one in the CSV, so a resumed run leaves no stale rows."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, METRICS_FILE)
         self._managers = [
-            tff.program.CSVFileReleaseManager(self.path, save_mode=tff.program.CSVSaveMode.APPEND,
-                                              key_fieldname='round'),
+            _AtomicCSVReleaseManager(self.path, key_fieldname='round'),
             tff.program.TensorBoardReleaseManager(os.path.join(run_dir, TENSORBOARD_DIR)),
             tff.program.LoggingReleaseManager(),
         ]

@@ -11,8 +11,9 @@ import os
 import platform
 from typing import Any, Callable, Optional
 
-from fl_tff import plotting
+from fl_tff import files, plotting
 from fl_tff.config import ExperimentConfig
+from fl_tff.divergence import DivergenceError
 from fl_tff.experiment import run_experiment
 
 Rows = list[dict[str, Any]]
@@ -225,30 +226,37 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
     study = STUDIES.get(name)
     configs = study_configs(name, output_dir, rounds)  # Validates everything before running.
     os.makedirs(output_dir, exist_ok=True)
-    histories, run_dirs = {}, {}
+    histories, run_dirs, diverged = {}, {}, {}
     for label, config in configs:
         log(f'== {label}')
-        result = run_experiment(config, log=lambda line: None)
+        try:
+            result = run_experiment(config, log=lambda line: None)
+        except DivergenceError as e:  # Recorded in the table; the other variants still run.
+            diverged[label], run_dirs[label] = e.round_num, e.run_dir
+            log(f'   {e}')
+            continue
         histories[label], run_dirs[label] = result.history, result.run_dir
         log(f'   {result.summary}')
     png = os.path.join(output_dir, f'{name}.png')
     plotting.plot_curves(histories, study.plot_metrics, png, title=study.title,
                          log_scale=study.log_scale, hlines=study.hlines, x_axes=study.x_axes)
-    rows = study.table(histories)
+    table = {row['run']: row for row in (study.table(histories) if histories else [])}
+    rows = [{'run': label, 'status': f'diverged at round {diverged[label]}'}
+            if label in diverged else {**table[label], 'status': 'ok'} for label, _ in configs]
     md = os.path.join(output_dir, f'{name}.md')
-    with open(md, 'w') as f:
+    with files.atomic_write(md) as f:
         f.write(_markdown(name, study, configs, rows, rounds))
     return {'png': png, 'markdown': md, 'rows': rows, 'run_dirs': run_dirs}
 
 
 def _markdown(name, study, configs, rows, rounds) -> str:
-    header = list(rows[0])
+    header = list(dict.fromkeys(h for r in rows for h in r))  # Every column, in first-seen order.
     lines = [f'# {study.title}', '', f'Claim: {study.claim}', '',
              f'Command: `python -m experiments.reproduce --study={name}'
              + (f' --rounds={rounds}' if rounds else '') + '`', '',
              f'![{name}]({name}.png)', '',
              '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(str(r[h]) for h in header) + ' |' for r in rows]
+    lines += ['| ' + ' | '.join(str(r.get(h, '')) for h in header) + ' |' for r in rows]
     lines += ['', 'Settings (shared, then per run):', '',
               '```', ' '.join(f'--{k}={v}' for k, v in study.base.items() if not (rounds and k == 'rounds'))
               + (f' --rounds={rounds}' if rounds else ''), *[

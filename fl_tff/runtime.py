@@ -10,6 +10,8 @@ start the worker ourselves:
 * from a long-lived keeper thread, because the parent-death signal fires when the *thread*
   that forked the child exits;
 * with its output sent to a log file, never to our stdout;
+* in its own session, so a terminal's Ctrl-C (SIGINT to the foreground process group) reaches
+  only us: we stop it ourselves, after reporting where the run can resume;
 * stopped by `stop()`, by `atexit` and by the context manager's exit; SIGTERM becomes
   `SystemExit` so those paths also run on `kill PID`.
 
@@ -115,11 +117,12 @@ class WorkerProcess:
             if setpriv:
                 box['process'] = subprocess.Popen(
                     [setpriv, '--pdeathsig', 'KILL', *args], stdin=subprocess.DEVNULL,
-                    stdout=self._log_file, stderr=subprocess.STDOUT, close_fds=True)
+                    stdout=self._log_file, stderr=subprocess.STDOUT, close_fds=True,
+                    start_new_session=True)
             else:
                 box['process'] = subprocess.Popen(
                     args, stdin=subprocess.DEVNULL, stdout=self._log_file,
-                    stderr=subprocess.STDOUT, close_fds=True,
+                    stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
                     preexec_fn=_set_parent_death_signal)
         except BaseException as e:  # Reported to the starting thread.
             box['error'] = e
@@ -284,13 +287,7 @@ class RemoteRuntime:
 
     def start(self) -> 'RemoteRuntime':
         """Checks every worker accepts connections, then installs the mergeable context."""
-        for address in self.addresses:
-            host, _, port = address.rpartition(':')
-            try:
-                socket.create_connection((host, int(port)), 5).close()
-            except OSError as e:
-                raise RuntimeError(f'no TFF worker at {address}: {e}; start one with '
-                                   '`python -m experiments.launch_workers`') from e
+        check_workers_reachable(self.addresses)
         self._channels = [grpc.insecure_channel(a, _GRPC_OPTIONS) for a in self.addresses]
         contexts = [tff.framework.AsyncExecutionContext(
             executor_fn=_remote_executor_factory(channel, self._default_num_clients),
@@ -330,6 +327,17 @@ class _StoppedContext(tff.framework.SyncContext):
     def invoke(self, comp, arg):
         raise RuntimeError('the fl_tff runtime has been stopped; call fl_tff.runtime.start() '
                            'or use fl_tff.runtime.local_runtime() before running a computation')
+
+
+def drop_stock_context() -> None:
+    """Replaces whatever context is installed in this thread with one that refuses to run.
+
+    Drivers call it on their way out: TFF installs its stock local context at import, and when
+    no run replaced it (a run refused before it started) it is collected at interpreter shutdown,
+    where its `__del__` prints an "Exception ignored" traceback.
+    """
+    if _current is None:
+        tff.framework.set_default_context(_StoppedContext())
 
 
 def _raise_system_exit(signum, frame):  # pylint: disable=unused-argument
@@ -406,6 +414,22 @@ def runtime_for(workers: Sequence[str] = (), **kwargs) -> Iterator[LocalRuntime 
             _current.install()
 
 
+class WorkerUnreachableError(ConnectionError):
+    """Nothing accepts connections at a worker address."""
+
+
+def check_workers_reachable(addresses: Sequence[str], timeout: float = 5.0) -> None:
+    """Raises WorkerUnreachableError naming the first address that refuses a TCP connection."""
+    for address in addresses:
+        host, _, port = address.rpartition(':')
+        try:
+            socket.create_connection((host, int(port)), timeout).close()
+        except OSError as e:
+            raise WorkerUnreachableError(
+                f'no TFF worker at {address} ({e.strerror or e}); start workers with `python -m '
+                'experiments.launch_workers` and pass the --workers= value it prints') from e
+
+
 def parse_workers(text: str) -> list[str]:
     """"host:port,host:port" as a list; ValueError naming a malformed entry."""
     addresses = [a.strip() for a in text.split(',') if a.strip()]
@@ -433,7 +457,12 @@ def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
 
 
 def run_coroutine(coroutine):
-    """Runs `coroutine` to completion on a private event loop.
+    """Runs `coroutine` to completion on a private event loop, with Ctrl-C deferred until it ends.
+
+    Our coroutines are tff.program's checkpoint and release writes, which run in executor
+    threads: a `KeyboardInterrupt` in the middle leaves them writing behind the caller's back and
+    asyncio logging tracebacks about abandoned tasks. They take well under a second, so a Ctrl-C
+    that arrives meanwhile is raised when they are done.
 
     Unlike `asyncio.run`, it leaves the thread's current event loop alone: `asyncio.run` ends by
     setting it to None, after which TFF's own `tff.simulation.run_training_process` (which calls
@@ -441,6 +470,23 @@ def run_coroutine(coroutine):
     """
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(coroutine)
+        with _sigint_deferred():
+            return loop.run_until_complete(coroutine)
     finally:
         loop.close()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Holds back SIGINT inside the block (main thread only) and delivers it at the end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, received[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
 import os
@@ -9,8 +10,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fl_tff import plotting
+from fl_tff import files, plotting
 from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.divergence import DivergenceError
 from fl_tff.experiment import run_experiment
 
 SUMMARY_METRICS = ('final_test_accuracy', 'best_test_accuracy', 'final_global_train_loss')
@@ -67,24 +69,38 @@ def sweep_configs(base: ExperimentConfig, grid: dict[str, list[Any]], seeds: int
 def run_sweep(base: ExperimentConfig, grid: dict[str, list[Any]], seeds: int, name: str,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs every grid point x seed; writes summary.csv, summary.md and sweep.png under
-    `base.output_dir/name`. Returns the summary rows."""
+    `base.output_dir/name`. Returns the summary rows.
+
+    A run that diverges is recorded (the `status` column names its seed and round) and the sweep
+    goes on; means and stds are over the seeds that finished.
+    """
     configs = sweep_configs(base, grid, seeds, name)
     out_dir = os.path.join(base.output_dir, name)
     results: dict[str, list[dict[str, Any]]] = {}
+    diverged: dict[str, list[str]] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
     for n, (point, seed, config) in enumerate(configs, 1):
         label = ', '.join(f'{k}={v}' for k, v in point.items())
         log(f'[{n}/{len(configs)}] {label}, seed={seed}')
-        result = run_experiment(config, log=lambda _: None)
-        results.setdefault(label, []).append(result.summary)
-        histories.setdefault(label, result.history)  # The first seed's curve, for the plot.
+        results.setdefault(label, [])
+        try:
+            result = run_experiment(config, log=lambda _: None)
+        except DivergenceError as e:
+            log(f'   {e}')
+            diverged.setdefault(label, []).append(f'seed {seed} at round {e.round_num}')
+            continue
+        results[label].append(result.summary)
+        histories.setdefault(label, result.history)  # The first finished seed's curve, for the plot.
     rows = []
     for label, summaries in results.items():
-        row: dict[str, Any] = {'setting': label, 'seeds': len(summaries)}
+        row: dict[str, Any] = {'setting': label, 'seeds': len(summaries),
+                               'status': f'diverged: {", ".join(diverged[label])}'
+                               if label in diverged else 'ok'}
         for metric in SUMMARY_METRICS:
             values = np.array([s[metric] for s in summaries], dtype=float)
-            row[metric] = f'{values.mean():.4f} ± {values.std():.4f}'
+            row[metric] = f'{values.mean():.4f} ± {values.std():.4f}' if summaries else ''
         rows.append(row)
+    os.makedirs(out_dir, exist_ok=True)
     _write_tables(out_dir, rows)
     plotting.plot_curves(histories, ['test_accuracy', 'global_train_loss'],
                          os.path.join(out_dir, 'sweep.png'), title=f'sweep {name} (first seed)',
@@ -94,11 +110,10 @@ def run_sweep(base: ExperimentConfig, grid: dict[str, list[Any]], seeds: int, na
 
 def _write_tables(out_dir: str, rows: list[dict[str, Any]]) -> None:
     header = list(rows[0])
-    with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
+    with files.atomic_write(os.path.join(out_dir, 'summary.md')) as f:
         f.write('| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header) + '\n')
         f.writelines('| ' + ' | '.join(str(r[h]) for h in header) + ' |\n' for r in rows)
-    import csv
-    with open(os.path.join(out_dir, 'summary.csv'), 'w', newline='') as f:
+    with files.atomic_write(os.path.join(out_dir, 'summary.csv'), newline='') as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)

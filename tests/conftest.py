@@ -28,3 +28,10 @@ def skewed_digits(digits):
     from fl_tff import data
     parts = data.make_partition('quantity', digits.y, 6, seed=3, sigma=1.0)
     return data.build_federated_data(digits, parts, seed=3)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drops TFF's stock context before interpreter shutdown (its __del__ fails there)."""
+    import sys
+    if 'fl_tff.runtime' in sys.modules:
+        sys.modules['fl_tff.runtime'].drop_stock_context()

@@ -48,3 +48,17 @@ def float_tensor_shapes(type_spec) -> list:
             found.append(None if t.shape is None else tuple(t.shape))
     walk(type_spec)
     return found
+
+
+def run_driver_in_process(main, argv: list[str]) -> int:
+    """Parses `argv` into absl's flags and calls a driver's `main` here (its exit code).
+
+    Flags keep no state between calls (every flag is reset first). Capture output with capsys.
+    """
+    from absl import flags
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['driver', *argv])
+    try:
+        return main(['driver'])
+    finally:
+        flags.FLAGS.unparse_flags()

@@ -1,5 +1,6 @@
 """Plot and sweep tools, progress reporting."""
 
+import dataclasses
 import io
 import json
 import os
@@ -72,3 +73,28 @@ def test_progress_bar_in_a_terminal_and_plain_lines_otherwise():
     plain = reporting.RoundReporter(4, 1, lines.append, stream=io.StringIO())
     plain.round(row)
     assert len(lines) == 1 and lines[0].startswith('round 1/4')
+
+
+def test_a_diverging_sweep_point_is_recorded_and_the_sweep_still_summarizes(tff_runtime, tmp_path):
+    base = ExperimentConfig(output_dir=str(tmp_path), rounds=2, eval_every=1)
+    out = sweep.run_sweep(base, {'client_learning_rate': [0.05, 50.0]}, 1, 's', log=lambda _: None)
+    rows = {r['setting']: r for r in out['rows']}
+    assert rows['client_learning_rate=50.0']['status'] == 'diverged: seed 0 at round 1'
+    assert rows['client_learning_rate=50.0']['seeds'] == 0
+    assert rows['client_learning_rate=0.05']['status'] == 'ok'
+    assert rows['client_learning_rate=0.05']['seeds'] == 1
+    for name in ('summary.md', 'summary.csv', 'sweep.png'):
+        assert os.path.getsize(os.path.join(out['dir'], name)) > 0
+    assert 'diverged: seed 0 at round 1' in open(os.path.join(out['dir'], 'summary.md')).read()
+
+
+def test_a_diverging_reproduction_variant_is_a_table_row(tff_runtime, tmp_path, monkeypatch):
+    from fl_tff import reproductions
+    study = reproductions.STUDIES['fedavg_vs_fedsgd']
+    monkeypatch.setitem(reproductions.STUDIES, 'tiny', dataclasses.replace(
+        study, base={**study.base, 'rounds': 2},
+        variants=(('FedAvg', {}), ('FedAvg, lr 50', {'client_learning_rate': 50.0}))))
+    out = reproductions.run_study('tiny', str(tmp_path), log=lambda _: None)
+    assert [r['status'] for r in out['rows']] == ['ok', 'diverged at round 1']
+    assert '| FedAvg, lr 50 |' in open(out['markdown']).read()
+    assert os.path.getsize(out['png']) > 1000

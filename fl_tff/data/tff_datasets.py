@@ -13,8 +13,11 @@ train/test split. Text datasets are tokenized with TFF's baseline preprocessing
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sqlite3
+import urllib.parse
 from typing import Callable
 
 import numpy as np
@@ -136,8 +139,13 @@ def expected_file(name: str, data_dir: str) -> str:
     return os.path.join(data_dir or '.', TFF_DATASETS[name].file)
 
 
+# The tables of TFF's client-data SQLite files.
+SQLITE_TABLES = ('examples', 'client_metadata')
+
+
 def check_available(name: str, data_dir: str) -> None:
-    """Raises MissingDatasetFileError naming the first expected file that is absent."""
+    """Raises MissingDatasetFileError naming the first expected file that is absent, or the
+    SQLite file when it is not a database with TFF's tables (empty, truncated, another file)."""
     spec = TFF_DATASETS[name]
     for file in (spec.file, *spec.extra_files):
         path = os.path.join(data_dir, file) if data_dir else ''
@@ -150,6 +158,29 @@ def check_available(name: str, data_dir: str) -> None:
             raise MissingDatasetFileError(
                 f'{name} needs {where}: put {file} ({origin}) in the directory given by '
                 '--data_dir; fl_tff never downloads')
+    path = os.path.join(data_dir, spec.file)
+    problem = _sqlite_problem(path)
+    if problem:
+        raise MissingDatasetFileError(
+            f'{name}: {os.path.abspath(path)} {problem}; expected TFF\'s client-data SQLite file '
+            f'(tables {", ".join(SQLITE_TABLES)}) as tff.simulation.datasets.{spec.module}.load_data '
+            'caches it')
+
+
+def _sqlite_problem(path: str) -> str:
+    """Why `path` is not a readable TFF client-data SQLite file ('' when it is)."""
+    try:
+        uri = f'file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro'
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+            tables = {row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        return f'is not a readable SQLite database ({e})'
+    missing = [t for t in SQLITE_TABLES if t not in tables]
+    if missing:
+        return f'has no table {", ".join(missing)}' + (' (the file is empty)' if not tables and
+                                                      os.path.getsize(path) == 0 else '')
+    return ''
 
 
 def load_tff_dataset(name: str, data_dir: str, num_clients: int, seed: int) -> ArrayDataset:

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,13 +12,21 @@ import pytest
 from fl_tff import experiment, reporting
 from fl_tff.config import ExperimentConfig
 from fl_tff.simulation import TIMING_COLUMNS
-from tests.helpers import REPO_ROOT, live_worker_pids, run_python
+from tests.helpers import REPO_ROOT, live_worker_pids, run_driver_in_process, run_python
 
 SMALL = dict(num_clients=8, clients_per_round=4, rounds=4, eval_every=2, model='logreg',
              client_epochs=1, client_batch_size=16, client_learning_rate=0.1)
 
 
-@pytest.mark.parametrize('flags,message', [
+def _not_a_database(data_dir):
+    (data_dir / 'emnist_all.sqlite').write_bytes(b'this is not SQLite' * 100)
+
+
+def _empty_file(data_dir):
+    (data_dir / 'emnist_all.sqlite').write_bytes(b'')
+
+
+BAD_INPUTS = [
     (['--dataset=mnist'], '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     (['--partition=zipf'], '--partition: unknown value .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
     (['--algorithm=fedfoo'], '--algorithm: unknown value .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
@@ -34,17 +43,70 @@ SMALL = dict(num_clients=8, clients_per_round=4, rounds=4, eval_every=2, model='
     (['--alpha=0'], '--alpha: must be > 0'),
     (['--partition=shards', '--classes_per_client=4', '--num_clients=2', '--clients_per_round=2'],
      '--partition: num_clients \* classes_per_client = 8 < 10 classes'),
-])
-def test_bad_flags_exit_nonzero_with_one_clear_message(tmp_path, flags, message):
+    # Found by trying the project as a new user (each a traceback, exit 1, before).
+    (['--algorithm=fedsgd', '--straggler_fraction=0.5'],
+     '--straggler_fraction: fedsgd computes one gradient pass per client per round'),
+    (['--dataset=emnist', '--data_dir={data_dir}'], _empty_file,
+     r'--data_dir: emnist: \S+emnist_all.sqlite has no table examples, client_metadata \(the file is empty\)'),
+    (['--dataset=emnist', '--data_dir={data_dir}'], _not_a_database,
+     r'--data_dir: emnist: \S+emnist_all.sqlite is not a readable SQLite database \(file is not a database\)'),
+    (['--output_dir=/proc/fl_tff_runs'], r"--output_dir: cannot create '/proc/fl_tff_runs': No such file or directory in '/proc'"),
+    (['--workers=127.0.0.1:1'], r'--workers: no TFF worker at 127.0.0.1:1 \(Connection refused\); start workers with'),
+]
+
+
+@pytest.mark.parametrize('case', BAD_INPUTS, ids=lambda case: ' '.join(case[0]))
+def test_bad_input_exits_2_with_one_line_naming_the_flag_before_any_work(tmp_path, capsys, case):
+    """The driver's main, in process: exit code, the whole of stderr, and no run directory."""
+    from experiments import train
+    flags, *prepare, message = case
+    data_dir = tmp_path / 'data'
+    data_dir.mkdir()
+    for make in prepare:
+        make(data_dir)
     out = tmp_path / 'runs'
-    result = run_python(['-m', 'experiments.train', f'--output_dir={out}', *flags], timeout=120)
-    assert result.returncode == 2
-    error_lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
-    assert len(error_lines) == 1, result.stderr[-2000:]
-    assert __import__('re').search(message, error_lines[0]), error_lines[0]
-    assert 'Traceback' not in result.stderr
+    argv = [f'--output_dir={out}', *[f.format(data_dir=data_dir) for f in flags]]
+    code = run_driver_in_process(train.main, argv)
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: --'), captured.err[-2000:]
+    assert re.search(message, lines[0]), lines[0]
+    assert 'Traceback' not in captured.err + captured.out
     # Rejected before any run directory, model or worker existed.
     assert not out.exists() or not any(out.iterdir())
+    assert not os.path.exists('/proc/fl_tff_runs')
+
+
+_NOISE = re.compile(r'Unable to register|Object was never used|tf_should_use|grappler|'
+                    r'^\d{4}-\d\d-\d\d [\d:.]+: [IWEF] ', re.MULTILINE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('extra', [['--secure_agg'], ['--dp=fixed', '--client_weighting=uniform']],
+                         ids=['weighted_secure', 'dp_fixed'])
+def test_runs_print_no_tensorflow_noise(tmp_path, extra):
+    """Each of these printed ERROR lines that are not errors (TF's cuDNN/cuFFT/cuBLAS start-up
+    lines, TFF's "Object was never used" block, a grappler line) though the run was fine."""
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    result = subprocess.run(
+        [sys.executable, '-m', 'experiments.train', f'--output_dir={tmp_path}', '--model=logreg',
+         '--rounds=1', '--num_clients=8', '--clients_per_round=4', '--client_epochs=1', *extra],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not _NOISE.search(result.stdout + result.stderr), result.stderr[-3000:]
+    assert 'final test accuracy' in result.stdout
+
+
+def test_a_failing_run_still_shows_its_error_and_only_that(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    result = subprocess.run(
+        [sys.executable, '-m', 'experiments.train', f'--output_dir={tmp_path}', '--dataset=emnist',
+         '--data_dir=/nonexistent'], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: --data_dir: emnist needs /nonexistent/emnist_all.sqlite')
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_output_path_that_is_a_file_is_rejected_and_kept(tmp_path):
