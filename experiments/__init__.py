@@ -4,8 +4,10 @@ Importing this package (which every `python -m experiments.X` does before Tensor
 silences TensorFlow's C++ log lines below FATAL: at start-up TF prints ERROR-level lines about
 cuDNN/cuFFT/cuBLAS factories on machines without a GPU, and graph optimizers print ERROR lines
 that are not errors of the run. A failing run still reports its error (a Python exception the
-driver prints as one line; FATAL lines still show). `--verbosity` / `-v` on the command line,
-or TF_CPP_MIN_LOG_LEVEL set by the user, keeps TensorFlow's own level.
+driver prints as one line; FATAL lines still show). The price: C++ ERROR lines that do matter
+(a gRPC failure, an allocation failure) are hidden too, while the Python error they cause is
+shown. `--verbosity` / `-v` on the command line, or TF_CPP_MIN_LOG_LEVEL set by the user, keeps
+TensorFlow's own level.
 """
 
 import os
@@ -13,7 +15,7 @@ import sys
 
 
 def _verbosity_requested(argv: list[str]) -> bool:
-    return any(a == '-v' or a.startswith(('--verbosity', '-v=')) for a in argv[1:])
+    return any(a == '-v' or a.startswith(('--verbosity', '-v=', '--v=')) for a in argv[1:])
 
 
 if not _verbosity_requested(sys.argv):

@@ -1,8 +1,9 @@
 """What every driver's `main` shares: one-line errors with their exit codes, quiet logging.
 
-Exit codes: 0 done; 2 bad input (a flag, a file, a busy run directory, unloadable checkpoints,
-unreachable workers), reported before any expensive work; 3 training diverged (the last good
-checkpoint is kept); 130 interrupted by Ctrl-C (the newest checkpoint is kept).
+Exit codes: 0 done; 2 bad input: a flag, a data file, an output directory that cannot be
+created or unreachable workers (reported before any data is loaded or run directory created), a
+run directory in use or checkpoints that do not load (reported before training); 3 training
+diverged (the last good checkpoint is kept); 130 interrupted by Ctrl-C (checkpoints are kept).
 """
 
 from __future__ import annotations

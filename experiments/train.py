@@ -81,8 +81,9 @@ _HELP = {
                   'secure sums, after clipping to +-secure_range and quantizing to secure_bits.',
     'secure_bits': 'Bits per value for --secure_agg, in [1, 24] ([1, 22], the modulus, with '
                    '--dp=distributed).',
-    'secure_range': 'Values are clipped to [-R, R] before quantization (with example weighting R '
-                    'bounds update x weight; with --dp=fixed the clip norm is used).',
+    'secure_range': 'Each update value is clipped to [-R, R] before quantization (also with example '
+                    'weighting: clients scale their weight to <= 1 first; with --dp=fixed the clip '
+                    'norm is used); metrics report the fraction clipped (secure_clipped_fraction).',
     'compression': 'Uplink compression of client updates: none, quantize (unbiased stochastic, '
                    '--compression_bits), rotate_quantize (random Hadamard rotation, then quantize), '
                    'topk or randk (keep a --compression_k fraction of each tensor).',

@@ -104,7 +104,10 @@ class Checkpointer:
         """(state, round) of the newest checkpoint that loads, or (None, 0) when there is none.
 
         Checkpoints that fail to load are moved aside (`corrupt_program_state_<round>`) and
-        recorded in `skipped`. Raises CheckpointLoadError when checkpoints exist but none loads.
+        recorded in `skipped`. Raises CheckpointLoadError when checkpoints exist but none loads,
+        or when only set-aside ones are left (a fresh start would overwrite the run's metrics);
+        ClientStatesMissingError when a checkpoint's client states file is missing (resuming
+        without them would silently change the run, so there is no fallback for that).
         """
         versions = sorted(self._versions(), reverse=True)
         for version in versions:
@@ -118,6 +121,11 @@ class Checkpointer:
                 self._set_aside(version, f'{type(e).__name__}: {_first_line(e)}')
                 continue
             return state, version
+        set_aside = sorted(n for n in os.listdir(self.directory) if n.startswith(CORRUPT_PREFIX))
+        if set_aside and not self.skipped:  # An earlier resume found none that loads.
+            raise CheckpointLoadError(
+                f'no checkpoint in {self.directory} loads (set aside: {", ".join(set_aside)}); '
+                'move the run directory away to start over')
         if versions:
             raise CheckpointLoadError(
                 f'no checkpoint in {self.directory} loads (' + '; '.join(
@@ -138,14 +146,12 @@ class Checkpointer:
 
     def _set_aside(self, version: int, reason: str) -> None:
         path = self._manager._get_path_for_version(version)  # pylint: disable=protected-access
-        moved = os.path.join(self.directory, CORRUPT_PREFIX + os.path.basename(path))
-        if os.path.exists(moved):
-            moved = files.partial_path(moved)  # Already one of that round: this one is garbage.
+        moved = _free_name(os.path.join(self.directory, CORRUPT_PREFIX + os.path.basename(path)))
         os.rename(path, moved)
         client_states = self._client_states_path(version)
         if os.path.exists(client_states):
-            os.rename(client_states, os.path.join(self.directory,
-                                                  CORRUPT_PREFIX + os.path.basename(client_states)))
+            os.rename(client_states, _free_name(os.path.join(
+                self.directory, CORRUPT_PREFIX + os.path.basename(client_states))))
         files.fsync_directory(self.directory)
         self.skipped.append(Skipped(version, reason, moved))
 
@@ -174,6 +180,15 @@ class Checkpointer:
                 if name.startswith('client_states_') and int(name[14:-4]) not in kept:
                     os.remove(os.path.join(self.directory, name))
         return True
+
+
+def _free_name(path: str) -> str:
+    """`path`, or `path.2`, `path.3`, ... : the first that does not exist."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f'{path}.{n}'
+    return candidate
 
 
 def _first_line(error: BaseException) -> str:

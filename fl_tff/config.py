@@ -141,7 +141,12 @@ class ExperimentConfig:
         return self.partition
 
     def validate(self) -> 'ExperimentConfig':
-        """Raises `ConfigError` on the first invalid setting; returns self when all are valid."""
+        """Raises `ConfigError` on the first invalid setting; returns self when all are valid.
+
+        Pure: it reads the config (and, for TFF's datasets, the data files) and builds nothing.
+        Checks that need TFF objects, the output directory or the network are
+        `experiment.preflight`'s.
+        """
         _choice('algorithm', self.algorithm, ALGORITHMS)
         _choice('dataset', self.dataset, DATASETS)
         _choice('model', self.model, MODELS)
@@ -314,12 +319,7 @@ class ExperimentConfig:
                               '--dp=distributed needs every selected client to report (each adds '
                               '1/K of the noise): set --dropout_rate=0 and, with stragglers, '
                               '--straggler_policy=partial')
-        try:
-            distributed.check_settings(noise_multiplier=self.noise_multiplier,
-                                       clients_per_round=self.clients_per_round, clip=self.clip,
-                                       bits=self.secure_bits)
-        except ValueError as e:
-            raise ConfigError('secure_bits', f'TFF\'s distributed DP refuses these settings: {e}') from e
+        # TFF's own checks of these settings need its factory built: `experiment.preflight`.
 
     def _validate_compression(self) -> None:
         _choice('compression', self.compression, COMPRESSIONS)

@@ -3,8 +3,9 @@
 A round has diverged when any of these holds:
 
 1. the aggregated update was not finite (the server skipped it);
-2. its train loss (the mean loss over the round's local steps), its global train loss or its
-   test loss (when evaluated) is NaN or infinite;
+2. its train loss (the mean loss over the round's local steps; a round in which every client
+   dropped out has none), its global train loss or its test loss (when evaluated) is NaN or
+   infinite;
 3. with `factor > 0`: its train loss or global train loss exceeds `factor` times the initial
    model's global train loss (the loss of the round-0 model on all training data, which is
    about ln(classes) for a fresh classifier). A run whose loss is ten times what it started at

@@ -159,12 +159,20 @@ class RunInterrupted(Exception):
 
 def preflight(config: ExperimentConfig) -> None:
     """Checks, before any data is loaded, what validation cannot see in the config alone: that
-    the output directory can be created and the `--workers` accept connections.
+    the output directory can be created, TFF's distributed-DP factory accepts the settings
+    (building it sets a process-wide protobuf option) and the `--workers` accept connections.
 
     Raises:
       ConfigError: Naming `output_dir` or `workers`.
     """
     _check_output_dir(config.output_dir)
+    if config.dp == 'distributed':
+        try:
+            distributed.check_settings(noise_multiplier=config.noise_multiplier,
+                                       clients_per_round=config.clients_per_round,
+                                       clip=config.clip, bits=config.secure_bits)
+        except ValueError as e:
+            raise ConfigError('secure_bits', f'TFF\'s distributed DP refuses these settings: {e}') from e
     if config.workers:
         try:
             runtime.check_workers_reachable(runtime.parse_workers(config.workers))
@@ -237,15 +245,39 @@ def run_experiment(config: ExperimentConfig,
     round_hooks.check_budget(privacy_ledger, select)
     run = reporting.open_run_dir(config.output_dir, config.run_name(), config,
                                  wait_for_lock=config.wait_for_lock, log=log)
+    progress = _Progress()
     try:
-        return _train(config, run, fed_data, model_fn, keras_fn, select, privacy_ledger, epochs, log)
+        return _train(config, run, fed_data, model_fn, keras_fn, select, privacy_ledger, epochs,
+                      log, progress)
+    except KeyboardInterrupt:  # Anywhere in the run: say what is on disk.
+        raise progress.interrupted(run.path) from None
     finally:
         run.lock.release()
 
 
+@dataclasses.dataclass
+class _Progress:
+    """How far `_train` got, for the message of an interrupted run."""
+
+    done: int = 0           # The round the run resumed after (0 for a new run).
+    released: bool = False  # Whether this session has written a round's metrics.
+
+    def interrupted(self, run_dir: str) -> RunInterrupted:
+        # A release rewrites metrics.csv up to its round (SIGINT waits for the write), so after
+        # one the file is the truth; before one it may still hold rows past the resumed round.
+        rows = reporting.read_metrics(run_dir) if self.released else []
+        last = max((r['round'] for r in rows), default=self.done)
+        directory = os.path.join(run_dir, checkpoints.CHECKPOINT_DIR)
+        saved = [int(n[len('program_state_'):]) for n in os.listdir(directory)
+                 if n.startswith('program_state_') and n[len('program_state_'):].isdigit()
+                 ] if os.path.isdir(directory) else []
+        return RunInterrupted(last, max(saved, default=0))
+
+
 def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.FederatedData,
            model_fn: models.ModelFn, keras_fn, select: simulation.ClientSelector,
-           privacy_ledger, epochs: int, log: Callable[[str], None]) -> ExperimentResult:
+           privacy_ledger, epochs: int, log: Callable[[str], None],
+           progress: '_Progress') -> ExperimentResult:
     """The part of `run_experiment` that runs inside the locked run directory."""
     run_dir = run.path
     log(f'new run directory {run_dir}: {run.note}' if run.note else f'run directory: {run_dir}')
@@ -276,6 +308,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
             checkpointer.maybe_save(state, 0, force=True)
         else:
             log(f'resuming after round {done} from {checkpointer.directory}')
+        progress.done = done
         monitor = divergence.DivergenceMonitor(
             global_train(process.get_model_weights(initial_state))['global_train_loss']
             if config.divergence_factor else float('nan'), config.divergence_factor)
@@ -290,6 +323,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
 
         def on_round(row, new_state):
+            progress.released = True
             releaser.release(row)
             reporter.round(row)
             monitor.check(row)
@@ -305,12 +339,9 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
             raise DivergenceError(f'{e}; the last good checkpoint (round '
                                   f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}',
                                   e.round_num, run_dir) from e
-        except KeyboardInterrupt:  # What is on disk, wherever in a round the interrupt landed.
-            recorded = max((r['round'] for r in reporting.read_metrics(run_dir)), default=0)
-            raise RunInterrupted(recorded, checkpointer.latest_round()) from None
         finally:
             reporter.close()
-            if hasattr(process, 'close'):
+            if isinstance(process, simulation.FastProcess):
                 process.close()
         final_weights = process.get_model_weights(state)
         if ledgers.stopped and history and history[-1]['round'] != checkpointer.latest_round():
@@ -344,8 +375,13 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
 def _save_model(model, path: str) -> None:
     """`model.save(path)` through a temporary file of the same suffix, fsynced and renamed."""
     tmp = files.partial_path(path)
-    model.save(tmp)
-    with open(tmp, 'rb') as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     files.fsync_directory(os.path.dirname(os.path.abspath(path)))

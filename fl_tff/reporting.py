@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import sys
+import time
 from typing import Any, Callable, Optional, TextIO
 
 import tensorflow_federated as tff
@@ -65,26 +67,64 @@ def open_run_dir(output_dir: str, name: str, config, *, wait_for_lock: bool = Fa
     candidate, n = os.path.join(output_dir, name), 1
     while True:
         saved = _read_saved_config(candidate)
-        if saved is not None:
+        if saved == {}:
+            note = note or f'{candidate} has an unreadable {CONFIG_FILE}'
+        elif saved is not None:
             why = _why_not_resumable(candidate, {**defaults, **saved}, wanted)
             if not why:
                 lock = run_lock.acquire(candidate, wait_for_lock, log)
-                if _read_saved_config(candidate) == saved:  # Unchanged while we waited.
-                    save_config(candidate, config)
-                    return RunDir(candidate, True, lock, note)
+                with _released_on_error(lock):
+                    # Rechecked under the lock: the holder we waited for may have changed it.
+                    again = _read_saved_config(candidate)
+                    if again and not _why_not_resumable(candidate, {**defaults, **again}, wanted):
+                        save_config(candidate, config)
+                        return RunDir(candidate, True, lock)
                 lock.release()
                 continue
             note = note or f'{candidate} {why}'
-        elif os.path.isdir(candidate) or _make_dir(candidate):
+        elif saved is None and _claimable(candidate):
             # New, or left without a config by a start that failed (or is starting right now).
-            lock = run_lock.acquire(candidate, wait_for_lock, log)
-            if _read_saved_config(candidate) is None:
-                save_config(candidate, config)
-                return RunDir(candidate, False, lock, note)
+            try:
+                lock = run_lock.acquire(candidate)
+            except run_lock.RunDirInUseError:
+                if _config_appears(candidate):  # Another run is claiming it: judge its settings.
+                    continue
+                raise
+            with _released_on_error(lock):
+                if _read_saved_config(candidate) is None and _claimable(candidate):
+                    save_config(candidate, config)
+                    return RunDir(candidate, False, lock, note)
             lock.release()
             continue
         n += 1
         candidate = os.path.join(output_dir, f'{name}_{n}')
+
+
+@contextlib.contextmanager
+def _released_on_error(lock: run_lock.RunDirLock):
+    try:
+        yield
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _claimable(path: str) -> bool:
+    """Whether `path` can become a new run directory: absent (then created here), or a
+    directory holding nothing but a lock file (a start that failed before saving its config)."""
+    if _make_dir(path):
+        return not set(os.listdir(path)) - {run_lock.LOCK_FILE}
+    return False
+
+
+def _config_appears(run_dir: str, seconds: float = 5.0) -> bool:
+    """Waits briefly for a run that just locked `run_dir` to save its config."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _read_saved_config(run_dir) is not None:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _make_dir(path: str) -> bool:
@@ -96,11 +136,16 @@ def _make_dir(path: str) -> bool:
 
 
 def _read_saved_config(run_dir: str) -> Optional[dict[str, Any]]:
+    """The saved config; {} when it cannot be read (such a directory is never resumed or
+    reused); None when there is none."""
     try:
         with open(os.path.join(run_dir, CONFIG_FILE)) as f:
-            return json.load(f)
+            saved = json.load(f)
+        return saved if isinstance(saved, dict) else {}
     except FileNotFoundError:
         return None
+    except (OSError, ValueError):
+        return {}
 
 
 def _why_not_resumable(run_dir: str, saved: dict[str, Any], wanted: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from fl_tff import files, plotting
 from fl_tff.config import ExperimentConfig
 from fl_tff.divergence import DivergenceError
-from fl_tff.experiment import run_experiment
+from fl_tff.experiment import preflight, run_experiment
 
 Rows = list[dict[str, Any]]
 
@@ -215,7 +215,9 @@ def study_configs(name: str, output_dir: str, rounds: Optional[int] = None) -> l
                     'experiment_name': f'{name}_{i}'}
         if rounds is not None:
             settings['rounds'] = rounds
-        configs.append((label, ExperimentConfig(**settings).validate()))
+        config = ExperimentConfig(**settings).validate()
+        preflight(config)
+        configs.append((label, config))
     return configs
 
 

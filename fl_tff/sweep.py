@@ -13,7 +13,7 @@ import numpy as np
 from fl_tff import files, plotting
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.divergence import DivergenceError
-from fl_tff.experiment import run_experiment
+from fl_tff.experiment import preflight, run_experiment
 
 SUMMARY_METRICS = ('final_test_accuracy', 'best_test_accuracy', 'final_global_train_loss')
 
@@ -62,7 +62,8 @@ def sweep_configs(base: ExperimentConfig, grid: dict[str, list[Any]], seeds: int
             config = dataclasses.replace(base, **point, seed=seed,
                                          output_dir=os.path.join(base.output_dir, name, 'runs'),
                                          experiment_name=f'{name}_{i}_s{seed}')
-            out.append((point, seed, config.validate()))
+            preflight(config.validate())
+            out.append((point, seed, config))
     return out
 
 

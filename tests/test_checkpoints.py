@@ -45,6 +45,9 @@ def test_no_loadable_checkpoint_is_one_clear_error(tmp_path):
     _truncate_variables(os.path.join(ckpt.directory, 'program_state_3'))
     with pytest.raises(checkpoints.CheckpointLoadError, match='no checkpoint in .* loads .round 3: '):
         checkpoints.Checkpointer(str(tmp_path), every=3).latest(_state(0))
+    # The next rerun does not start afresh over the run's metrics: it refuses again.
+    with pytest.raises(checkpoints.CheckpointLoadError, match='set aside: corrupt_program_state_3'):
+        checkpoints.Checkpointer(str(tmp_path), every=3).latest(_state(0))
 
 
 def test_an_interrupted_save_leaves_no_checkpoint_and_is_cleaned_up(tmp_path, monkeypatch):

@@ -11,7 +11,9 @@ the server (simulated: the decoded values are what the sum sees).
   follow from a seed).
 
 Randomness is stateless: keyed by the run's seed, a per-round counter in the aggregator state
-and a fingerprint of the client's update, so runs repeat (TFF's rotation draws its own seed
+and a 32-bit fingerprint of the client's update (the bits of its sum), so runs repeat. Clients
+are not keyed by their id: two clients whose updates sum to the same float draw the same
+randomness in a round (TFF's rotation draws its own seed
 from the clock when the process is initialized, so `rotate_quantize` is the exception).
 Error feedback for top-k / rand-k keeps per-client residuals across rounds: see `error_feedback`.
 """
@@ -32,7 +34,8 @@ MIN_BITS, MAX_BITS = 1, 16
 
 
 def _fingerprint(value: tf.Tensor) -> tf.Tensor:
-    """An int64 derived from a tensor's contents (different clients get different draws)."""
+    """An int64 from the bits of a tensor's sum: different updates almost always give different
+    draws; updates with equal sums give equal ones."""
     return tf.cast(tf.bitcast(tf.reduce_sum(tf.cast(value, tf.float32)), tf.int32), tf.int64)
 
 

@@ -12,6 +12,13 @@ computation.
 
 Error bound: rounding moves each value by at most Δ/2 with Δ = 2R / (2^B - 1), so the sum of n
 clients is within nΔ/2 of the exact sum of the clipped values, and their mean within Δ/2.
+
+Weighted means: TFF's `MeanFactory` multiplies each update by its client's weight before the
+sum, so a range R would bound update × examples (weights of 100-200 on digits clipped ~7% of
+values to ±1). Here clients first scale their weight to w / max_weight ≤ 1, so R bounds the
+update itself; the mean Σ u·ŵ / Σ ŵ is unchanged, and its rounding error is at most
+nΔ / (2 Σ ŵ). The fraction of values clipped to the range is reported each round
+(`secure_clipped_fraction`, from a secure sum of per-client counts).
 """
 
 from __future__ import annotations
@@ -50,12 +57,20 @@ class SecureQuantizedSumFactory(tff.aggregators.UnweightedAggregationFactory):
         bound, step = self.bound, quantization_step(self.bits, self.bound)
         value_sum = tff.aggregators.SecureSumFactory(levels, 0).create(int_type)
         count_sum = tff.aggregators.SecureSumFactory(1, 0).create(tff.TensorType(np.int32))
+        num_values = int(sum(np.prod(s.shape) for s in tf.nest.flatten(specs)))
+        clipped_sum = tff.aggregators.SecureSumFactory(num_values, 0).create(
+            tff.TensorType(np.int32))
 
         @tff.tensorflow.computation(value_type)
         def quantize(value):
             return tf.nest.map_structure(
                 lambda v: tf.cast(tf.round((tf.clip_by_value(v, -bound, bound) + bound) / step),
                                   tf.int32), value)
+
+        @tff.tensorflow.computation(value_type)
+        def count_clipped(value):
+            return tf.add_n([tf.reduce_sum(tf.cast(tf.abs(v) > bound, tf.int32))
+                             for v in tf.nest.flatten(value)])
 
         @tff.tensorflow.computation
         def one():
@@ -67,32 +82,79 @@ class SecureQuantizedSumFactory(tff.aggregators.UnweightedAggregationFactory):
                 lambda s, spec: tf.cast(tf.cast(s, tf.float64) * step - tf.cast(count, tf.float64)
                                         * bound, spec.dtype), summed, specs)
 
+        @tff.tensorflow.computation(np.int32, np.int32)
+        def clipped_fraction(clipped, count):
+            return tf.math.divide_no_nan(tf.cast(clipped, tf.float32),
+                                         tf.cast(count * num_values, tf.float32))
+
         @tff.federated_computation
         def init_fn():
-            return tff.federated_zip((value_sum.initialize(), count_sum.initialize()))
+            return tff.federated_zip((value_sum.initialize(), count_sum.initialize(),
+                                      clipped_sum.initialize()))
 
         @tff.federated_computation(init_fn.type_signature.result,
                                    tff.FederatedType(value_type, tff.CLIENTS))
         def next_fn(state, value):
-            value_state, count_state = state
+            value_state, count_state, clipped_state = state
             summed = value_sum.next(value_state, tff.federated_map(quantize, value))
             count = count_sum.next(count_state, tff.federated_eval(one, tff.CLIENTS))
+            clipped = clipped_sum.next(clipped_state, tff.federated_map(count_clipped, value))
             result = tff.federated_map(dequantize, (summed.result, count.result))
-            measurements = tff.federated_zip(collections.OrderedDict(secure_sum=summed.measurements))
+            measurements = tff.federated_zip(collections.OrderedDict(
+                secure_sum=summed.measurements,
+                secure_clipped_fraction=tff.federated_map(clipped_fraction,
+                                                          (clipped.result, count.result))))
             return tff.templates.MeasuredProcessOutput(
-                tff.federated_zip((summed.state, count.state)), result, measurements)
+                tff.federated_zip((summed.state, count.state, clipped.state)), result,
+                measurements)
 
         return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+class NormalizedWeightMeanFactory(tff.aggregators.WeightedAggregationFactory):
+    """A weighted mean whose clients scale their weight by 1 / `max_weight` before the inner
+    weighted mean multiplies their value by it: the value sum then sees value × ŵ with ŵ ≤ 1,
+    so a range on it bounds the value itself. The mean is unchanged."""
+
+    def __init__(self, inner: tff.aggregators.WeightedAggregationFactory, max_weight: float):
+        if not max_weight > 0:
+            raise ValueError(f'max_weight must be > 0, got {max_weight}')
+        self._inner, self._scale = inner, 1.0 / float(max_weight)
+
+    def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+        inner = self._inner.create(value_type, weight_type)
+        scale = self._scale
+
+        @tff.tensorflow.computation(weight_type)
+        def normalize(weight):
+            return weight * tf.cast(scale, weight.dtype)
+
+        @tff.federated_computation(inner.initialize.type_signature.result,
+                                   tff.FederatedType(value_type, tff.CLIENTS),
+                                   tff.FederatedType(weight_type, tff.CLIENTS))
+        def next_fn(state, value, weight):
+            return inner.next(state, value, tff.federated_map(normalize, weight))
+
+        return tff.templates.AggregationProcess(inner.initialize, next_fn)
 
 
 def build_secure_mean(bits: int, bound: float, *, uniform: bool,
                       max_weight: float = 1.0) -> tff.aggregators.AggregationFactory:
     """The (weighted) mean whose client values and weights reach the server only by secure sums.
 
-    Weighted: `MeanFactory` multiplies each update by its weight on the client, so `bound`
-    limits update × weight; the weights are summed securely within [0, max_weight].
+    Args:
+      bits: Bits per quantized value.
+      bound: Each value (each update coordinate) is clipped to [-bound, bound].
+      uniform: Unweighted mean (the client count is a secure sum too).
+      max_weight: The largest weight a client can have (examples x epochs); weighted clients
+        send update x weight / max_weight, and their normalized weights are summed in [0, 1].
+
+    Returns:
+      An aggregation factory (unweighted when `uniform`, else weighted).
     """
-    # Unweighted: the count of clients is a secure sum too.
-    weight_sum = (tff.aggregators.SecureSumFactory(1, 0) if uniform
-                  else tff.aggregators.SecureSumFactory(float(max_weight), 0.0))
-    return aggregation.mean_factory(uniform, SecureQuantizedSumFactory(bits, bound), weight_sum)
+    if uniform:
+        return aggregation.mean_factory(True, SecureQuantizedSumFactory(bits, bound),
+                                        tff.aggregators.SecureSumFactory(1, 0))
+    mean = aggregation.mean_factory(False, SecureQuantizedSumFactory(bits, bound),
+                                    tff.aggregators.SecureSumFactory(1.0, 0.0))
+    return NormalizedWeightMeanFactory(mean, max_weight)

@@ -174,8 +174,13 @@ def _sqlite_problem(path: str) -> str:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
             tables = {row[0] for row in connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            pages = connection.execute('PRAGMA page_count').fetchone()[0]
+            page_size = connection.execute('PRAGMA page_size').fetchone()[0]
     except sqlite3.Error as e:
         return f'is not a readable SQLite database ({e})'
+    if os.path.getsize(path) < pages * page_size:
+        return (f'is truncated ({os.path.getsize(path)} bytes; its header says '
+                f'{pages * page_size})')
     missing = [t for t in SQLITE_TABLES if t not in tables]
     if missing:
         return f'has no table {", ".join(missing)}' + (' (the file is empty)' if not tables and

@@ -16,7 +16,8 @@ rounds while learning equally well.
 
 `FastProcess` has the interface our training loop, checkpoints and evaluators use
 (`initialize`, `next`, `get_model_weights`, `set_model_weights`) and the same state structure
-as the TFF process it wraps, so runs can switch paths and resume each other's checkpoints.
+as the TFF process it wraps, so checkpoints and evaluators are shared code. A run directory
+records `--simulation`, which changes the floats (XLA), so switching paths starts a new run.
 Only plain mean aggregation is supported: DP, secure aggregation, compression and robust
 aggregators are TFF aggregators and need the TFF path.
 """

@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import tensorflow_federated as tff
 
 from fl_tff.models.model_fn import accuracy_metric
 
 Metrics = dict[str, Any]
+
+
+@runtime_checkable
+class PlannedSelection(Protocol):
+    """A client selection that plans each round before building its datasets (e.g.
+    `ClientSelector`): the loop reports the plan's participation and passes it to `before_round`
+    hooks (the ledgers)."""
+
+    def plan(self, round_num: int) -> Any:
+        """The round's plan: who is selected and who contributes (`RoundPlan`)."""
+
+    def datasets(self, plan: Any) -> list:
+        """The participants' datasets, in `plan.participants` order."""
+
+
+@runtime_checkable
+class ProcessWithClientState(Protocol):
+    """A learning process whose clients keep state across rounds (e.g. error feedback's
+    residuals): `next` also takes the participants' ids (to look their states up) and the
+    round number."""
+
+    needs_client_ids: bool
+
+    def next(self, state: Any, client_data: list, *, client_ids: Sequence[str],
+             round_num: int) -> Any:
+        """One round for `client_data` of the clients `client_ids` (same order)."""
 
 
 class StopTraining(Exception):
@@ -41,7 +68,21 @@ def flatten_training_metrics(metrics) -> Metrics:
     dp_query = (metrics.get('aggregator') or {}).get('dp_query_metrics') or {}
     if 'clip' in dp_query:  # Adaptive clipping's current clip norm.
         row['dp_clip'] = float(dp_query['clip'])
+    clipped = _find(metrics.get('aggregator'), 'secure_clipped_fraction')
+    if clipped is not None:  # Values clipped to the secure sum's range.
+        row['secure_clipped_fraction'] = float(clipped)
     return row
+
+
+def _find(metrics, key: str):
+    """The value under `key` anywhere in nested metrics (aggregators nest theirs), or None."""
+    if not isinstance(metrics, Mapping):
+        return None
+    for name, value in metrics.items():
+        found = value if name == key else _find(value, key)
+        if found is not None:
+            return found
+    return None
 
 
 def run_training(
@@ -63,6 +104,10 @@ def run_training(
     state, for printing, saving and checkpointing; it may raise to stop the run.
     Returns the final state and the rows of the rounds run.
     """
+    if before_round is not None and not isinstance(training_selection_fn, PlannedSelection):
+        raise TypeError('before_round hooks (the privacy ledger and its budget stop, the byte '
+                        'ledger) charge each round\'s plan: select clients with a '
+                        'PlannedSelection such as ClientSelector, not a plain callable')
     state = process.initialize() if initial_state is None else initial_state
     history: list[Metrics] = []
     start = time.monotonic()
@@ -71,7 +116,7 @@ def run_training(
         row: Metrics = {'round': round_num}
         last = round_num == rounds
         evaluate = evaluation_fn is not None and (round_num % eval_every == 0 or last)
-        if hasattr(training_selection_fn, 'plan'):  # A ClientSelector: report participation.
+        if isinstance(training_selection_fn, PlannedSelection):  # Report participation.
             plan = training_selection_fn.plan(round_num)
             if before_round is not None:
                 try:
@@ -88,7 +133,7 @@ def run_training(
             clients, client_ids = training_selection_fn(round_num), None
         row['clients'] = len(clients)
         if clients:
-            if getattr(process, 'needs_client_ids', False):  # Clients with state (residuals).
+            if isinstance(process, ProcessWithClientState):  # Clients with state (residuals).
                 if client_ids is None:
                     raise TypeError('this process keeps client state: select clients with a '
                                     'ClientSelector, which names them')

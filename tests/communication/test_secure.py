@@ -9,6 +9,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.compiler import tree_analysis
 
 from fl_tff import experiment
+from fl_tff.simulation.loop import flatten_training_metrics
 from fl_tff.communication.secure import SecureQuantizedSumFactory, quantization_step
 from fl_tff.config import ConfigError, ExperimentConfig
 from tests.helpers import float_tensor_shapes
@@ -105,3 +106,43 @@ def test_quantized_secure_sum_clips_to_the_range(tff_runtime):
 def test_bad_secure_settings_name_the_flag(overrides, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(BASE, secure_agg=True, **overrides).validate()
+
+
+def _weights_of_round_1(config, fed):
+    from fl_tff import simulation
+    select = simulation.build_training_selection_fn(
+        fed.train, clients_per_round=config.clients_per_round, epochs=1,
+        batch_size=config.client_batch_size, seed=config.seed)
+    return [fed.train_sizes[cid] for cid, _ in select.plan(1).participants]
+
+
+def test_weighted_secure_mean_bounds_the_update_not_update_times_examples(tff_runtime):
+    """Example weights of ~100 used to be multiplied in before the ±R clip, so ~7% of values
+    were clipped at R = 1: the weighted secure mean must be plain weighted FedAvg within its
+    rounding bound K Δ / (2 Σ ŵ)."""
+    weighted = dataclasses.replace(BASE, client_weighting='examples')
+    before, plain = _one_round(weighted)
+    config = dataclasses.replace(weighted, secure_agg=True, secure_bits=16, secure_range=1.0)
+    _, secure = _one_round(config)
+    fed = experiment.load_federated_data(config)
+    normalized = np.array(_weights_of_round_1(config, fed)) / 1000.0  # max_weight in _process
+    bound = len(normalized) * quantization_step(16, 1.0) / (2 * normalized.sum())
+    assert max(np.abs(a - b).max() for a, b in zip(plain, before)) < 1.0  # Updates fit R = 1.
+    error = max(np.abs(a - b).max() for a, b in zip(plain, secure))
+    assert error <= bound + 1e-6, (error, bound)
+
+
+@pytest.mark.parametrize('secure_range,clipped', [(1.0, 0.0), (1e-5, 0.5)])
+def test_the_fraction_of_clipped_values_is_reported(tff_runtime, secure_range, clipped):
+    from fl_tff import simulation
+    config = dataclasses.replace(BASE, client_weighting='uniform', secure_agg=True,
+                                 secure_range=secure_range)
+    process, fed = _process(config)
+    select = simulation.build_training_selection_fn(
+        fed.train, clients_per_round=config.clients_per_round, epochs=1,
+        batch_size=config.client_batch_size, seed=config.seed)
+    row = flatten_training_metrics(process.next(process.initialize(), select(1)).metrics)
+    if clipped:
+        assert row['secure_clipped_fraction'] > clipped  # Most update values exceed 1e-5.
+    else:
+        assert row['secure_clipped_fraction'] == 0.0

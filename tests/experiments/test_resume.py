@@ -134,6 +134,8 @@ def test_settings_that_change_the_computation_start_a_new_directory_and_say_why(
     assert other.run_dir == first.run_dir + '_2'
     assert lines[0] == (f'new run directory {other.run_dir}: {first.run_dir} has other settings: '
                         '--client_learning_rate=0.05 there, 0.1 here')
+    again, lines = _run(_config(tmp_path, rounds=2, client_learning_rate=0.1))
+    assert again.run_dir == other.run_dir and lines[0] == f'run directory: {other.run_dir}'
     shorter, lines = _run(_config(tmp_path, rounds=1))  # Cannot un-run round 2.
     assert shorter.run_dir == first.run_dir + '_3'
     assert lines[0].endswith(f'{first.run_dir} has already run 2 rounds, more than --rounds=1')

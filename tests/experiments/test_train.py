@@ -22,6 +22,17 @@ def _not_a_database(data_dir):
     (data_dir / 'emnist_all.sqlite').write_bytes(b'this is not SQLite' * 100)
 
 
+def _truncated_database(data_dir):
+    import sqlite3
+    path = data_dir / 'emnist_all.sqlite'
+    with sqlite3.connect(path) as db:
+        db.execute('CREATE TABLE examples (split_name, client_id, serialized_example_proto)')
+        db.execute('CREATE TABLE client_metadata (client_id, split_name, num_examples)')
+        db.execute('INSERT INTO examples VALUES (?, ?, ?)', ('train', 'c0', b'x' * 50_000))
+    with open(path, 'r+b') as f:
+        f.truncate(4096)  # The schema page survives; the data is gone.
+
+
 def _empty_file(data_dir):
     (data_dir / 'emnist_all.sqlite').write_bytes(b'')
 
@@ -50,6 +61,9 @@ BAD_INPUTS = [
      r'--data_dir: emnist: \S+emnist_all.sqlite has no table examples, client_metadata \(the file is empty\)'),
     (['--dataset=emnist', '--data_dir={data_dir}'], _not_a_database,
      r'--data_dir: emnist: \S+emnist_all.sqlite is not a readable SQLite database \(file is not a database\)'),
+    (['--dataset=emnist', '--data_dir={data_dir}'], _truncated_database,
+     r'--data_dir: emnist: \S+emnist_all.sqlite is (truncated \(4096 bytes; its header says \d+\)'
+     r'|not a readable SQLite database \(database disk image is malformed\))'),
     (['--output_dir=/proc/fl_tff_runs'], r"--output_dir: cannot create '/proc/fl_tff_runs': No such file or directory in '/proc'"),
     (['--workers=127.0.0.1:1'], r'--workers: no TFF worker at 127.0.0.1:1 \(Connection refused\); start workers with'),
 ]

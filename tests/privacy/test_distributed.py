@@ -111,6 +111,7 @@ def test_accounting_includes_the_discretization_term_when_noise_is_coarse():
     (dict(secure_bits=2, clients_per_round=8), '--secure_bits: TFF.s distributed DP refuses'),
     (dict(client_weighting='examples'), '--client_weighting:'),
 ])
-def test_bad_distributed_settings_name_the_flag(overrides, message):
+def test_bad_distributed_settings_name_the_flag(overrides, message, tmp_path):
+    config = dataclasses.replace(BASE, output_dir=str(tmp_path), **overrides)
     with pytest.raises(ConfigError, match=message):
-        dataclasses.replace(BASE, **overrides).validate()
+        experiment.preflight(config.validate())  # TFF's own refusal needs its factory built.

@@ -34,3 +34,14 @@ def test_loop_evaluates_every_k_rounds_and_at_the_end(tff_runtime, skewed_digits
     assert [('evaluated' in row) for row in history] == [False, True, False, True, True]
     assert seen == history
     assert all(row['clients'] == 2 and row['train_examples'] > 0 for row in history)
+
+
+def test_a_ledger_hook_with_a_plain_selection_callable_is_refused():
+    """The privacy ledger charges each round's plan; a plain callable has none, and the loop
+    used to skip the ledger and its budget stop silently."""
+    import pytest
+
+    from fl_tff.simulation import run_training
+    with pytest.raises(TypeError, match='before_round hooks .* need|charge each round.s plan'):
+        run_training(object(), lambda round_num: [], rounds=1,
+                     before_round=lambda plan, evaluate: {})
