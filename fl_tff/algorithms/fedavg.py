@@ -3,7 +3,8 @@ Networks from Decentralized Data"), as our own composition of TFF building block
 
 distributor (TFF broadcast) -> our client work (local SGD, model delta, weight)
 -> aggregator (weighted or uniform mean) -> our finalizer (server optimizer)
-= `tff.learning.templates.LearningProcess`.
+= `tff.learning.templates.LearningProcess` (or, with error feedback, an `ErrorFeedbackProcess`
+whose clients keep residuals).
 """
 
 from __future__ import annotations
