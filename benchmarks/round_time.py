@@ -37,6 +37,7 @@ from benchmarks import workload
 from fl_tff import runtime
 from fl_tff.algorithms import build_fedavg
 from fl_tff.simulation.fast import FastProcess
+from fl_tff.simulation.selection import WholeClientData
 
 _CLIENTS = flags.DEFINE_integer('clients', 10, 'Clients per round (K).')
 _ROUNDS = flags.DEFINE_integer('rounds', 6, 'Steady rounds measured per variant (after one trace round).')
@@ -127,10 +128,8 @@ def main(argv) -> None:
         fedavg = lambda: build_fedavg(model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0))
 
         def fast(jit_compile):
-            return federated(FastProcess(
-                fedavg(), model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0),
-                weighting=tff.learning.ClientWeighting.NUM_EXAMPLES, whole_batch_size=BATCH,
-                jit_compile=jit_compile), whole_datasets)
+            return federated(FastProcess(fedavg(), model_fn, jit_compile=jit_compile),
+                             [WholeClientData(d, BATCH) for d in whole_datasets])
         makers = {  # key: (name, factory); built lazily, so --only measures one variant alone.
             'fast_xla': ('fl_tff fast path, XLA', lambda: fast(True)),
             'fast': ('fl_tff fast path', lambda: fast(False)),

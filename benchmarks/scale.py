@@ -62,10 +62,7 @@ def _child() -> dict:
         process = build_fedavg(workload.model_fn, client_optimizer=sgd(workload.LR),
                                server_optimizer=sgd(1.0))
         if fast:
-            process = simulation.FastProcess(
-                process, workload.model_fn, client_optimizer=sgd(workload.LR),
-                server_optimizer=sgd(1.0), weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
-                whole_batch_size=workload.BATCH)
+            process = simulation.FastProcess(process, workload.model_fn)
         _, history = simulation.run_training(process, select, rounds=_ROUNDS.value)
         worker = workload.peak_rss_mib(rt.worker_pid)
     seconds = [row['round_seconds'] for row in history]

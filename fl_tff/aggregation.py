@@ -79,10 +79,25 @@ class CoordinateWiseFactory(tff.aggregators.UnweightedAggregationFactory):
         return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
+class PlainMeanFactory(tff.aggregators.MeanFactory):
+    """TFF's weighted mean with plain sums: the aggregator the fast path can replay."""
+
+
+class PlainUnweightedMeanFactory(tff.aggregators.UnweightedMeanFactory):
+    """TFF's unweighted mean with plain sums: the aggregator the fast path can replay."""
+
+
+# The aggregators whose result is the plain (weighted or unweighted) float32 mean of the updates.
+PLAIN_MEANS = (PlainMeanFactory, PlainUnweightedMeanFactory)
+
+
 def mean_factory(uniform: bool, value_sum_factory=None,
                  weight_sum_factory=None) -> tff.aggregators.AggregationFactory:
     """The mean of client values: unweighted (`uniform`) or weighted by the clients' weights,
-    summing values (and weights, or counts) with the given factories (default: plain sums)."""
+    summing values (and weights, or counts) with the given factories (default: plain sums,
+    and then one of `PLAIN_MEANS`)."""
+    if value_sum_factory is None and weight_sum_factory is None:
+        return PlainUnweightedMeanFactory() if uniform else PlainMeanFactory()
     if uniform:
         return tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum_factory,
                                                      count_sum_factory=weight_sum_factory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -11,8 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (aggregation, algorithms, checkpoints, data, divergence, evaluation, files,
-                    models, reporting, runtime, simulation)
+from fl_tff import (aggregation, algorithms, checkpoints, client_state, data, divergence,
+                    evaluation, files, models, reporting, runtime, simulation)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
 from fl_tff import round_hooks
@@ -119,12 +120,9 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
         **extra, **{name: getattr(config, name) for name in spec.params})
     if config.simulation == 'tff':
         return process
-    # The fast path: the same local step and server update, run outside TFF's runtime.
-    # config.mu is 0 unless the algorithm is FedProx (validated).
-    return simulation.FastProcess(
-        process, model_fn, client_optimizer=client_optimizer, server_optimizer=server_optimizer,
-        weighting=weighting, proximal_strength=config.mu,
-        whole_batch_size=config.client_batch_size, jit_compile=config.simulation == 'fast_xla')
+    # The fast path: the same local step and server update, run outside TFF's runtime, as the
+    # process's builder declared them (it refuses a process it cannot replay exactly).
+    return simulation.FastProcess(process, model_fn, jit_compile=config.simulation == 'fast_xla')
 
 
 def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
@@ -292,12 +290,16 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
     global_train = evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
                                                    prefix='global_train', **masks)
     with runtime.runtime_for(runtime.parse_workers(config.workers),
-                             log_path=os.path.join(run_dir, 'worker.log')):
+                             log_path=os.path.join(run_dir, 'worker.log')), \
+            contextlib.ExitStack() as cleanup:
         process = build_process(config, model_fn, fed_data.masked_labels,
                                 max_weight=max(fed_data.train_sizes.values()) * epochs)
-        checkpointer = checkpoints.Checkpointer(
-            run_dir, config.checkpoint_every,
-            client_states=process if isinstance(process, checkpoints.ClientStateStore) else None)
+        client_states = None
+        if isinstance(process, client_state.ProcessWithClientState):
+            client_states = client_state.ClientStateStore(process.initial_client_state())
+            cleanup.callback(client_states.close)
+        checkpointer = checkpoints.Checkpointer(run_dir, config.checkpoint_every,
+                                                client_states=client_states)
         initial_state = process.initialize()
         state, done = checkpointer.latest(initial_state) if run.resuming else (None, 0)
         for skipped in checkpointer.skipped:
@@ -334,7 +336,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                 process, select, rounds=config.rounds, eval_every=config.eval_every,
                 evaluation_fn=lambda w: {k: v for e in evaluators for k, v in e(w).items()},
                 on_round=on_round, initial_state=state, start_round=done + 1,
-                before_round=ledgers.before_round)
+                before_round=ledgers.before_round, client_states=client_states)
         except DivergenceError as e:
             raise DivergenceError(f'{e}; the last good checkpoint (round '
                                   f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}',
@@ -343,6 +345,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
             reporter.close()
             if isinstance(process, simulation.FastProcess):
                 process.close()
+
         final_weights = process.get_model_weights(state)
         if ledgers.stopped and history and history[-1]['round'] != checkpointer.latest_round():
             checkpointer.maybe_save(state, history[-1]['round'], force=True)

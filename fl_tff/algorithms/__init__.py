@@ -18,8 +18,9 @@ class AlgorithmSpec:
     """A registered algorithm.
 
     `build(model_fn, *, client_optimizer, server_optimizer, weighting, model_aggregator,
-    **params)` returns a LearningProcess (with `error_feedback`, an `ErrorFeedbackProcess`,
-    which is not one: its `next` also takes client ids); `params` names the config fields it also takes
+    **params)` returns a LearningProcess (with `error_feedback`, a
+    `client_state.StatefulLearningProcess`, whose `next` also takes client states); `params`
+    names the config fields it also takes
     (e.g. FedProx's `mu`); `local_epochs` is False when clients make one pass (FedSGD).
     """
 

@@ -3,13 +3,15 @@ Networks from Decentralized Data"), as our own composition of TFF building block
 
 distributor (TFF broadcast) -> our client work (local SGD, model delta, weight)
 -> aggregator (weighted or uniform mean) -> our finalizer (server optimizer)
-= `tff.learning.templates.LearningProcess` (or, with error feedback, an `ErrorFeedbackProcess`
-whose clients keep residuals).
+= `tff.learning.templates.LearningProcess` (or, with error feedback, a
+`client_state.StatefulLearningProcess` whose clients keep residuals).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+import weakref
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +23,34 @@ from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.privacy import dpsgd
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSgdRecipe:
+    """What a local-SGD process computes, for a second executor to replay exactly: client SGD
+    with `client_optimizer` (plus the proximal term), the plain mean by `weighting`, and
+    `server_optimizer` on the averaged delta."""
+
+    client_optimizer: tff.learning.optimizers.Optimizer
+    server_optimizer: tff.learning.optimizers.Optimizer
+    weighting: tff.learning.ClientWeighting
+    proximal_strength: float
+
+
+# Per process: its recipe, or why it has none. Declared by the builder that made the process.
+_RECIPES: 'weakref.WeakKeyDictionary[Any, LocalSgdRecipe | str]' = weakref.WeakKeyDictionary()
+
+
+def local_sgd_recipe(process: Any) -> LocalSgdRecipe:
+    """The recipe `build_local_sgd_algorithm` declared for `process`.
+
+    Raises:
+      ValueError: The process has none, saying why (e.g. its aggregator is not the plain mean).
+    """
+    recipe = _RECIPES.get(process, 'it was not built by build_local_sgd_algorithm (FedAvg, FedProx)')
+    if isinstance(recipe, str):
+        raise ValueError(recipe)
+    return recipe
 
 
 def default_aggregator(weighting: tff.learning.ClientWeighting) -> tff.aggregators.AggregationFactory:
@@ -38,7 +68,8 @@ def compose_algorithm(
     """Wires broadcast, `client_work`, an aggregator and our server finalizer into a process.
 
     With `error_feedback`, clients sparsify their updates with a residual kept across rounds,
-    and the result is an `ErrorFeedbackProcess` (same state; `next` also takes client ids).
+    and the result is a `client_state.StatefulLearningProcess` (same server state; `next` also
+    takes the clients' ids and states).
     """
     with tf.Graph().as_default():
         weights_type = tff.learning.models.weights_type_from_model(model_fn())
@@ -86,8 +117,20 @@ def build_local_sgd_algorithm(
                          data_spec=dpsgd.with_noise_seed(batch_spec))
     client_work = client_work_lib.build_model_delta_client_work(
         model_fn, client_optimizer, weighting, proximal_strength=proximal_strength, **dp_kwargs)
-    return compose_algorithm(model_fn, client_work, server_optimizer,
-                             model_aggregator or default_aggregator(weighting), error_feedback)
+    model_aggregator = model_aggregator or default_aggregator(weighting)
+    process = compose_algorithm(model_fn, client_work, server_optimizer, model_aggregator,
+                                error_feedback)
+    if dp_sgd is not None:
+        _RECIPES[process] = 'its clients run DP-SGD (per-example clipping and noise)'
+    elif error_feedback is not None:
+        _RECIPES[process] = 'its clients keep error-feedback residuals (client state)'
+    elif not isinstance(model_aggregator, aggregation.PLAIN_MEANS):
+        _RECIPES[process] = (f'its aggregator ({type(model_aggregator).__name__}) is not the plain '
+                             'mean: DP, secure, compressed and robust aggregators run in TFF')
+    else:
+        _RECIPES[process] = LocalSgdRecipe(client_optimizer, server_optimizer, weighting,
+                                           proximal_strength)
+    return process
 
 
 def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.LearningProcess:

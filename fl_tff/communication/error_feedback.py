@@ -5,11 +5,11 @@ Each client keeps the part of its updates that compression dropped, e_i, and add
 next update before compressing: send c = C(Δ + e_i), keep e_i ← Δ + e_i − c. Nothing is lost,
 only delayed, which restores convergence of biased compressors such as top-k.
 
-The residual is client state that lives across rounds. TFF's `LearningProcess` has none, so this
-module builds the same composition as `tff.learning.templates.compose_learning_process` (and
-shares its state, so initialize / get_model_weights / checkpoints are unchanged) with a `next`
-that also takes each client's residual and seed and returns the new residuals, CLIENTS-placed:
-the server never sees them. `ErrorFeedbackProcess` keeps them in the simulation, by client id.
+The residual is client state that lives across rounds: this module builds the same composition
+as `tff.learning.templates.compose_learning_process` (and shares its state, so initialize /
+get_model_weights / checkpoints are unchanged) with a `next` that also takes each client's
+residual and seed and returns the new residuals, CLIENTS-placed: the server never sees them.
+It is a `client_state.StatefulLearningProcess`; the simulation keeps the residuals by client id.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import zlib
-from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import client_state
 from fl_tff.communication import compression
 
 SPARSIFIERS = ('topk', 'randk')
@@ -82,9 +82,10 @@ def compose_with_error_feedback(
         client_work: tff.learning.templates.ClientWorkProcess,
         aggregator: tff.templates.AggregationProcess,
         finalizer: tff.learning.templates.FinalizerProcess,
-) -> 'ErrorFeedbackProcess':
+) -> client_state.StatefulLearningProcess:
     """TFF's learning-process composition with error-feedback compression between client work
-    and the aggregator (which should be a plain or weighted mean of the sent updates)."""
+    and the aggregator (which should be a plain or weighted mean of the sent updates); each
+    client's residual is its client state (zeros at first), its seed a per-client input."""
     composed = tff.learning.templates.compose_learning_process(
         initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
     state_type = composed.next.type_signature.parameter[0]
@@ -115,62 +116,6 @@ def compose_with_error_feedback(
             aggregator=aggregated.measurements, finalizer=final.measurements))
         return new_state, metrics, new_residuals
 
-    zeros = [np.zeros(t.shape, np.float32) for t in tff.structure.flatten(update_type)]
-    return ErrorFeedbackProcess(composed, next_fn, feedback, zeros, update_type)
-
-
-class ErrorFeedbackProcess:
-    """A learning process whose clients keep their compression residuals between rounds.
-
-    Same state, `initialize`, `get_model_weights` and `set_model_weights` as the plain
-    composition; `next(state, client_data, client_ids=..., round_num=...)` looks up each
-    client's residual (zeros the first time) and stores the new ones. The residuals
-    (`client_states`) are checkpointed with the state (see `fl_tff.checkpoints`).
-    Memory: one model-sized residual per client that has trained.
-    """
-
-    needs_client_ids = True
-
-    def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
-                 feedback: ErrorFeedback, zeros: list[np.ndarray], update_type):
-        self._next_fn, self._feedback = next_fn, feedback
-        self._zeros, self._update_type = zeros, update_type
-        self.client_states: dict[str, list[np.ndarray]] = {}
-        self.initialize = composed.initialize
-        self.get_model_weights = composed.get_model_weights
-        self.set_model_weights = composed.set_model_weights
-
-    def _pack(self, flat: Sequence[np.ndarray]) -> Any:
-        return tff.structure.pack_sequence_as(self._update_type, list(flat))
-
-    def next(self, state, client_data: list, *, client_ids: Sequence[str],
-             round_num: int) -> tff.learning.templates.LearningProcessOutput:
-        """One round for `client_data` of the clients `client_ids` (same order)."""
-        if len(client_ids) != len(client_data):
-            raise ValueError(f'{len(client_ids)} client ids for {len(client_data)} datasets')
-        residuals = [self._pack(self.client_states.get(cid, self._zeros)) for cid in client_ids]
-        seeds = [self._feedback.client_seed(round_num, cid) for cid in client_ids]
-        new_state, metrics, new_residuals = self._next_fn(state, client_data, residuals, seeds)
-        for cid, residual in zip(client_ids, new_residuals):
-            self.client_states[cid] = [np.asarray(t) for t in tff.structure.flatten(residual)]
-        return tff.learning.templates.LearningProcessOutput(new_state, metrics)
-
-    def save_client_states(self, path: str) -> None:
-        """Writes the residuals to `path` (.npz)."""
-        arrays = {f'{cid}::{i}': t for cid, flat in self.client_states.items()
-                  for i, t in enumerate(flat)}
-        with open(path, 'wb') as f:
-            np.savez(f, **arrays)
-
-    def load_client_states(self, path: Optional[str]) -> None:
-        """Replaces the residuals with those saved at `path` (none when `path` is None)."""
-        self.client_states = {}
-        if path is None:
-            return
-        with np.load(path) as saved:
-            grouped: dict[str, dict[int, np.ndarray]] = {}
-            for key in saved.files:
-                cid, i = key.rsplit('::', 1)
-                grouped.setdefault(cid, {})[int(i)] = saved[key]
-        self.client_states = {cid: [parts[i] for i in range(len(parts))]
-                              for cid, parts in grouped.items()}
+    return client_state.StatefulLearningProcess(
+        composed, next_fn, update_type,
+        client_inputs=lambda round_num, ids: [feedback.client_seed(round_num, c) for c in ids])

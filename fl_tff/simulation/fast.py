@@ -34,8 +34,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff.algorithms import client_work, finalizer
+from fl_tff.algorithms import client_work, fedavg, finalizer
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.simulation.selection import WholeClientData
 
 # --simulation: TFF's runtime, the fast path (same floats as TFF), the fast path with XLA.
 SIMULATIONS = ('tff', 'fast', 'fast_xla')
@@ -113,7 +114,7 @@ def _pad_steps(stacked: Any, steps: int) -> Any:
 
 
 def _split_whole(dataset: tf.data.Dataset, batch_size: int) -> tuple[tuple[Any, int], list]:
-    """A whole-client dataset (one element, see `ClientSelector(whole_client_batches=True)`)
+    """A whole-client dataset (one element, see `WholeClientData`)
     as ((its full batches stacked, their count), [the final partial batch, if any])."""
     if int(dataset.cardinality()) == 0:
         return (None, 0), []
@@ -170,39 +171,48 @@ class _MetricsFinalizer:
 
 
 class FastProcess:
-    """A local-SGD learning process (FedAvg / FedProx) whose rounds run on a thread per core;
-    see the module docstring. `tff_process` is the TFF process of the same algorithm (its
-    initial state is used; its `next` is not). Client datasets are batched `tf.data.Dataset`s,
-    or, with `whole_batch_size` B, one-element datasets of all a client's examples in order
-    (`ClientSelector(whole_client_batches=True)`), split into batches of B here: tf.data then
-    hands over a client's data in one call instead of one per batch."""
+    """The rounds of a local-SGD learning process (FedAvg / FedProx with the plain mean) on a
+    thread per core; see the module docstring.
+
+    It replays `tff_process` exactly: the client optimizer, weighting, proximal strength and
+    server optimizer come from the recipe the process's builder declared
+    (`algorithms.fedavg.local_sgd_recipe`), and its `initialize` is used. A process without one
+    (DP, secure, compressed or robust aggregation, DP-SGD, error feedback, FedSGD) is refused.
+    Client data: batched `tf.data.Dataset`s, or `selection.WholeClientData` (all a client's
+    examples in one element, split into its batch size here: tf.data hands over a client's data
+    in one call instead of one per batch).
+
+    Raises:
+      ValueError: `tff_process` cannot be replayed; the message says why.
+    """
 
     def __init__(self, tff_process: tff.learning.templates.LearningProcess, model_fn: ModelFn, *,
-                 client_optimizer: tff.learning.optimizers.Optimizer,
-                 server_optimizer: tff.learning.optimizers.Optimizer,
-                 weighting: tff.learning.ClientWeighting, proximal_strength: float = 0.0,
-                 threads: Optional[int] = None, whole_batch_size: Optional[int] = None,
-                 jit_compile: bool = False):
-        self._whole_batch_size = whole_batch_size
-        self._uniform = weighting == tff.learning.ClientWeighting.UNIFORM
-        self._make_trainer = lambda: _ClientTrainer(model_fn, client_optimizer, weighting,
-                                                    proximal_strength, jit_compile)
+                 threads: Optional[int] = None, jit_compile: bool = False):
+        try:
+            recipe = fedavg.local_sgd_recipe(tff_process)
+        except ValueError as e:
+            raise ValueError(f'the fast path cannot replay this process exactly: {e}; run it on '
+                             'TFF\'s runtime') from e
+        self._uniform = recipe.weighting == tff.learning.ClientWeighting.UNIFORM
+        self._make_trainer = lambda: _ClientTrainer(
+            model_fn, recipe.client_optimizer, recipe.weighting, recipe.proximal_strength,
+            jit_compile)
         self._threads = threads or os.cpu_count() or 1
         self._trainers: Optional[queue.SimpleQueue] = None
         self._pool = concurrent.futures.ThreadPoolExecutor(self._threads)
-        self._server_update = tf.function(finalizer.server_update_fn(server_optimizer))
+        self._server_update = tf.function(finalizer.server_update_fn(recipe.server_optimizer))
         self._finalize_summed = None
         self.initialize = tff_process.initialize
 
-    def _train(self, initial, dataset) -> tuple[list, float, Any]:
+    def _train(self, initial, data) -> tuple[list, float, Any]:
         """Trains one client on a free trainer (Keras models must be built on the main thread,
-        so trainers are made there and handed to the pool's threads). `dataset` may be a
-        function that builds it (built here, so only clients in training hold their data)."""
+        so trainers are made there and handed to the pool's threads). Whole-client data is built
+        here, so only clients in training hold their data."""
         trainer = self._trainers.get()
         try:
-            if callable(dataset):
-                dataset = dataset()
-            return trainer.train(initial, dataset, self._whole_batch_size)
+            if isinstance(data, WholeClientData):
+                return trainer.train(initial, data.build(), data.batch_size)
+            return trainer.train(initial, data, None)
         finally:
             self._trainers.put(trainer)
 
@@ -216,8 +226,7 @@ class FastProcess:
             weights, state.distributor, state.client_work, state.aggregator, state.finalizer)
 
     def next(self, state, client_data: list) -> tff.learning.templates.LearningProcessOutput:
-        """One round over `client_data`: batched `tf.data.Dataset`s (or whole-client ones, see
-        the class docstring), or zero-argument functions returning them."""
+        """One round over `client_data`: batched `tf.data.Dataset`s or `WholeClientData`."""
         if not client_data:
             raise ValueError('a round needs at least one client dataset')
         weights = state.global_model_weights

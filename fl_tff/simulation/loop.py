@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import tensorflow_federated as tff
 
+from fl_tff import client_state
+from fl_tff.simulation import selection
 from fl_tff.models.model_fn import accuracy_metric
 
 Metrics = dict[str, Any]
@@ -27,16 +29,15 @@ class PlannedSelection(Protocol):
 
 
 @runtime_checkable
-class ProcessWithClientState(Protocol):
-    """A learning process whose clients keep state across rounds (e.g. error feedback's
-    residuals): `next` also takes the participants' ids (to look their states up) and the
-    round number."""
+class FastPathProcess(Protocol):
+    """A process that runs rounds outside TFF's runtime and reads `WholeClientData`
+    (`fast.FastProcess`)."""
 
-    needs_client_ids: bool
+    def close(self) -> None:
+        """Stops its threads."""
 
-    def next(self, state: Any, client_data: list, *, client_ids: Sequence[str],
-             round_num: int) -> Any:
-        """One round for `client_data` of the clients `client_ids` (same order)."""
+    def next(self, state: Any, client_data: list) -> Any:
+        """One round."""
 
 
 class StopTraining(Exception):
@@ -96,14 +97,24 @@ def run_training(
         initial_state: Any = None,
         start_round: int = 1,
         before_round: Optional[Callable[[Any, bool], Metrics]] = None,
+        client_states: Optional[client_state.ClientStateStore] = None,
 ) -> tuple[Any, list[Metrics]]:
     """Runs rounds `start_round`..`rounds` of `process`; evaluates every `eval_every` rounds and
     at the end.
 
     `on_round(row, state)` receives each round's flat metrics (after evaluation) and the new
     state, for printing, saving and checkpointing; it may raise to stop the run.
+    For a process whose clients keep state (`client_state.ProcessWithClientState`), the loop
+    looks the participants' states up in `client_states` (a new store when None), passes them
+    to `next` and stores the new ones: the simulation, not the process, keeps them.
     Returns the final state and the rows of the rounds run.
     """
+    if isinstance(process, client_state.ProcessWithClientState):
+        if not isinstance(training_selection_fn, PlannedSelection):
+            raise TypeError('this process keeps client state: select clients with a '
+                            'PlannedSelection such as ClientSelector, which names them')
+        if client_states is None:
+            client_states = client_state.ClientStateStore(process.initial_client_state())
     if before_round is not None and not isinstance(training_selection_fn, PlannedSelection):
         raise TypeError('before_round hooks (the privacy ledger and its budget stop, the byte '
                         'ledger) charge each round\'s plan: select clients with a '
@@ -132,12 +143,15 @@ def run_training(
         else:
             clients, client_ids = training_selection_fn(round_num), None
         row['clients'] = len(clients)
+        if not isinstance(process, FastPathProcess) and any(
+                isinstance(c, selection.WholeClientData) for c in clients):
+            raise TypeError('whole-client batches (ClientSelector(whole_client_batches=True)) are '
+                            'for the fast path; TFF\'s runtime takes batched datasets')
         if clients:
-            if isinstance(process, ProcessWithClientState):  # Clients with state (residuals).
-                if client_ids is None:
-                    raise TypeError('this process keeps client state: select clients with a '
-                                    'ClientSelector, which names them')
-                output = process.next(state, clients, client_ids=client_ids, round_num=round_num)
+            if isinstance(process, client_state.ProcessWithClientState):
+                output = process.next(state, clients, client_ids=client_ids, round_num=round_num,
+                                      client_states=[client_states.get(c) for c in client_ids])
+                client_states.update(client_ids, output.client_states)
             else:
                 output = process.next(state, clients)
             state = output.state

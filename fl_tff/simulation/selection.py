@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +17,24 @@ from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, pla
 
 
 SAMPLINGS = ('uniform', 'poisson')
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeClientData:
+    """A client's whole round of data as one element (all its batches in order, concatenated),
+    with the batch size to split it into: what the fast path reads. TFF's runtime refuses it.
+
+    Attributes:
+      dataset: The one-element `tf.data.Dataset`, or a zero-argument function that builds it
+        (so a round holds one client's examples per thread, not the whole cohort's).
+      batch_size: The local batch size.
+    """
+
+    dataset: Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
+    batch_size: int
+
+    def build(self) -> tf.data.Dataset:
+        return self.dataset() if callable(self.dataset) else self.dataset
 
 
 class ClientSelector:
@@ -88,11 +107,12 @@ class ClientSelector:
 
     def datasets(self, plan: RoundPlan) -> list:
         """The preprocessed datasets of the plan's participants. With `whole_client_batches`
-        (the fast path), zero-argument functions that build them: a round then holds one
-        client's examples per thread, not the whole cohort's."""
+        (the fast path), `WholeClientData` whose datasets are built when a thread takes them."""
         builders = [functools.partial(self._dataset, cid, epochs, plan.round_num)
                     for cid, epochs in plan.participants]
-        return builders if self._whole else [build() for build in builders]
+        if self._whole:
+            return [WholeClientData(build, self._batch_size) for build in builders]
+        return [build() for build in builders]
 
     def _dataset(self, cid: str, epochs: int, round_num: int) -> tf.data.Dataset:
         ds = preprocessing.preprocess_client_dataset(

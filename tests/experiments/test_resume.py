@@ -48,11 +48,16 @@ def _popen(module, out, *extra, env=None):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('extra', [{}, dict(compression='topk', compression_k=0.1,
+                                            error_feedback=True)],
+                         ids=['fedavg', 'error_feedback_client_state'])
 def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupted_run(
-        tff_runtime, tmp_path):
-    """The crash point is deterministic: inside the save of round 6's checkpoint."""
+        tff_runtime, tmp_path, extra):
+    """The crash point is deterministic: inside the save of round 6's checkpoint. With error
+    feedback the clients' residuals (client state) must be restored as of round 3 too."""
     before = live_worker_pids()
     crashed = _popen('tests.experiments.crash_driver', tmp_path / 'crashed', '--rounds=12',
+                     *[f'--{k}={v}' for k, v in extra.items()],
                      env={'FL_TFF_CRASH_AT': 'checkpoint:6'})
     out, err = crashed.communicate(timeout=300)
     assert crashed.returncode == -signal.SIGKILL, err[-3000:]
@@ -61,10 +66,10 @@ def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupte
     assert 'program_state_6' not in os.listdir(run_dir / 'checkpoints')
     assert live_worker_pids() - before == set()  # The killed run's worker died with it.
 
-    resumed, lines = _run(_config(tmp_path / 'crashed', rounds=12))
+    resumed, lines = _run(_config(tmp_path / 'crashed', rounds=12, **extra))
     assert resumed.run_dir == str(run_dir)
     assert f'resuming after round 3 from {run_dir / "checkpoints"}' in lines
-    reference, _ = _run(_config(tmp_path / 'reference', rounds=12))
+    reference, _ = _run(_config(tmp_path / 'reference', rounds=12, **extra))
     assert _rows(run_dir) == _rows(reference.run_dir) and len(_rows(run_dir)) == 12
     assert not [n for n in os.listdir(run_dir / 'checkpoints') if n.startswith('.partial')]
 

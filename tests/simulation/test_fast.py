@@ -99,3 +99,34 @@ def test_a_round_without_examples_is_skipped_as_on_the_tff_path(tff_runtime):
             np.testing.assert_array_equal(a, b)
     finally:
         process.close()
+
+
+@pytest.mark.parametrize('overrides,why', [
+    (dict(aggregator='median'), 'its aggregator .CoordinateWiseFactory. is not the plain mean'),
+    (dict(secure_agg=True), 'its aggregator .* is not the plain mean'),
+    (dict(compression='quantize'), 'its aggregator .* is not the plain mean'),
+    (dict(dp='fixed', client_weighting='uniform'), 'its aggregator .* is not the plain mean'),
+    (dict(dp='dpsgd'), 'its clients run DP-SGD'),
+    (dict(compression='topk', error_feedback=True), 'its clients keep error-feedback residuals'),
+    (dict(algorithm='fedsgd'), 'it was not built by build_local_sgd_algorithm'),
+])
+def test_the_fast_path_refuses_a_process_it_cannot_replay_exactly(tff_runtime, overrides, why):
+    """The library-level guard (the config refuses these first, naming the flag): a process's
+    builder declares what it computes, and the fast path replays only that."""
+    config = dataclasses.replace(BASE, **overrides)
+    fed = experiment.load_federated_data(config)
+    model_fn, _ = experiment.build_model(config, fed)
+    process = experiment.build_process(config, model_fn, fed.masked_labels, max_weight=1000.0)
+    with pytest.raises(ValueError, match=f'the fast path cannot replay this process exactly: {why}'):
+        fast.FastProcess(process, model_fn)
+
+
+def test_whole_client_batches_are_refused_by_tffs_runtime(tff_runtime):
+    from fl_tff import simulation
+    fed = experiment.load_federated_data(BASE)
+    model_fn, _ = experiment.build_model(BASE, fed)
+    select = simulation.build_training_selection_fn(
+        fed.train, clients_per_round=2, epochs=1, batch_size=16, seed=0, whole_client_batches=True)
+    assert all(isinstance(d, simulation.WholeClientData) and d.batch_size == 16 for d in select(1))
+    with pytest.raises(TypeError, match='whole-client batches .* are for the fast path'):
+        simulation.run_training(experiment.build_process(BASE, model_fn), select, rounds=1)

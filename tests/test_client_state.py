@@ -1,0 +1,63 @@
+"""Client state kept by the simulation: a memory-bounded store, and a pure `next`."""
+
+import numpy as np
+import pytest
+
+from fl_tff import client_state, experiment, simulation
+from fl_tff.config import ExperimentConfig
+
+
+def _state(value):
+    return [np.full((2, 3), value, np.float32), np.array([value], np.float32)]
+
+
+def test_the_store_spills_beyond_its_memory_bound_and_snapshots_everything(tmp_path):
+    store = client_state.ClientStateStore(_state(0.0), max_in_memory=2)
+    ids = [f'client {i}' for i in range(5)]
+    store.update(ids, [_state(float(i + 1)) for i in range(5)])
+    assert store.in_memory == 2 and len(store) == 5
+    np.testing.assert_array_equal(store.get('client 0')[0], _state(1.0)[0])  # Read back.
+    np.testing.assert_array_equal(store.get('never trained')[1], [0.0])      # The initial state.
+    assert store.in_memory == 2
+    path = str(tmp_path / 'states.npz')
+    store.save_client_states(path)
+    restored = client_state.ClientStateStore(_state(0.0), max_in_memory=3)
+    restored.load_client_states(path)
+    assert len(restored) == 5
+    for i, cid in enumerate(ids):
+        np.testing.assert_array_equal(restored.get(cid)[0], _state(float(i + 1))[0])
+    restored.load_client_states(None)
+    assert len(restored) == 0
+    store.close()
+    restored.close()
+
+
+def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_interface(
+        tff_runtime):
+    config = ExperimentConfig(model='logreg', num_clients=8, clients_per_round=4,
+                              client_epochs=1, compression='topk', compression_k=0.1,
+                              error_feedback=True)
+    fed = experiment.load_federated_data(config)
+    model_fn, _ = experiment.build_model(config, fed)
+    process = experiment.build_process(config, model_fn)
+    assert isinstance(process, client_state.ProcessWithClientState)
+    state = process.initialize()
+    assert process.set_hparams(state, process.get_hparams(state)) is not None
+    select = simulation.build_training_selection_fn(
+        fed.train, clients_per_round=4, epochs=1, batch_size=10, seed=0)
+    plan = select.plan(1)
+    ids = [cid for cid, _ in plan.participants]
+    states = [process.initial_client_state() for _ in ids]
+    first = process.next(state, select.datasets(plan), client_ids=ids, round_num=1,
+                         client_states=states)
+    again = process.next(state, select.datasets(plan), client_ids=ids, round_num=1,
+                         client_states=states)
+    for a, b in zip(first.client_states, again.client_states):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    # Top-10% leaves most of each update behind: the residuals are the new client states.
+    assert all(np.any(s[0]) for s in first.client_states)
+    assert all(not np.any(s[0]) for s in states)  # The inputs were not modified.
+    with pytest.raises(ValueError, match='one each per participant'):
+        process.next(state, select.datasets(plan), client_ids=ids, round_num=1,
+                     client_states=states[:1])
