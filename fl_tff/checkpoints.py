@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Optional, Protocol, runtime_checkable
 
 import tensorflow_federated as tff
@@ -177,7 +178,8 @@ class Checkpointer:
         if self._client_states is not None:
             kept = set(self._versions())
             for name in os.listdir(self.directory):
-                if name.startswith('client_states_') and int(name[14:-4]) not in kept:
+                match = re.fullmatch(r'client_states_(\d+)\.npz', name)
+                if match and int(match[1]) not in kept:
                     os.remove(os.path.join(self.directory, name))
         return True
 

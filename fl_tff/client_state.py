@@ -26,6 +26,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
@@ -105,8 +106,9 @@ class ClientStateStore:
     `checkpoints.ClientStateStore`).
 
     Memory is bounded: the `max_in_memory` most recently used clients' states stay in memory;
-    older ones are spilled to one .npz file each under `spill_dir` (a temporary directory by
-    default, removed by `close()`), and read back when their client is selected again. With
+    older ones are spilled to one .npz file each in a temporary directory of the store's own
+    (inside `spill_dir` when given; removed by `close()`), and read back when their client is
+    selected again. Saving and loading a snapshot also go one client at a time. With
     model-sized states (e.g. a 2NN's 200k floats, 0.8 MB) the default of 1,000 clients keeps
     about 0.8 GB in memory.
 
@@ -123,10 +125,12 @@ class ClientStateStore:
         self._initial = [np.asarray(t) for t in initial]
         self._max = max_in_memory
         self._memory: collections.OrderedDict[str, FlatState] = collections.OrderedDict()
-        self._owns_spill_dir = spill_dir is None
-        self._spill_dir = spill_dir or tempfile.mkdtemp(prefix='fl_tff_client_states_')
-        os.makedirs(self._spill_dir, exist_ok=True)
+        if spill_dir is not None:
+            os.makedirs(spill_dir, exist_ok=True)
+        # A directory of its own (also inside a given one): stores never share spill files.
+        self._spill_dir = tempfile.mkdtemp(prefix='fl_tff_client_states_', dir=spill_dir)
         self._spilled: set[str] = set()
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._memory) + len(self._spilled)
@@ -138,6 +142,7 @@ class ClientStateStore:
 
     def get(self, client_id: str) -> FlatState:
         """`client_id`'s state (the initial state if it never trained)."""
+        self._check_open()
         if client_id in self._memory:
             self._memory.move_to_end(client_id)
             return self._memory[client_id]
@@ -152,8 +157,11 @@ class ClientStateStore:
 
     def update(self, client_ids: Sequence[str], states: Sequence[FlatState]) -> None:
         """Stores the new states of `client_ids` (same order)."""
+        self._check_open()
         for client_id, state in zip(client_ids, states, strict=True):
-            self._spilled.discard(client_id)
+            if client_id in self._spilled:
+                self._spilled.discard(client_id)
+                os.remove(self._spill_path(client_id))
             self._remember(client_id, [np.asarray(t) for t in state])
 
     def _remember(self, client_id: str, state: FlatState) -> None:
@@ -177,28 +185,41 @@ class ClientStateStore:
                 yield client_id, [saved[f'{i}'] for i in range(len(saved.files))]
 
     def save_client_states(self, path: str) -> None:
-        """Writes every client's state to `path` (.npz, keys `<client id>::<tensor index>`)."""
-        with open(path, 'wb') as f:
-            np.savez(f, **{f'{cid}::{i}': t for cid, state in self.items()
-                           for i, t in enumerate(state)})
+        """Writes every client's state to `path` (.npz, keys `<client id>::<tensor index>`),
+        one array at a time: spilled states are read back one client at a time, so saving
+        needs no more memory than the store does."""
+        self._check_open()
+        with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for client_id, state in self.items():
+                for i, tensor in enumerate(state):
+                    with archive.open(f'{client_id}::{i}.npy', 'w', force_zip64=True) as f:
+                        np.lib.format.write_array(f, np.asanyarray(tensor), allow_pickle=False)
 
     def load_client_states(self, path: Optional[str]) -> None:
-        """Replaces every state with those saved at `path` (none when `path` is None)."""
+        """Replaces every state with those saved at `path` (none when `path` is None), one client
+        at a time (beyond `max_in_memory` they spill as they are read)."""
+        self._check_open()
         self._memory.clear()
         for client_id in self._spilled:
             os.remove(self._spill_path(client_id))
         self._spilled.clear()
         if path is None:
             return
-        grouped: dict[str, dict[int, np.ndarray]] = {}
-        with np.load(path) as saved:
+        with np.load(path) as saved:  # Lazy: an array is read when its key is.
+            grouped: dict[str, list[tuple[int, str]]] = {}
             for key in saved.files:
                 client_id, i = key.rsplit('::', 1)
-                grouped.setdefault(client_id, {})[int(i)] = saved[key]
-        for client_id, parts in grouped.items():
-            self._remember(client_id, [parts[i] for i in range(len(parts))])
+                grouped.setdefault(client_id, []).append((int(i), key))
+            for client_id, keys in grouped.items():
+                self._remember(client_id, [saved[key] for _, key in sorted(keys)])
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError('this ClientStateStore was closed')
 
     def close(self) -> None:
-        """Removes the spill directory if the store made it."""
-        if self._owns_spill_dir:
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
+        """Removes the spilled states; the store cannot be used afterwards."""
+        self._closed = True
+        self._memory.clear()
+        self._spilled.clear()
+        shutil.rmtree(self._spill_dir, ignore_errors=True)

@@ -7,7 +7,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow_federated as tff
@@ -64,7 +64,7 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
 
 
 def build_model_aggregator(config: ExperimentConfig,
-                           max_weight: float = 1.0) -> tff.aggregators.AggregationFactory:
+                           max_weight: Optional[float] = None) -> tff.aggregators.AggregationFactory:
     """The `--aggregator`, or the user-level DP aggregator for `--dp=fixed|adaptive|distributed`,
     or the secure mean for `--secure_agg` (DP's clipped records summed securely within ±clip).
     `max_weight` bounds a client's weight (examples seen) for the secure weighted mean."""
@@ -98,7 +98,7 @@ def build_model_aggregator(config: ExperimentConfig,
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
                   masked_labels: tuple[int, ...] = (),
-                  max_weight: float = 1.0) -> tff.learning.templates.LearningProcess:
+                  max_weight: Optional[float] = None) -> tff.learning.templates.LearningProcess:
     """The learning process for `config.algorithm` with its optimizers, weighting, aggregator,
     (for `--dp=dpsgd`) DP-SGD on clients and (for `--error_feedback`) client residuals; for
     `--simulation=fast|fast_xla`, its `FastProcess`."""
@@ -170,7 +170,8 @@ def preflight(config: ExperimentConfig) -> None:
                                        clients_per_round=config.clients_per_round,
                                        clip=config.clip, bits=config.secure_bits)
         except ValueError as e:
-            raise ConfigError('secure_bits', f'TFF\'s distributed DP refuses these settings: {e}') from e
+            raise ConfigError('secure_bits', 'TFF\'s distributed DP refuses these settings '
+                              f'(--noise_multiplier, --clients_per_round, --clip, --secure_bits): {e}') from e
     if config.workers:
         try:
             runtime.check_workers_reachable(runtime.parse_workers(config.workers))

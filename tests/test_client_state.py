@@ -61,3 +61,41 @@ def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_in
     with pytest.raises(ValueError, match='one each per participant'):
         process.next(state, select.datasets(plan), client_ids=ids, round_num=1,
                      client_states=states[:1])
+
+
+def test_saving_and_loading_a_snapshot_keep_the_memory_bound_and_a_closed_store_refuses(tmp_path):
+    store = client_state.ClientStateStore(_state(0.0), max_in_memory=1, spill_dir=str(tmp_path))
+    store.update(['a', 'b', 'c'], [_state(1.0), _state(2.0), _state(3.0)])
+    store.update(['a'], [_state(4.0)])  # A spilled client trains again: its old file goes.
+    path = str(tmp_path / 'snapshot.npz')
+    store.save_client_states(path)
+    assert store.in_memory == 1
+    other = client_state.ClientStateStore(_state(0.0), max_in_memory=1, spill_dir=str(tmp_path))
+    other.load_client_states(path)
+    assert other.in_memory == 1 and len(other) == 3
+    assert [float(other.get(c)[1][0]) for c in 'abc'] == [4.0, 2.0, 3.0]
+    store.close()
+    with pytest.raises(RuntimeError, match='closed'):
+        store.get('a')
+    assert float(other.get('b')[1][0]) == 2.0  # Separate spill directories.
+    other.close()
+
+
+def test_run_training_refuses_to_resume_client_state_without_its_store():
+    from fl_tff.simulation import run_training
+
+    class Stateful:
+        def initial_client_state(self):
+            return _state(0.0)
+
+        def next(self, state, client_data, *, client_ids, round_num, client_states):
+            raise AssertionError('not reached')
+
+    select = simulation.ClientSelector.__new__(simulation.ClientSelector)  # Only its type matters.
+    with pytest.raises(ValueError, match='needs the store of its checkpoint'):
+        run_training(Stateful(), select, rounds=3, start_round=2, initial_state=object())
+    used = client_state.ClientStateStore(_state(0.0))
+    used.update(['a'], [_state(1.0)])
+    with pytest.raises(ValueError, match='needs an empty client-state store'):
+        run_training(Stateful(), select, rounds=3, client_states=used)
+    used.close()

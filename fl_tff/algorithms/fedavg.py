@@ -28,13 +28,15 @@ from fl_tff.privacy import dpsgd
 @dataclasses.dataclass(frozen=True)
 class LocalSgdRecipe:
     """What a local-SGD process computes, for a second executor to replay exactly: client SGD
-    with `client_optimizer` (plus the proximal term), the plain mean by `weighting`, and
-    `server_optimizer` on the averaged delta."""
+    with `client_optimizer` (plus the proximal term) whose update weight follows `weighting`,
+    the plain mean (unweighted, counting every client, when `unweighted_mean`; else weighted by
+    the update weights), and `server_optimizer` on the averaged delta."""
 
     client_optimizer: tff.learning.optimizers.Optimizer
     server_optimizer: tff.learning.optimizers.Optimizer
     weighting: tff.learning.ClientWeighting
     proximal_strength: float
+    unweighted_mean: bool
 
 
 # Per process: its recipe, or why it has none. Declared by the builder that made the process.
@@ -128,8 +130,9 @@ def build_local_sgd_algorithm(
         _RECIPES[process] = (f'its aggregator ({type(model_aggregator).__name__}) is not the plain '
                              'mean: DP, secure, compressed and robust aggregators run in TFF')
     else:
-        _RECIPES[process] = LocalSgdRecipe(client_optimizer, server_optimizer, weighting,
-                                           proximal_strength)
+        _RECIPES[process] = LocalSgdRecipe(
+            client_optimizer, server_optimizer, weighting, proximal_strength,
+            unweighted_mean=isinstance(model_aggregator, aggregation.PlainUnweightedMeanFactory))
     return process
 
 

@@ -24,6 +24,7 @@ nΔ / (2 Σ ŵ). The fraction of values clipped to the range is reported each ro
 from __future__ import annotations
 
 import collections
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -85,7 +86,7 @@ class SecureQuantizedSumFactory(tff.aggregators.UnweightedAggregationFactory):
         @tff.tensorflow.computation(np.int32, np.int32)
         def clipped_fraction(clipped, count):
             return tf.math.divide_no_nan(tf.cast(clipped, tf.float32),
-                                         tf.cast(count * num_values, tf.float32))
+                                         tf.cast(count, tf.float32) * float(num_values))
 
         @tff.federated_computation
         def init_fn():
@@ -139,7 +140,7 @@ class NormalizedWeightMeanFactory(tff.aggregators.WeightedAggregationFactory):
 
 
 def build_secure_mean(bits: int, bound: float, *, uniform: bool,
-                      max_weight: float = 1.0) -> tff.aggregators.AggregationFactory:
+                      max_weight: Optional[float] = None) -> tff.aggregators.AggregationFactory:
     """The (weighted) mean whose client values and weights reach the server only by secure sums.
 
     Args:
@@ -151,10 +152,15 @@ def build_secure_mean(bits: int, bound: float, *, uniform: bool,
 
     Returns:
       An aggregation factory (unweighted when `uniform`, else weighted).
+
+    Raises:
+      ValueError: A weighted mean without `max_weight`.
     """
     if uniform:
         return aggregation.mean_factory(True, SecureQuantizedSumFactory(bits, bound),
                                         tff.aggregators.SecureSumFactory(1, 0))
+    if max_weight is None:
+        raise ValueError('a weighted secure mean needs max_weight (the largest client weight)')
     mean = aggregation.mean_factory(False, SecureQuantizedSumFactory(bits, bound),
                                     tff.aggregators.SecureSumFactory(1.0, 0.0))
     return NormalizedWeightMeanFactory(mean, max_weight)

@@ -193,7 +193,7 @@ class FastProcess:
         except ValueError as e:
             raise ValueError(f'the fast path cannot replay this process exactly: {e}; run it on '
                              'TFF\'s runtime') from e
-        self._uniform = recipe.weighting == tff.learning.ClientWeighting.UNIFORM
+        self._uniform = recipe.unweighted_mean
         self._make_trainer = lambda: _ClientTrainer(
             model_fn, recipe.client_optimizer, recipe.weighting, recipe.proximal_strength,
             jit_compile)

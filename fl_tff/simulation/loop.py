@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import tensorflow_federated as tff
 
 from fl_tff import client_state
-from fl_tff.simulation import selection
+from fl_tff.simulation import fast, selection
 from fl_tff.models.model_fn import accuracy_metric
 
 Metrics = dict[str, Any]
@@ -26,18 +26,6 @@ class PlannedSelection(Protocol):
 
     def datasets(self, plan: Any) -> list:
         """The participants' datasets, in `plan.participants` order."""
-
-
-@runtime_checkable
-class FastPathProcess(Protocol):
-    """A process that runs rounds outside TFF's runtime and reads `WholeClientData`
-    (`fast.FastProcess`)."""
-
-    def close(self) -> None:
-        """Stops its threads."""
-
-    def next(self, state: Any, client_data: list) -> Any:
-        """One round."""
 
 
 class StopTraining(Exception):
@@ -113,8 +101,22 @@ def run_training(
         if not isinstance(training_selection_fn, PlannedSelection):
             raise TypeError('this process keeps client state: select clients with a '
                             'PlannedSelection such as ClientSelector, which names them')
-        if client_states is None:
-            client_states = client_state.ClientStateStore(process.initial_client_state())
+        if client_states is None and start_round > 1:
+            raise ValueError('resuming a process with client state needs the store of its '
+                             'checkpoint (client_states=)')
+        if client_states is not None and start_round == 1 and len(client_states):
+            raise ValueError('a fresh run needs an empty client-state store; this one holds '
+                             f'{len(client_states)} clients\' states from another run')
+        if client_states is None:  # Ours: removed when the loop ends.
+            owned = client_state.ClientStateStore(process.initial_client_state())
+            try:
+                return run_training(process, training_selection_fn, rounds=rounds,
+                                    evaluation_fn=evaluation_fn, eval_every=eval_every,
+                                    on_round=on_round, initial_state=initial_state,
+                                    start_round=start_round, before_round=before_round,
+                                    client_states=owned)
+            finally:
+                owned.close()
     if before_round is not None and not isinstance(training_selection_fn, PlannedSelection):
         raise TypeError('before_round hooks (the privacy ledger and its budget stop, the byte '
                         'ledger) charge each round\'s plan: select clients with a '
@@ -143,7 +145,7 @@ def run_training(
         else:
             clients, client_ids = training_selection_fn(round_num), None
         row['clients'] = len(clients)
-        if not isinstance(process, FastPathProcess) and any(
+        if not isinstance(process, fast.FastProcess) and any(
                 isinstance(c, selection.WholeClientData) for c in clients):
             raise TypeError('whole-client batches (ClientSelector(whole_client_batches=True)) are '
                             'for the fast path; TFF\'s runtime takes batched datasets')

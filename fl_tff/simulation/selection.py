@@ -44,8 +44,8 @@ class ClientSelector:
     applied (see `heterogeneity`); each client's data shuffled with a seed derived from
     (seed, round, client). With `noise_seeds`, every batch also carries `noise_seed`
     = [seed of (seed, round, client), step] for DP-SGD's stateless noise. With
-    `whole_client_batches`, each client's dataset is one element holding all its batches in
-    order (for the fast simulation path, see `fast.FastProcess`).
+    `whole_client_batches`, each client's data is a `WholeClientData` (one element holding all
+    its batches in order, plus the batch size) for the fast path (`fast.FastProcess`).
 
     Callable with the signature `tff.simulation.run_training_process` expects (except with
     `whole_client_batches`, which only the fast path takes); our loop also calls `plan` and
