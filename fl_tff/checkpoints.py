@@ -30,6 +30,16 @@ _PREFIX = 'program_state_'
 CORRUPT_PREFIX = 'corrupt_'
 
 
+def saved_rounds(run_dir: str) -> list[int]:
+    """The rounds of the checkpoints in `run_dir` (set-aside and partial ones excluded), sorted;
+    read from the directory listing, without loading anything."""
+    directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(m[1]) for m in (re.fullmatch(rf'{_PREFIX}(\d+)', n)
+                                      for n in os.listdir(directory)) if m)
+
+
 @runtime_checkable
 class ClientStateStore(Protocol):
     """Per-client state kept across rounds (e.g. error feedback's residuals), saved with the

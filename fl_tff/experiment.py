@@ -266,11 +266,7 @@ class _Progress:
         # one the file is the truth; before one it may still hold rows past the resumed round.
         rows = reporting.read_metrics(run_dir) if self.released else []
         last = max((r['round'] for r in rows), default=self.done)
-        directory = os.path.join(run_dir, checkpoints.CHECKPOINT_DIR)
-        saved = [int(n[len('program_state_'):]) for n in os.listdir(directory)
-                 if n.startswith('program_state_') and n[len('program_state_'):].isdigit()
-                 ] if os.path.isdir(directory) else []
-        return RunInterrupted(last, max(saved, default=0))
+        return RunInterrupted(last, max(checkpoints.saved_rounds(run_dir), default=0))
 
 
 def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.FederatedData,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
@@ -107,20 +108,21 @@ def run_training(
         if client_states is not None and start_round == 1 and len(client_states):
             raise ValueError('a fresh run needs an empty client-state store; this one holds '
                              f'{len(client_states)} clients\' states from another run')
-        if client_states is None:  # Ours: removed when the loop ends.
-            owned = client_state.ClientStateStore(process.initial_client_state())
-            try:
-                return run_training(process, training_selection_fn, rounds=rounds,
-                                    evaluation_fn=evaluation_fn, eval_every=eval_every,
-                                    on_round=on_round, initial_state=initial_state,
-                                    start_round=start_round, before_round=before_round,
-                                    client_states=owned)
-            finally:
-                owned.close()
     if before_round is not None and not isinstance(training_selection_fn, PlannedSelection):
         raise TypeError('before_round hooks (the privacy ledger and its budget stop, the byte '
                         'ledger) charge each round\'s plan: select clients with a '
                         'PlannedSelection such as ClientSelector, not a plain callable')
+    with contextlib.ExitStack() as cleanup:
+        if isinstance(process, client_state.ProcessWithClientState) and client_states is None:
+            client_states = client_state.ClientStateStore(process.initial_client_state())
+            cleanup.callback(client_states.close)  # Ours: removed when the loop ends.
+        return _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every,
+                           on_round, initial_state, start_round, before_round, client_states)
+
+
+def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every, on_round,
+                initial_state, start_round, before_round, client_states):
+    """The loop of `run_training`, its arguments checked."""
     state = process.initialize() if initial_state is None else initial_state
     history: list[Metrics] = []
     start = time.monotonic()
