@@ -8,12 +8,13 @@ every client update at the server (no secure aggregation), so they gather the up
 
 from __future__ import annotations
 
+import types
 from typing import Callable
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-AGGREGATORS = ('mean', 'clip', 'zero', 'median', 'trimmed_mean')
+from fl_tff import options
 
 
 def coordinate_median(stacked: tf.Tensor) -> tf.Tensor:
@@ -105,6 +106,42 @@ def mean_factory(uniform: bool, value_sum_factory=None,
                                        weight_sum_factory=weight_sum_factory)
 
 
+def _robust(build, *capabilities: str, params: tuple[options.Param, ...] = ()):
+    """An aggregator hook `(config, selection, uniform, max_weight) -> factory` over `build`."""
+    def hook(config, selection, uniform, max_weight):
+        del selection, max_weight
+        return build(uniform, **{p.name: getattr(config, p.name) for p in params})
+    return dict(aggregator=hook, params=params, provides=frozenset(capabilities))
+
+
+_CLIP_NORM = options.Param('clip_norm', 1.0, 'L2 norm each update is clipped to.', minimum=0.0,
+                           min_open=True)
+_ZEROING_NORM = options.Param('zeroing_norm', 10.0, 'Updates with a larger L2 norm are zeroed.',
+                              minimum=0.0, min_open=True)
+_TRIM_FRACTION = options.Param('trim_fraction', 0.1, 'Fraction trimmed at each end.', minimum=0.0,
+                               maximum=0.5, max_open=True)
+
+AGGREGATORS = options.Registry('aggregator', 'Aggregation of client updates.', [
+    options.Option('mean', 'weighted (or, with uniform weighting, unweighted) mean',
+                   **_robust(lambda uniform: mean_factory(uniform), options.FAST_PATH)),
+    options.Option('clip', 'each update clipped to L2 norm --clip_norm, then the mean',
+                   **_robust(lambda uniform, clip_norm: tff.aggregators.clipping_factory(
+                       clip_norm, mean_factory(uniform)), options.REPLACES_MEAN,
+                       params=(_CLIP_NORM,))),
+    options.Option('zero', 'updates above L2 norm --zeroing_norm zeroed, then the mean',
+                   **_robust(lambda uniform, zeroing_norm: tff.aggregators.zeroing_factory(
+                       zeroing_norm, mean_factory(uniform), norm_order=2.0),
+                       options.REPLACES_MEAN, params=(_ZEROING_NORM,))),
+    options.Option('median', 'coordinate-wise median (unweighted; Yin et al. 2018)',
+                   **_robust(lambda uniform: CoordinateWiseFactory(coordinate_median),
+                             options.REPLACES_MEAN, options.SEES_INDIVIDUAL_UPDATES)),
+    options.Option('trimmed_mean', 'coordinate-wise trimmed mean (unweighted; Yin et al. 2018)',
+                   **_robust(lambda uniform, trim_fraction: CoordinateWiseFactory(
+                       trimmed_mean(trim_fraction)), options.REPLACES_MEAN,
+                       options.SEES_INDIVIDUAL_UPDATES, params=(_TRIM_FRACTION,))),
+], default='mean', pipeline=True)
+
+
 def build_model_aggregator(name: str, *, uniform: bool = False, clip_norm: float = 1.0,
                            zeroing_norm: float = 10.0,
                            trim_fraction: float = 0.1) -> tff.aggregators.AggregationFactory:
@@ -113,20 +150,14 @@ def build_model_aggregator(name: str, *, uniform: bool = False, clip_norm: float
     mean: weighted (or, with `uniform`, unweighted) mean. clip: each update's L2 norm clipped to
     `clip_norm`, then the mean. zero: updates with L2 norm above `zeroing_norm` replaced by zeros,
     then the mean. median / trimmed_mean: coordinate-wise, unweighted.
+
+    Raises:
+      ValueError: An unknown name or a parameter out of its range.
     """
-    mean = mean_factory(uniform)
-    if name == 'mean':
-        return mean
-    if name == 'clip':
-        if not clip_norm > 0:
-            raise ValueError(f'clip_norm must be > 0, got {clip_norm}')
-        return tff.aggregators.clipping_factory(clip_norm, mean)
-    if name == 'zero':
-        if not zeroing_norm > 0:
-            raise ValueError(f'zeroing_norm must be > 0, got {zeroing_norm}')
-        return tff.aggregators.zeroing_factory(zeroing_norm, mean, norm_order=2.0)
-    if name == 'median':
-        return CoordinateWiseFactory(coordinate_median)
-    if name == 'trimmed_mean':
-        return CoordinateWiseFactory(trimmed_mean(trim_fraction))
-    raise ValueError(f'unknown aggregator {name!r}; valid choices: {", ".join(AGGREGATORS)}')
+    option = AGGREGATORS.get(name)
+    values = dict(clip_norm=clip_norm, zeroing_norm=zeroing_norm, trim_fraction=trim_fraction)
+    for p in option.params:
+        problem = p.problem(values[p.name])
+        if problem:
+            raise ValueError(f'{p.name} {problem}')
+    return option.aggregator(types.SimpleNamespace(**values), None, uniform, None)

@@ -65,15 +65,17 @@ class StatefulLearningProcess:
       composed: The process without client state (same server state), for `initialize`,
         weights and hyperparameters.
       next_fn: A federated computation `(server state, client data, client states
-        @CLIENTS, client inputs @CLIENTS) -> (server state, metrics, client states @CLIENTS)`.
+        @CLIENTS[, client inputs @CLIENTS]) -> (server state, metrics, client states @CLIENTS)`
+        (client inputs only when `client_inputs` is given).
       client_state_type: The TFF type of one client's state.
-      client_inputs: `(round_num, client_ids) -> [input per client]`, deterministic (e.g. seeds).
+      client_inputs: `(round_num, client_ids) -> [input per client]`, deterministic (e.g. seeds);
+        None when the clients take none.
       initial_client_state: A client's first state, flattened (default: zeros of the type).
     """
 
     def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
                  client_state_type: tff.Type,
-                 client_inputs: Callable[[int, Sequence[str]], list],
+                 client_inputs: Optional[Callable[[int, Sequence[str]], list]] = None,
                  initial_client_state: Optional[FlatState] = None):
         self._composed, self._next_fn = composed, next_fn
         self._state_type, self._client_inputs = client_state_type, client_inputs
@@ -95,8 +97,8 @@ class StatefulLearningProcess:
             raise ValueError(f'{len(client_ids)} client ids, {len(client_data)} datasets and '
                              f'{len(client_states)} client states: one each per participant')
         packed = [tff.structure.pack_sequence_as(self._state_type, list(s)) for s in client_states]
-        new_state, metrics, new_states = self._next_fn(
-            state, client_data, packed, self._client_inputs(round_num, client_ids))
+        inputs = () if self._client_inputs is None else (self._client_inputs(round_num, client_ids),)
+        new_state, metrics, new_states = self._next_fn(state, client_data, packed, *inputs)
         return StatefulOutput(new_state, metrics, [
             [np.asarray(t) for t in tff.structure.flatten(s)] for s in new_states])
 

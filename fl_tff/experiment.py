@@ -12,16 +12,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (aggregation, algorithms, checkpoints, client_state, data, divergence,
-                    evaluation, files, models, reporting, runtime, simulation)
+from fl_tff import (checkpoints, client_state, data, divergence, evaluation, files, models,
+                    options, reporting, round_hooks, runtime, simulation)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
-from fl_tff import round_hooks
-from fl_tff.communication import compression, error_feedback, secure
-from fl_tff.privacy import aggregators, distributed, dpsgd
-
-_WEIGHTING = {'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
-              'uniform': tff.learning.ClientWeighting.UNIFORM}
 
 
 @dataclasses.dataclass
@@ -47,16 +41,11 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
                                     synthetic_beta=config.synthetic_beta, data_dir=config.data_dir)
     except tff_datasets.TooManyClientsError as e:
         raise ConfigError('num_clients', f'{e} (--num_clients plus --heldout_clients)') from e
-    partition = config.resolved_partition()
-    if partition == 'natural':
-        parts = dataset.natural_partition
-    else:
-        try:
-            parts = data.make_partition(partition, dataset.y, population, config.seed,
-                                        alpha=config.alpha, classes_per_client=config.classes_per_client,
-                                        sigma=config.lognormal_sigma)
-        except data.PartitionError as e:
-            raise ConfigError('partition', str(e)) from e
+    try:
+        parts = config.option('partition').build(dataset, population, config.seed,
+                                                 **config.option_params('partition'))
+    except data.PartitionError as e:
+        raise ConfigError('partition', str(e)) from e
     heldout = np.random.default_rng([config.seed, 7]).choice(
         population, size=config.heldout_clients, replace=False)
     return data.build_federated_data(dataset, parts, test_fraction=config.test_fraction,
@@ -65,72 +54,41 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
 
 def build_model_aggregator(config: ExperimentConfig,
                            max_weight: Optional[float] = None) -> tff.aggregators.AggregationFactory:
-    """The `--aggregator`, or the user-level DP aggregator for `--dp=fixed|adaptive|distributed`,
-    or the secure mean for `--secure_agg` (DP's clipped records summed securely within ±clip).
-    `max_weight` bounds a client's weight (examples seen) for the secure weighted mean."""
-    if config.dp == 'distributed':
-        return distributed.build_distributed_dp_mean(
-            noise_multiplier=config.noise_multiplier, clients_per_round=config.clients_per_round,
-            clip=config.clip, bits=config.secure_bits)
-    if config.dp in aggregators.USER_LEVEL_MODES:
-        return aggregators.build_dp_aggregator(
-            config.dp, noise_multiplier=config.noise_multiplier,
-            clients_per_round=config.clients_per_round, clip=config.clip, seed=config.seed,
-            target_unclipped_quantile=config.target_unclipped_quantile,
-            clip_learning_rate=config.clip_learning_rate,
-            record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
-            if config.secure_agg else None)
-    if config.error_feedback:  # Clients sparsify (see build_process); the server averages.
-        return aggregation.mean_factory(config.client_weighting == 'uniform')
-    if config.compression != 'none':
-        return compression.build_compressed_mean(
-            config.compression, uniform=config.client_weighting == 'uniform',
-            bits=config.compression_bits, k=config.compression_k, seed=config.seed)
-    if config.secure_agg:
-        return secure.build_secure_mean(config.secure_bits, config.secure_range,
-                                        uniform=config.client_weighting == 'uniform',
-                                        max_weight=max_weight)
-    return aggregation.build_model_aggregator(
-        config.aggregator, uniform=config.client_weighting == 'uniform',
-        clip_norm=config.clip_norm, zeroing_norm=config.zeroing_norm,
-        trim_fraction=config.trim_fraction)
+    """The model aggregator: supplied by the first selected option that has one (see
+    `config.REGISTRIES` for the order: DP, secure aggregation, error feedback, compression, then
+    `--aggregator`). `max_weight` bounds a client's weight (examples seen) for the secure
+    weighted mean."""
+    selection = config.selection()
+    uniform = options.UNIFORM_WEIGHTS in selection['client_weighting'].provides
+    return selection.first('aggregator')(config, selection, uniform, max_weight)
 
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
                   masked_labels: tuple[int, ...] = (),
                   max_weight: Optional[float] = None) -> tff.learning.templates.LearningProcess:
-    """The learning process for `config.algorithm` with its optimizers, weighting, aggregator,
-    (for `--dp=dpsgd`) DP-SGD on clients and (for `--error_feedback`) client residuals; for
-    `--simulation=fast|fast_xla`, its `FastProcess`."""
-    spec = algorithms.get_algorithm(config.algorithm)
-    weighting = _WEIGHTING[config.client_weighting]
-    client_optimizer = tff.learning.optimizers.build_sgdm(config.client_learning_rate)
-    server_optimizer = algorithms.build_optimizer(
-        config.server_optimizer, config.server_learning_rate, momentum=config.server_momentum,
-        beta1=config.server_beta1, beta2=config.server_beta2, epsilon=config.server_epsilon)
-    extra = {}
-    if config.dp == 'dpsgd':
-        extra['dp_sgd'] = dpsgd.DpSgd(config.clip, config.noise_multiplier, masked_labels)
-    if config.error_feedback:
-        extra['error_feedback'] = error_feedback.ErrorFeedback(config.compression,
-                                                               config.compression_k, config.seed)
-    process = spec.build(
-        model_fn, client_optimizer=client_optimizer, server_optimizer=server_optimizer,
-        weighting=weighting, model_aggregator=build_model_aggregator(config, max_weight),
-        **extra, **{name: getattr(config, name) for name in spec.params})
-    if config.simulation == 'tff':
-        return process
-    # The fast path: the same local step and server update, run outside TFF's runtime, as the
-    # process's builder declared them (it refuses a process it cannot replay exactly).
-    return simulation.FastProcess(process, model_fn, jit_compile=config.simulation == 'fast_xla')
+    """The learning process of `config.algorithm` with its parameters, the client and server
+    optimizers, the client weighting, the model aggregator and what other selected options add
+    to clients (`Option.client_extras`: DP-SGD, error feedback), run as `--simulation` runs it
+    (the fast path refuses a process it cannot replay exactly)."""
+    selection = config.selection()
+    extras: dict[str, Any] = {}
+    for _, option in selection.items():
+        if option.client_extras is not None:
+            extras.update(option.client_extras(config, masked_labels))
+    process = selection['algorithm'].build(
+        model_fn,
+        client_optimizer=tff.learning.optimizers.build_sgdm(config.client_learning_rate),
+        server_optimizer=selection['server_optimizer'].build(
+            config.server_learning_rate, **config.option_params('server_optimizer')),
+        weighting=selection['client_weighting'].build(),
+        model_aggregator=build_model_aggregator(config, max_weight),
+        **extras, **config.option_params('algorithm'),
+        **{name: getattr(config, name) for name in selection['algorithm'].config_fields})
+    return selection['simulation'].build(process, model_fn)
 
 
 def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
     """(model_fn, keras_fn) for the config's model on the dataset; ConfigError if they don't fit."""
-    input_shape = fed_data.element_spec['x'].shape
-    if config.model == 'cnn' and input_shape.rank != 3:
-        raise ConfigError('model', f'cnn needs image inputs (height, width, channels); '
-                          f'{config.dataset} has shape {tuple(input_shape)}: use logreg or 2nn')
     return models.model_fn_for_dataset(
         config.model, fed_data.element_spec, fed_data.num_classes, seed=config.seed,
         masked_labels=fed_data.masked_labels, accuracy_masked_labels=fed_data.accuracy_masked_labels,
@@ -164,14 +122,12 @@ def preflight(config: ExperimentConfig) -> None:
       ConfigError: Naming `output_dir` or `workers`.
     """
     _check_output_dir(config.output_dir)
-    if config.dp == 'distributed':
-        try:
-            distributed.check_settings(noise_multiplier=config.noise_multiplier,
-                                       clients_per_round=config.clients_per_round,
-                                       clip=config.clip, bits=config.secure_bits)
-        except ValueError as e:
-            raise ConfigError('secure_bits', 'TFF\'s distributed DP refuses these settings '
-                              f'(--noise_multiplier, --clients_per_round, --clip, --secure_bits): {e}') from e
+    for _, option in config.selection().items():
+        if option.preflight is not None:
+            try:
+                option.preflight(config)
+            except options.OptionError as e:
+                raise ConfigError(e.flag, str(e)) from e
     if config.workers:
         try:
             runtime.check_workers_reachable(runtime.parse_workers(config.workers))
@@ -233,12 +189,13 @@ def run_experiment(config: ExperimentConfig,
     fed_data = load_federated_data(config)
     model_fn, keras_fn = build_model(config, fed_data)
     epochs = config.local_epochs()
+    selection = config.selection()
     select = simulation.build_training_selection_fn(
         fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
-        sampling=config.client_sampling, noise_seeds=config.dp == 'dpsgd',
-        whole_client_batches=config.simulation != 'tff')
+        sampling=config.client_sampling, noise_seeds=selection.has(options.NOISE_SEEDS),
+        whole_client_batches=selection.has(options.WHOLE_CLIENT_BATCHES))
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
                                                       models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)

@@ -119,7 +119,7 @@ def _compression_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
 
 
 COMPRESSION_TARGET = 0.9
-_DP = dict(dp='fixed', clip=0.5)
+_DP = dict(dp='fixed', clip=0.5, delta=1e-3)
 
 STUDIES: dict[str, Study] = {
     'fedprox_stragglers': Study(
@@ -165,7 +165,7 @@ STUDIES: dict[str, Study] = {
         base=dict(dataset='digits', model='logreg', num_clients=300, clients_per_round=30,
                   partition='dirichlet', alpha=1.0, client_weighting='uniform',
                   client_sampling='poisson', rounds=100, eval_every=5, client_epochs=2,
-                  client_learning_rate=0.1, delta=1e-3, seed=0),
+                  client_learning_rate=0.1, seed=0),
         variants=(
             ('no DP', dict()),
             ('z=0.5', dict(**_DP, noise_multiplier=0.5)),

@@ -13,34 +13,19 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from fl_tff import simulation
-from fl_tff.communication import compression, ledger as communication
+from fl_tff import options, simulation
+from fl_tff.communication import ledger as communication
 from fl_tff.config import ConfigError, ExperimentConfig
-from fl_tff.privacy import accounting, aggregators, distributed, ledger as privacy
+from fl_tff.privacy import ledger as privacy
 
 
 def build_privacy_ledger(config: ExperimentConfig, select: simulation.ClientSelector,
                          client_sizes: dict[str, int],
                          model_size: int = 0) -> Optional[privacy.PrivacyLedger]:
-    """The privacy ledger of `config.dp` (None without DP), for the sampling `select` does.
-    `model_size` (trainable values) sets distributed DP's rounding, hence its effective noise."""
-    if config.dp == 'none':
-        return None
-    if config.dp == 'dpsgd':
-        return privacy.ExampleLevelLedger(config.noise_multiplier, config.client_batch_size,
-                                          client_sizes, config.delta, config.target_epsilon)
-    z, trust = config.noise_multiplier, 'the server is trusted to add the noise'
-    if config.dp == 'distributed':
-        if model_size <= 0:
-            raise ValueError('distributed DP accounting needs the model size')
-        z = distributed.accounting_noise_multiplier(config.noise_multiplier, config.clients_per_round,
-                                                    config.clip, config.secure_bits, model_size)
-        trust = (f'no party is trusted with the noise: each of the {config.clients_per_round} clients '
-                 f'adds a discrete Gaussian share before the secure sum (effective multiplier '
-                 f'{z:.4g} after rounding, Kairouz et al. 2021; the secure sum itself is simulated)')
-    mechanism = accounting.SampledGaussian.from_cohort(z, select.sampling, select.population,
-                                                       select.cohort)
-    return privacy.PrivacyLedger(mechanism, config.delta, config.target_epsilon, trust)
+    """The privacy ledger of the selected DP option (None without DP), for the sampling `select`
+    does. `model_size` (trainable values) sets distributed DP's rounding, hence its noise."""
+    hook = config.selection().first('privacy_ledger')
+    return None if hook is None else hook(config, select, client_sizes, model_size)
 
 
 def check_budget(ledger: Optional[privacy.PrivacyLedger],
@@ -57,17 +42,16 @@ def check_budget(ledger: Optional[privacy.PrivacyLedger],
 
 def build_communication_ledger(config: ExperimentConfig,
                                weights) -> communication.CommunicationLedger:
-    """Byte counts for `weights` (a ModelWeights) under the config's uplink encoding."""
-    weighted = config.client_weighting == 'examples' and config.dp not in aggregators.USER_LEVEL_MODES
-    if config.dp == 'distributed':
-        encoding = communication.distributed_dp_encoding(config.secure_bits)
-    elif config.secure_agg:
-        encoding = communication.secure_encoding(config.secure_bits, weighted)
-    else:
-        encoding = compression.uplink_encoding(config.compression, weighted,
-                                               bits=config.compression_bits, k=config.compression_k)
+    """Byte counts for `weights` (a ModelWeights) under the uplink encoding of the first selected
+    option that declares one (float32 otherwise); each update carries the algorithm's
+    `uplink_model_copies` model-sized tensors."""
+    selection = config.selection()
+    weighted = options.UNIFORM_WEIGHTS not in selection['client_weighting'].provides
+    hook = selection.first('uplink_encoding')
+    encoding = communication.plain_encoding(weighted) if hook is None else hook(config, weighted)
+    sizes = [int(np.size(t)) for t in tf.nest.flatten(weights.trainable)]
     return communication.CommunicationLedger(
-        [int(np.size(t)) for t in tf.nest.flatten(weights.trainable)],
+        sizes * selection['algorithm'].uplink_model_copies,
         int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding)
 
 

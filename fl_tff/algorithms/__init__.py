@@ -1,43 +1,29 @@
-"""Federated algorithms, registered by name. Each is a small module of wiring."""
+"""Federated algorithms, each declared as an `options.Option` in its own module and
+registered here by one line.
+
+An algorithm's builder is `build(model_fn, *, client_optimizer, server_optimizer, weighting,
+model_aggregator, **extras, **params)` and returns a `tff.learning.templates.LearningProcess`,
+or a `client_state.StatefulLearningProcess` when its clients keep state; `params` are the
+option's declared parameters, `extras` what other selected options add (`Option.client_extras`,
+e.g. `dp_sgd` for options that need `DP_SGD_CLIENT`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
-
-import tensorflow_federated as tff
-
+from fl_tff import options
+from fl_tff.algorithms import fedavg, fedprox, fedsgd
 from fl_tff.algorithms.fedavg import build_fedavg
 from fl_tff.algorithms.fedprox import build_fedprox
 from fl_tff.algorithms.fedsgd import build_fedsgd
 from fl_tff.algorithms.optimizers import SERVER_OPTIMIZERS, build_optimizer
 
-
-@dataclasses.dataclass(frozen=True)
-class AlgorithmSpec:
-    """A registered algorithm.
-
-    `build(model_fn, *, client_optimizer, server_optimizer, weighting, model_aggregator,
-    **params)` returns a LearningProcess (with `error_feedback`, a
-    `client_state.StatefulLearningProcess`, whose `next` also takes client states); `params`
-    names the config fields it also takes
-    (e.g. FedProx's `mu`); `local_epochs` is False when clients make one pass (FedSGD).
-    """
-
-    build: Callable[..., tff.learning.templates.LearningProcess]
-    params: tuple[str, ...] = ()
-    local_epochs: bool = True
+ALGORITHMS = options.Registry('algorithm', 'Federated algorithm.', [
+    fedavg.OPTION,
+    fedprox.OPTION,
+    fedsgd.OPTION,
+], default='fedavg', pipeline=True)
 
 
-ALGORITHMS: dict[str, AlgorithmSpec] = {
-    'fedavg': AlgorithmSpec(build_fedavg),
-    'fedprox': AlgorithmSpec(build_fedprox, params=('mu',)),
-    'fedsgd': AlgorithmSpec(build_fedsgd, local_epochs=False),
-}
-
-
-def get_algorithm(name: str) -> AlgorithmSpec:
-    """The algorithm registered as `name`."""
-    if name not in ALGORITHMS:
-        raise ValueError(f'unknown algorithm {name!r}; valid choices: {", ".join(sorted(ALGORITHMS))}')
-    return ALGORITHMS[name]
+def get_algorithm(name: str) -> options.Option:
+    """The algorithm registered as `name` (ValueError naming the valid choices otherwise)."""
+    return ALGORITHMS.get(name)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation
+from fl_tff import aggregation, options
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
@@ -146,3 +146,12 @@ def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.Learning
     residuals; `model_aggregator` then averages the sparsified updates).
     """
     return build_local_sgd_algorithm(model_fn, **kwargs)
+
+
+# Local SGD clients: DP-SGD and error feedback plug into them; the fast path replays them.
+LOCAL_SGD_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.DP_SGD_CLIENT,
+                                    options.ERROR_FEEDBACK_CLIENT, options.FAST_PATH})
+
+OPTION = options.Option(
+    'fedavg', 'Federated Averaging (McMahan et al. 2017): local SGD, the server applies the '
+    'averaged delta', build=build_fedavg, provides=LOCAL_SGD_CAPABILITIES)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from fl_tff import options
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms.fedavg import compose_algorithm, default_aggregator
 from fl_tff.models.model_fn import ModelFn
@@ -30,3 +31,9 @@ def build_fedsgd(
     return compose_algorithm(model_fn, client_work_lib.build_gradient_client_work(model_fn, weighting),
                              server_optimizer, model_aggregator or default_aggregator(weighting),
                              error_feedback)
+
+
+OPTION = options.Option(
+    'fedsgd', 'FedSGD (McMahan et al. 2017): one full-data gradient per client, the server '
+    'optimizer steps on their mean', build=build_fedsgd,
+    provides=frozenset({options.ERROR_FEEDBACK_CLIENT}))

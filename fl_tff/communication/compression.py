@@ -26,10 +26,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation
+from fl_tff import aggregation, options
 from fl_tff.communication import ledger
 
-COMPRESSIONS = ('none', 'quantize', 'rotate_quantize', 'topk', 'randk')
 MIN_BITS, MAX_BITS = 1, 16
 
 
@@ -140,8 +139,7 @@ def build_compressed_mean(name: str, *, uniform: bool, bits: int = 8, k: float =
 
 def check(name: str, bits: int, k: float) -> None:
     """Raises ValueError for an unknown compression or a setting outside its range."""
-    if name not in COMPRESSIONS:
-        raise ValueError(f'unknown compression {name!r}; valid choices: {", ".join(COMPRESSIONS)}')
+    COMPRESSIONS.get(name)  # ValueError naming the choices.
     if name in ('quantize', 'rotate_quantize') and not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f'bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}')
     if name in ('topk', 'randk') and not 0.0 < k <= 1.0:
@@ -166,3 +164,33 @@ def uplink_encoding(name: str, weighted: bool, *, bits: int = 8,
     return ledger.UplinkEncoding(f'rand-{k:g}', ledger.FLOAT_BITS, side + 64, kept_fraction=k)
 
 
+
+
+_BITS = options.Param('compression_bits', 8, 'Bits per value of quantize / rotate_quantize.',
+                      minimum=MIN_BITS, maximum=MAX_BITS)
+_K = options.Param('compression_k', 0.1, 'Fraction of each tensor kept by topk / randk.',
+                   minimum=0.0, maximum=1.0, min_open=True)
+
+
+def _compressor(name: str, help: str, param: options.Param, *capabilities: str) -> options.Option:
+    return options.Option(
+        name, help, params=(param,), provides={options.COMPRESSED_UPLINK, *capabilities},
+        excludes={c: 'compression applies to the plain mean; it does not combine with secure '
+                     'aggregation, robust aggregators or user-level DP'
+                  for c in (options.SECURE_SUM, options.REPLACES_MEAN, options.USER_LEVEL_DP)},
+        aggregator=lambda config, selection, uniform, max_weight: build_compressed_mean(
+            name, uniform=uniform, bits=config.compression_bits, k=config.compression_k,
+            seed=config.seed),
+        uplink_encoding=lambda config, weighted: uplink_encoding(
+            name, weighted, bits=config.compression_bits, k=config.compression_k))
+
+
+COMPRESSIONS = options.Registry('compression', 'Uplink compression of client updates.', [
+    options.Option('none', 'float32 updates', provides={options.FAST_PATH}),
+    _compressor('quantize', 'unbiased stochastic quantization to --compression_bits', _BITS),
+    _compressor('rotate_quantize', 'random Hadamard rotation, then quantize', _BITS),
+    _compressor('topk', 'keep the --compression_k largest-magnitude fraction of each tensor', _K,
+                options.SPARSIFIER),
+    _compressor('randk', 'keep a random --compression_k fraction of each tensor, rescaled', _K,
+                options.SPARSIFIER),
+], default='none', pipeline=True)

@@ -22,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import client_state
+from fl_tff import aggregation, client_state, options
 from fl_tff.communication import compression
 
-SPARSIFIERS = ('topk', 'randk')
+SPARSIFIERS = ('topk', 'randk')  # The compressions `ErrorFeedback.compress` implements.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,3 +119,20 @@ def compose_with_error_feedback(
     return client_state.StatefulLearningProcess(
         composed, next_fn, update_type,
         client_inputs=lambda round_num, ids: [feedback.client_seed(round_num, c) for c in ids])
+
+
+ERROR_FEEDBACK = options.Registry(
+    'error_feedback', 'With a sparsifier (topk / randk): each client adds what compression dropped '
+    'last time to its next update (a residual kept on the client across rounds).', [
+        options.Option('off', 'no residuals', provides={options.FAST_PATH}),
+        options.Option(
+            'on', 'client residuals of what the sparsifier dropped',
+            provides={options.CLIENT_STATE},
+            requires={options.SPARSIFIER: 'keeps what a sparsifier dropped for the next round',
+                      options.ERROR_FEEDBACK_CLIENT: 'needs an algorithm whose clients can keep '
+                                                     'residuals'},
+            # Clients sparsify (see `compose_with_error_feedback`); the server averages.
+            aggregator=lambda config, selection, uniform, max_weight: aggregation.mean_factory(uniform),
+            client_extras=lambda config, masked_labels: {'error_feedback': ErrorFeedback(
+                config.compression, config.compression_k, config.seed)}),
+    ], default=False, boolean=True, pipeline=True)

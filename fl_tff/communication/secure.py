@@ -24,13 +24,15 @@ nΔ / (2 Σ ŵ). The fraction of values clipped to the range is reported each ro
 from __future__ import annotations
 
 import collections
+import math
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation
+from fl_tff import aggregation, options
+from fl_tff.communication import ledger
 
 MIN_BITS, MAX_BITS = 1, 24  # The integer sum of up to 2^7 clients stays within int32 at 24 bits.
 
@@ -164,3 +166,40 @@ def build_secure_mean(bits: int, bound: float, *, uniform: bool,
     mean = aggregation.mean_factory(False, SecureQuantizedSumFactory(bits, bound),
                                     tff.aggregators.SecureSumFactory(1.0, 0.0))
     return NormalizedWeightMeanFactory(mean, max_weight)
+
+
+def _check(config, selection: options.Selection) -> None:
+    """The cohort's sum of B-bit integers must fit in int32 (a cohort without a fixed size can
+    be the whole population); a modular secure sum wraps around instead."""
+    if selection.has(options.MODULAR_SECURE_SUM):
+        return
+    cohort = (int(math.ceil(config.clients_per_round * (1 + config.over_selection)))
+              if selection.has(options.FIXED_COHORT) else config.num_clients)
+    if cohort * (2 ** config.secure_bits - 1) >= 2 ** 31:
+        raise options.OptionError('secure_bits', f'{config.secure_bits} bits x up to {cohort} '
+                                  'clients per round overflows the 32-bit secure sum; use at most '
+                                  f'{int(math.log2(2 ** 31 / cohort))} bits')
+
+
+SECURE_AGGREGATION = options.Registry(
+    'secure_agg', 'Secure aggregation: updates (and weights) reach the server only through TFF '
+    'secure sums, after clipping to +-secure_range and quantizing to secure_bits.', [
+        options.Option('off', 'updates are summed in the clear', provides={options.FAST_PATH}),
+        options.Option(
+            'on', 'clip to +-R, quantize to B bits, TFF secure sums',
+            params=(options.Param('secure_bits', 16, 'Bits per value of the secure sum.',
+                                  minimum=MIN_BITS, maximum=MAX_BITS),
+                    options.Param('secure_range', 1.0, 'Each update value is clipped to [-R, R] '
+                                  'before quantization (with example weighting clients scale '
+                                  'their weight to <= 1 first; with user-level DP its clip norm '
+                                  'is used); metrics report the fraction clipped '
+                                  '(secure_clipped_fraction).', minimum=0.0, min_open=True)),
+            provides={options.SECURE_SUM},
+            excludes={options.REPLACES_MEAN: 'it must see each update, and with --secure_agg the '
+                                             'server sees only their sum: use the mean'},
+            check=_check,
+            aggregator=lambda config, selection, uniform, max_weight: build_secure_mean(
+                config.secure_bits, config.secure_range, uniform=uniform, max_weight=max_weight),
+            uplink_encoding=lambda config, weighted: ledger.secure_encoding(config.secure_bits,
+                                                                            weighted)),
+    ], default=False, boolean=True, pipeline=True)

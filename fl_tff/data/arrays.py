@@ -7,6 +7,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from fl_tff import options
+
 
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
@@ -71,27 +73,58 @@ def _tff(name: str) -> Callable[..., ArrayDataset]:
     return load
 
 
-# TFF's SQLite datasets (fl_tff.data.tff_datasets), read offline from --data_dir.
-TFF_DATASET_NAMES = ('emnist', 'emnist62', 'cifar100', 'shakespeare', 'stackoverflow_nwp')
-# Next-token prediction datasets and the model each needs (fl_tff.models.keras_models).
-SEQUENCE_DATASETS = {'shakespeare': 'char_lstm', 'stackoverflow_nwp': 'word_lstm'}
+def _check_tff_dataset(name: str):
+    def check(config, selection) -> None:
+        del selection
+        from fl_tff.data import tff_datasets
+        try:
+            tff_datasets.check_available(name, config.data_dir)
+        except tff_datasets.MissingDatasetFileError as e:
+            raise options.OptionError('data_dir', str(e)) from e
+    return check
+
+
+_DATA_DIR = options.Param('data_dir', '', 'Directory holding TFF dataset files (emnist_all.sqlite, '
+                          'cifar100.sqlite, shakespeare.sqlite, stackoverflow.sqlite + '
+                          'stackoverflow.word_count); nothing is downloaded.')
+_SYNTHETIC = (options.Param('synthetic_alpha', 1.0, 'Synthetic(alpha, beta): how much local models '
+                            'differ.', minimum=0.0),
+              options.Param('synthetic_beta', 1.0, 'Synthetic(alpha, beta): how much local inputs '
+                            'differ.', minimum=0.0))
+_NATURAL_PARTITION = {options.NATURAL_PARTITION: 'is federated by its authors'}
+
+
+def _tff_option(name: str, help: str, *provides: str, **kwargs) -> options.Option:
+    return options.Option(name, help, params=(_DATA_DIR,), build=_tff(name),
+                          provides={*provides, options.NATURAL_CLIENTS},
+                          check=_check_tff_dataset(name), **kwargs)
+
 
 # Loaders take keyword arguments: seed, num_clients, synthetic_alpha, synthetic_beta, data_dir
-# (each uses what it needs).
-DATASETS: dict[str, Callable[..., ArrayDataset]] = {
-    'digits': lambda **_: load_digits(),
-    'synthetic': _synthetic,
-    'synthetic_iid': _synthetic_iid,
-    **{name: _tff(name) for name in TFF_DATASET_NAMES},
-}
-
-# Datasets whose clients are given by the data (use --partition=natural or auto).
-NATURALLY_FEDERATED = ('synthetic', 'synthetic_iid', *TFF_DATASET_NAMES)
+# (each uses what it needs). All read offline; TFF's SQLite datasets from --data_dir
+# (fl_tff.data.tff_datasets), of which --num_clients clients are sampled.
+DATASETS = options.Registry('dataset', 'Dataset (all offline).', [
+    options.Option('digits', 'scikit-learn\'s 8x8 digits (1,797 images, 10 classes)',
+                   build=lambda **_: load_digits(),
+                   provides={options.CLASSIFICATION, options.IMAGES}),
+    options.Option('synthetic', 'Synthetic(alpha, beta) of the FedProx paper, one client per device',
+                   params=_SYNTHETIC, build=_synthetic,
+                   provides={options.CLASSIFICATION, options.NATURAL_CLIENTS}),
+    options.Option('synthetic_iid', 'the FedProx paper\'s IID synthetic data', build=_synthetic_iid,
+                   provides={options.CLASSIFICATION, options.NATURAL_CLIENTS}),
+    _tff_option('emnist', 'federated EMNIST digits (writers as clients)', options.CLASSIFICATION,
+                options.IMAGES),
+    _tff_option('emnist62', 'federated EMNIST, 62 classes', options.CLASSIFICATION, options.IMAGES),
+    _tff_option('cifar100', 'federated CIFAR-100', options.CLASSIFICATION, options.IMAGES),
+    _tff_option('shakespeare', 'Shakespeare next-character prediction (speakers as clients)',
+                options.CHAR_SEQUENCES, requires=_NATURAL_PARTITION),
+    _tff_option('stackoverflow_nwp', 'Stack Overflow next-word prediction (users as clients)',
+                options.WORD_SEQUENCES, requires=_NATURAL_PARTITION),
+], default='digits')
 
 
 def load_dataset(name: str, **kwargs) -> ArrayDataset:
-    """Loads the dataset registered as `name` (kwargs: seed, num_clients, synthetic_alpha/beta)."""
-    if name not in DATASETS:
-        raise ValueError(f'unknown dataset {name!r}; valid choices: {sorted(DATASETS)}')
+    """Loads the dataset registered as `name` (kwargs: seed, num_clients, synthetic_alpha/beta,
+    data_dir)."""
     defaults = dict(seed=0, num_clients=30, synthetic_alpha=1.0, synthetic_beta=1.0, data_dir='')
-    return DATASETS[name](**{**defaults, **kwargs})
+    return DATASETS.get(name).build(**{**defaults, **kwargs})

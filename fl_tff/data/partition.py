@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from fl_tff import options
+
 Partition = list[np.ndarray]
 
 _MAX_DIRICHLET_TRIES = 1000
@@ -138,6 +140,39 @@ PARTITIONERS: dict[str, Callable[..., Partition]] = {
     'shards': shards,
     'quantity': quantity_skew,
 }
+
+
+# Each builder is `(dataset, num_clients, seed, **params) -> Partition`.
+PARTITIONS = options.Registry('partition', 'How examples are split into clients.', [
+    options.Option('auto', 'natural for a dataset with its own clients, else dirichlet'),
+    options.Option('natural', 'the dataset\'s own clients',
+                   build=lambda dataset, num_clients, seed: dataset.natural_partition,
+                   provides={options.NATURAL_PARTITION},
+                   requires={options.NATURAL_CLIENTS: 'needs a dataset with its own clients'}),
+    options.Option('iid', 'uniformly at random, equal sizes', build=lambda dataset, num_clients, seed: iid(dataset.y, num_clients, seed)),
+    options.Option('dirichlet', 'label skew: class proportions ~ Dirichlet(--alpha) per client',
+                   params=(options.Param('alpha', 0.5, 'Dirichlet concentration (small = more '
+                                         'label skew).', minimum=0.0, min_open=True),),
+                   build=lambda dataset, num_clients, seed, alpha: dirichlet(
+                       dataset.y, num_clients, seed, alpha=alpha)),
+    options.Option('shards', 'pathological non-IID: --classes_per_client classes per client',
+                   params=(options.Param('classes_per_client', 2, 'Classes held by each client.',
+                                         minimum=1),),
+                   build=lambda dataset, num_clients, seed, classes_per_client: shards(
+                       dataset.y, num_clients, seed, classes_per_client=classes_per_client)),
+    options.Option('quantity', 'quantity skew: client sizes log-normal(--lognormal_sigma)',
+                   params=(options.Param('lognormal_sigma', 1.0, 'Log-normal sigma of client '
+                                         'sizes.', minimum=0.0),),
+                   build=lambda dataset, num_clients, seed, lognormal_sigma: quantity_skew(
+                       dataset.y, num_clients, seed, sigma=lognormal_sigma)),
+], default='auto')
+
+
+def resolve(name: str, dataset_capabilities: frozenset) -> str:
+    """`name`, with auto resolved for a dataset of `dataset_capabilities`."""
+    if name == 'auto':
+        return 'natural' if options.NATURAL_CLIENTS in dataset_capabilities else 'dirichlet'
+    return name
 
 
 def make_partition(name: str, labels: np.ndarray, num_clients: int, seed: int,

@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from fl_tff import options
+
 ModelFactory = Callable[..., tf.keras.Model]
 
 
@@ -100,15 +102,23 @@ def word_lstm(input_shape: Sequence[int], num_classes: int, seed: int = 0,
     ], name='word_lstm')
 
 
-MODELS: dict[str, ModelFactory] = {
-    'logreg': logistic_regression,
-    '2nn': mlp_2nn,
-    'cnn': small_cnn,
-    'char_lstm': char_lstm,
-    'word_lstm': word_lstm,
-}
+_HIDDEN_UNITS = options.Param('hidden_units', 0, 'Width of the hidden layers; 0 = the paper\'s '
+                              '(2nn 200, char_lstm 256, word_lstm 670).', minimum=0)
+_CLASSIFIES = {options.CLASSIFICATION: 'classifies feature vectors'}
 
-# Models over token-id sequences (next-token prediction); the others take float features.
-SEQUENCE_MODELS = ('char_lstm', 'word_lstm')
-# Models whose width `hidden_units` sets (0 keeps each model's paper default).
-SIZED_MODELS = ('2nn', 'char_lstm', 'word_lstm')
+# Each builder is `(input_shape, num_classes, seed=0, **params) -> tf.keras.Model`.
+MODELS = options.Registry('model', 'Model.', [
+    options.Option('logreg', 'multinomial logistic regression', build=logistic_regression,
+                   requires=_CLASSIFIES),
+    options.Option('2nn', 'MLP with two hidden layers (McMahan et al. 2017)', build=mlp_2nn,
+                   params=(_HIDDEN_UNITS,), requires=_CLASSIFIES),
+    options.Option('cnn', 'a small CNN (image inputs)', build=small_cnn,
+                   requires={**_CLASSIFIES, options.IMAGES: 'needs image inputs (height, width, '
+                                                            'channels)'}),
+    options.Option('char_lstm', 'next-character LSTM (shakespeare)', build=char_lstm,
+                   params=(_HIDDEN_UNITS,),
+                   requires={options.CHAR_SEQUENCES: 'predicts the next character'}),
+    options.Option('word_lstm', 'next-word LSTM (stackoverflow_nwp)', build=word_lstm,
+                   params=(_HIDDEN_UNITS,),
+                   requires={options.WORD_SEQUENCES: 'predicts the next word'}),
+], default='2nn')

@@ -15,9 +15,7 @@ ModelFn = Callable[[], tff.learning.models.VariableModel]
 def keras_model_factory(name: str, input_shape, num_classes: int, seed: int = 0,
                         **model_kwargs: Any) -> Callable[[], tf.keras.Model]:
     """A no-arg callable building the registered Keras model `name` (fresh each call)."""
-    if name not in keras_models.MODELS:
-        raise ValueError(f'unknown model {name!r}; valid choices: {sorted(keras_models.MODELS)}')
-    factory = keras_models.MODELS[name]
+    factory = keras_models.MODELS.get(name).build
     return lambda: factory(input_shape, num_classes, seed=seed, **model_kwargs)
 
 

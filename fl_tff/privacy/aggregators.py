@@ -17,11 +17,10 @@ from typing import Optional
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
+from fl_tff import options
+from fl_tff.privacy import dp_options
 from fl_tff.privacy.queries import SeededGaussianSumQuery
 
-DP_MODES = ('none', 'fixed', 'adaptive', 'distributed', 'dpsgd')
-# Clip and noise whole client updates (unweighted); 'distributed' is in `distributed.py`.
-USER_LEVEL_MODES = ('fixed', 'adaptive', 'distributed')
 # TFF's default std of the noise on the adaptive clipping's clipped count, per expected client.
 CLIPPED_COUNT_STDDEV_PER_CLIENT = 0.05
 
@@ -66,5 +65,58 @@ def build_dp_aggregator(mode: str, *, noise_multiplier: float, clients_per_round
         return tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
             noise_multiplier, clients_per_round, initial_l2_norm_clip=clip,
             target_unclipped_quantile=target_unclipped_quantile, learning_rate=clip_learning_rate)
-    raise ValueError(f'no user-level DP aggregator for {mode!r}; valid choices: '
-                     f'{", ".join(USER_LEVEL_MODES)}')
+    raise ValueError(f'no user-level DP aggregator for {mode!r}; valid choices: fixed, adaptive')
+
+
+def _aggregator(mode: str):
+    def build(config, selection, uniform, max_weight):
+        del uniform, max_weight  # User-level DP is unweighted (see UNIFORM_WEIGHTS_NEEDED).
+        from fl_tff.communication import secure
+        return build_dp_aggregator(
+            mode, noise_multiplier=config.noise_multiplier,
+            clients_per_round=config.clients_per_round, clip=config.clip, seed=config.seed,
+            target_unclipped_quantile=config.target_unclipped_quantile,
+            clip_learning_rate=config.clip_learning_rate,
+            record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
+            if selection.has(options.SECURE_SUM) else None)
+    return build
+
+
+def _check_adaptive(config, selection) -> None:
+    dp_options.check_budget_has_noise(config, selection)
+    needed = min_clients_for_adaptive_clipping(config.noise_multiplier)
+    if config.noise_multiplier > 0 and config.clients_per_round < needed:
+        raise options.OptionError(
+            'clients_per_round', f'adaptive clipping at --noise_multiplier='
+            f'{config.noise_multiplier:g} needs at least {needed} clients per round (TFF\'s '
+            f'clipped-count noise is 0.05 per client and must exceed z/2), got '
+            f'{config.clients_per_round}: raise it, lower the noise or use --dp=fixed')
+
+
+def _ledger(config, select, client_sizes, model_size):
+    del client_sizes, model_size
+    return dp_options.user_level_ledger(config, select, config.noise_multiplier)
+
+
+NO_DP = options.Option('none', 'no differential privacy', provides={options.FAST_PATH})
+
+FIXED = options.Option(
+    'fixed', 'user-level DP-FedAvg (McMahan et al. 2018): clip each update to --clip, Gaussian '
+    'noise z*C at the server', params=dp_options.COMMON,
+    provides={options.USER_LEVEL_DP, options.FIXED_CLIP_RANGE},
+    requires=dp_options.UNIFORM_WEIGHTS_NEEDED, excludes=dp_options.IS_THE_AGGREGATOR,
+    aggregator=_aggregator('fixed'), privacy_ledger=_ledger, check=dp_options.check_budget_has_noise)
+
+ADAPTIVE = options.Option(
+    'adaptive', 'fixed, with the clip norm moved toward --target_unclipped_quantile (Andrew et al. '
+    '2021)', params=(*dp_options.COMMON,
+                     options.Param('target_unclipped_quantile', 0.5, 'Adaptive clipping: fraction '
+                                   'of client updates to leave unclipped.', minimum=0.0,
+                                   maximum=1.0, min_open=True, max_open=True),
+                     options.Param('clip_learning_rate', 0.2, 'Adaptive clipping: learning rate '
+                                   'of the geometric clip-norm update.', minimum=0.0, min_open=True)),
+    provides={options.USER_LEVEL_DP}, requires=dp_options.UNIFORM_WEIGHTS_NEEDED,
+    excludes={**dp_options.IS_THE_AGGREGATOR,
+              options.SECURE_SUM: 'adaptive clipping has no fixed range to quantize to; with '
+                                  '--secure_agg use --dp=fixed (its --clip is the range) or dpsgd'},
+    aggregator=_aggregator('adaptive'), privacy_ledger=_ledger, check=_check_adaptive)

@@ -21,6 +21,9 @@ import math
 
 import numpy as np
 
+from fl_tff import options
+from fl_tff.privacy import dp_options
+
 # TFF's DistributedDpSumFactory settings we use (fixed clip, discrete Gaussian, Hadamard).
 MECHANISM, ROTATION = 'distributed_dgauss', 'hd'
 MIN_BITS, MAX_BITS = 1, 22
@@ -101,3 +104,63 @@ def accounting_noise_multiplier(noise_multiplier: float, clients_per_round: int,
     tau = 10.0 * float(np.sum(np.exp(-2 * math.pi ** 2 * sigma ** 2 * k / (k + 1))))
     padded = 2 ** math.ceil(math.log2(max(1, dim)))
     return 1.0 / math.sqrt(1.0 / z_eff ** 2 + tau * padded / 2)
+
+
+def _check(config, selection: options.Selection) -> None:
+    """Every selected client must report: each adds 1/K of the noise."""
+    dp_options.check_budget_has_noise(config, selection)
+    if config.dropout_rate > 0 or (config.straggler_fraction > 0 and selection.has(options.DROPS_CLIENTS)):
+        raise options.OptionError(
+            'dropout_rate' if config.dropout_rate > 0 else 'straggler_policy',
+            '--dp=distributed needs every selected client to report (each adds 1/K of the noise): '
+            'set --dropout_rate=0 and, with stragglers, a policy that keeps their partial work')
+
+
+def _preflight(config) -> None:
+    """TFF's own checks of the settings (building its factory sets a process-wide protobuf
+    option, so this runs in preflight, not in validation)."""
+    try:
+        check_settings(noise_multiplier=config.noise_multiplier,
+                       clients_per_round=config.clients_per_round, clip=config.clip,
+                       bits=config.secure_bits)
+    except ValueError as e:
+        raise options.OptionError('secure_bits', 'TFF\'s distributed DP refuses these settings '
+                                  f'(--noise_multiplier, --clients_per_round, --clip, '
+                                  f'--secure_bits): {e}') from e
+
+
+def _ledger(config, select, client_sizes, model_size):
+    del client_sizes
+    if model_size <= 0:
+        raise ValueError('distributed DP accounting needs the model size')
+    z = accounting_noise_multiplier(config.noise_multiplier, config.clients_per_round, config.clip,
+                                    config.secure_bits, model_size)
+    return dp_options.user_level_ledger(
+        config, select, z,
+        f'no party is trusted with the noise: each of the {config.clients_per_round} clients adds '
+        f'a discrete Gaussian share before the secure sum (effective multiplier {z:.4g} after '
+        'rounding, Kairouz et al. 2021; the secure sum itself is simulated)')
+
+
+def _encoding(config, weighted):
+    del weighted
+    from fl_tff.communication import ledger
+    return ledger.distributed_dp_encoding(config.secure_bits)
+
+
+OPTION = options.Option(
+    'distributed', 'user-level distributed DP: clients clip to --clip, round to --secure_bits '
+    'integers and add discrete Gaussian noise shares; the server never sees an un-noised sum',
+    params=(*dp_options.COMMON,
+            options.Param('secure_bits', 16, 'Bits per value of the secure sum.',
+                          minimum=MIN_BITS, maximum=MAX_BITS)),
+    provides={options.USER_LEVEL_DP, options.MODULAR_SECURE_SUM},
+    requires={**dp_options.UNIFORM_WEIGHTS_NEEDED,
+              options.SECURE_SUM: 'adds the noise on clients and needs secure aggregation to sum it',
+              options.FIXED_COHORT: 'splits the noise into K shares and needs exactly K clients a '
+                                    'round'},
+    excludes=dp_options.IS_THE_AGGREGATOR, check=_check, preflight=_preflight,
+    aggregator=lambda config, selection, uniform, max_weight: build_distributed_dp_mean(
+        noise_multiplier=config.noise_multiplier, clients_per_round=config.clients_per_round,
+        clip=config.clip, bits=config.secure_bits),
+    uplink_encoding=_encoding, privacy_ledger=_ledger)

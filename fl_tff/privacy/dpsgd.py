@@ -17,7 +17,9 @@ from typing import Any, Sequence
 
 import tensorflow as tf
 
+from fl_tff import options
 from fl_tff.models.losses import per_example_loss
+from fl_tff.privacy import dp_options
 
 NOISE_SEED_KEY = 'noise_seed'
 
@@ -72,3 +74,19 @@ def build_dp_sgd_gradient_fn(settings: DpSgd):
         return noised, output
 
     return gradients
+
+
+def _ledger(config, select, client_sizes, model_size):
+    del select, model_size
+    from fl_tff.privacy import ledger
+    return ledger.ExampleLevelLedger(config.noise_multiplier, config.client_batch_size,
+                                     client_sizes, config.delta, config.target_epsilon)
+
+
+OPTION = options.Option(
+    'dpsgd', 'example-level DP-SGD on clients (Abadi et al. 2016): per-example clip --clip, noise '
+    'z*C per step', params=dp_options.COMMON, provides={options.NOISE_SEEDS},
+    requires={options.DP_SGD_CLIENT: 'runs in the clients\' local SGD'},
+    client_extras=lambda config, masked_labels: {
+        'dp_sgd': DpSgd(config.clip, config.noise_multiplier, tuple(masked_labels))},
+    privacy_ledger=_ledger, check=dp_options.check_budget_has_noise)

@@ -34,12 +34,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import options
 from fl_tff.algorithms import client_work, fedavg, finalizer
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.simulation.selection import WholeClientData
 
-# --simulation: TFF's runtime, the fast path (same floats as TFF), the fast path with XLA.
-SIMULATIONS = ('tff', 'fast', 'fast_xla')
 
 
 class _ClientTrainer:
@@ -277,3 +276,20 @@ class FastProcess:
         self._pool.shutdown(wait=True)
         if self._finalize_summed is not None:
             self._finalize_summed.close()
+
+
+_FAST = dict(provides={options.WHOLE_CLIENT_BATCHES, options.IN_PROCESS},
+             pipeline_requires={options.FAST_PATH: 'needs TFF\'s runtime (the fast path runs local '
+                                                   'SGD and the plain mean only): use '
+                                                   '--simulation=tff'})
+
+# Each builder is `(process, model_fn) -> the process that runs the rounds`.
+SIMULATIONS = options.Registry('simulation', 'How rounds run.', [
+    options.Option('tff', 'TFF\'s runtime; every feature', build=lambda process, model_fn: process),
+    options.Option('fast', 'local SGD and the mean in this process on a thread per core, same '
+                   'results as tff, several times faster',
+                   build=lambda process, model_fn: FastProcess(process, model_fn), **_FAST),
+    options.Option('fast_xla', 'fast with the local loop XLA-compiled: faster still, float '
+                   'rounding differs', build=lambda process, model_fn: FastProcess(
+                       process, model_fn, jit_compile=True), **_FAST),
+], default='tff')

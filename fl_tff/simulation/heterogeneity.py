@@ -17,7 +17,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-STRAGGLER_POLICIES = ('drop', 'partial')
+from fl_tff import options
+
+STRAGGLER_POLICIES = options.Registry('straggler_policy', 'What happens to stragglers.', [
+    options.Option('drop', 'discarded (FedAvg\'s behaviour)', provides={options.DROPS_CLIENTS}),
+    options.Option('partial', 'their partial work is aggregated (FedProx\'s)'),
+], default='drop')
 
 
 class HeterogeneityError(ValueError):
@@ -42,9 +47,10 @@ class DeviceHeterogeneity:
         if not 0.0 <= self.straggler_fraction <= 1.0:
             raise HeterogeneityError('straggler_fraction', 'straggler_fraction must be in [0, 1], '
                                      f'got {self.straggler_fraction}')
-        if self.straggler_policy not in STRAGGLER_POLICIES:
-            raise HeterogeneityError('straggler_policy', f'unknown straggler_policy '
-                                     f'{self.straggler_policy!r}; valid choices: {", ".join(STRAGGLER_POLICIES)}')
+        try:
+            STRAGGLER_POLICIES.get(self.straggler_policy)
+        except options.OptionError as e:
+            raise HeterogeneityError('straggler_policy', str(e)) from e
         if self.straggler_fraction > 0 and epochs < 2:
             raise HeterogeneityError('straggler_fraction', 'stragglers run fewer than E local '
                                      f'epochs, so they need E >= 2 (client_epochs is {epochs})')
@@ -90,8 +96,9 @@ def plan_round(round_num: int, selected: Sequence[str], *, clients_per_round: in
     is_straggler = np.zeros(n, bool)
     is_straggler[straggler_idx] = True
     local_epochs = np.where(is_straggler, rng.integers(1, max(epochs, 2), size=n), epochs)
+    drops = options.DROPS_CLIENTS in STRAGGLER_POLICIES[h.straggler_policy].provides
     survivors = [i for i in range(n) if not dropped[i]
-                 and not (is_straggler[i] and h.straggler_policy == 'drop')]
+                 and not (is_straggler[i] and drops)]
     late = 0
     if len(survivors) > clients_per_round:
         finish = {i: client_sizes[selected[i]] * local_epochs[i] * _slowness(seed, selected[i])

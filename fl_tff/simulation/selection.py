@@ -12,11 +12,26 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff.data import preprocessing
+from fl_tff import options
 from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, plan_round,
                                              selection_size)
 
 
-SAMPLINGS = ('uniform', 'poisson')
+
+
+def _check_poisson(config, selection) -> None:
+    del selection
+    if config.over_selection > 0:
+        raise options.OptionError('over_selection', 'needs a fixed cohort; --client_sampling=poisson '
+                                  'has none (use --client_sampling=uniform or --over_selection=0)')
+
+
+SAMPLINGS = options.Registry('client_sampling', 'How each round\'s clients are drawn; the privacy '
+                             'ledger accounts for the one used.', [
+    options.Option('uniform', 'exactly K clients, without replacement',
+                   provides={options.FIXED_COHORT}),
+    options.Option('poisson', 'each client independently with rate K/N', check=_check_poisson),
+], default='uniform')
 
 
 @dataclasses.dataclass(frozen=True)

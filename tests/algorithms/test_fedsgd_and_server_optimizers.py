@@ -3,7 +3,7 @@
 import pytest
 import tensorflow_federated as tff
 
-from fl_tff import simulation
+from fl_tff import options, simulation
 from fl_tff.algorithms import build_fedavg, build_fedsgd, build_optimizer, get_algorithm
 from tests.algorithms.test_fedavg import run_rounds
 from tests.helpers import max_abs_diff
@@ -21,7 +21,8 @@ def test_fedsgd_parity_with_tff_build_fed_sgd(tff_runtime, setup, skewed_digits)
     b, _ = run_rounds(reference, one_pass, 3, initial)
     assert max_abs_diff(a.trainable, initial.trainable) > 1e-3
     assert max_abs_diff(a.trainable, b.trainable) <= 1e-5
-    assert get_algorithm('fedsgd').local_epochs is False
+    assert options.LOCAL_EPOCHS not in get_algorithm('fedsgd').provides
+    assert options.LOCAL_EPOCHS in get_algorithm('fedavg').provides
 
 
 @pytest.mark.parametrize('name', ['adam', 'sgdm', 'yogi', 'adagrad'])
@@ -46,5 +47,5 @@ def test_adaptive_server_optimizer_parity_with_tff_fed_avg(tff_runtime, setup, n
 
 
 def test_unknown_optimizer_lists_choices():
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; valid choices: sgd, sgdm, adam, yogi, adagrad"):
+    with pytest.raises(ValueError, match="unknown server_optimizer 'rmsprop'; valid choices: adagrad, adam, sgd, sgdm, yogi"):
         build_optimizer('rmsprop', 0.1)

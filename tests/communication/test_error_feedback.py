@@ -81,8 +81,8 @@ def test_error_feedback_rescues_aggressive_top_k(tff_runtime, tmp_path):
 
 
 @pytest.mark.parametrize('overrides,message', [
-    (dict(error_feedback=True), '--error_feedback: keeps what a sparsifier dropped'),
-    (dict(error_feedback=True, compression='quantize'), '--error_feedback: .*got quantize'),
+    (dict(error_feedback=True), r'--compression: --error_feedback keeps what a sparsifier dropped for the next round \(--compression=none does not\): choose --compression=topk or --compression=randk'),
+    (dict(error_feedback=True, compression='quantize'), r'--compression: --error_feedback .*\(--compression=quantize does not\)'),
 ])
 def test_error_feedback_needs_a_sparsifier(overrides, message):
     with pytest.raises(ConfigError, match=message):

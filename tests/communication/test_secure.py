@@ -100,8 +100,8 @@ def test_quantized_secure_sum_clips_to_the_range(tff_runtime):
     (dict(secure_bits=0), r'--secure_bits: must be in \[1, 24\]'),
     (dict(secure_bits=32), r'--secure_bits: must be in \[1, 24\]'),
     (dict(secure_range=0.0), '--secure_range: must be > 0'),
-    (dict(aggregator='median'), '--aggregator: median must see each update'),
-    (dict(dp='adaptive', client_weighting='uniform', noise_multiplier=0.1), '--dp: adaptive clipping has no fixed range'),
+    (dict(aggregator='median'), '--aggregator: --aggregator=median does not combine with --secure_agg: it must see each update'),
+    (dict(dp='adaptive', client_weighting='uniform', noise_multiplier=0.1), '--secure_agg: --secure_agg does not combine with --dp=adaptive: adaptive clipping has no fixed range'),
 ])
 def test_bad_secure_settings_name_the_flag(overrides, message):
     with pytest.raises(ConfigError, match=message):

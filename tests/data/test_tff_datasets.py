@@ -110,15 +110,16 @@ def test_stackoverflow_without_its_word_counts_names_that_file(tmp_path):
 
 
 @pytest.mark.parametrize('overrides,flag,message', [
-    (dict(dataset='shakespeare'), 'model', 'use --model=char_lstm'),
-    (dict(dataset='digits', model='char_lstm'), 'model', 'needs a token-sequence dataset'),
+    (dict(dataset='shakespeare'), 'dataset', r'--model=2nn classifies feature vectors \(--dataset=shakespeare does not\)'),
+    (dict(dataset='digits', model='char_lstm'), 'dataset', 'predicts the next character .*choose --dataset=shakespeare'),
     (dict(dataset='shakespeare', model='char_lstm', partition='dirichlet'), 'partition',
-     'use --partition=natural'),
-    (dict(dataset='digits', model='logreg', hidden_units=10), 'hidden_units', 'logreg has none'),
+     'is federated by its authors .*choose --partition=natural'),
+    (dict(dataset='digits', model='logreg', hidden_units=10), 'hidden_units', 'is a setting of --model=2nn'),
 ])
 def test_sequence_tasks_reject_mismatched_settings(data_dir, overrides, flag, message):
+    uses_files = overrides['dataset'] != 'digits'
     with pytest.raises(ConfigError, match=f'--{flag}: .*{message}'):
-        ExperimentConfig(data_dir=data_dir, **overrides).validate()
+        ExperimentConfig(**overrides, **({'data_dir': data_dir} if uses_files else {})).validate()
 
 
 def test_char_lstm_learns_a_repeating_text_and_metrics_ignore_padding(tff_runtime, data_dir, tmp_path):

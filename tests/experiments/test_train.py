@@ -1,6 +1,7 @@
 """The absl driver: bad flags fail fast and clearly; runs are reproducible and leave no worker."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -38,14 +39,14 @@ def _empty_file(data_dir):
 
 
 BAD_INPUTS = [
-    (['--dataset=mnist'], '--dataset: unknown value .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
-    (['--partition=zipf'], '--partition: unknown value .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
-    (['--algorithm=fedfoo'], '--algorithm: unknown value .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
+    (['--dataset=mnist'], '--dataset: unknown dataset .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
+    (['--partition=zipf'], '--partition: unknown partition .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
+    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
     (['--algorithm=fedprox', '--mu=-1'], '--mu: must be >= 0'),
-    (['--server_optimizer=rmsprop'], '--server_optimizer: unknown value .rmsprop.'),
+    (['--server_optimizer=rmsprop'], '--server_optimizer: unknown server_optimizer .rmsprop.'),
     (['--straggler_fraction=1.5'], r'--straggler_fraction: straggler_fraction must be in \[0, 1\]'),
     (['--aggregator=trimmed_mean', '--trim_fraction=0.5'], r'--trim_fraction: must be in \[0, 0.5\)'),
-    (['--dataset=synthetic', '--model=cnn', '--num_clients=30'], '--model: cnn needs image inputs'),
+    (['--dataset=synthetic', '--model=cnn', '--num_clients=30'], r'--dataset: --model=cnn needs image inputs \(height, width, channels\) \(--dataset=synthetic does not\)'),
     (['--dataset=emnist', '--data_dir=/nonexistent'], '--data_dir: emnist needs /nonexistent/emnist_all.sqlite'),
     (['--clients_per_round=21', '--num_clients=20'], '--clients_per_round: 21 exceeds --num_clients=20'),
     (['--rounds=0'], '--rounds: must be > 0'),
@@ -56,7 +57,7 @@ BAD_INPUTS = [
      '--partition: num_clients \* classes_per_client = 8 < 10 classes'),
     # Found by trying the project as a new user (each a traceback, exit 1, before).
     (['--algorithm=fedsgd', '--straggler_fraction=0.5'],
-     '--straggler_fraction: fedsgd computes one gradient pass per client per round'),
+     '--straggler_fraction: --algorithm=fedsgd computes one gradient pass per client per round'),
     (['--dataset=emnist', '--data_dir={data_dir}'], _empty_file,
      r'--data_dir: emnist: \S+emnist_all.sqlite has no table examples, client_metadata \(the file is empty\)'),
     (['--dataset=emnist', '--data_dir={data_dir}'], _not_a_database,
@@ -134,8 +135,12 @@ def test_output_path_that_is_a_file_is_rejected_and_kept(tmp_path):
 
 def test_helpfull_documents_every_flag():
     result = run_python(['-m', 'experiments.train', '--helpfull'], timeout=120)
-    for field in ExperimentConfig.__dataclass_fields__:
-        assert f'--{field}:' in result.stdout or f'--[no]{field}:' in result.stdout, field
+    for field in dataclasses.fields(ExperimentConfig):
+        name = field.name
+        assert f'--{name}:' in result.stdout or f'--[no]{name}:' in result.stdout, name
+    text = ' '.join(result.stdout.split())  # absl wraps help lines.
+    assert 'fedprox: FedProx (Li et al. 2020)' in text  # Derived from the options.
+    assert '--mu: FedProx proximal strength mu. Range: >= 0. Used by --algorithm=fedprox.' in text
 
 
 def _metrics(run_dir):

@@ -105,8 +105,8 @@ def test_accounting_includes_the_discretization_term_when_noise_is_coarse():
 
 @pytest.mark.parametrize('overrides,message', [
     (dict(secure_agg=False), '--secure_agg: --dp=distributed adds the noise on clients'),
-    (dict(secure_bits=23), r'--secure_bits: --dp=distributed takes \[1, 22\]'),
-    (dict(client_sampling='poisson'), '--client_sampling: --dp=distributed needs exactly K'),
+    (dict(secure_bits=23), r'--secure_bits: must be in \[1, 22\], got 23'),
+    (dict(client_sampling='poisson'), '--client_sampling: --dp=distributed splits the noise into K shares and needs exactly K clients'),
     (dict(dropout_rate=0.1), '--dropout_rate: --dp=distributed needs every selected client'),
     (dict(secure_bits=2, clients_per_round=8), '--secure_bits: TFF.s distributed DP refuses'),
     (dict(client_weighting='examples'), '--client_weighting:'),

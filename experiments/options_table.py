@@ -1,0 +1,47 @@
+"""Print (or write into README.md) the option tables derived from the option declarations:
+
+    python -m experiments.options_table            # print
+    python -m experiments.options_table --write    # replace README.md's generated section
+"""
+
+from absl import app
+from absl import flags
+
+from fl_tff import config, options
+
+BEGIN, END = '<!-- options:begin (python -m experiments.options_table --write) -->', '<!-- options:end -->'
+_WRITE = flags.DEFINE_bool('write', False, 'Replace the section of --readme between the markers.')
+_README = flags.DEFINE_string('readme', 'README.md', 'The file whose generated section to replace.')
+
+
+def generated_section() -> str:
+    """The README section: the option tables and the capabilities they mention."""
+    capabilities = '\n'.join(f'| `{name}` | {text} |' for name, text in options.CAPABILITIES.items())
+    return (f'{BEGIN}\n{options.markdown_tables(config.REGISTRIES)}\n#### Capabilities\n\n'
+            f'| capability | meaning |\n|---|---|\n{capabilities}\n{END}')
+
+
+def replace_section(text: str) -> str:
+    """`text` with its generated section replaced (ValueError when the markers are missing)."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f'the README has no generated section ({BEGIN} ... {END})')
+    return text[:start] + generated_section() + text[end + len(END):]
+
+
+def main(argv) -> int:
+    del argv
+    if not _WRITE.value:
+        print(generated_section())
+        return 0
+    with open(_README.value) as f:
+        text = f.read()
+    from fl_tff import files
+    with files.atomic_write(_README.value) as f:
+        f.write(replace_section(text))
+    print(f'wrote the option tables into {_README.value}')
+    return 0
+
+
+if __name__ == '__main__':
+    app.run(main)

@@ -1,0 +1,341 @@
+"""Pluggable choices, each declared once: an `Option` (name, help, parameters, capabilities,
+builders) in the module that implements it, collected by a `Registry` per kind of choice.
+
+Everything else derives from these declarations: the fields of `config.ExperimentConfig`, the
+driver's flags and `--helpfull` text, validation (ranges of parameters; cross-option
+compatibility decided from capabilities, never from option names), the byte ledger's encoding and
+the README's option tables (`markdown_tables`). Adding an algorithm or an aggregator is one new
+module declaring its `Option` plus one line in its registry.
+
+Compatibility: each selected option may `require` capabilities that some other selected option
+must `provide`, and `exclude` capabilities that no other selected option may provide; each rule
+carries the reason shown to the user. `Option.pipeline_requires` names capabilities every
+selected option of the `pipeline` kinds must provide (e.g. `--simulation=fast` runs only options
+that declare `FAST_PATH`).
+
+Written here rather than taken from a library: absl flags and dataclasses give the flags and the
+config, but nothing offers declared capabilities with reasons, which the rules above need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+Value = Union[bool, int, float, str]
+
+# Capabilities: what an option has or does. `CAPABILITIES` documents each (README, --helpfull).
+LOCAL_EPOCHS = 'local_epochs'
+DP_SGD_CLIENT = 'dp_sgd_client'
+ERROR_FEEDBACK_CLIENT = 'error_feedback_client'
+FAST_PATH = 'fast_path'
+CLIENT_STATE = 'client_state'
+SEES_INDIVIDUAL_UPDATES = 'sees_individual_updates'
+REPLACES_MEAN = 'replaces_mean'
+SECURE_SUM = 'secure_sum'
+USER_LEVEL_DP = 'user_level_dp'
+FIXED_CLIP_RANGE = 'fixed_clip_range'
+NOISE_SEEDS = 'noise_seeds'
+COMPRESSED_UPLINK = 'compressed_uplink'
+SPARSIFIER = 'sparsifier'
+UNIFORM_WEIGHTS = 'uniform_weights'
+FIXED_COHORT = 'fixed_cohort'
+DROPS_CLIENTS = 'drops_clients'
+WHOLE_CLIENT_BATCHES = 'whole_client_batches'
+IN_PROCESS = 'in_process'
+MODULAR_SECURE_SUM = 'modular_secure_sum'
+NATURAL_CLIENTS = 'natural_clients'
+NATURAL_PARTITION = 'natural_partition'
+CLASSIFICATION = 'classification'
+IMAGES = 'images'
+CHAR_SEQUENCES = 'char_sequences'
+WORD_SEQUENCES = 'word_sequences'
+
+CAPABILITIES: dict[str, str] = {
+    LOCAL_EPOCHS: 'clients run local epochs of SGD (stragglers can do partial work)',
+    DP_SGD_CLIENT: 'its clients can run example-level DP-SGD',
+    ERROR_FEEDBACK_CLIENT: 'its clients can keep error-feedback residuals',
+    FAST_PATH: 'runs on the fast simulation path (--simulation=fast, fast_xla)',
+    CLIENT_STATE: 'keeps per-client state across rounds (client outputs)',
+    SEES_INDIVIDUAL_UPDATES: 'the server must see each client update',
+    REPLACES_MEAN: 'aggregates updates other than by the plain mean',
+    SECURE_SUM: 'updates reach the server only through secure sums',
+    USER_LEVEL_DP: 'clips and noises whole client updates (user-level DP)',
+    FIXED_CLIP_RANGE: 'clips updates to a fixed range (quantizable for secure sums)',
+    NOISE_SEEDS: 'client batches carry per-batch noise seeds',
+    COMPRESSED_UPLINK: 'clients compress their updates',
+    SPARSIFIER: 'compression keeps a fraction of each tensor',
+    UNIFORM_WEIGHTS: 'every client update has the same weight',
+    FIXED_COHORT: 'every round has exactly the planned number of clients',
+    DROPS_CLIENTS: 'some selected clients may return nothing',
+    WHOLE_CLIENT_BATCHES: 'clients receive all their batches stacked in one tensor',
+    IN_PROCESS: 'runs rounds in this process (not on TFF workers)',
+    MODULAR_SECURE_SUM: 'sums securely modulo 2^B (wraps around instead of overflowing)',
+    NATURAL_CLIENTS: 'the dataset comes with its own clients',
+    NATURAL_PARTITION: 'clients are the dataset\'s own',
+    CLASSIFICATION: 'examples are (features, class label)',
+    IMAGES: 'inputs are images (height, width, channels)',
+    CHAR_SEQUENCES: 'examples are character sequences (next-character prediction)',
+    WORD_SEQUENCES: 'examples are word sequences (next-word prediction)',
+}
+
+
+class OptionError(ValueError):
+    """A setting an option refuses; `flag` names the flag to change."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(message)
+        self.flag = flag
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A parameter of one or more options: a config field and a flag of the same name.
+
+    The value must lie in [minimum, maximum] (open ends when `*_open`); `None` is unbounded.
+    """
+
+    name: str
+    default: Value
+    help: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    min_open: bool = False
+    max_open: bool = False
+
+    def range_text(self) -> str:
+        if self.minimum is None and self.maximum is None:
+            return ''
+        if self.maximum is None:
+            return f'{">" if self.min_open else ">="} {self.minimum:g}'
+        if self.minimum is None:
+            return f'{"<" if self.max_open else "<="} {self.maximum:g}'
+        return (f'{"(" if self.min_open else "["}{self.minimum:g}, {self.maximum:g}'
+                f'{")" if self.max_open else "]"}')
+
+    def problem(self, value: Value) -> Optional[str]:
+        """Why `value` is out of range (None when it is fine)."""
+        lo, hi = self.minimum, self.maximum
+        below = lo is not None and (value <= lo if self.min_open else value < lo)
+        above = hi is not None and (value >= hi if self.max_open else value > hi)
+        if below or above:
+            text = self.range_text()
+            return f'must be {"in " if lo is not None and hi is not None else ""}{text}, got {value}'
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One choice of a kind (an algorithm, an aggregator, a DP mode, ...).
+
+    Attributes:
+      name: The flag value that selects it.
+      help: One line for `--helpfull` and the README.
+      params: Its parameters (config fields and flags, validated when it is selected).
+      provides: Capabilities it has (see `CAPABILITIES`).
+      requires: Capability -> why, each provided by another selected option.
+      excludes: Capability -> why, provided by no other selected option.
+      pipeline_requires: Capability -> why, provided by every selected option of a pipeline kind.
+      build: The kind's builder (its signature is documented by the registry's kind).
+      aggregator: `(config, uniform, max_weight) -> AggregationFactory | None`: the model
+        aggregator this option supplies; the first selected option (in registry order) that
+        supplies one wins.
+      uplink_encoding: `(config, weighted) -> UplinkEncoding | None`: what a client sends; the
+        first selected option that defines one wins (default: float32 values).
+      client_extras: `(config, masked_labels) -> dict`: keyword arguments it adds to the
+        algorithm's builder (e.g. DP-SGD on clients).
+      privacy_ledger: `(config, select, client_sizes, model_size) -> PrivacyLedger | None`.
+      check: `(config, selection) -> None`: its own validation beyond ranges; raises
+        `OptionError` naming the flag.
+      preflight: `(config) -> None`: checks that need TFF objects (run before data is loaded).
+      uplink_model_copies: Model-sized tensors each client update carries (SCAFFOLD: 2).
+      config_fields: Base settings (not its own parameters) its builder also takes by name, e.g.
+        the population size `num_clients`.
+    """
+
+    name: str
+    help: str
+    params: tuple[Param, ...] = ()
+    provides: frozenset[str] = frozenset()
+    requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    excludes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    pipeline_requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    build: Optional[Callable[..., Any]] = None
+    aggregator: Optional[Callable[..., Any]] = None
+    uplink_encoding: Optional[Callable[..., Any]] = None
+    client_extras: Optional[Callable[..., dict]] = None
+    privacy_ledger: Optional[Callable[..., Any]] = None
+    check: Optional[Callable[[Any, 'Selection'], None]] = None
+    preflight: Optional[Callable[[Any], None]] = None
+    uplink_model_copies: int = 1
+    config_fields: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        unknown = (set(self.provides) | set(self.requires) | set(self.excludes)
+                   | set(self.pipeline_requires))
+        unknown -= set(CAPABILITIES)
+        if unknown:
+            raise ValueError(f'option {self.name!r}: unknown capabilities {sorted(unknown)}; '
+                             'declare them in fl_tff.options.CAPABILITIES')
+        object.__setattr__(self, 'provides', frozenset(self.provides))
+
+
+class Registry:
+    """The options of one kind: the config field (and flag) `kind` selects one by name.
+
+    A `boolean` registry is an on/off switch (a bool flag) whose options are named 'off' and 'on'.
+    `pipeline` kinds take part in the fast path's `FAST_PATH` check.
+    """
+
+    def __init__(self, kind: str, help: str, options: Iterable[Option], default: Value, *,
+                 boolean: bool = False, pipeline: bool = False):
+        self.kind, self.help, self.default = kind, help, default
+        self.boolean, self.pipeline = boolean, pipeline
+        self.options: dict[str, Option] = {}
+        for option in options:
+            if option.name in self.options:
+                raise ValueError(f'{kind}: option {option.name!r} declared twice')
+            self.options[option.name] = option
+        if self.selected_name(default) not in self.options:
+            raise ValueError(f'{kind}: default {default!r} is not an option')
+        self.params()  # Checks that shared parameters agree.
+
+    def with_options(self, *extra: Option) -> 'Registry':
+        """A copy with `extra` options added (e.g. a test's toy option)."""
+        return Registry(self.kind, self.help, [*self.options.values(), *extra], self.default,
+                        boolean=self.boolean, pipeline=self.pipeline)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.options)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.options
+
+    def __iter__(self):
+        return iter(self.options)
+
+    def __getitem__(self, name: str) -> Option:
+        return self.options[name]
+
+    def selected_name(self, value: Value) -> str:
+        return ('on' if value else 'off') if self.boolean else str(value)
+
+    def get(self, value: Value) -> Option:
+        """The option `value` selects; OptionError naming the flag and the valid choices."""
+        name = self.selected_name(value)
+        if name not in self.options:
+            raise OptionError(self.kind, f'unknown {self.kind} {value!r}; valid choices: '
+                              f'{", ".join(sorted(self.options))}')
+        return self.options[name]
+
+    def flag_text(self, option: Option) -> str:
+        """How a user selects `option`: --kind=name, or --kind / --nokind for a switch."""
+        if self.boolean:
+            return f'--{self.kind}' if option.name == 'on' else f'--no{self.kind}'
+        return f'--{self.kind}={option.name}'
+
+    def params(self) -> dict[str, Param]:
+        """Every parameter of this kind's options by name; a name shared by several options
+        must have one default."""
+        out: dict[str, Param] = {}
+        for option in self.options.values():
+            for p in option.params:
+                if p.name in out and (out[p.name].default != p.default
+                                      or type(out[p.name].default) is not type(p.default)):
+                    raise ValueError(f'{self.kind}: parameter {p.name!r} declared with defaults '
+                                     f'{out[p.name].default!r} and {p.default!r}')
+                out.setdefault(p.name, p)
+        return out
+
+    def users(self, param: str) -> list[Option]:
+        """The options that take parameter `param`."""
+        return [o for o in self.options.values() if any(p.name == param for p in o.params)]
+
+    def help_text(self) -> str:
+        """The flag's help: the kind's help and one line per option."""
+        lines = [o.name + (f': {o.help}' if o.help else '') for o in self.options.values()]
+        if self.boolean:
+            return self.help
+        return f'{self.help} One of: ' + '; '.join(lines) + '.'
+
+
+class Selection:
+    """The options a config selects, one per registry, with the capabilities they provide."""
+
+    def __init__(self, chosen: Mapping[str, tuple[Registry, Option]]):
+        self.chosen = dict(chosen)
+
+    def __getitem__(self, kind: str) -> Option:
+        return self.chosen[kind][1]
+
+    def items(self):
+        return ((kind, option) for kind, (_, option) in self.chosen.items())
+
+    def has(self, capability: str) -> bool:
+        return any(capability in option.provides for _, option in self.items())
+
+    def providers(self, capability: str, besides: Optional[str] = None) -> list[str]:
+        """The flags (e.g. '--aggregator=median') of selected options providing `capability`,
+        other than the option of kind `besides`."""
+        return [registry.flag_text(option) for kind, (registry, option) in self.chosen.items()
+                if kind != besides and capability in option.provides]
+
+    def flag_text(self, kind: str) -> str:
+        registry, option = self.chosen[kind]
+        return registry.flag_text(option)
+
+    def first(self, attribute: str) -> Optional[Callable[..., Any]]:
+        """The `attribute` hook of the first selected option (registry order) that has one."""
+        for _, option in self.items():
+            hook = getattr(option, attribute)
+            if hook is not None:
+                return hook
+        return None
+
+    def check_compatibility(self, registries: Iterable[Registry]) -> None:
+        """Raises OptionError when a requirement or exclusion of a selected option fails."""
+        for kind, (registry, option) in self.chosen.items():
+            for capability, why in option.requires.items():
+                if not any(capability in other.provides
+                           for k, other in self.items() if k != kind):
+                    offered = [(r.kind, r.flag_text(o)) for r in registries
+                               for o in r.options.values() if capability in o.provides]
+                    # Name the flag to change: the one kind that offers the capability, if one.
+                    kinds = {k for k, _ in offered}
+                    flag = kinds.pop() if len(kinds) == 1 else kind
+                    now = f' ({self.flag_text(flag)} does not)' if flag != kind and flag in self.chosen else ''
+                    raise OptionError(flag, f'{registry.flag_text(option)} {why}{now}: choose '
+                                      f'{" or ".join(f for _, f in offered) or "an option providing " + capability}')
+            for capability, why in option.excludes.items():
+                clashing = self.providers(capability, besides=kind)
+                if clashing:
+                    other_kind = next(k for k, o in self.items()
+                                      if k != kind and capability in o.provides)
+                    raise OptionError(other_kind, f'{clashing[0]} does not combine with '
+                                      f'{registry.flag_text(option)}: {why}')
+        for kind, (registry, option) in self.chosen.items():
+            for capability, why in option.pipeline_requires.items():
+                for other_kind, (other_registry, other) in self.chosen.items():
+                    if other_registry.pipeline and capability not in other.provides:
+                        raise OptionError(other_kind, f'{registry.flag_text(option)}: '
+                                          f'{other_registry.flag_text(other)} {why}')
+
+
+def markdown_tables(registries: Iterable[Registry]) -> str:
+    """The README's option tables: one per kind, one row per option with its parameters and
+    capabilities."""
+    out = []
+    for registry in registries:
+        out.append(f'#### `--{registry.kind}`\n\n{registry.help}\n')
+        out.append('| option | what it does | parameters | capabilities |')
+        out.append('|---|---|---|---|')
+        for option in registry.options.values():
+            params = ', '.join(f'`--{p.name}`' for p in option.params) or ''
+            caps = [*(sorted(option.provides)),
+                    *(f'needs {c}' for c in sorted(option.requires)),
+                    *(f'refuses {c}' for c in sorted(option.excludes))]
+            text = option.help.replace('|', '\\|')
+            out.append(f'| `{registry.flag_text(option)}` | {text} | {params} | {", ".join(caps)} |')
+        out.append('')
+    return '\n'.join(out)
