@@ -11,7 +11,7 @@ e.g. `dp_sgd` for options that need `DP_SGD_CLIENT`).
 from __future__ import annotations
 
 from fl_tff import options
-from fl_tff.algorithms import fedavg, fedprox, fedsgd
+from fl_tff.algorithms import fedavg, fedprox, fedsgd, scaffold
 from fl_tff.algorithms.fedavg import build_fedavg
 from fl_tff.algorithms.fedprox import build_fedprox
 from fl_tff.algorithms.fedsgd import build_fedsgd
@@ -21,6 +21,7 @@ ALGORITHMS = options.Registry('algorithm', 'Federated algorithm.', [
     fedavg.OPTION,
     fedprox.OPTION,
     fedsgd.OPTION,
+    scaffold.OPTION,
 ], default='fedavg', pipeline=True)
 
 

@@ -1,0 +1,233 @@
+"""SCAFFOLD (Karimireddy et al. 2020, "SCAFFOLD: Stochastic Controlled Averaging for Federated
+Learning"), Algorithm 1 with option II control variates.
+
+The server keeps the model x and a control variate c (in the finalizer's state); each client i
+keeps its own control variate c_i (client state, zeros at first, never sent to the server). A
+selected client starts from y = x and takes K local steps y <- y - lr (g_i(y) - c_i + c); then
+c_i+ = c_i - c + (x - y) / (K lr), and it sends the model delta x - y and dc_i = c_i+ - c_i. The
+server applies the aggregated model delta with its optimizer (SGD at rate eta_g: x <- x + eta_g
+mean(y_i - x)) and moves c <- c + (1/N) sum_i dc_i, N being the number of clients.
+
+The model delta is weighted by `weighting` and aggregated by the model aggregator like FedAvg's
+(the paper averages uniformly: `--client_weighting=uniform`); control-variate deltas are summed
+plainly. K is the number of steps the client took (partial work for stragglers). Clients need
+plain SGD (the learning rate is read from its state; momentum is refused). A client whose
+update is not finite, or that took no step, keeps its c_i and sends a zero dc_i.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff import aggregation, client_state, options
+from fl_tff.algorithms import client_work as client_work_lib
+from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.models.model_fn import ModelFn
+
+
+def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
+                        weighting: tff.learning.ClientWeighting):
+    """A `tf.function` (x, c, c_i, dataset) -> (ClientResult, metrics, c_i+, c_i+ - c_i)."""
+    model = model_fn()
+
+    @tf.function
+    def client_update(initial_weights, server_c, client_c, dataset):
+        weights, trainable = client_work_lib.load_weights(model, initial_weights)
+        specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+        correction = [c - ci for c, ci in zip(tf.nest.flatten(server_c), tf.nest.flatten(client_c))]
+        opt_state = optimizer.initialize(specs)
+
+        def step(state, batch):
+            num_examples, num_steps, opt_state = state
+            grads, output = client_work_lib.mean_loss_gradients(model, batch, trainable)
+            grads = tuple(g + d for g, d in zip(grads, correction))  # g - c_i + c
+            opt_state, updated = optimizer.next(opt_state, trainable, grads)
+            for v, u in zip(trainable, updated):
+                v.assign(u)
+            return num_examples + tf.cast(output.num_examples, tf.int64), num_steps + 1, opt_state
+
+        num_examples, num_steps, _ = dataset.reduce(
+            (tf.constant(0, tf.int64), tf.constant(0, tf.int64), opt_state), step)
+        result, metrics = client_work_lib.finish_local_training(
+            model, weights, initial_weights, num_examples, weighting)
+        scale = tf.cast(num_steps, tf.float32) * opt_state['learning_rate']
+        new_c = [ci - c + d / tf.maximum(scale, 1e-30) for ci, c, d in zip(
+            tf.nest.flatten(client_c), tf.nest.flatten(server_c), tf.nest.flatten(result.update))]
+        keep = tf.logical_and(num_steps > 0, tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(result.update)]))
+        keep = tf.logical_and(keep, tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(t)) for t in new_c]))
+        new_c = [tf.where(keep, n, ci) for n, ci in zip(new_c, tf.nest.flatten(client_c))]
+        delta_c = [n - ci for n, ci in zip(new_c, tf.nest.flatten(client_c))]
+        return (result, metrics, tf.nest.pack_sequence_as(client_c, new_c),
+                tf.nest.pack_sequence_as(client_c, delta_c))
+
+    return client_update
+
+
+def _build_finalizer(server_optimizer: tff.learning.optimizers.Optimizer, weights_type: tff.Type,
+                     num_clients: int) -> tuple[tff.learning.templates.FinalizerProcess, tff.Computation]:
+    """The finalizer (state: optimizer state and c) and the server update that also moves c.
+
+    The finalizer's own `next` applies a model update and leaves c alone: it serves the composed
+    process's types; a SCAFFOLD round uses the returned server update.
+    """
+    trainable_type = weights_type.trainable
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                  tff.types.type_to_tf_tensor_specs(trainable_type))
+    apply_update = finalizer_lib.server_update_fn(server_optimizer)
+
+    @tff.tensorflow.computation
+    def init_state():
+        return (server_optimizer.initialize(specs),
+                tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), specs))
+
+    state_type = init_state.type_signature.result
+
+    @tff.tensorflow.computation(state_type, weights_type, trainable_type, trainable_type)
+    def server_update(state, weights, update, sum_delta_c):
+        opt_state, c = state
+        new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
+        finite_c = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t))
+                                  for t in tf.nest.flatten(sum_delta_c)])
+        keep = tf.logical_and(tf.equal(non_finite, 0), finite_c)
+        new_c = tf.nest.map_structure(
+            lambda ci, d: tf.where(keep, ci + d / float(num_clients), ci), c, sum_delta_c)
+        return (new_opt_state, new_c), new_weights, non_finite
+
+    @tff.tensorflow.computation(state_type, weights_type, trainable_type)
+    def model_update(state, weights, update):
+        opt_state, c = state
+        new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
+        return (new_opt_state, c), new_weights, non_finite
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_eval(init_state, tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(weights_type, tff.SERVER),
+                               tff.FederatedType(trainable_type, tff.SERVER))
+    def next_fn(state, weights, update):
+        new_state, new_weights, non_finite = tff.federated_map(model_update, (state, weights, update))
+        return tff.templates.MeasuredProcessOutput(
+            new_state, new_weights,
+            tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite)))
+
+    return tff.learning.templates.FinalizerProcess(init_fn, next_fn), server_update
+
+
+def build_scaffold(
+        model_fn: ModelFn,
+        *,
+        num_clients: int,
+        client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+        server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.UNIFORM,
+        model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+) -> client_state.StatefulLearningProcess:
+    """Builds SCAFFOLD (option II control variates) as a process with client state.
+
+    Args:
+      model_fn: Builds the model.
+      num_clients: N, the number of clients in the population (the server's c moves by
+        sum(dc_i) / N).
+      client_optimizer: Plain SGD (default learning rate 0.1); its learning rate is the paper's
+        local step size.
+      server_optimizer: On the aggregated model delta (default SGD at 1.0, the paper's eta_g = 1).
+      weighting: Weight of each client's model delta (default uniform, as the paper).
+      model_aggregator: Aggregates model deltas (default: the plain mean of `weighting`).
+
+    Returns:
+      A `client_state.StatefulLearningProcess` whose client state is c_i and whose finalizer
+      state is (server optimizer state, c).
+
+    Raises:
+      ValueError: `num_clients` < 1, or a client optimizer that is not plain SGD.
+    """
+    if num_clients < 1:
+        raise ValueError(f'num_clients must be >= 1, got {num_clients}')
+    client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
+    server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
+    with tf.Graph().as_default():
+        model = model_fn()
+        weights_type = tff.learning.models.weights_type_from_model(model)
+        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+        sgd_state = client_optimizer.initialize(
+            tuple(tf.TensorSpec(v.shape, v.dtype) for v in model.trainable_variables))
+    if set(sgd_state) != {'learning_rate'}:
+        raise ValueError('SCAFFOLD option II needs plain SGD on clients (its learning rate is the '
+                         f'local step size); the client optimizer has state {sorted(sgd_state)}')
+    trainable_type = weights_type.trainable
+    data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+
+    @tff.tensorflow.computation
+    def initial_model_weights_fn():
+        return tff.learning.models.ModelWeights.from_model(model_fn())
+
+    model_aggregator = model_aggregator or aggregation.mean_factory(
+        weighting == tff.learning.ClientWeighting.UNIFORM)
+    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
+    aggregator = model_aggregator.create(trainable_type, tff.TensorType(np.float32))
+    distributor = tff.learning.templates.build_broadcast_process(weights_type)
+    finalizer, server_update = _build_finalizer(server_optimizer, weights_type, num_clients)
+    # The composed process (FedAvg's client work; same server state) gives initialize, weights
+    # and hyperparameters; rounds run `next_fn` below.
+    composed = tff.learning.templates.compose_learning_process(
+        initial_model_weights_fn, distributor,
+        client_work_lib.build_model_delta_client_work(model_fn, client_optimizer, weighting),
+        aggregator, finalizer)
+    state_type = composed.next.type_signature.parameter[0]
+
+    @tff.tensorflow.computation(weights_type, trainable_type, trainable_type, data_type)
+    def client_update(initial_weights, server_c, client_c, dataset):
+        return _scaffold_client_fn(model_fn, client_optimizer, weighting)(
+            initial_weights, server_c, client_c, dataset)
+
+    @tff.tensorflow.computation(finalizer.initialize.type_signature.result.member)
+    def control_variate(finalizer_state):
+        return finalizer_state[1]
+
+    @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS),
+                               tff.FederatedType(trainable_type, tff.CLIENTS))
+    def next_fn(state, client_data, client_cs):
+        distributed = distributor.next(state.distributor, state.global_model_weights)
+        server_c = tff.federated_broadcast(tff.federated_map(control_variate, state.finalizer))
+        outputs = tff.federated_map(
+            client_update, (distributed.result, server_c, client_cs, client_data))
+        result, metrics, new_cs, delta_cs = (outputs[i] for i in range(4))
+        aggregated = aggregator.next(state.aggregator, result.update, result.update_weight)
+        server = tff.federated_map(
+            server_update, (state.finalizer, state.global_model_weights, aggregated.result,
+                            tff.federated_sum(delta_cs)))
+        new_finalizer_state, new_weights, non_finite = server[0], server[1], server[2]
+        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+            new_weights, distributed.state, state.client_work, aggregated.state,
+            new_finalizer_state))
+        measurements = tff.federated_zip(collections.OrderedDict(
+            distributor=distributed.measurements,
+            client_work=tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
+            aggregator=aggregated.measurements,
+            finalizer=tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite))))
+        return new_state, measurements, new_cs
+
+    return client_state.StatefulLearningProcess(composed, next_fn, trainable_type)
+
+
+OPTION = options.Option(
+    'scaffold', 'SCAFFOLD (Karimireddy et al. 2020, option II): local SGD corrected by server and '
+    'client control variates (client state); uplink: the model delta and dc_i',
+    build=build_scaffold, provides={options.LOCAL_EPOCHS, options.CLIENT_STATE},
+    excludes={
+        options.USER_LEVEL_DP: 'its control-variate deltas reach the server unclipped and '
+                               'unnoised, outside the DP guarantee',
+        options.SECURE_SUM: 'its control-variate deltas are summed in the clear',
+        options.COMPRESSED_UPLINK: 'its control-variate deltas are sent uncompressed',
+    },
+    uplink_model_copies=2, config_fields=('num_clients',))

@@ -1,0 +1,136 @@
+"""SCAFFOLD: parity with the paper's Algorithm 1 (option II) written plainly in eager TF."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff import experiment
+from fl_tff.algorithms import build_fedavg
+from fl_tff.algorithms.scaffold import build_scaffold
+from fl_tff.config import ConfigError, ExperimentConfig
+from tests.algorithms.test_fedavg import run_rounds
+from tests.helpers import max_abs_diff
+
+SGD = tff.learning.optimizers.build_sgdm
+LR, NUM_CLIENTS = 0.05, 6
+
+
+def _reference_round(keras_fn, x, c, client_cs, ids, datasets):
+    """One round of Algorithm 1 (Karimireddy et al. 2020), option II, eta_g = 1: clients take
+    K steps y <- y - lr (g(y) - c_i + c), c_i+ = c_i - c + (x - y) / (K lr); the server moves
+    x by the mean of y - x and c by the sum of (c_i+ - c_i) over N."""
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    zeros = [np.zeros_like(w) for w in x]
+    dys, dcs = [], []
+    for cid, ds in zip(ids, datasets):
+        model = keras_fn()
+        model.set_weights(x)
+        ci = client_cs.get(cid, zeros)
+        steps = 0
+        for batch in ds:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(batch['y'], model(batch['x'], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            for v, g, cc, cci in zip(model.trainable_variables, grads, c, ci):
+                v.assign_sub(LR * (g - cci + cc))
+            steps += 1
+        y = [v.numpy() for v in model.trainable_variables]
+        new_ci = [cci - cc + (xx - yy) / (steps * LR) for cci, cc, xx, yy in zip(ci, c, x, y)]
+        dys.append([yy - xx for yy, xx in zip(y, x)])
+        dcs.append([n - o for n, o in zip(new_ci, ci)])
+        client_cs[cid] = new_ci
+    new_x = [xx + np.mean([d[i] for d in dys], axis=0) for i, xx in enumerate(x)]
+    new_c = [cc + np.sum([d[i] for d in dcs], axis=0) / NUM_CLIENTS for i, cc in enumerate(c)]
+    return new_x, new_c
+
+
+def _run_scaffold(process, select, rounds):
+    state, stored = process.initialize(), {}
+    for r in range(1, rounds + 1):
+        plan = select.plan(r)
+        ids = list(plan.participants)
+        out = process.next(state, select.datasets(plan), client_ids=ids, round_num=r,
+                           client_states=[stored.get(i, process.initial_client_state()) for i in ids])
+        state = out.state
+        stored.update(zip(ids, out.client_states))
+    return state, stored
+
+
+def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, keras_fn):
+    model_fn, select = setup
+    process = build_scaffold(model_fn, num_clients=NUM_CLIENTS, client_optimizer=SGD(LR),
+                             server_optimizer=SGD(1.0),
+                             weighting=tff.learning.ClientWeighting.UNIFORM)
+    initial = process.get_model_weights(process.initialize())
+    state, stored = _run_scaffold(process, select, 3)
+
+    x = [np.asarray(w) for w in initial.trainable]
+    c = [np.zeros_like(w) for w in x]
+    client_cs = {}
+    for r in range(1, 4):
+        plan = select.plan(r)
+        x, c = _reference_round(keras_fn, x, c, client_cs, list(plan.participants),
+                                select.datasets(plan))
+
+    weights = process.get_model_weights(state)
+    server_c = state.finalizer[1]
+    assert max(np.abs(t).max() for t in c) > 1e-3  # The control variates moved.
+    assert max_abs_diff(weights.trainable, x) <= 1e-5
+    assert max_abs_diff(server_c, c) <= 1e-5
+    assert set(stored) == set(client_cs)
+    for cid, expected in client_cs.items():
+        assert max_abs_diff(stored[cid], expected) <= 1e-5
+
+    fedavg, _ = run_rounds(build_fedavg(model_fn, client_optimizer=SGD(LR),
+                                        weighting=tff.learning.ClientWeighting.UNIFORM),
+                           select, 3, initial)
+    assert max_abs_diff(fedavg.trainable, weights.trainable) > 1e-4  # Corrections matter.
+
+
+def test_refuses_a_client_optimizer_with_momentum(setup):
+    model_fn, _ = setup
+    with pytest.raises(ValueError, match='plain SGD'):
+        build_scaffold(model_fn, num_clients=NUM_CLIENTS,
+                       client_optimizer=SGD(LR, momentum=0.9))
+
+
+# Through the experiment path: flags -> registry -> process with client state kept by the run.
+BASE = ExperimentConfig(dataset='digits', model='logreg', num_clients=8, clients_per_round=4,
+                        client_epochs=2, client_batch_size=32, rounds=1, eval_every=1, seed=3,
+                        client_weighting='uniform')
+
+
+def _experiment(tmp_path, name, **overrides):
+    cfg = dataclasses.replace(BASE, output_dir=str(tmp_path), experiment_name=name, **overrides)
+    return experiment.run_experiment(cfg.validate(), log=lambda _: None)
+
+
+def test_driver_path_round_one_is_fedavg_later_rounds_are_not_and_uplink_carries_two_models(
+        tff_runtime, tmp_path):
+    """With c = c_i = 0 the first round is FedAvg's (uniform weights); afterwards the control
+    variates kept as client state change the result; each client sends x - y and dc_i."""
+    one = _experiment(tmp_path, 'scaffold1', algorithm='scaffold')
+    fedavg_one = _experiment(tmp_path, 'fedavg1', algorithm='fedavg')
+    assert max_abs_diff(one.final_weights.trainable, fedavg_one.final_weights.trainable) <= 1e-6
+    params = sum(int(np.size(t)) for t in one.final_weights.trainable)
+    assert one.history[-1]['uplink_bytes_per_client'] == 2 * 4 * params
+    assert fedavg_one.history[-1]['uplink_bytes_per_client'] == 4 * params
+
+    three = _experiment(tmp_path, 'scaffold3', algorithm='scaffold', rounds=3, eval_every=3)
+    fedavg_three = _experiment(tmp_path, 'fedavg3', algorithm='fedavg', rounds=3, eval_every=3)
+    assert max_abs_diff(three.final_weights.trainable, fedavg_three.final_weights.trainable) > 1e-4
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(dp='fixed', noise_multiplier=1.0), '--dp=fixed does not combine with --algorithm=scaffold'),
+    (dict(secure_agg=True), 'does not combine with --algorithm=scaffold'),
+    (dict(compression='quantize'), '--compression=quantize does not combine with --algorithm=scaffold'),
+    (dict(simulation='fast'), '--algorithm=scaffold needs TFF.s runtime'),
+    (dict(workers='localhost:1,localhost:2'), 'client state'),
+])
+def test_driver_refuses_what_scaffold_cannot_do_honestly(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(BASE, algorithm='scaffold', **overrides).validate()
