@@ -80,7 +80,7 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
         client_optimizer=tff.learning.optimizers.build_sgdm(config.client_learning_rate),
         server_optimizer=selection['server_optimizer'].build(
             config.server_learning_rate, **config.option_params('server_optimizer')),
-        weighting=selection['client_weighting'].build(),
+        weighting=selection['client_weighting'].build(padding_labels=masked_labels),
         model_aggregator=build_model_aggregator(config, max_weight),
         **extras, **config.option_params('algorithm'),
         **{name: getattr(config, name) for name in selection['algorithm'].config_fields})
@@ -195,7 +195,8 @@ def run_experiment(config: ExperimentConfig,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
         sampling=config.client_sampling, noise_seeds=selection.has(options.NOISE_SEEDS),
-        whole_client_batches=selection.has(options.WHOLE_CLIENT_BATCHES))
+        whole_client_batches=selection.has(options.WHOLE_CLIENT_BATCHES),
+        client_examples=selection.has(options.CLIENT_EXAMPLES_IN_BATCHES))
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
                                                       models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)

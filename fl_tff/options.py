@@ -50,6 +50,8 @@ CLASSIFICATION = 'classification'
 IMAGES = 'images'
 CHAR_SEQUENCES = 'char_sequences'
 WORD_SEQUENCES = 'word_sequences'
+PADDED_TOKENS = 'padded_tokens'
+CLIENT_EXAMPLES_IN_BATCHES = 'client_examples_in_batches'
 
 CAPABILITIES: dict[str, str] = {
     LOCAL_EPOCHS: 'clients run local epochs of SGD (stragglers can do partial work)',
@@ -77,6 +79,8 @@ CAPABILITIES: dict[str, str] = {
     IMAGES: 'inputs are images (height, width, channels)',
     CHAR_SEQUENCES: 'examples are character sequences (next-character prediction)',
     WORD_SEQUENCES: 'examples are word sequences (next-word prediction)',
+    PADDED_TOKENS: 'labels are token sequences with padding',
+    CLIENT_EXAMPLES_IN_BATCHES: 'client batches carry the client\'s example count n_k',
 }
 
 
@@ -318,8 +322,13 @@ class Selection:
             for capability, why in option.pipeline_requires.items():
                 for other_kind, (other_registry, other) in self.chosen.items():
                     if other_registry.pipeline and capability not in other.provides:
+                        alternatives = [other_registry.flag_text(o)
+                                        for o in other_registry.options.values()
+                                        if capability in o.provides]
                         raise OptionError(other_kind, f'{registry.flag_text(option)}: '
-                                          f'{other_registry.flag_text(other)} {why}')
+                                          f'{other_registry.flag_text(other)} {why}' + (
+                                              f', or choose {" or ".join(alternatives)}'
+                                              if alternatives else ''))
 
 
 def markdown_tables(registries: Iterable[Registry]) -> str:

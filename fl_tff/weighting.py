@@ -1,19 +1,145 @@
-"""`--client_weighting`: what each client's update weighs in the mean.
+"""`--client_weighting`: what a client's update weighs in the mean, stated explicitly.
 
-Each option's builder returns the `tff.learning.ClientWeighting` its clients report.
+- `examples`: n_k, the client's number of training examples, whatever work it did this round
+  (FedAvg's and FedProx's papers weight by n_k, so a straggler with partial work keeps its full
+  weight). Batches carry n_k under `CLIENT_EXAMPLES_KEY` (the selector adds it).
+- `examples_processed`: the examples the client went through this round, n_k x the epochs it ran,
+  which is what TFF's builders (`tff.learning.ClientWeighting.NUM_EXAMPLES`) weight by. Our
+  processes match TFF's builders under this name.
+- `uniform`: every update weighs 1 (`tff.learning.ClientWeighting.UNIFORM`).
+- `tokens`: the non-padding label tokens the client processed this round (text tasks), as
+  google-research/federated's sequence trainers weight.
+
+Without stragglers or dropouts, `examples` and `examples_processed` differ by the constant factor E,
+so the weighted mean is the same up to float rounding.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import enum
+from typing import Any, Optional, Union
+
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options
 
+CLIENT_EXAMPLES_KEY = 'client_examples'
+
+
+class Counts(enum.Enum):
+    """What a client's weight counts (see the module docstring)."""
+
+    EXAMPLES = 'examples'
+    EXAMPLES_PROCESSED = 'examples_processed'
+    UNIFORM = 'uniform'
+    TOKENS = 'tokens'
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientWeighting:
+    """A client weighting: what it counts and, for `TOKENS`, which labels are padding."""
+
+    counts: Counts
+    padding_labels: tuple[int, ...] = ()
+
+    @property
+    def uniform(self) -> bool:
+        """Every update weighs the same (the aggregator may be the unweighted mean)."""
+        return self.counts == Counts.UNIFORM
+
+    @property
+    def needs_client_examples(self) -> bool:
+        """Batches must carry n_k under `CLIENT_EXAMPLES_KEY`."""
+        return self.counts == Counts.EXAMPLES
+
+
+Weighting = Union[ClientWeighting, tff.learning.ClientWeighting]
+
+
+def resolve(weighting: Weighting) -> ClientWeighting:
+    """Ours for TFF's enum: NUM_EXAMPLES is examples processed (as TFF's builders count it)."""
+    if isinstance(weighting, ClientWeighting):
+        return weighting
+    if weighting == tff.learning.ClientWeighting.UNIFORM:
+        return ClientWeighting(Counts.UNIFORM)
+    if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
+        return ClientWeighting(Counts.EXAMPLES_PROCESSED)
+    raise TypeError(f'not a client weighting: {weighting!r}')
+
+
+def batch_spec(weighting: Weighting, model_batch_spec: Any) -> Any:
+    """The spec of a client batch under `weighting`: the model's, plus n_k for `examples`."""
+    if not resolve(weighting).needs_client_examples:
+        return model_batch_spec
+    return collections.OrderedDict([*model_batch_spec.items(),
+                                    (CLIENT_EXAMPLES_KEY, tf.TensorSpec([], tf.int64))])
+
+
+def add_client_examples(dataset: tf.data.Dataset, num_examples: int) -> tf.data.Dataset:
+    """Adds n_k (`CLIENT_EXAMPLES_KEY`) to every batch of a client's dataset."""
+    n = tf.constant(num_examples, tf.int64)
+    return dataset.map(lambda batch: collections.OrderedDict([*batch.items(),
+                                                              (CLIENT_EXAMPLES_KEY, n)]))
+
+
+def client_weight(weighting: Weighting, dataset: Optional[tf.data.Dataset],
+                  examples_processed: tf.Tensor) -> tf.Tensor:
+    """The float32 weight of a client's update, inside its `tf.function`.
+
+    Args:
+      weighting: What the weight counts.
+      dataset: The client's dataset this round (read again for `examples`: its first batch; for
+        `tokens`: its labels).
+      examples_processed: Examples the client's training went through.
+
+    Returns:
+      The weight (0 for a client with no data, except under `uniform`).
+
+    Raises:
+      ValueError: `examples` or `tokens` without the dataset.
+    """
+    w = resolve(weighting)
+    if dataset is None and w.counts in (Counts.EXAMPLES, Counts.TOKENS):
+        raise ValueError(f'--client_weighting={w.counts.value} reads the client\'s dataset')
+    if w.counts == Counts.UNIFORM:
+        return tf.constant(1.0, tf.float32)
+    if w.counts == Counts.EXAMPLES_PROCESSED:
+        return tf.cast(examples_processed, tf.float32)
+    # After training: a dataset that reshuffles per iteration must give training its first pass.
+    with tf.control_dependencies([examples_processed]):
+        if w.counts == Counts.EXAMPLES:
+            n_k = dataset.take(1).reduce(tf.constant(0, tf.int64),
+                                         lambda _, batch: batch[CLIENT_EXAMPLES_KEY])
+            return tf.cast(n_k, tf.float32)
+        padding = tf.constant(w.padding_labels or (-1,), tf.int64)
+
+        def count(total, batch):
+            labels = tf.reshape(tf.cast(batch['y'], tf.int64), [-1, 1])
+            real = tf.logical_not(tf.reduce_any(tf.equal(labels, padding[tf.newaxis, :]), axis=1))
+            return total + tf.reduce_sum(tf.cast(real, tf.int64))
+
+        return tf.cast(dataset.reduce(tf.constant(0, tf.int64), count), tf.float32)
+
+
 CLIENT_WEIGHTINGS = options.Registry('client_weighting', 'Weight of each client update in the mean.', [
-    options.Option('examples', 'examples the client processed this round (n x local epochs, as '
-                   'TFF\'s builders weight)', provides={options.FAST_PATH},
-                   build=lambda: tff.learning.ClientWeighting.NUM_EXAMPLES),
+    options.Option('examples', 'n_k, the client\'s training examples, whatever work it did this '
+                   'round (the FedAvg and FedProx papers\' weight)',
+                   provides={options.CLIENT_EXAMPLES_IN_BATCHES},
+                   build=lambda padding_labels: ClientWeighting(Counts.EXAMPLES)),
+    options.Option('examples_processed', 'examples the client processed this round (n_k x its '
+                   'epochs: TFF\'s builders\' NUM_EXAMPLES)', provides={options.FAST_PATH},
+                   build=lambda padding_labels: ClientWeighting(Counts.EXAMPLES_PROCESSED)),
     options.Option('uniform', 'every client update weighs the same',
                    provides={options.FAST_PATH, options.UNIFORM_WEIGHTS},
-                   build=lambda: tff.learning.ClientWeighting.UNIFORM),
+                   build=lambda padding_labels: ClientWeighting(Counts.UNIFORM)),
+    options.Option('tokens', 'non-padding label tokens the client processed this round (text '
+                   'tasks, as google-research/federated\'s trainers)',
+                   requires={options.PADDED_TOKENS: 'counts the non-padding tokens of sequence labels'},
+                   excludes={options.SECURE_SUM: 'the secure weighted mean bounds weights by '
+                                                 'examples, not tokens'},
+                   build=lambda padding_labels: ClientWeighting(Counts.TOKENS,
+                                                                tuple(padding_labels))),
 ], default='examples', pipeline=True)

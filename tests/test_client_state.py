@@ -36,7 +36,7 @@ def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_in
         tff_runtime):
     config = ExperimentConfig(model='logreg', num_clients=8, clients_per_round=4,
                               client_epochs=1, compression='topk', compression_k=0.1,
-                              error_feedback=True)
+                              error_feedback=True, client_weighting='examples_processed')
     fed = experiment.load_federated_data(config)
     model_fn, _ = experiment.build_model(config, fed)
     process = experiment.build_process(config, model_fn)

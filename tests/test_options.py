@@ -37,7 +37,8 @@ TOY_AGGREGATOR = options.Option(
         cfg.toy_clip_norm, aggregation.mean_factory(uniform)))
 
 SMALL = ['--dataset=digits', '--model=logreg', '--num_clients=6', '--clients_per_round=3',
-         '--rounds=2', '--eval_every=2', '--client_epochs=1', '--client_batch_size=32']
+         '--rounds=2', '--eval_every=2', '--client_epochs=1', '--client_batch_size=32',
+         '--client_weighting=examples_processed']
 
 
 @pytest.fixture(scope='module')
@@ -64,7 +65,8 @@ def test_toy_options_get_flags_and_help_from_their_declarations(toy_config_class
                                                    '--algorithm=fedtoy.')
     assert flag_values['toy_clip_norm'].default == 1.0
     # fedtoy declares the fast path; toy_clip does not, so the fast path refuses it.
-    _parse(toy_config_class, SMALL + ['--algorithm=fedtoy', '--simulation=fast'])[1].validate()
+    _parse(toy_config_class, SMALL + ['--algorithm=fedtoy', '--simulation=fast',
+                                    '--client_weighting=examples_processed'])[1].validate()
     with pytest.raises(config.ConfigError, match='--aggregator: --simulation=fast: --aggregator=toy_clip needs '
                        'TFF.s runtime'):
         _parse(toy_config_class, SMALL + ['--aggregator=toy_clip', '--simulation=fast'])[1].validate()

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import weighting as weighting_lib
 from fl_tff.models.model_fn import ModelFn
 
 # (model, batch, trainable variables) -> (gradients, BatchOutput); see `mean_loss_gradients`.
@@ -40,13 +41,9 @@ def load_weights(model, initial_weights):
     return weights, tuple(tf.nest.flatten(weights.trainable))
 
 
-def _client_result(model, update, num_examples, weighting):
+def _client_result(model, update, weight):
     """(ClientResult, metrics): a non-finite update is zeroed, gets weight 0 and no metrics."""
     update, non_finite = _zero_if_non_finite(update)
-    if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
-        weight = tf.cast(num_examples, tf.float32)
-    else:
-        weight = tf.constant(1.0, tf.float32)
     if non_finite > 0:
         model.reset_metrics()
     return (tff.learning.templates.ClientResult(
@@ -55,14 +52,14 @@ def _client_result(model, update, num_examples, weighting):
 
 
 def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
-                            weighting: tff.learning.ClientWeighting,
+                            weighting: weighting_lib.Weighting,
                             proximal_strength: float = 0.0,
                             gradient_fn: GradientFn = mean_loss_gradients):
     """A `tf.function` (initial_weights, dataset) -> (ClientResult, unfinalized metrics).
 
     Local SGD over every batch of `dataset` (epochs are repeats of the dataset, see
     `fl_tff.data.preprocess_client_dataset`). The update is `initial - trained` (a
-    pseudo-gradient), weighted by the number of examples seen or uniformly. A positive
+    pseudo-gradient), weighted as `weighting` says (`fl_tff.weighting`). A positive
     `proximal_strength` mu adds FedProx's term (mu/2)||w - w_initial||^2 to the local objective,
     i.e. mu (w - w_initial) to every gradient. `gradient_fn` computes each step's gradient
     (e.g. DP-SGD's clipped, noised per-example gradients).
@@ -77,7 +74,8 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
                               proximal_strength, gradient_fn)
         num_examples, _ = dataset.reduce(
             (tf.constant(0, tf.int64), optimizer.initialize(specs)), step)
-        return finish_local_training(model, weights, initial_weights, num_examples, weighting)
+        return finish_local_training(model, weights, initial_weights,
+                                     weighting_lib.client_weight(weighting, dataset, num_examples))
 
     return local_training
 
@@ -103,17 +101,18 @@ def local_sgd_step(model, optimizer: tff.learning.optimizers.Optimizer, trainabl
     return step
 
 
-def finish_local_training(model, weights, initial_weights, num_examples, weighting):
-    """(ClientResult, metrics) after local training: the delta initial - trained, weighted."""
+def finish_local_training(model, weights, initial_weights, weight):
+    """(ClientResult, metrics) after local training: the delta initial - trained, with `weight`
+    (see `fl_tff.weighting.client_weight`)."""
     delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
-    return _client_result(model, delta, num_examples, weighting)
+    return _client_result(model, delta, weight)
 
 
-def build_local_gradient_fn(model_fn: ModelFn, weighting: tff.learning.ClientWeighting):
+def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weighting):
     """A `tf.function` (weights, dataset) -> (ClientResult, metrics) for FedSGD.
 
     The update is the gradient of the mean loss over all the client's examples at the given
-    weights (one pass, no local steps), weighted by examples or uniformly.
+    weights (one pass, no local steps), weighted as `weighting` says.
     """
     model = model_fn()
 
@@ -135,39 +134,44 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: tff.learning.ClientWei
         denominator = tf.maximum(tf.cast(num_examples, tf.float32), 1.0)
         gradient = tf.nest.pack_sequence_as(weights.trainable,
                                             [s / denominator for s in grad_sums])
-        return _client_result(model, gradient, num_examples, weighting)
+        return _client_result(model, gradient,
+                              weighting_lib.client_weight(weighting, dataset, num_examples))
 
     return local_gradient
 
 
 def build_model_delta_client_work(
         model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
-        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+        weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         proximal_strength: float = 0.0,
         gradient_fn: GradientFn = mean_loss_gradients,
         data_spec: Optional[Any] = None,
 ) -> tff.learning.templates.ClientWorkProcess:
     """A stateless `ClientWorkProcess`: each client trains locally and returns its model delta.
 
-    `data_spec` overrides the batch spec of client datasets (default: the model's input spec).
+    `data_spec` overrides the batch spec of client datasets (default: the model's input spec,
+    plus what `weighting` reads, see `fl_tff.weighting.batch_spec`).
     """
     return build_client_work(model_fn, lambda: build_local_training_fn(
-        model_fn, optimizer, weighting, proximal_strength, gradient_fn), data_spec)
+        model_fn, optimizer, weighting, proximal_strength, gradient_fn), data_spec, weighting)
 
 
 def build_gradient_client_work(
         model_fn: ModelFn,
-        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+        weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
 ) -> tff.learning.templates.ClientWorkProcess:
     """A stateless `ClientWorkProcess`: each client returns its full-data gradient (FedSGD)."""
-    return build_client_work(model_fn, lambda: build_local_gradient_fn(model_fn, weighting))
+    return build_client_work(model_fn, lambda: build_local_gradient_fn(model_fn, weighting),
+                             weighting=weighting)
 
 
-def build_client_work(model_fn: ModelFn, make_client_fn,
-                      data_spec: Optional[Any] = None) -> tff.learning.templates.ClientWorkProcess:
+def build_client_work(
+        model_fn: ModelFn, make_client_fn, data_spec: Optional[Any] = None,
+        weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+) -> tff.learning.templates.ClientWorkProcess:
     """Wraps a per-client `tf.function` (built by `make_client_fn` inside the client
     computation) as a stateless `ClientWorkProcess` over datasets of `data_spec` batches
-    (default: the model's input spec).
+    (default: the model's input spec plus what `weighting` reads).
 
     Measurements: `train` (the model's metrics summed over clients, then finalized).
     """
@@ -176,7 +180,7 @@ def build_client_work(model_fn: ModelFn, make_client_fn,
         metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
     weights_type = tff.learning.models.weights_type_from_model(model)
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(
-        model.input_spec if data_spec is None else data_spec))
+        weighting_lib.batch_spec(weighting, model.input_spec) if data_spec is None else data_spec))
 
     @tff.tensorflow.computation(weights_type, data_type)
     def client_update(initial_weights, dataset):

@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import aggregation, options
+from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
@@ -34,7 +35,7 @@ class LocalSgdRecipe:
 
     client_optimizer: tff.learning.optimizers.Optimizer
     server_optimizer: tff.learning.optimizers.Optimizer
-    weighting: tff.learning.ClientWeighting
+    weighting: weighting_lib.Weighting
     proximal_strength: float
     unweighted_mean: bool
 
@@ -55,9 +56,9 @@ def local_sgd_recipe(process: Any) -> LocalSgdRecipe:
     return recipe
 
 
-def default_aggregator(weighting: tff.learning.ClientWeighting) -> tff.aggregators.AggregationFactory:
-    """Weighted mean by examples, or unweighted mean for uniform weighting."""
-    return aggregation.mean_factory(weighting == tff.learning.ClientWeighting.UNIFORM)
+def default_aggregator(weighting: weighting_lib.Weighting) -> tff.aggregators.AggregationFactory:
+    """The weighted mean, or the unweighted mean for uniform weighting."""
+    return aggregation.mean_factory(weighting_lib.resolve(weighting).uniform)
 
 
 def compose_algorithm(
@@ -98,7 +99,7 @@ def build_local_sgd_algorithm(
         proximal_strength: float = 0.0,
         client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
-        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+        weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         dp_sgd: Optional[dpsgd.DpSgd] = None,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
@@ -116,7 +117,7 @@ def build_local_sgd_algorithm(
         with tf.Graph().as_default():
             batch_spec = model_fn().input_spec
         dp_kwargs = dict(gradient_fn=dpsgd.build_dp_sgd_gradient_fn(dp_sgd),
-                         data_spec=dpsgd.with_noise_seed(batch_spec))
+                         data_spec=dpsgd.with_noise_seed(weighting_lib.batch_spec(weighting, batch_spec)))
     client_work = client_work_lib.build_model_delta_client_work(
         model_fn, client_optimizer, weighting, proximal_strength=proximal_strength, **dp_kwargs)
     model_aggregator = model_aggregator or default_aggregator(weighting)
@@ -126,6 +127,11 @@ def build_local_sgd_algorithm(
         _RECIPES[process] = 'its clients run DP-SGD (per-example clipping and noise)'
     elif error_feedback is not None:
         _RECIPES[process] = 'its clients keep error-feedback residuals (client state)'
+    elif weighting_lib.resolve(weighting).counts not in (weighting_lib.Counts.EXAMPLES_PROCESSED,
+                                                         weighting_lib.Counts.UNIFORM):
+        _RECIPES[process] = (f'its clients weigh by {weighting_lib.resolve(weighting).counts.value}, '
+                             'read from their datasets; the fast path weighs examples processed '
+                             'or uniformly')
     elif not isinstance(model_aggregator, aggregation.PLAIN_MEANS):
         _RECIPES[process] = (f'its aggregator ({type(model_aggregator).__name__}) is not the plain '
                              'mean: DP, secure, compressed and robust aggregators run in TFF')
@@ -139,8 +145,9 @@ def build_local_sgd_algorithm(
 def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.LearningProcess:
     """Builds FedAvg: client SGD (default lr 0.1), server SGD (default lr 1.0 = plain averaging).
 
-    Keyword arguments: `client_optimizer`, `server_optimizer`, `weighting` (NUM_EXAMPLES weights
-    each client's delta by its examples, UNIFORM weights all clients equally) and
+    Keyword arguments: `client_optimizer`, `server_optimizer`, `weighting` (TFF's NUM_EXAMPLES,
+    the default, weights each delta by the examples processed as TFF's builders do; UNIFORM
+    weights all clients equally; `fl_tff.weighting.ClientWeighting` for n_k or tokens) and
     `model_aggregator` (overrides the mean, e.g. robust or DP aggregation), `dp_sgd`
     (sample-level DP-SGD on clients) and `error_feedback` (sparsified uplink with client
     residuals; `model_aggregator` then averages the sparsified updates).

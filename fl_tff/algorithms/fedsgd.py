@@ -10,6 +10,7 @@ from typing import Optional
 import tensorflow_federated as tff
 
 from fl_tff import options
+from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms.fedavg import compose_algorithm, default_aggregator
 from fl_tff.models.model_fn import ModelFn
@@ -19,7 +20,7 @@ def build_fedsgd(
         model_fn: ModelFn,
         *,
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
-        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+        weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         error_feedback=None,

@@ -25,13 +25,14 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import aggregation, client_state, options
+from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.models.model_fn import ModelFn
 
 
 def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
-                        weighting: tff.learning.ClientWeighting):
+                        weighting: weighting_lib.Weighting):
     """A `tf.function` (x, c, c_i, dataset) -> (ClientResult, metrics, c_i+, c_i+ - c_i)."""
     model = model_fn()
 
@@ -54,7 +55,8 @@ def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Op
         num_examples, num_steps, _ = dataset.reduce(
             (tf.constant(0, tf.int64), tf.constant(0, tf.int64), opt_state), step)
         result, metrics = client_work_lib.finish_local_training(
-            model, weights, initial_weights, num_examples, weighting)
+            model, weights, initial_weights,
+            weighting_lib.client_weight(weighting, dataset, num_examples))
         scale = tf.cast(num_steps, tf.float32) * opt_state['learning_rate']
         new_c = [ci - c + d / tf.maximum(scale, 1e-30) for ci, c, d in zip(
             tf.nest.flatten(client_c), tf.nest.flatten(server_c), tf.nest.flatten(result.update))]
@@ -128,7 +130,7 @@ def build_scaffold(
         num_clients: int,
         client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
-        weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.UNIFORM,
+        weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.UNIFORM,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
 ) -> client_state.StatefulLearningProcess:
     """Builds SCAFFOLD (option II control variates) as a process with client state.
@@ -164,14 +166,15 @@ def build_scaffold(
         raise ValueError('SCAFFOLD option II needs plain SGD on clients (its learning rate is the '
                          f'local step size); the client optimizer has state {sorted(sgd_state)}')
     trainable_type = weights_type.trainable
-    data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+    data_type = tff.SequenceType(tff.types.tensorflow_to_type(
+        weighting_lib.batch_spec(weighting, model.input_spec)))
 
     @tff.tensorflow.computation
     def initial_model_weights_fn():
         return tff.learning.models.ModelWeights.from_model(model_fn())
 
     model_aggregator = model_aggregator or aggregation.mean_factory(
-        weighting == tff.learning.ClientWeighting.UNIFORM)
+        weighting_lib.resolve(weighting).uniform)
     if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
         model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
     aggregator = model_aggregator.create(trainable_type, tff.TensorType(np.float32))

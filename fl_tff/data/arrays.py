@@ -117,9 +117,9 @@ DATASETS = options.Registry('dataset', 'Dataset (all offline).', [
     _tff_option('emnist62', 'federated EMNIST, 62 classes', options.CLASSIFICATION, options.IMAGES),
     _tff_option('cifar100', 'federated CIFAR-100', options.CLASSIFICATION, options.IMAGES),
     _tff_option('shakespeare', 'Shakespeare next-character prediction (speakers as clients)',
-                options.CHAR_SEQUENCES, requires=_NATURAL_PARTITION),
+                options.CHAR_SEQUENCES, options.PADDED_TOKENS, requires=_NATURAL_PARTITION),
     _tff_option('stackoverflow_nwp', 'Stack Overflow next-word prediction (users as clients)',
-                options.WORD_SEQUENCES, requires=_NATURAL_PARTITION),
+                options.WORD_SEQUENCES, options.PADDED_TOKENS, requires=_NATURAL_PARTITION),
 ], default='digits')
 
 

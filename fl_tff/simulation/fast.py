@@ -35,6 +35,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options
+from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work, fedavg, finalizer
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.simulation.selection import WholeClientData
@@ -46,7 +47,7 @@ class _ClientTrainer:
     clients at once)."""
 
     def __init__(self, model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
-                 weighting: tff.learning.ClientWeighting, proximal_strength: float,
+                 weighting: weighting_lib.Weighting, proximal_strength: float,
                  jit_compile: bool):
         self.model = model = model_fn()
         weights = tff.learning.models.ModelWeights.from_model(model)
@@ -80,8 +81,9 @@ class _ClientTrainer:
                 state = start(initial_weights)
             for batch in batches:
                 state = step(state, batch)
-            return client_work.finish_local_training(model, weights, initial_weights, state[0],
-                                                     weighting)
+            return client_work.finish_local_training(
+                model, weights, initial_weights,
+                weighting_lib.client_weight(weighting, None, state[0]))
 
         self._run_stacked, self._run_rest = run_stacked, run_rest
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff.data import preprocessing
-from fl_tff import options
+from fl_tff import options, weighting
 from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, plan_round,
                                              selection_size)
 
@@ -59,6 +59,8 @@ class ClientSelector:
     applied (see `heterogeneity`); each client's data shuffled with a seed derived from
     (seed, round, client). With `noise_seeds`, every batch also carries `noise_seed`
     = [seed of (seed, round, client), step] for DP-SGD's stateless noise. With
+    `client_examples`, every batch carries the client's n_k from `client_sizes` (added before
+    `noise_seed`; see `fl_tff.weighting`, `--client_weighting=examples`). With
     `whole_client_batches`, each client's data is a `WholeClientData` (one element holding all
     its batches in order, plus the batch size) for the fast path (`fast.FastProcess`).
 
@@ -71,7 +73,8 @@ class ClientSelector:
                  epochs: int, batch_size: int, seed: int,
                  heterogeneity: Optional[DeviceHeterogeneity] = None,
                  client_sizes: Optional[Mapping[str, int]] = None, sampling: str = 'uniform',
-                 noise_seeds: bool = False, whole_client_batches: bool = False):
+                 noise_seeds: bool = False, whole_client_batches: bool = False,
+                 client_examples: bool = False):
         if sampling not in SAMPLINGS:
             raise ValueError(f'unknown sampling {sampling!r}; valid choices: {", ".join(SAMPLINGS)}')
         self._client_data = client_data
@@ -86,6 +89,9 @@ class ClientSelector:
             raise ValueError('over-selection needs a fixed cohort; Poisson sampling has none')
         if self._heterogeneity.over_selection > 0 and client_sizes is None:
             raise ValueError('over-selection needs client_sizes to simulate finishing times')
+        if client_examples and (client_sizes is None or set(client_sizes) < set(client_ids)):
+            raise ValueError('client_examples needs client_sizes for every client')
+        self._client_examples = client_examples
         self._clients_per_round, self._epochs = clients_per_round, epochs
         self._batch_size, self._seed = batch_size, seed
         self._client_sizes = client_sizes or {}
@@ -134,6 +140,8 @@ class ClientSelector:
             self._client_data.create_tf_dataset_for_client(cid), epochs=epochs,
             batch_size=self._batch_size, batch_per_epoch=self._noise_seeds, whole=self._whole,
             shuffle_seed=preprocessing.derive_seed(self._seed, round_num, self._position[cid]))
+        if self._client_examples:
+            ds = weighting.add_client_examples(ds, self._client_sizes[cid])
         if self._noise_seeds:
             ds = _add_noise_seeds(ds, preprocessing.derive_seed(
                 self._seed, round_num, self._position[cid], 0xD9))
@@ -156,9 +164,11 @@ def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData,
                                 heterogeneity: Optional[DeviceHeterogeneity] = None,
                                 client_sizes: Optional[Mapping[str, int]] = None,
                                 sampling: str = 'uniform', noise_seeds: bool = False,
-                                whole_client_batches: bool = False) -> ClientSelector:
+                                whole_client_batches: bool = False,
+                                client_examples: bool = False) -> ClientSelector:
     """A `ClientSelector` (see there); kept as the function name used across the library."""
     return ClientSelector(client_data, clients_per_round=clients_per_round, epochs=epochs,
                           batch_size=batch_size, seed=seed, heterogeneity=heterogeneity,
                           client_sizes=client_sizes, sampling=sampling, noise_seeds=noise_seeds,
-                          whole_client_batches=whole_client_batches)
+                          whole_client_batches=whole_client_batches,
+                          client_examples=client_examples)

@@ -120,7 +120,7 @@ def test_weighted_secure_mean_bounds_the_update_not_update_times_examples(tff_ru
     """Example weights of ~100 used to be multiplied in before the ±R clip, so ~7% of values
     were clipped at R = 1: the weighted secure mean must be plain weighted FedAvg within its
     rounding bound K Δ / (2 Σ ŵ)."""
-    weighted = dataclasses.replace(BASE, client_weighting='examples')
+    weighted = dataclasses.replace(BASE, client_weighting='examples_processed')
     before, plain = _one_round(weighted)
     config = dataclasses.replace(weighted, secure_agg=True, secure_bits=16, secure_range=1.0)
     _, secure = _one_round(config)

@@ -16,7 +16,7 @@ from fl_tff.simulation import fast
 
 BASE = ExperimentConfig(dataset='digits', model='2nn', hidden_units=32, num_clients=12,
                         clients_per_round=6, client_epochs=2, client_batch_size=16, rounds=3,
-                        eval_every=3, seed=3)
+                        eval_every=3, seed=3, client_weighting='examples_processed')
 
 
 def test_whole_client_batches_split_into_the_tff_paths_batches():
@@ -74,6 +74,7 @@ def test_xla_path_learns_the_same(tff_runtime, tmp_path):
     (dict(secure_agg=True), 'secure_agg'),
     (dict(compression='quantize'), 'compression'),
     (dict(aggregator='median'), 'aggregator'),
+    (dict(client_weighting='examples'), 'client_weighting'),
 ])
 def test_features_the_fast_path_lacks_name_the_flag(overrides, flag):
     with pytest.raises(ConfigError, match=f'--{flag}: --simulation=fast: --{flag}(=\S+)? needs TFF\'s runtime'):
@@ -109,6 +110,7 @@ def test_a_round_without_examples_is_skipped_as_on_the_tff_path(tff_runtime):
     (dict(dp='dpsgd'), 'its clients run DP-SGD'),
     (dict(compression='topk', error_feedback=True), 'its clients keep error-feedback residuals'),
     (dict(algorithm='fedsgd'), 'it was not built by build_local_sgd_algorithm'),
+    (dict(client_weighting='examples'), 'its clients weigh by examples, read from their datasets'),
 ])
 def test_the_fast_path_refuses_a_process_it_cannot_replay_exactly(tff_runtime, overrides, why):
     """The library-level guard (the config refuses these first, naming the flag): a process's
