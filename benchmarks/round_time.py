@@ -9,7 +9,12 @@ Prints the first round (trace) separately, the steady-state median seconds per r
 ratios to (c) and a/b, how far the final weights are apart, and the peak RSS of this process
 (everything but TFF's runtime) and of the TFF worker.
 
+With `--features`, instead: the features that only TFF's runtime runs (DP-FedAvg with a fixed
+clip, secure FedAvg, 8-bit compression, SCAFFOLD), each built by the library from its options,
+interleaved with fl_tff FedAvg on TFF's runtime and the plain-TF lower bound.
+
   .venv/bin/python -m benchmarks.round_time --clients=10 --rounds=6
+  .venv/bin/python -m benchmarks.round_time --features --clients=50 --rounds=3
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from benchmarks.workload import BATCH, HIDDEN, LR, peak_rss_mib
 from benchmarks import workload
 from fl_tff import runtime
 from fl_tff.algorithms import build_fedavg
+from fl_tff.algorithms.scaffold import build_scaffold
+from fl_tff.config import ExperimentConfig
+from fl_tff.experiment import build_model_aggregator
 from fl_tff.simulation.fast import FastProcess
 from fl_tff.simulation.selection import WholeClientData
 
@@ -46,6 +54,17 @@ _MEMORY = flags.DEFINE_bool('memory', False, 'Instead: peak RSS of each variant 
                             'process per variant (RSS is per process), and the ratios to plain TF.')
 VARIANT_KEYS = ('fast_xla', 'fast', 'tff', 'builder', 'plain')
 _ONLY = flags.DEFINE_enum('only', '', ('', *VARIANT_KEYS), 'Run only this variant (internal).')
+_FEATURES = flags.DEFINE_bool('features', False, 'Instead: DP-FedAvg, secure FedAvg, 8-bit '
+                              'compression and SCAFFOLD on TFF\'s runtime against FedAvg there '
+                              'and plain TF.')
+# The library's settings for each --features variant (options as the driver would select them).
+FEATURE_SETTINGS = {
+    'DP-FedAvg (fixed clip), TFF runtime': dict(dp='fixed', noise_multiplier=1.0, clip=1.0,
+                                                client_weighting='uniform'),
+    'secure FedAvg, TFF runtime': dict(secure_agg=True, client_weighting='examples_processed'),
+    '8-bit compression, TFF runtime': dict(compression='quantize', compression_bits=8,
+                                           client_weighting='examples_processed'),
+}
 FLAGS = flags.FLAGS
 
 
@@ -96,6 +115,18 @@ def main(argv) -> None:
         round_fn.weights = lambda: process.get_model_weights(state[0]).trainable
         return round_fn
 
+    def federated_with_client_state(process):
+        """Rounds of a process with client state; the same K clients every round."""
+        state, ids, stored = [process.initialize()], [str(i) for i in range(k)], {}
+
+        def round_fn():
+            out = process.next(state[0], datasets, client_ids=ids, round_num=len(stored) + 1,
+                               client_states=[stored.get(i, process.initial_client_state())
+                                              for i in ids])
+            state[0] = out.state
+            stored.update(zip(ids, out.client_states))
+        return round_fn
+
     # (c) Plain TF: the same local SGD, no federation; XLA client loop, clients over the cores.
     shapes = [(784, HIDDEN), (HIDDEN,), (HIDDEN, HIDDEN), (HIDDEN,), (HIDDEN, 10), (10,)]
     initial = [rng.normal(0, 0.05, s).astype(np.float32) for s in shapes]
@@ -139,6 +170,17 @@ def main(argv) -> None:
                     model_fn, client_optimizer_fn=sgd(LR), server_optimizer_fn=sgd(1.0)))),
             'plain': ('plain TF (XLA, threads)', lambda: plain_round),
         }
+        if _FEATURES.value:
+            makers = {'tff': makers['tff'], 'plain': makers['plain']}
+            for name, settings in FEATURE_SETTINGS.items():
+                config = ExperimentConfig(**settings).validate()
+                makers[name] = (name, lambda config=config: federated(build_fedavg(
+                    model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0),
+                    weighting=config.option('client_weighting').build(padding_labels=()),
+                    model_aggregator=build_model_aggregator(config, max_weight=float(n)))))
+            makers['scaffold'] = ('SCAFFOLD, TFF runtime', lambda: federated_with_client_state(
+                build_scaffold(model_fn, num_clients=k, client_optimizer=sgd(LR),
+                               server_optimizer=sgd(1.0))))
         variants = {name: make() for key, (name, make) in makers.items()
                     if _ONLY.value in ('', key)}
         times = {name: [] for name in variants}
@@ -150,6 +192,9 @@ def main(argv) -> None:
         worker_rss = peak_rss_mib(rt.worker_pid)
         if _ONLY.value:
             print(f'MEMORY {peak_rss_mib():.0f} {worker_rss:.0f}')
+            return
+        if _FEATURES.value:
+            _print_features(k, n, times, worker_rss)
             return
         names = list(variants)
         final = {name: variants[name].weights() for name in names[:4]}
@@ -168,6 +213,17 @@ def main(argv) -> None:
     print(f'max |w| differences after {_ROUNDS.value + 1} rounds vs fl_tff on TFF\'s runtime: '
           f'fast path {diff(names[1], names[2]):.1e}, XLA {diff(names[0], names[2]):.1e} '
           f'(rounding), TFF builder {diff(names[3], names[2]):.1e}')
+    print(f'peak RSS: python {peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
+
+
+def _print_features(k: int, n: int, times: dict, worker_rss: float) -> None:
+    print(f'K = {k} clients x {n} examples, batch {BATCH}, 1 epoch, MLP 784-{HIDDEN}-{HIDDEN}-10; '
+          f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
+    print(f'{"variant":40} {"first round s":>14} {"median s/round":>15} {"/ plain TF":>11}')
+    plain = statistics.median(times['plain TF (XLA, threads)'][1:])
+    for name, t in times.items():
+        median = statistics.median(t[1:])
+        print(f'{name:40} {t[0]:14.3f} {median:15.3f} {median / plain:11.2f}')
     print(f'peak RSS: python {peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
 
 
