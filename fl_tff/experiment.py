@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow_federated as tff
 
 from fl_tff import (checkpoints, client_state, data, divergence, evaluation, files, models,
-                    options, reporting, round_hooks, runtime, simulation)
+                    options, reporting, round_hooks, runtime, simulation, weighting)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
 
@@ -56,8 +56,8 @@ def build_model_aggregator(config: ExperimentConfig,
                            max_weight: Optional[float] = None) -> tff.aggregators.AggregationFactory:
     """The model aggregator: supplied by the first selected option that has one (see
     `config.REGISTRIES` for the order: DP, secure aggregation, error feedback, compression, then
-    `--aggregator`). `max_weight` bounds a client's weight (examples seen) for the secure
-    weighted mean."""
+    `--aggregator`). `max_weight` bounds a client's weight (`weighting.max_weight`) for the
+    secure weighted mean."""
     selection = config.selection()
     uniform = options.UNIFORM_WEIGHTS in selection['client_weighting'].provides
     return selection.first('aggregator')(config, selection, uniform, max_weight)
@@ -248,7 +248,10 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                              log_path=os.path.join(run_dir, 'worker.log')), \
             contextlib.ExitStack() as cleanup:
         process = build_process(config, model_fn, fed_data.masked_labels,
-                                max_weight=max(fed_data.train_sizes.values()) * epochs)
+                                max_weight=weighting.max_weight(
+                                    config.option('client_weighting').build(
+                                        padding_labels=fed_data.masked_labels),
+                                    max(fed_data.train_sizes.values()), epochs))
         client_states = None
         if isinstance(process, client_state.ProcessWithClientState):
             client_states = client_state.ClientStateStore(process.initial_client_state())

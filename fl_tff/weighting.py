@@ -78,6 +78,21 @@ def batch_spec(weighting: Weighting, model_batch_spec: Any) -> Any:
                                     (CLIENT_EXAMPLES_KEY, tf.TensorSpec([], tf.int64))])
 
 
+def max_weight(weighting: Weighting, max_examples: int, epochs: int) -> Optional[float]:
+    """The largest weight a client can have (the secure weighted mean scales by it), or None
+    when it has no bound known in advance (`tokens`).
+
+    Args:
+      weighting: What the weight counts.
+      max_examples: The largest client's n_k.
+      epochs: Local epochs E (a client processes at most n_k x E examples).
+    """
+    counts = resolve(weighting).counts
+    return {Counts.EXAMPLES: float(max_examples),
+            Counts.EXAMPLES_PROCESSED: float(max_examples * epochs),
+            Counts.UNIFORM: 1.0}.get(counts)
+
+
 def add_client_examples(dataset: tf.data.Dataset, num_examples: int) -> tf.data.Dataset:
     """Adds n_k (`CLIENT_EXAMPLES_KEY`) to every batch of a client's dataset."""
     n = tf.constant(num_examples, tf.int64)

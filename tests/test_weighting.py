@@ -55,6 +55,19 @@ def test_each_weighting_counts_what_it_says(model_fn, weighting_, expected):
     assert float(result.update_weight) == expected
 
 
+def test_max_weight_is_the_largest_weight_each_weighting_can_give(model_fn):
+    """The secure weighted mean divides by it: an E-times looser bound under n_k would cost
+    E-times coarser quantization."""
+    assert weighting.max_weight(EXAMPLES, N_K, 3) == N_K
+    assert weighting.max_weight(PROCESSED, N_K, 3) == 3 * N_K
+    assert weighting.max_weight(weighting.ClientWeighting(weighting.Counts.UNIFORM), N_K, 3) == 1.0
+    assert weighting.max_weight(weighting.ClientWeighting(weighting.Counts.TOKENS), N_K, 3) is None
+    for w in (EXAMPLES, PROCESSED):  # The largest client, all epochs run, reaches the bound.
+        result, _ = build_local_training_fn(model_fn, SGD(0.1), w)(
+            _initial(model_fn), _client_data(N_K, 0, 3, n_k=N_K if w is EXAMPLES else None))
+        assert float(result.update_weight) == weighting.max_weight(w, N_K, 3)
+
+
 def test_tokens_count_the_non_padding_labels_processed(model_fn):
     labels = np.array([[3, 5, 0, 0], [7, 0, 0, 0], [1, 2, 4, 0]], np.int64)  # 0 is padding.
     ds = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
