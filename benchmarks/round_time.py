@@ -1,20 +1,27 @@
-r"""Round-time benchmark (issue 7's "2NN" workload), measured in ONE run, interleaved:
+r"""Round-time benchmark (issue 7's "2NN" workload), measured in ONE run, interleaved round by
+round, against a plain-TensorFlow lower bound:
 
-  fl_tff FedAvg on the fast path (`--simulation=fast_xla` and `fast`),
-  (a) fl_tff FedAvg on TFF's runtime, (b) TFF's `build_weighted_fed_avg` on the same data and
-  context, (c) a plain-TensorFlow lower bound doing the same SGD steps without federation
-      (XLA-compiled client loop, clients split over the cores).
+  (a) fl_tff FedAvg on TFF's runtime as the driver runs it: the driver sends client tasks, the
+      worker reads each client's examples from the run's client files and trains its round in
+      one graph loop;
+  (s) the same process, its clients' rounds built in the driver and shipped (the old data path);
+  (b) TFF's `build_weighted_fed_avg` on datasets of batches shipped from the driver;
+  (c) plain TensorFlow: the same SGD steps without federation (XLA-compiled client loop,
+      clients split over the cores by threads).
 
 Prints the first round (trace) separately, the steady-state median seconds per round, the
-ratios to (c) and a/b, how far the final weights are apart, and the peak RSS of this process
-(everything but TFF's runtime) and of the TFF worker.
+ratios to (c), the weight difference between (a) and (s) (the same rounds), and peak RSS.
 
-With `--features`, instead: the features that only TFF's runtime runs (DP-FedAvg with a fixed
-clip, secure FedAvg, 8-bit compression, SCAFFOLD), each built by the library from its options,
-interleaved with fl_tff FedAvg on TFF's runtime and the plain-TF lower bound.
+With `--features`: DP-FedAvg (fixed clip), secure FedAvg, 8-bit compression and SCAFFOLD, each
+built by the library from its options and composed as the driver composes it, against (a) and
+(c). With `--memory`: each of (a), (b), (c) alone in its own process (RSS is per process). With
+`--workers`: FedAvg on one local worker against two (TFF's mergeable context, as `--workers`
+runs it) and the bytes sent to each worker per round against the model's size.
 
   .venv/bin/python -m benchmarks.round_time --clients=10 --rounds=6
   .venv/bin/python -m benchmarks.round_time --features --clients=50 --rounds=3
+  .venv/bin/python -m benchmarks.round_time --memory --clients=50
+  .venv/bin/python -m benchmarks.round_time --workers --clients=50 --rounds=3
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -39,39 +47,42 @@ import tensorflow_federated as tff
 
 from benchmarks.workload import BATCH, HIDDEN, LR, peak_rss_mib
 from benchmarks import workload
-from fl_tff import runtime
+from fl_tff import runtime, simulation
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
 from fl_tff.config import ExperimentConfig
+from fl_tff.data import client_data_from_arrays, client_files
 from fl_tff.experiment import build_model_aggregator
-from fl_tff.simulation.fast import FastProcess
-from fl_tff.simulation.selection import WholeClientData
 
 _CLIENTS = flags.DEFINE_integer('clients', 10, 'Clients per round (K).')
 _ROUNDS = flags.DEFINE_integer('rounds', 6, 'Steady rounds measured per variant (after one trace round).')
 _EXAMPLES = flags.DEFINE_integer('examples', 600, 'Examples per client.')
 _MEMORY = flags.DEFINE_bool('memory', False, 'Instead: peak RSS of each variant alone, one '
                             'process per variant (RSS is per process), and the ratios to plain TF.')
-VARIANT_KEYS = ('fast_xla', 'fast', 'tff', 'builder', 'plain')
+VARIANT_KEYS = ('tff', 'shipped', 'builder', 'plain')
 _ONLY = flags.DEFINE_enum('only', '', ('', *VARIANT_KEYS), 'Run only this variant (internal).')
 _FEATURES = flags.DEFINE_bool('features', False, 'Instead: DP-FedAvg, secure FedAvg, 8-bit '
                               'compression and SCAFFOLD on TFF\'s runtime against FedAvg there '
                               'and plain TF.')
+_WORKERS = flags.DEFINE_bool('workers', False, 'Instead: FedAvg on one local worker against two '
+                             '(the mergeable context of --workers), and the bytes sent to workers.')
 # The library's settings for each --features variant (options as the driver would select them).
 FEATURE_SETTINGS = {
-    'DP-FedAvg (fixed clip), TFF runtime': dict(dp='fixed', noise_multiplier=1.0, clip=1.0,
-                                                client_weighting='uniform'),
-    'secure FedAvg, TFF runtime': dict(secure_agg=True, client_weighting='examples_processed'),
-    '8-bit compression, TFF runtime': dict(compression='quantize', compression_bits=8,
-                                           client_weighting='examples_processed'),
+    'DP-FedAvg (fixed clip)': dict(dp='fixed', noise_multiplier=1.0, clip=1.0,
+                                   client_weighting='uniform'),
+    'secure FedAvg': dict(secure_agg=True, client_weighting='examples_processed'),
+    '8-bit compression': dict(compression='quantize', compression_bits=8,
+                              client_weighting='examples_processed'),
 }
+PLAIN = 'plain TF (XLA, threads)'
+OURS = 'fl_tff FedAvg, TFF runtime'
 FLAGS = flags.FLAGS
 
 
 def _memory() -> None:
     """Each variant alone in its own process: peak RSS of Python and of the TFF worker."""
     rows = {}
-    for key in VARIANT_KEYS:
+    for key in ('tff', 'builder', 'plain'):
         out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', f'--only={key}',
                               f'--clients={_CLIENTS.value}', '--rounds=3'],
                              capture_output=True, text=True, check=False)
@@ -86,53 +97,55 @@ def _memory() -> None:
               f'x{(python + worker) / plain:.2f} of plain TF')
 
 
-def main(argv) -> None:
-    del argv
-    logging.set_verbosity(logging.WARNING)  # TFF logs every model build at INFO.
-    if _MEMORY.value:
-        _memory()
-        return
-    k, n = _CLIENTS.value, _EXAMPLES.value
-    rng = np.random.default_rng(0)
-    xs = [rng.random((n, 784), np.float32) for _ in range(k)]
-    ys = [rng.integers(0, 10, n).astype(np.int32) for _ in range(k)]
-    datasets = [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(BATCH)
-                for x, y in zip(xs, ys)]
+class _Workload:
+    """K clients of random examples, in memory, in the run's client files, and as the selector
+    and plain TF see them."""
 
-    model_fn = workload.model_fn
-    sgd = lambda lr: tff.learning.optimizers.build_sgdm(lr)
+    def __init__(self, k: int, n: int, directory: str):
+        rng = np.random.default_rng(0)
+        self.xs = [rng.random((n, 784), np.float32) for _ in range(k)]
+        self.ys = [rng.integers(0, 10, n).astype(np.int32) for _ in range(k)]
+        in_memory = client_data_from_arrays(
+            np.concatenate(self.xs), np.concatenate(self.ys),
+            [np.arange(i * n, (i + 1) * n) for i in range(k)])
+        self.files = client_files.write_client_files(in_memory, os.path.join(directory, 'train'))
+        # Every client every round (population K), as the driver selects them.
+        self.select = simulation.ClientSelector(in_memory, clients_per_round=k, epochs=1,
+                                                batch_size=BATCH, seed=0)
+        self.dataset_computation = self.select.dataset_computation(self.files)
+        self.batched = [tf.data.Dataset.from_tensor_slices(
+            collections.OrderedDict(x=x, y=y)).batch(BATCH) for x, y in zip(self.xs, self.ys)]
 
-    # The fast path takes each client's batches as one element (see ClientSelector's
-    # whole_client_batches): the same batches, handed over by tf.data in one call.
-    whole_datasets = [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(n)
-                      for x, y in zip(xs, ys)]
 
-    def federated(process, client_data=datasets):
-        state = [process.initialize()]
+def _rounds(process, inputs, select=None):
+    """A round function over `inputs(round_num)` (client tasks, rounds or datasets); with
+    `select`, the process keeps client state (ids from the selector's plan)."""
+    state, stored, done = [process.initialize()], {}, [0]
 
-        def round_fn():
-            state[0] = process.next(state[0], client_data).state
-        round_fn.weights = lambda: process.get_model_weights(state[0]).trainable
-        return round_fn
+    def round_fn():
+        done[0] += 1
+        if select is None:
+            state[0] = process.next(state[0], inputs(done[0])).state
+            return
+        ids = [cid for cid, _ in select.plan(done[0]).participants]
+        out = process.next(state[0], inputs(done[0]), client_ids=ids, round_num=done[0],
+                           client_states=[stored.get(i, process.initial_client_state())
+                                          for i in ids])
+        state[0] = out.state
+        stored.update(zip(ids, out.client_states))
+    round_fn.weights = lambda: process.get_model_weights(state[0]).trainable
+    return round_fn
 
-    def federated_with_client_state(process):
-        """Rounds of a process with client state; the same K clients every round."""
-        state, ids, stored = [process.initialize()], [str(i) for i in range(k)], {}
 
-        def round_fn():
-            out = process.next(state[0], datasets, client_ids=ids, round_num=len(stored) + 1,
-                               client_states=[stored.get(i, process.initial_client_state())
-                                              for i in ids])
-            state[0] = out.state
-            stored.update(zip(ids, out.client_states))
-        return round_fn
-
-    # (c) Plain TF: the same local SGD, no federation; XLA client loop, clients over the cores.
+def _plain_round(data: _Workload):
+    """(c): the same local SGD without federation; XLA client loop, clients over the cores."""
+    rng = np.random.default_rng(1)
     shapes = [(784, HIDDEN), (HIDDEN,), (HIDDEN, HIDDEN), (HIDDEN,), (HIDDEN, 10), (10,)]
-    initial = [rng.normal(0, 0.05, s).astype(np.float32) for s in shapes]
+    weights = [tf.constant(rng.normal(0, 0.05, s).astype(np.float32)) for s in shapes]
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    x_batches = [tf.constant(x.reshape(-1, BATCH, 784)) for x in xs]
-    y_batches = [tf.constant(y.reshape(-1, BATCH)) for y in ys]
+    x_batches = [tf.constant(x.reshape(-1, BATCH, 784)) for x in data.xs]
+    y_batches = [tf.constant(y.reshape(-1, BATCH)) for y in data.ys]
+    k = len(data.xs)
 
     @tf.function(jit_compile=True)
     def client_update(weights, xb, yb):
@@ -147,83 +160,141 @@ def main(argv) -> None:
         return [t - w for t, w in zip(trained, weights)]
 
     pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1)
-    plain_weights = [tf.constant(w) for w in initial]
+    box = [weights]
 
     def plain_round():
-        nonlocal plain_weights
-        deltas = list(pool.map(lambda c: client_update(plain_weights, x_batches[c], y_batches[c]),
+        deltas = list(pool.map(lambda c: client_update(box[0], x_batches[c], y_batches[c]),
                                range(k)))
-        plain_weights = [w + sum(d[i] for d in deltas) / k for i, w in enumerate(plain_weights)]
-
-    with runtime.local_runtime() as rt:
-        fedavg = lambda: build_fedavg(model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0))
-
-        def fast(jit_compile):
-            return federated(FastProcess(fedavg(), model_fn, jit_compile=jit_compile),
-                             [WholeClientData(d, BATCH) for d in whole_datasets])
-        makers = {  # key: (name, factory); built lazily, so --only measures one variant alone.
-            'fast_xla': ('fl_tff fast path, XLA', lambda: fast(True)),
-            'fast': ('fl_tff fast path', lambda: fast(False)),
-            'tff': ('fl_tff FedAvg, TFF runtime', lambda: federated(fedavg())),
-            'builder': ("TFF build_weighted_fed_avg", lambda: federated(
-                tff.learning.algorithms.build_weighted_fed_avg(
-                    model_fn, client_optimizer_fn=sgd(LR), server_optimizer_fn=sgd(1.0)))),
-            'plain': ('plain TF (XLA, threads)', lambda: plain_round),
-        }
-        if _FEATURES.value:
-            makers = {'tff': makers['tff'], 'plain': makers['plain']}
-            for name, settings in FEATURE_SETTINGS.items():
-                config = ExperimentConfig(**settings).validate()
-                makers[name] = (name, lambda config=config: federated(build_fedavg(
-                    model_fn, client_optimizer=sgd(LR), server_optimizer=sgd(1.0),
-                    weighting=config.option('client_weighting').build(padding_labels=()),
-                    model_aggregator=build_model_aggregator(config, max_weight=float(n)))))
-            makers['scaffold'] = ('SCAFFOLD, TFF runtime', lambda: federated_with_client_state(
-                build_scaffold(model_fn, num_clients=k, client_optimizer=sgd(LR),
-                               server_optimizer=sgd(1.0))))
-        variants = {name: make() for key, (name, make) in makers.items()
-                    if _ONLY.value in ('', key)}
-        times = {name: [] for name in variants}
-        for r in range(_ROUNDS.value + 1):  # Interleaved: round r of every variant, in turn.
-            for name, round_fn in variants.items():
-                t0 = time.perf_counter()
-                round_fn()
-                times[name].append(time.perf_counter() - t0)
-        worker_rss = peak_rss_mib(rt.worker_pid)
-        if _ONLY.value:
-            print(f'MEMORY {peak_rss_mib():.0f} {worker_rss:.0f}')
-            return
-        if _FEATURES.value:
-            _print_features(k, n, times, worker_rss)
-            return
-        names = list(variants)
-        final = {name: variants[name].weights() for name in names[:4]}
-        diff = lambda x, y: max(float(np.abs(a - b).max()) for a, b in zip(final[x], final[y]))
-
-    print(f'K = {k} clients x {n} examples, batch {BATCH}, 1 epoch, MLP 784-{HIDDEN}-{HIDDEN}-10; '
-          f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
-    print(f'{"variant":30} {"first round s":>14} {"median s/round":>15}')
-    medians = {}
-    for name, t in times.items():
-        medians[name] = statistics.median(t[1:])
-        print(f'{name:30} {t[0]:14.3f} {medians[name]:15.3f}')
-    xla, fast_s, a, b, c = medians.values()
-    print(f'fast path / plain TF: XLA {xla / c:.2f}, no XLA {fast_s / c:.2f};   '
-          f'a/c (fl_tff on TFF\'s runtime / plain TF) = {a / c:.2f};   a/b (fl_tff / TFF builder) = {a / b:.2f}')
-    print(f'max |w| differences after {_ROUNDS.value + 1} rounds vs fl_tff on TFF\'s runtime: '
-          f'fast path {diff(names[1], names[2]):.1e}, XLA {diff(names[0], names[2]):.1e} '
-          f'(rounding), TFF builder {diff(names[3], names[2]):.1e}')
-    print(f'peak RSS: python {peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
+        box[0] = [w + sum(d[i] for d in deltas) / k for i, w in enumerate(box[0])]
+    return plain_round
 
 
-def _print_features(k: int, n: int, times: dict, worker_rss: float) -> None:
-    print(f'K = {k} clients x {n} examples, batch {BATCH}, 1 epoch, MLP 784-{HIDDEN}-{HIDDEN}-10; '
-          f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
+def _interleave(variants: dict, rounds: int) -> dict:
+    """Round r of every variant in turn; the seconds of each round of each variant."""
+    times = {name: [] for name in variants}
+    for _ in range(rounds + 1):
+        for name, round_fn in variants.items():
+            t0 = time.perf_counter()
+            round_fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _header(k: int, n: int) -> str:
+    return (f'K = {k} clients x {n} examples, batch {BATCH}, 1 epoch, MLP 784-{HIDDEN}-{HIDDEN}-10; '
+            f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
+
+
+def _print_times(times: dict, plain_name: str) -> None:
     print(f'{"variant":40} {"first round s":>14} {"median s/round":>15} {"/ plain TF":>11}')
-    plain = statistics.median(times['plain TF (XLA, threads)'][1:])
+    plain = statistics.median(times[plain_name][1:])
     for name, t in times.items():
         median = statistics.median(t[1:])
         print(f'{name:40} {t[0]:14.3f} {median:15.3f} {median / plain:11.2f}')
+
+
+def _workers_benchmark(data: _Workload, k: int, n: int) -> None:
+    """FedAvg on one local worker against two, through `--workers`' mergeable context."""
+    workers = [runtime.WorkerProcess().start() for _ in range(2)]
+    try:
+        contexts = {'one worker': runtime.RemoteRuntime([workers[0].address]).start(),
+                    'two workers': runtime.RemoteRuntime([w.address for w in workers]).start()}
+        process = simulation.compose(build_fedavg(workload.model_fn, client_optimizer=_sgd(LR),
+                                                  server_optimizer=_sgd(1.0)),
+                                     data.dataset_computation)
+        states = {name: None for name in contexts}
+        times = {name: [] for name in contexts}
+        sent = {name: [] for name in contexts}
+        for r in range(_ROUNDS.value + 1):
+            for name, rt in contexts.items():
+                rt.install()
+                if states[name] is None:
+                    states[name] = process.initialize()
+                before = rt.bytes_sent()
+                t0 = time.perf_counter()
+                states[name] = process.next(states[name], data.select(r + 1)).state
+                times[name].append(time.perf_counter() - t0)
+                sent[name].append([b - a for a, b in zip(before, rt.bytes_sent())])
+        model_bytes = sum(np.asarray(w).nbytes for w in tf.nest.flatten(
+            process.get_model_weights(states['one worker'])))
+        for rt in contexts.values():
+            rt.stop()
+    finally:
+        for w in workers:
+            w.stop()
+    print(_header(k, n))
+    print(f'{"variant":14} {"first round s":>14} {"median s/round":>15} '
+          f'{"bytes to each worker per round (median)":>42} {"/ model weights":>16}')
+    for name in contexts:
+        per_worker = [statistics.median(s[i] for s in sent[name][1:]) for i in range(len(sent[name][0]))]
+        print(f'{name:14} {times[name][0]:14.3f} {statistics.median(times[name][1:]):15.3f} '
+              f'{", ".join(f"{b / 1e6:.3f} MB" for b in per_worker):>42} '
+              f'{max(per_worker) / model_bytes:16.3f}')
+    print(f'model weights: {model_bytes / 1e6:.3f} MB; two workers / one worker: '
+          f'{statistics.median(times["two workers"][1:]) / statistics.median(times["one worker"][1:]):.2f}')
+
+
+def _sgd(lr):
+    return tff.learning.optimizers.build_sgdm(lr)
+
+
+def main(argv) -> None:
+    del argv
+    logging.set_verbosity(logging.WARNING)  # TFF logs every model build at INFO.
+    if _MEMORY.value:
+        _memory()
+        return
+    k, n = _CLIENTS.value, _EXAMPLES.value
+    model_fn = workload.model_fn
+    with tempfile.TemporaryDirectory(prefix='fl_tff_bench_') as directory:
+        data = _Workload(k, n, directory)
+        if _WORKERS.value:
+            _workers_benchmark(data, k, n)
+            return
+        with runtime.local_runtime() as rt:
+            fedavg = lambda: build_fedavg(model_fn, client_optimizer=_sgd(LR),
+                                          server_optimizer=_sgd(1.0))
+            makers = {  # key: (name, factory); built lazily, so --only measures one variant alone.
+                'tff': (OURS, lambda: _rounds(simulation.compose(fedavg(), data.dataset_computation),
+                                              data.select)),
+                'shipped': ('fl_tff FedAvg, rounds shipped', lambda: _rounds(
+                    fedavg(), lambda r: [data.select.client_round(t) for t in data.select(r)])),
+                'builder': ('TFF build_weighted_fed_avg, shipped', lambda: _rounds(
+                    tff.learning.algorithms.build_weighted_fed_avg(
+                        model_fn, client_optimizer_fn=_sgd(LR), server_optimizer_fn=_sgd(1.0)),
+                    lambda r: data.batched)),
+                'plain': (PLAIN, lambda: _plain_round(data)),
+            }
+            if _FEATURES.value:
+                makers = {'tff': makers['tff'], 'plain': makers['plain']}
+                for name, settings in FEATURE_SETTINGS.items():
+                    config = ExperimentConfig(**settings).validate()
+                    makers[name] = (name, lambda config=config: _rounds(simulation.compose(
+                        build_fedavg(model_fn, client_optimizer=_sgd(LR), server_optimizer=_sgd(1.0),
+                                     weighting=config.option('client_weighting').build(padding_labels=()),
+                                     model_aggregator=build_model_aggregator(config, max_weight=float(n))),
+                        data.dataset_computation), data.select))
+                makers['scaffold'] = ('SCAFFOLD', lambda: _rounds(
+                    simulation.compose(build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
+                                                      server_optimizer=_sgd(1.0)),
+                                       data.dataset_computation),
+                    data.select, select=data.select))
+            variants = {name: make() for key, (name, make) in makers.items()
+                        if _ONLY.value in ('', key)}
+            times = _interleave(variants, _ROUNDS.value)
+            worker_rss = peak_rss_mib(rt.worker_pid)
+            if _ONLY.value:
+                print(f'MEMORY {peak_rss_mib():.0f} {worker_rss:.0f}')
+                return
+            diff = None
+            if not _FEATURES.value:
+                a, s = variants[OURS].weights(), variants['fl_tff FedAvg, rounds shipped'].weights()
+                diff = max(float(np.abs(x - y).max()) for x, y in zip(a, s))
+    print(_header(k, n))
+    _print_times(times, PLAIN)
+    if diff is not None:
+        print(f'max |w| difference after {_ROUNDS.value + 1} rounds, data built in the worker vs '
+              f'shipped: {diff:.1e}')
     print(f'peak RSS: python {peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
 
 

@@ -1,18 +1,18 @@
 r"""Scale benchmark: does the population size drive memory, and do 1,000 clients per round work?
 
 Each case runs in its own process (peak RSS is per process), on the round-time workload
-(MLP 784-200-200-10, 600 examples per client, batch 10, one epoch) with client datasets
-generated on demand from the client id (`fl_tff.data.generated`), through the library's
-selector and training loop:
+(MLP 784-200-200-10, 600 examples per client, batch 10, one epoch) with clients generated from
+their id inside TFF's worker (`fl_tff.data.generated` in the selector's dataset computation),
+through the library's selector, composition and training loop:
 
-  population 100 vs 10,000 at 50 clients per round, on TFF's runtime and on the fast path;
-  1,000 clients per round from 10,000 on both.
+  population 100 vs 10,000 at 50 clients per round;
+  1,000 clients per round from 10,000.
 
 Prints seconds per round, peak RSS of the Python process and of the TFF worker, and the
-RSS ratios population 10,000 / 100.
+RSS ratio population 10,000 / 100.
 
-  .venv/bin/python -m benchmarks.scale              # about 3 minutes
-  .venv/bin/python -m benchmarks.scale --tff_1000   # also TFF's runtime at 1,000 clients
+  .venv/bin/python -m benchmarks.scale              # about 4 minutes
+  .venv/bin/python -m benchmarks.scale --quick      # without the 1,000-client case
 """
 
 from __future__ import annotations
@@ -37,32 +37,25 @@ from fl_tff.algorithms import build_fedavg
 from fl_tff.data.generated import generated_client_data
 
 _CHILD = flags.DEFINE_bool('child', False, 'Run one case and print its JSON (internal).')
-_SIMULATION = flags.DEFINE_string('simulation', 'tff', 'Child: tff or fast.')
 _POPULATION = flags.DEFINE_integer('population', 100, 'Child: clients in the population.')
 _CLIENTS = flags.DEFINE_integer('clients', 50, 'Child: clients per round.')
 _ROUNDS = flags.DEFINE_integer('rounds', 4, 'Child: rounds (the first is reported as trace time).')
-_TFF_1000 = flags.DEFINE_bool('tff_1000', False, 'Also run 1,000 clients per round on TFF\'s '
-                               'runtime (about 3 minutes and 29 GB of peak RSS here).')
+_QUICK = flags.DEFINE_bool('quick', False, 'Skip the 1,000-clients-per-round case.')
 
-CASES = [  # (simulation, population, clients per round, rounds)
-    ('tff', 100, 50, 4), ('tff', 10_000, 50, 4),
-    ('fast', 100, 50, 4), ('fast', 10_000, 50, 4),
-    ('fast', 10_000, 1000, 3), ('tff', 10_000, 1000, 2),
-]
+CASES = [(100, 50, 4), (10_000, 50, 4), (10_000, 1000, 3)]  # (population, K, rounds)
 
 
 def _child() -> dict:
-    fast = _SIMULATION.value == 'fast'
     client_data = generated_client_data(_POPULATION.value, workload.EXAMPLES)
     select = simulation.ClientSelector(
         client_data, clients_per_round=_CLIENTS.value, epochs=1, batch_size=workload.BATCH,
-        seed=0, whole_client_batches=fast)
+        seed=0)
     sgd = tff.learning.optimizers.build_sgdm
     with runtime.local_runtime() as rt:
-        process = build_fedavg(workload.model_fn, client_optimizer=sgd(workload.LR),
-                               server_optimizer=sgd(1.0))
-        if fast:
-            process = simulation.FastProcess(process, workload.model_fn)
+        process = simulation.compose(build_fedavg(workload.model_fn,
+                                                  client_optimizer=sgd(workload.LR),
+                                                  server_optimizer=sgd(1.0)),
+                                     select.dataset_computation())
         _, history = simulation.run_training(process, select, rounds=_ROUNDS.value)
         worker = workload.peak_rss_mib(rt.worker_pid)
     seconds = [row['round_seconds'] for row in history]
@@ -78,31 +71,28 @@ def main(argv) -> None:
         print('RESULT ' + json.dumps(_child()), flush=True)
         return
     results = {}
-    for simulation_path, population, clients, rounds in CASES:
-        if not _TFF_1000.value and simulation_path == 'tff' and clients >= 1000:
+    for population, clients, rounds in CASES:
+        if _QUICK.value and clients >= 1000:
             continue
         out = subprocess.run(
-            [sys.executable, '-m', 'benchmarks.scale', '--child', f'--simulation={simulation_path}',
-             f'--population={population}', f'--clients={clients}', f'--rounds={rounds}'],
+            [sys.executable, '-m', 'benchmarks.scale', '--child', f'--population={population}',
+             f'--clients={clients}', f'--rounds={rounds}'],
             capture_output=True, text=True, check=False)
         lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
         if out.returncode or not lines:
-            sys.exit(f'case {simulation_path} N={population} K={clients} failed:\n{out.stderr[-3000:]}')
-        results[(simulation_path, population, clients)] = json.loads(lines[0][7:])
-    print(f'round-time workload, clients generated on demand; {platform.machine()}, '
-          f'{os.cpu_count()} cores, Python {platform.python_version()}')
-    print(f'{"path":6} {"population":>10} {"K":>5} {"first s":>8} {"s/round":>8} '
+            sys.exit(f'case N={population} K={clients} failed:\n{out.stderr[-3000:]}')
+        results[(population, clients)] = json.loads(lines[0][7:])
+    print(f'round-time workload, clients generated from their id in the worker; '
+          f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
+    print(f'{"population":>10} {"K":>5} {"first s":>8} {"s/round":>8} '
           f'{"python MiB":>11} {"worker MiB":>11} {"total MiB":>10}')
-    for (path, population, clients), r in results.items():
-        print(f'{path:6} {population:10d} {clients:5d} {r["first"]:8.2f} {r["median"]:8.2f} '
+    for (population, clients), r in results.items():
+        print(f'{population:10d} {clients:5d} {r["first"]:8.2f} {r["median"]:8.2f} '
               f'{r["python_mib"]:11.0f} {r["worker_mib"]:11.0f} '
               f'{r["python_mib"] + r["worker_mib"]:10.0f}')
-    for path in ('tff', 'fast'):
-        small, large = results.get((path, 100, 50)), results.get((path, 10_000, 50))
-        if small and large:
-            ratio = (large['python_mib'] + large['worker_mib']) / (small['python_mib'] + small['worker_mib'])
-            print(f'{path}: peak RSS (python + worker) at population 10,000 / 100 = {ratio:.2f}')
-
+    small, large = results[(100, 50)], results[(10_000, 50)]
+    ratio = (large['python_mib'] + large['worker_mib']) / (small['python_mib'] + small['worker_mib'])
+    print(f'peak RSS (python + worker) at population 10,000 / 100 = {ratio:.2f}')
 
 if __name__ == '__main__':
     app.run(main)

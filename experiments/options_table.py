@@ -31,6 +31,8 @@ def replace_section(text: str) -> str:
 
 def main(argv) -> int:
     del argv
+    from fl_tff import runtime
+    runtime.drop_stock_context()  # Else TFF's unused stock context prints a traceback at exit.
     if not _WRITE.value:
         print(generated_section())
         return 0

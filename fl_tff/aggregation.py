@@ -80,25 +80,10 @@ class CoordinateWiseFactory(tff.aggregators.UnweightedAggregationFactory):
         return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
-class PlainMeanFactory(tff.aggregators.MeanFactory):
-    """TFF's weighted mean with plain sums: the aggregator the fast path can replay."""
-
-
-class PlainUnweightedMeanFactory(tff.aggregators.UnweightedMeanFactory):
-    """TFF's unweighted mean with plain sums: the aggregator the fast path can replay."""
-
-
-# The aggregators whose result is the plain (weighted or unweighted) float32 mean of the updates.
-PLAIN_MEANS = (PlainMeanFactory, PlainUnweightedMeanFactory)
-
-
 def mean_factory(uniform: bool, value_sum_factory=None,
                  weight_sum_factory=None) -> tff.aggregators.AggregationFactory:
     """The mean of client values: unweighted (`uniform`) or weighted by the clients' weights,
-    summing values (and weights, or counts) with the given factories (default: plain sums,
-    and then one of `PLAIN_MEANS`)."""
-    if value_sum_factory is None and weight_sum_factory is None:
-        return PlainUnweightedMeanFactory() if uniform else PlainMeanFactory()
+    summing values (and weights, or counts) with the given factories (default: plain sums)."""
     if uniform:
         return tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum_factory,
                                                      count_sum_factory=weight_sum_factory)
@@ -123,7 +108,7 @@ _TRIM_FRACTION = options.Param('trim_fraction', 0.1, 'Fraction trimmed at each e
 
 AGGREGATORS = options.Registry('aggregator', 'Aggregation of client updates.', [
     options.Option('mean', 'weighted (or, with uniform weighting, unweighted) mean',
-                   **_robust(lambda uniform: mean_factory(uniform), options.FAST_PATH)),
+                   **_robust(lambda uniform: mean_factory(uniform))),
     options.Option('clip', 'each update clipped to L2 norm --clip_norm, then the mean',
                    **_robust(lambda uniform, clip_norm: tff.aggregators.clipping_factory(
                        clip_norm, mean_factory(uniform)), options.REPLACES_MEAN,
@@ -139,7 +124,7 @@ AGGREGATORS = options.Registry('aggregator', 'Aggregation of client updates.', [
                    **_robust(lambda uniform, trim_fraction: CoordinateWiseFactory(
                        trimmed_mean(trim_fraction)), options.REPLACES_MEAN,
                        options.SEES_INDIVIDUAL_UPDATES, params=(_TRIM_FRACTION,))),
-], default='mean', pipeline=True)
+], default='mean')
 
 
 def build_model_aggregator(name: str, *, uniform: bool = False, clip_norm: float = 1.0,

@@ -90,6 +90,17 @@ class StatefulLearningProcess:
     def initial_client_state(self) -> FlatState:
         return [t.copy() for t in self._initial]
 
+    @property
+    def next_computation(self) -> tff.Computation:
+        """The federated computation behind `next` (see the class docstring)."""
+        return self._next_fn
+
+    def with_next(self, next_fn: tff.Computation) -> 'StatefulLearningProcess':
+        """The same process with `next_fn` behind `next` (e.g. composed with a dataset
+        computation, so it takes client tasks instead of datasets)."""
+        return StatefulLearningProcess(self._composed, next_fn, self._state_type,
+                                       self._client_inputs, self._initial)
+
     def next(self, state: Any, client_data: list, *, client_ids: Sequence[str], round_num: int,
              client_states: Sequence[FlatState]) -> StatefulOutput:
         """One round; pure (the participants' new states are returned, not stored)."""

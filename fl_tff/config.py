@@ -24,7 +24,7 @@ from fl_tff.data.partition import PARTITIONS
 from fl_tff.models.keras_models import MODELS
 from fl_tff.privacy.modes import DP_MODES
 from fl_tff.runtime import parse_workers
-from fl_tff.simulation.fast import SIMULATIONS
+from fl_tff.simulation.worker_data import SIMULATIONS
 from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES, DeviceHeterogeneity, HeterogeneityError
 from fl_tff.simulation.selection import SAMPLINGS
 from fl_tff.weighting import CLIENT_WEIGHTINGS
@@ -50,7 +50,6 @@ _NOT_ON_WORKERS = {
                         'secure-sum merge)',
     options.CLIENT_STATE: 'client state is a client output, which TFF\'s mergeable form cannot '
                           'return',
-    options.IN_PROCESS: 'rounds run in this process, not on TFF workers',
 }
 
 

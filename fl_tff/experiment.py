@@ -15,7 +15,7 @@ import tensorflow_federated as tff
 from fl_tff import (checkpoints, client_state, data, divergence, evaluation, files, models,
                     options, reporting, round_hooks, runtime, simulation, weighting)
 from fl_tff.config import ConfigError, ExperimentConfig
-from fl_tff.data import tff_datasets
+from fl_tff.data import client_files, tff_datasets
 
 
 @dataclasses.dataclass
@@ -65,11 +65,14 @@ def build_model_aggregator(config: ExperimentConfig,
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
                   masked_labels: tuple[int, ...] = (),
-                  max_weight: Optional[float] = None) -> tff.learning.templates.LearningProcess:
+                  max_weight: Optional[float] = None,
+                  dataset_computation: Optional[tff.Computation] = None,
+                  ) -> tff.learning.templates.LearningProcess:
     """The learning process of `config.algorithm` with its parameters, the client and server
     optimizers, the client weighting, the model aggregator and what other selected options add
-    to clients (`Option.client_extras`: DP-SGD, error feedback), run as `--simulation` runs it
-    (the fast path refuses a process it cannot replay exactly)."""
+    to clients (`Option.client_extras`: DP-SGD, error feedback). It takes client rounds
+    (`fl_tff.data.client_rounds`); with `dataset_computation` it is composed with it as
+    `--simulation` says, and takes client tasks (`fl_tff.simulation.worker_data`)."""
     selection = config.selection()
     extras: dict[str, Any] = {}
     for _, option in selection.items():
@@ -84,7 +87,9 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
         model_aggregator=build_model_aggregator(config, max_weight),
         **extras, **config.option_params('algorithm'),
         **{name: getattr(config, name) for name in selection['algorithm'].config_fields})
-    return selection['simulation'].build(process, model_fn)
+    if dataset_computation is None:
+        return process
+    return selection['simulation'].build(process, dataset_computation)
 
 
 def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
@@ -194,9 +199,8 @@ def run_experiment(config: ExperimentConfig,
         fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
         batch_size=config.client_batch_size, seed=config.seed,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
-        sampling=config.client_sampling, noise_seeds=selection.has(options.NOISE_SEEDS),
-        whole_client_batches=selection.has(options.WHOLE_CLIENT_BATCHES),
-        client_examples=selection.has(options.CLIENT_EXAMPLES_IN_BATCHES))
+        sampling=config.client_sampling,
+        steps_per_epoch=selection.has(options.STEPS_PER_EPOCH))
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
                                                       models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)
@@ -245,13 +249,18 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
     global_train = evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
                                                    prefix='global_train', **masks)
     with runtime.runtime_for(runtime.parse_workers(config.workers),
-                             log_path=os.path.join(run_dir, 'worker.log')), \
+                             log_path=os.path.join(run_dir, 'worker.log')) as rt, \
             contextlib.ExitStack() as cleanup:
+        # Written once per session; each worker reads its clients' files (the driver sends ids).
+        data_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix='fl_tff_client_data_'))
+        train_files = client_files.write_client_files(fed_data.train,
+                                                      os.path.join(data_dir, 'train'))
         process = build_process(config, model_fn, fed_data.masked_labels,
                                 max_weight=weighting.max_weight(
                                     config.option('client_weighting').build(
                                         padding_labels=fed_data.masked_labels),
-                                    max(fed_data.train_sizes.values()), epochs))
+                                    max(fed_data.train_sizes.values()), epochs),
+                                dataset_computation=select.dataset_computation(train_files))
         client_states = None
         if isinstance(process, client_state.ProcessWithClientState):
             client_states = client_state.ClientStateStore(process.initial_client_state())
@@ -294,15 +303,14 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                 process, select, rounds=config.rounds, eval_every=config.eval_every,
                 evaluation_fn=lambda w: {k: v for e in evaluators for k, v in e(w).items()},
                 on_round=on_round, initial_state=state, start_round=done + 1,
-                before_round=ledgers.before_round, client_states=client_states)
+                before_round=ledgers.before_round, client_states=client_states,
+                measure_next=_bytes_to_workers(rt) if config.workers else None)
         except DivergenceError as e:
             raise DivergenceError(f'{e}; the last good checkpoint (round '
                                   f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}',
                                   e.round_num, run_dir) from e
         finally:
             reporter.close()
-            if isinstance(process, simulation.FastProcess):
-                process.close()
 
         final_weights = process.get_model_weights(state)
         if ledgers.stopped and history and history[-1]['round'] != checkpointer.latest_round():
@@ -331,6 +339,19 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
         f"({summary['seconds_this_session']:.0f}s); metrics in "
         f"{os.path.join(run_dir, reporting.METRICS_FILE)}")
     return ExperimentResult(run_dir, history, final_weights, summary)
+
+
+def _bytes_to_workers(rt: runtime.RemoteRuntime) -> Callable[[], Callable[[], dict[str, int]]]:
+    """A `measure_next` for `run_training`: the bytes this process sent to the workers during
+    the round's `next` (computation, model state, client tasks), in total and the most to one."""
+    def start():
+        before = rt.bytes_sent()
+
+        def end():
+            sent = [b - a for a, b in zip(before, rt.bytes_sent())]
+            return {'worker_bytes_sent': sum(sent), 'worker_bytes_sent_max': max(sent)}
+        return end
+    return start
 
 
 def _save_model(model, path: str) -> None:

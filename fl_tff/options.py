@@ -9,9 +9,7 @@ module declaring its `Option` plus one line in its registry.
 
 Compatibility: each selected option may `require` capabilities that some other selected option
 must `provide`, and `exclude` capabilities that no other selected option may provide; each rule
-carries the reason shown to the user. `Option.pipeline_requires` names capabilities every
-selected option of the `pipeline` kinds must provide (e.g. `--simulation=fast` runs only options
-that declare `FAST_PATH`).
+carries the reason shown to the user.
 
 Written here rather than taken from a library: absl flags and dataclasses give the flags and the
 config, but nothing offers declared capabilities with reasons, which the rules above need.
@@ -28,21 +26,18 @@ Value = Union[bool, int, float, str]
 LOCAL_EPOCHS = 'local_epochs'
 DP_SGD_CLIENT = 'dp_sgd_client'
 ERROR_FEEDBACK_CLIENT = 'error_feedback_client'
-FAST_PATH = 'fast_path'
 CLIENT_STATE = 'client_state'
 SEES_INDIVIDUAL_UPDATES = 'sees_individual_updates'
 REPLACES_MEAN = 'replaces_mean'
 SECURE_SUM = 'secure_sum'
 USER_LEVEL_DP = 'user_level_dp'
 FIXED_CLIP_RANGE = 'fixed_clip_range'
-NOISE_SEEDS = 'noise_seeds'
+STEPS_PER_EPOCH = 'steps_per_epoch'
 COMPRESSED_UPLINK = 'compressed_uplink'
 SPARSIFIER = 'sparsifier'
 UNIFORM_WEIGHTS = 'uniform_weights'
 FIXED_COHORT = 'fixed_cohort'
 DROPS_CLIENTS = 'drops_clients'
-WHOLE_CLIENT_BATCHES = 'whole_client_batches'
-IN_PROCESS = 'in_process'
 MODULAR_SECURE_SUM = 'modular_secure_sum'
 NATURAL_CLIENTS = 'natural_clients'
 NATURAL_PARTITION = 'natural_partition'
@@ -51,27 +46,23 @@ IMAGES = 'images'
 CHAR_SEQUENCES = 'char_sequences'
 WORD_SEQUENCES = 'word_sequences'
 PADDED_TOKENS = 'padded_tokens'
-CLIENT_EXAMPLES_IN_BATCHES = 'client_examples_in_batches'
 
 CAPABILITIES: dict[str, str] = {
     LOCAL_EPOCHS: 'clients run local epochs of SGD (stragglers can do partial work)',
     DP_SGD_CLIENT: 'its clients can run example-level DP-SGD',
     ERROR_FEEDBACK_CLIENT: 'its clients can keep error-feedback residuals',
-    FAST_PATH: 'runs on the fast simulation path (--simulation=fast, fast_xla)',
     CLIENT_STATE: 'keeps per-client state across rounds (client outputs)',
     SEES_INDIVIDUAL_UPDATES: 'the server must see each client update',
     REPLACES_MEAN: 'aggregates updates other than by the plain mean',
     SECURE_SUM: 'updates reach the server only through secure sums',
     USER_LEVEL_DP: 'clips and noises whole client updates (user-level DP)',
     FIXED_CLIP_RANGE: 'clips updates to a fixed range (quantizable for secure sums)',
-    NOISE_SEEDS: 'client batches carry per-batch noise seeds',
+    STEPS_PER_EPOCH: 'local steps stop at epoch boundaries (no step holds an example twice)',
     COMPRESSED_UPLINK: 'clients compress their updates',
     SPARSIFIER: 'compression keeps a fraction of each tensor',
     UNIFORM_WEIGHTS: 'every client update has the same weight',
     FIXED_COHORT: 'every round has exactly the planned number of clients',
     DROPS_CLIENTS: 'some selected clients may return nothing',
-    WHOLE_CLIENT_BATCHES: 'clients receive all their batches stacked in one tensor',
-    IN_PROCESS: 'runs rounds in this process (not on TFF workers)',
     MODULAR_SECURE_SUM: 'sums securely modulo 2^B (wraps around instead of overflowing)',
     NATURAL_CLIENTS: 'the dataset comes with its own clients',
     NATURAL_PARTITION: 'clients are the dataset\'s own',
@@ -80,7 +71,6 @@ CAPABILITIES: dict[str, str] = {
     CHAR_SEQUENCES: 'examples are character sequences (next-character prediction)',
     WORD_SEQUENCES: 'examples are word sequences (next-word prediction)',
     PADDED_TOKENS: 'labels are token sequences with padding',
-    CLIENT_EXAMPLES_IN_BATCHES: 'client batches carry the client\'s example count n_k',
 }
 
 
@@ -139,7 +129,6 @@ class Option:
       provides: Capabilities it has (see `CAPABILITIES`).
       requires: Capability -> why, each provided by another selected option.
       excludes: Capability -> why, provided by no other selected option.
-      pipeline_requires: Capability -> why, provided by every selected option of a pipeline kind.
       build: The kind's builder (its signature is documented by the registry's kind).
       aggregator: `(config, uniform, max_weight) -> AggregationFactory | None`: the model
         aggregator this option supplies; the first selected option (in registry order) that
@@ -163,7 +152,6 @@ class Option:
     provides: frozenset[str] = frozenset()
     requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
     excludes: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    pipeline_requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
     build: Optional[Callable[..., Any]] = None
     aggregator: Optional[Callable[..., Any]] = None
     uplink_encoding: Optional[Callable[..., Any]] = None
@@ -175,8 +163,7 @@ class Option:
     config_fields: tuple[str, ...] = ()
 
     def __post_init__(self):
-        unknown = (set(self.provides) | set(self.requires) | set(self.excludes)
-                   | set(self.pipeline_requires))
+        unknown = set(self.provides) | set(self.requires) | set(self.excludes)
         unknown -= set(CAPABILITIES)
         if unknown:
             raise ValueError(f'option {self.name!r}: unknown capabilities {sorted(unknown)}; '
@@ -188,13 +175,12 @@ class Registry:
     """The options of one kind: the config field (and flag) `kind` selects one by name.
 
     A `boolean` registry is an on/off switch (a bool flag) whose options are named 'off' and 'on'.
-    `pipeline` kinds take part in the fast path's `FAST_PATH` check.
     """
 
     def __init__(self, kind: str, help: str, options: Iterable[Option], default: Value, *,
-                 boolean: bool = False, pipeline: bool = False):
+                 boolean: bool = False):
         self.kind, self.help, self.default = kind, help, default
-        self.boolean, self.pipeline = boolean, pipeline
+        self.boolean = boolean
         self.options: dict[str, Option] = {}
         for option in options:
             if option.name in self.options:
@@ -207,7 +193,7 @@ class Registry:
     def with_options(self, *extra: Option) -> 'Registry':
         """A copy with `extra` options added (e.g. a test's toy option)."""
         return Registry(self.kind, self.help, [*self.options.values(), *extra], self.default,
-                        boolean=self.boolean, pipeline=self.pipeline)
+                        boolean=self.boolean)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -318,17 +304,6 @@ class Selection:
                                       if k != kind and capability in o.provides)
                     raise OptionError(other_kind, f'{clashing[0]} does not combine with '
                                       f'{registry.flag_text(option)}: {why}')
-        for kind, (registry, option) in self.chosen.items():
-            for capability, why in option.pipeline_requires.items():
-                for other_kind, (other_registry, other) in self.chosen.items():
-                    if other_registry.pipeline and capability not in other.provides:
-                        alternatives = [other_registry.flag_text(o)
-                                        for o in other_registry.options.values()
-                                        if capability in o.provides]
-                        raise OptionError(other_kind, f'{registry.flag_text(option)}: '
-                                          f'{other_registry.flag_text(other)} {why}' + (
-                                              f', or choose {" or ".join(alternatives)}'
-                                              if alternatives else ''))
 
 
 def markdown_tables(registries: Iterable[Registry]) -> str:

@@ -269,5 +269,7 @@ def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int =
         parts.append(f'eps {row["epsilon"]:.3g}')
     if 'uplink_bytes_total' in row:
         parts.append(f'up {row["uplink_bytes_total"] / 1e6:.3g} MB')
+    if 'worker_bytes_sent' in row:
+        parts.append(f'to workers {row["worker_bytes_sent"] / 1e6:.3g} MB')
     parts.append(f'{row["round_seconds"]:.2f}s eta {eta:.0f}s')
     return ' | '.join(parts)

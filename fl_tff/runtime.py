@@ -269,12 +269,37 @@ class LocalRuntime:
         self._worker.stop()
 
 
+class _BytesSent(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Counts the serialized bytes of every request sent on a channel (gRPC's Python API has
+    no per-channel byte counters; the requests are protobufs, which know their size)."""
+
+    def __init__(self):
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def _count(self, request) -> None:
+        with self._lock:
+            self.total += request.ByteSize()
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        self._count(request)
+        return continuation(client_call_details, request)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        def counted():
+            for request in request_iterator:
+                self._count(request)
+                yield request
+        return continuation(client_call_details, counted())
+
+
 class RemoteRuntime:
     """Runs computations on running `worker_binary` services at `addresses` ("host:port")
     through TFF's mergeable execution context: each round's clients are split into one
     sub-round per worker and the partial aggregates merged (TFF's mergeable form, which
     covers computations with one aggregation layer; secure sums do not compile to it).
-    The workers belong to whoever started them (e.g. `experiments.launch_workers`)."""
+    The workers belong to whoever started them (e.g. `experiments.launch_workers`).
+    `bytes_sent()` counts what this process sent to each worker."""
 
     def __init__(self, addresses: list[str], *, default_num_clients: int = 0):
         if not addresses:
@@ -282,6 +307,7 @@ class RemoteRuntime:
         self.addresses = list(addresses)
         self._default_num_clients = default_num_clients
         self._channels: list[grpc.Channel] = []
+        self._counters: list[_BytesSent] = []
         self.context = None
         self.worker_pids: list[int] = []  # None of its own.
 
@@ -289,10 +315,12 @@ class RemoteRuntime:
         """Checks every worker accepts connections, then installs the mergeable context."""
         check_workers_reachable(self.addresses)
         self._channels = [grpc.insecure_channel(a, _GRPC_OPTIONS) for a in self.addresses]
+        self._counters = [_BytesSent() for _ in self._channels]
         contexts = [tff.framework.AsyncExecutionContext(
-            executor_fn=_remote_executor_factory(channel, self._default_num_clients),
+            executor_fn=_remote_executor_factory(grpc.intercept_channel(channel, counter),
+                                                 self._default_num_clients),
             compiler_fn=tff.backends.native.desugar_and_transform_to_native, **_CONTEXT_ARGS)
-            for channel in self._channels]
+            for channel, counter in zip(self._channels, self._counters)]
         self.context = tff.backends.native.create_mergeable_comp_execution_context(contexts)
         self.install()
         return self
@@ -300,6 +328,10 @@ class RemoteRuntime:
     def install(self) -> None:
         """Makes this runtime TFF's default context in the calling thread."""
         _install(self.context, 'the remote runtime')
+
+    def bytes_sent(self) -> list[int]:
+        """Serialized request bytes sent so far to each worker, in `addresses` order."""
+        return [counter.total for counter in self._counters]
 
     def stop(self) -> None:
         """Uninstalls the context and closes the connections (the workers keep running)."""

@@ -2,7 +2,7 @@
 
 - `examples`: n_k, the client's number of training examples, whatever work it did this round
   (FedAvg's and FedProx's papers weight by n_k, so a straggler with partial work keeps its full
-  weight). Batches carry n_k under `CLIENT_EXAMPLES_KEY` (the selector adds it).
+  weight). A client's round carries n_k (`fl_tff.data.client_rounds`).
 - `examples_processed`: the examples the client went through this round, n_k x the epochs it ran,
   which is what TFF's builders (`tff.learning.ClientWeighting.NUM_EXAMPLES`) weight by. Our
   processes match TFF's builders under this name.
@@ -16,7 +16,6 @@ so the weighted mean is the same up to float rounding.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import enum
 from typing import Any, Optional, Union
@@ -25,8 +24,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options
-
-CLIENT_EXAMPLES_KEY = 'client_examples'
+from fl_tff.data import client_rounds
 
 
 class Counts(enum.Enum):
@@ -50,11 +48,6 @@ class ClientWeighting:
         """Every update weighs the same (the aggregator may be the unweighted mean)."""
         return self.counts == Counts.UNIFORM
 
-    @property
-    def needs_client_examples(self) -> bool:
-        """Batches must carry n_k under `CLIENT_EXAMPLES_KEY`."""
-        return self.counts == Counts.EXAMPLES
-
 
 Weighting = Union[ClientWeighting, tff.learning.ClientWeighting]
 
@@ -68,14 +61,6 @@ def resolve(weighting: Weighting) -> ClientWeighting:
     if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
         return ClientWeighting(Counts.EXAMPLES_PROCESSED)
     raise TypeError(f'not a client weighting: {weighting!r}')
-
-
-def batch_spec(weighting: Weighting, model_batch_spec: Any) -> Any:
-    """The spec of a client batch under `weighting`: the model's, plus n_k for `examples`."""
-    if not resolve(weighting).needs_client_examples:
-        return model_batch_spec
-    return collections.OrderedDict([*model_batch_spec.items(),
-                                    (CLIENT_EXAMPLES_KEY, tf.TensorSpec([], tf.int64))])
 
 
 def max_weight(weighting: Weighting, max_examples: int, epochs: int) -> Optional[float]:
@@ -93,62 +78,40 @@ def max_weight(weighting: Weighting, max_examples: int, epochs: int) -> Optional
             Counts.UNIFORM: 1.0}.get(counts)
 
 
-def add_client_examples(dataset: tf.data.Dataset, num_examples: int) -> tf.data.Dataset:
-    """Adds n_k (`CLIENT_EXAMPLES_KEY`) to every batch of a client's dataset."""
-    n = tf.constant(num_examples, tf.int64)
-    return dataset.map(lambda batch: collections.OrderedDict([*batch.items(),
-                                                              (CLIENT_EXAMPLES_KEY, n)]))
-
-
-def client_weight(weighting: Weighting, dataset: Optional[tf.data.Dataset],
-                  examples_processed: tf.Tensor) -> tf.Tensor:
+def client_weight(weighting: Weighting, element: Any, examples_processed: tf.Tensor) -> tf.Tensor:
     """The float32 weight of a client's update, inside its `tf.function`.
 
     Args:
       weighting: What the weight counts.
-      dataset: The client's dataset this round (read again for `examples`: its first batch; for
-        `tokens`: its labels).
+      element: The client's round (`fl_tff.data.client_rounds`): n_k for `examples`, the labels
+        of the round's stream for `tokens`.
       examples_processed: Examples the client's training went through.
 
     Returns:
       The weight (0 for a client with no data, except under `uniform`).
-
-    Raises:
-      ValueError: `examples` or `tokens` without the dataset.
     """
     w = resolve(weighting)
-    if dataset is None and w.counts in (Counts.EXAMPLES, Counts.TOKENS):
-        raise ValueError(f'--client_weighting={w.counts.value} reads the client\'s dataset')
     if w.counts == Counts.UNIFORM:
         return tf.constant(1.0, tf.float32)
     if w.counts == Counts.EXAMPLES_PROCESSED:
         return tf.cast(examples_processed, tf.float32)
-    # After training: a dataset that reshuffles per iteration must give training its first pass.
-    with tf.control_dependencies([examples_processed]):
-        if w.counts == Counts.EXAMPLES:
-            n_k = dataset.take(1).reduce(tf.constant(0, tf.int64),
-                                         lambda _, batch: batch[CLIENT_EXAMPLES_KEY])
-            return tf.cast(n_k, tf.float32)
-        padding = tf.constant(w.padding_labels or (-1,), tf.int64)
-
-        def count(total, batch):
-            labels = tf.reshape(tf.cast(batch['y'], tf.int64), [-1, 1])
-            real = tf.logical_not(tf.reduce_any(tf.equal(labels, padding[tf.newaxis, :]), axis=1))
-            return total + tf.reduce_sum(tf.cast(real, tf.int64))
-
-        return tf.cast(dataset.reduce(tf.constant(0, tf.int64), count), tf.float32)
+    if w.counts == Counts.EXAMPLES:
+        return tf.cast(element[client_rounds.CLIENT_EXAMPLES_KEY], tf.float32)
+    padding = tf.constant(w.padding_labels or (-1,), tf.int64)
+    labels = tf.reshape(tf.cast(element['y'], tf.int64), [-1, 1])
+    real = tf.logical_not(tf.reduce_any(tf.equal(labels, padding[tf.newaxis, :]), axis=1))
+    return tf.cast(tf.reduce_sum(tf.cast(real, tf.int64)), tf.float32)
 
 
 CLIENT_WEIGHTINGS = options.Registry('client_weighting', 'Weight of each client update in the mean.', [
     options.Option('examples', 'n_k, the client\'s training examples, whatever work it did this '
                    'round (the FedAvg and FedProx papers\' weight)',
-                   provides={options.CLIENT_EXAMPLES_IN_BATCHES},
                    build=lambda padding_labels: ClientWeighting(Counts.EXAMPLES)),
     options.Option('examples_processed', 'examples the client processed this round (n_k x its '
-                   'epochs: TFF\'s builders\' NUM_EXAMPLES)', provides={options.FAST_PATH},
+                   'epochs: TFF\'s builders\' NUM_EXAMPLES)',
                    build=lambda padding_labels: ClientWeighting(Counts.EXAMPLES_PROCESSED)),
     options.Option('uniform', 'every client update weighs the same',
-                   provides={options.FAST_PATH, options.UNIFORM_WEIGHTS},
+                   provides={options.UNIFORM_WEIGHTS},
                    build=lambda padding_labels: ClientWeighting(Counts.UNIFORM)),
     options.Option('tokens', 'non-padding label tokens the client processed this round (text '
                    'tasks, as google-research/federated\'s trainers)',
@@ -157,4 +120,4 @@ CLIENT_WEIGHTINGS = options.Registry('client_weighting', 'Weight of each client 
                                                  'examples, not tokens'},
                    build=lambda padding_labels: ClientWeighting(Counts.TOKENS,
                                                                 tuple(padding_labels))),
-], default='examples', pipeline=True)
+], default='examples')

@@ -62,3 +62,33 @@ def run_driver_in_process(main, argv: list[str]) -> int:
         return main(['driver'])
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def client_rounds(select, round_num: int) -> list:
+    """The rounds (`fl_tff.data.client_rounds`) of `select`'s clients in `round_num`, built here:
+    the data a process that is not composed with the dataset computation takes."""
+    return [select.client_round(task) for task in select(round_num)]
+
+
+def to_batches(client_round):
+    """A client's round as a dataset of its steps' batches (what TFF's own builders take)."""
+    import collections
+    import tensorflow as tf
+    from fl_tff.data import client_rounds as rounds_lib
+    element = next(iter(client_round))
+    fields = rounds_lib.model_inputs(element)
+    batches, start = [], 0
+    for size in element[rounds_lib.STEP_SIZES_KEY].numpy():
+        batches.append(collections.OrderedDict((k, v[start:start + size]) for k, v in fields.items()))
+        start += size
+    if not batches:
+        return tf.data.Dataset.from_tensors(fields).take(0)
+    dataset = tf.data.Dataset.from_tensors(batches[0])
+    for batch in batches[1:]:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(batch))
+    return dataset
+
+
+def plan_rounds(select, plan) -> list:
+    """The rounds of `plan`'s participants (see `client_rounds`)."""
+    return [select.client_round(task) for task in select.client_tasks(plan)]

@@ -6,6 +6,7 @@ import tensorflow_federated as tff
 
 from fl_tff import aggregation, models
 from fl_tff.algorithms import build_fedavg
+from fl_tff.data import client_rounds
 
 DIM = 20
 rng = np.random.default_rng(0)
@@ -53,7 +54,7 @@ def test_clip_bounds_every_update_norm(tff_runtime):
 
 def test_robust_aggregators_compose_into_fedavg(tff_runtime, skewed_digits):
     model_fn, _ = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10)
-    datasets = [skewed_digits.train.create_tf_dataset_for_client(c).batch(32)
+    datasets = [client_rounds.from_batches(skewed_digits.train.create_tf_dataset_for_client(c).batch(32))
                 for c in skewed_digits.train.client_ids[:5]]
     for name in ('median', 'trimmed_mean', 'clip', 'zero'):
         process = build_fedavg(model_fn, model_aggregator=aggregation.build_model_aggregator(name))

@@ -5,6 +5,7 @@ import pytest
 
 from fl_tff import client_state, experiment, simulation
 from fl_tff.config import ExperimentConfig
+from tests.helpers import plan_rounds
 
 
 def _state(value):
@@ -48,9 +49,9 @@ def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_in
     plan = select.plan(1)
     ids = [cid for cid, _ in plan.participants]
     states = [process.initial_client_state() for _ in ids]
-    first = process.next(state, select.datasets(plan), client_ids=ids, round_num=1,
+    first = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=1,
                          client_states=states)
-    again = process.next(state, select.datasets(plan), client_ids=ids, round_num=1,
+    again = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=1,
                          client_states=states)
     for a, b in zip(first.client_states, again.client_states):
         for x, y in zip(a, b):
@@ -59,7 +60,7 @@ def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_in
     assert all(np.any(s[0]) for s in first.client_states)
     assert all(not np.any(s[0]) for s in states)  # The inputs were not modified.
     with pytest.raises(ValueError, match='one each per participant'):
-        process.next(state, select.datasets(plan), client_ids=ids, round_num=1,
+        process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=1,
                      client_states=states[:1])
 
 

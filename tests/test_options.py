@@ -64,12 +64,10 @@ def test_toy_options_get_flags_and_help_from_their_declarations(toy_config_class
     assert flag_values['toy_server_rate'].help == ('Server SGD rate of fedtoy. Range: > 0. Used by '
                                                    '--algorithm=fedtoy.')
     assert flag_values['toy_clip_norm'].default == 1.0
-    # fedtoy declares the fast path; toy_clip does not, so the fast path refuses it.
-    _parse(toy_config_class, SMALL + ['--algorithm=fedtoy', '--simulation=fast',
-                                    '--client_weighting=examples_processed'])[1].validate()
-    with pytest.raises(config.ConfigError, match='--aggregator: --simulation=fast: --aggregator=toy_clip needs '
-                       'TFF.s runtime'):
-        _parse(toy_config_class, SMALL + ['--aggregator=toy_clip', '--simulation=fast'])[1].validate()
+    # The retired simulation paths are still flags, as a clear error naming what replaced them.
+    with pytest.raises(config.ConfigError, match='--simulation: --simulation=fast_xla was retired: '
+                       'TFF.s runtime now builds each client.s data in the worker'):
+        _parse(toy_config_class, SMALL + ['--algorithm=fedtoy', '--simulation=fast_xla'])[1].validate()
     # The library's own config is untouched by the toy registries.
     assert 'fedtoy' not in ALGORITHMS and 'toy_server_rate' not in {
         f.name for f in dataclasses.fields(config.ExperimentConfig)}

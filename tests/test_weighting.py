@@ -12,6 +12,7 @@ from fl_tff import models, weighting
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.client_work import build_local_training_fn
 from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.data import client_rounds
 from tests.helpers import max_abs_diff
 
 N_K, EPOCHS_RUN, BATCH = 37, 2, 8
@@ -20,15 +21,14 @@ EXAMPLES = weighting.ClientWeighting(weighting.Counts.EXAMPLES)
 PROCESSED = weighting.ClientWeighting(weighting.Counts.EXAMPLES_PROCESSED)
 
 
-def _client_data(n, seed, epochs, n_k=None):
-    """n examples of 64 features, `epochs` passes reshuffled each pass (a straggler's partial
-    work when fewer than E), batches carrying n_k when given."""
+def _client_data(n, seed, epochs):
+    """A client's round: n examples of 64 features, `epochs` passes reshuffled each pass (a
+    straggler's partial work when fewer than E)."""
     rng = np.random.default_rng(seed)
     ds = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
         x=rng.normal(size=(n, 64)).astype(np.float32),
         y=rng.integers(0, 10, size=n).astype(np.int32)))
-    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat(epochs).batch(BATCH)
-    return ds if n_k is None else weighting.add_client_examples(ds, n_k)
+    return client_rounds.make_round(ds, epochs=epochs, batch_size=BATCH, shuffle_seed=seed)
 
 
 @pytest.fixture(scope='module')
@@ -51,7 +51,7 @@ def _initial(model_fn):
 ])
 def test_each_weighting_counts_what_it_says(model_fn, weighting_, expected):
     train = build_local_training_fn(model_fn, SGD(0.1), weighting_)
-    result, _ = train(_initial(model_fn), _client_data(N_K, 0, EPOCHS_RUN, n_k=N_K))
+    result, _ = train(_initial(model_fn), _client_data(N_K, 0, EPOCHS_RUN))
     assert float(result.update_weight) == expected
 
 
@@ -64,7 +64,7 @@ def test_max_weight_is_the_largest_weight_each_weighting_can_give(model_fn):
     assert weighting.max_weight(weighting.ClientWeighting(weighting.Counts.TOKENS), N_K, 3) is None
     for w in (EXAMPLES, PROCESSED):  # The largest client, all epochs run, reaches the bound.
         result, _ = build_local_training_fn(model_fn, SGD(0.1), w)(
-            _initial(model_fn), _client_data(N_K, 0, 3, n_k=N_K if w is EXAMPLES else None))
+            _initial(model_fn), _client_data(N_K, 0, 3))
         assert float(result.update_weight) == weighting.max_weight(w, N_K, 3)
 
 
@@ -73,17 +73,16 @@ def test_tokens_count_the_non_padding_labels_processed(model_fn):
     ds = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
         x=np.zeros((3, 4), np.float32), y=labels)).repeat(2).batch(2)
     tokens = weighting.ClientWeighting(weighting.Counts.TOKENS, padding_labels=(0,))
-    weight = tf.function(lambda d: weighting.client_weight(tokens, d, tf.constant(6, tf.int64)))(ds)
+    element = next(iter(client_rounds.from_batches(ds)))
+    weight = tf.function(lambda e: weighting.client_weight(tokens, e, tf.constant(6, tf.int64)))(element)
     assert float(weight) == 2 * np.count_nonzero(labels)
 
 
-def test_training_always_sees_the_first_pass_of_a_reshuffling_dataset(model_fn):
-    """Reading n_k iterates the dataset again; it must come after training, or training would
-    see the second shuffle order on some runs (the weight alone must not change the update)."""
+def test_the_weighting_changes_the_weight_only_never_the_update(model_fn):
     by_examples = build_local_training_fn(model_fn, SGD(0.1), EXAMPLES)
     by_processed = build_local_training_fn(model_fn, SGD(0.1), PROCESSED)
     for seed in range(5):
-        a, _ = by_examples(_initial(model_fn), _client_data(N_K, seed, 3, n_k=N_K))
+        a, _ = by_examples(_initial(model_fn), _client_data(N_K, seed, 3))
         b, _ = by_processed(_initial(model_fn), _client_data(N_K, seed, 3))
         assert max_abs_diff(a.update, b.update) == 0.0
 
@@ -99,8 +98,7 @@ def test_fedavg_weighs_a_partial_straggler_by_n_k(tff_runtime, model_fn):
         process = build_fedavg(model_fn, client_optimizer=SGD(0.1), weighting=w)
         state = process.initialize()
         initial = process.get_model_weights(state).trainable
-        data = [_client_data(n, i, e, n_k=n if w is EXAMPLES else None)
-                for i, (n, e) in enumerate(zip(sizes, epochs))]
+        data = [_client_data(n, i, e) for i, (n, e) in enumerate(zip(sizes, epochs))]
         alone = [process.get_model_weights(process.next(state, [d]).state).trainable for d in data]
         both = process.get_model_weights(process.next(state, data).state).trainable
         results[name] = (alone, both)
@@ -118,8 +116,6 @@ def test_fedavg_weighs_a_partial_straggler_by_n_k(tff_runtime, model_fn):
                                       'choose --dataset=shakespeare or --dataset=stackoverflow_nwp'),
     (dict(client_weighting='tokens', dataset='shakespeare', model='char_lstm', secure_agg=True),
      '--secure_agg does not combine with --client_weighting=tokens'),
-    (dict(simulation='fast'), '--client_weighting=examples needs TFF.s runtime .* or choose '
-                              '--client_weighting=examples_processed or --client_weighting=uniform'),
 ])
 def test_weightings_are_refused_where_they_mean_nothing(overrides, message):
     with pytest.raises(ConfigError, match=message):

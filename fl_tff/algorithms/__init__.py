@@ -22,7 +22,7 @@ ALGORITHMS = options.Registry('algorithm', 'Federated algorithm.', [
     fedprox.OPTION,
     fedsgd.OPTION,
     scaffold.OPTION,
-], default='fedavg', pipeline=True)
+], default='fedavg')
 
 
 def get_algorithm(name: str) -> options.Option:

@@ -2,7 +2,8 @@
 
 Written with our own `tff.tensorflow.computation` (not `build_model_delta_client_work`) so
 algorithms can change the local objective and loop (FedProx's proximal term, stragglers' local
-epochs, DP-SGD) in one place.
+epochs, DP-SGD) in one place. Each client's data is one element, its round
+(`fl_tff.data.client_rounds`), and its local steps run in one `tf.while_loop`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import weighting as weighting_lib
+from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
 
 # (model, batch, trainable variables) -> (gradients, BatchOutput); see `mean_loss_gradients`.
@@ -23,7 +25,7 @@ GradientFn = Callable[[Any, Any, tuple], tuple[list, Any]]
 def mean_loss_gradients(model, batch, trainable) -> tuple[list, Any]:
     """Gradients of the batch's mean loss (plain SGD)."""
     with tf.GradientTape() as tape:
-        output = model.forward_pass(batch, training=True)
+        output = model.forward_pass(client_rounds.model_inputs(batch), training=True)
     return tape.gradient(output.loss, trainable), output
 
 
@@ -57,8 +59,8 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
                             gradient_fn: GradientFn = mean_loss_gradients):
     """A `tf.function` (initial_weights, dataset) -> (ClientResult, unfinalized metrics).
 
-    Local SGD over every batch of `dataset` (epochs are repeats of the dataset, see
-    `fl_tff.data.preprocess_client_dataset`). The update is `initial - trained` (a
+    Local SGD over every step of the client's round (`dataset`, one element, see
+    `fl_tff.data.client_rounds`). The update is `initial - trained` (a
     pseudo-gradient), weighted as `weighting` says (`fl_tff.weighting`). A positive
     `proximal_strength` mu adds FedProx's term (mu/2)||w - w_initial||^2 to the local objective,
     i.e. mu (w - w_initial) to every gradient. `gradient_fn` computes each step's gradient
@@ -72,10 +74,11 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
         specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
         step = local_sgd_step(model, optimizer, trainable, tf.nest.flatten(initial_weights.trainable),
                               proximal_strength, gradient_fn)
-        num_examples, _ = dataset.reduce(
-            (tf.constant(0, tf.int64), optimizer.initialize(specs)), step)
+        element = client_rounds.read_round(dataset)
+        num_examples, _ = client_rounds.run_local_steps(
+            element, step, (tf.constant(0, tf.int64), optimizer.initialize(specs)))
         return finish_local_training(model, weights, initial_weights,
-                                     weighting_lib.client_weight(weighting, dataset, num_examples))
+                                     weighting_lib.client_weight(weighting, element, num_examples))
 
     return local_training
 
@@ -83,8 +86,8 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
 def local_sgd_step(model, optimizer: tff.learning.optimizers.Optimizer, trainable: tuple,
                    initial_trainable: list, proximal_strength: float = 0.0,
                    gradient_fn: GradientFn = mean_loss_gradients):
-    """The local step `(num_examples, optimizer_state), batch -> (num_examples, optimizer_state)`
-    shared by the TFF client work and the fast simulation path: one optimizer step on
+    """The local step `(num_examples, optimizer_state), batch -> (num_examples, optimizer_state)`:
+    one optimizer step on
     `gradient_fn`'s gradient, plus FedProx's mu (w - w_initial) when `proximal_strength` > 0."""
 
     def step(state, batch):
@@ -112,7 +115,7 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weightin
     """A `tf.function` (weights, dataset) -> (ClientResult, metrics) for FedSGD.
 
     The update is the gradient of the mean loss over all the client's examples at the given
-    weights (one pass, no local steps), weighted as `weighting` says.
+    weights (one pass over the round's steps, no local updates), weighted as `weighting` says.
     """
     model = model_fn()
 
@@ -122,20 +125,19 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weightin
 
         def step(state, batch):
             num_examples, grad_sums = state
-            with tf.GradientTape() as tape:
-                output = model.forward_pass(batch, training=True)
+            grads, output = mean_loss_gradients(model, batch, trainable)
             n = tf.cast(output.num_examples, tf.float32)
-            grads = tape.gradient(output.loss, trainable)
             return (num_examples + tf.cast(output.num_examples, tf.int64),
                     tuple(s + n * g for s, g in zip(grad_sums, grads)))
 
-        num_examples, grad_sums = dataset.reduce(
-            (tf.constant(0, tf.int64), tuple(tf.zeros_like(v) for v in trainable)), step)
+        element = client_rounds.read_round(dataset)
+        num_examples, grad_sums = client_rounds.run_local_steps(
+            element, step, (tf.constant(0, tf.int64), tuple(tf.zeros_like(v) for v in trainable)))
         denominator = tf.maximum(tf.cast(num_examples, tf.float32), 1.0)
         gradient = tf.nest.pack_sequence_as(weights.trainable,
                                             [s / denominator for s in grad_sums])
         return _client_result(model, gradient,
-                              weighting_lib.client_weight(weighting, dataset, num_examples))
+                              weighting_lib.client_weight(weighting, element, num_examples))
 
     return local_gradient
 
@@ -149,11 +151,10 @@ def build_model_delta_client_work(
 ) -> tff.learning.templates.ClientWorkProcess:
     """A stateless `ClientWorkProcess`: each client trains locally and returns its model delta.
 
-    `data_spec` overrides the batch spec of client datasets (default: the model's input spec,
-    plus what `weighting` reads, see `fl_tff.weighting.batch_spec`).
+    `data_spec` overrides the batch spec of client rounds (default: the model's input spec).
     """
     return build_client_work(model_fn, lambda: build_local_training_fn(
-        model_fn, optimizer, weighting, proximal_strength, gradient_fn), data_spec, weighting)
+        model_fn, optimizer, weighting, proximal_strength, gradient_fn), data_spec)
 
 
 def build_gradient_client_work(
@@ -161,17 +162,20 @@ def build_gradient_client_work(
         weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
 ) -> tff.learning.templates.ClientWorkProcess:
     """A stateless `ClientWorkProcess`: each client returns its full-data gradient (FedSGD)."""
-    return build_client_work(model_fn, lambda: build_local_gradient_fn(model_fn, weighting),
-                             weighting=weighting)
+    return build_client_work(model_fn, lambda: build_local_gradient_fn(model_fn, weighting))
+
+
+def client_round_type(batch_spec: Any) -> tff.SequenceType:
+    """The TFF type of a client's data: a sequence of its round (one element)."""
+    return tff.SequenceType(tff.types.tensorflow_to_type(client_rounds.round_spec(batch_spec)))
 
 
 def build_client_work(
         model_fn: ModelFn, make_client_fn, data_spec: Optional[Any] = None,
-        weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
 ) -> tff.learning.templates.ClientWorkProcess:
     """Wraps a per-client `tf.function` (built by `make_client_fn` inside the client
-    computation) as a stateless `ClientWorkProcess` over datasets of `data_spec` batches
-    (default: the model's input spec plus what `weighting` reads).
+    computation) as a stateless `ClientWorkProcess` over client rounds
+    (`fl_tff.data.client_rounds`) of `data_spec` batches (default: the model's input spec).
 
     Measurements: `train` (the model's metrics summed over clients, then finalized).
     """
@@ -179,8 +183,7 @@ def build_client_work(
         model = model_fn()
         metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
     weights_type = tff.learning.models.weights_type_from_model(model)
-    data_type = tff.SequenceType(tff.types.tensorflow_to_type(
-        weighting_lib.batch_spec(weighting, model.input_spec) if data_spec is None else data_spec))
+    data_type = client_round_type(model.input_spec if data_spec is None else data_spec)
 
     @tff.tensorflow.computation(weights_type, data_type)
     def client_update(initial_weights, dataset):

@@ -9,9 +9,7 @@ distributor (TFF broadcast) -> our client work (local SGD, model delta, weight)
 
 from __future__ import annotations
 
-import dataclasses
-import weakref
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -24,36 +22,6 @@ from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.privacy import dpsgd
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalSgdRecipe:
-    """What a local-SGD process computes, for a second executor to replay exactly: client SGD
-    with `client_optimizer` (plus the proximal term) whose update weight follows `weighting`,
-    the plain mean (unweighted, counting every client, when `unweighted_mean`; else weighted by
-    the update weights), and `server_optimizer` on the averaged delta."""
-
-    client_optimizer: tff.learning.optimizers.Optimizer
-    server_optimizer: tff.learning.optimizers.Optimizer
-    weighting: weighting_lib.Weighting
-    proximal_strength: float
-    unweighted_mean: bool
-
-
-# Per process: its recipe, or why it has none. Declared by the builder that made the process.
-_RECIPES: 'weakref.WeakKeyDictionary[Any, LocalSgdRecipe | str]' = weakref.WeakKeyDictionary()
-
-
-def local_sgd_recipe(process: Any) -> LocalSgdRecipe:
-    """The recipe `build_local_sgd_algorithm` declared for `process`.
-
-    Raises:
-      ValueError: The process has none, saying why (e.g. its aggregator is not the plain mean).
-    """
-    recipe = _RECIPES.get(process, 'it was not built by build_local_sgd_algorithm (FedAvg, FedProx)')
-    if isinstance(recipe, str):
-        raise ValueError(recipe)
-    return recipe
 
 
 def default_aggregator(weighting: weighting_lib.Weighting) -> tff.aggregators.AggregationFactory:
@@ -107,39 +75,18 @@ def build_local_sgd_algorithm(
     """Local (proximal) SGD on clients, a server optimizer on the aggregated delta: FedAvg at
     `proximal_strength` 0, FedProx above. Defaults: client SGD lr 0.1, server SGD lr 1.0.
 
-    With `dp_sgd`, clients run sample-level DP-SGD; their batches must carry a `noise_seed`
-    (`fl_tff.simulation.build_training_selection_fn(..., noise_seeds=True)`).
+    With `dp_sgd`, clients run sample-level DP-SGD, their noise keyed by each round's
+    `noise_seed` (`fl_tff.data.client_rounds`); for DP-SGD's accounting, local steps should stop
+    at epoch boundaries (`ClientSelector(..., steps_per_epoch=True)`).
     """
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    dp_kwargs = {}
-    if dp_sgd is not None:
-        with tf.Graph().as_default():
-            batch_spec = model_fn().input_spec
-        dp_kwargs = dict(gradient_fn=dpsgd.build_dp_sgd_gradient_fn(dp_sgd),
-                         data_spec=dpsgd.with_noise_seed(weighting_lib.batch_spec(weighting, batch_spec)))
+    dp_kwargs = {} if dp_sgd is None else dict(gradient_fn=dpsgd.build_dp_sgd_gradient_fn(dp_sgd))
     client_work = client_work_lib.build_model_delta_client_work(
         model_fn, client_optimizer, weighting, proximal_strength=proximal_strength, **dp_kwargs)
     model_aggregator = model_aggregator or default_aggregator(weighting)
-    process = compose_algorithm(model_fn, client_work, server_optimizer, model_aggregator,
-                                error_feedback)
-    if dp_sgd is not None:
-        _RECIPES[process] = 'its clients run DP-SGD (per-example clipping and noise)'
-    elif error_feedback is not None:
-        _RECIPES[process] = 'its clients keep error-feedback residuals (client state)'
-    elif weighting_lib.resolve(weighting).counts not in (weighting_lib.Counts.EXAMPLES_PROCESSED,
-                                                         weighting_lib.Counts.UNIFORM):
-        _RECIPES[process] = (f'its clients weigh by {weighting_lib.resolve(weighting).counts.value}, '
-                             'read from their datasets; the fast path weighs examples processed '
-                             'or uniformly')
-    elif not isinstance(model_aggregator, aggregation.PLAIN_MEANS):
-        _RECIPES[process] = (f'its aggregator ({type(model_aggregator).__name__}) is not the plain '
-                             'mean: DP, secure, compressed and robust aggregators run in TFF')
-    else:
-        _RECIPES[process] = LocalSgdRecipe(
-            client_optimizer, server_optimizer, weighting, proximal_strength,
-            unweighted_mean=isinstance(model_aggregator, aggregation.PlainUnweightedMeanFactory))
-    return process
+    return compose_algorithm(model_fn, client_work, server_optimizer, model_aggregator,
+                             error_feedback)
 
 
 def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.LearningProcess:
@@ -155,9 +102,9 @@ def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.Learning
     return build_local_sgd_algorithm(model_fn, **kwargs)
 
 
-# Local SGD clients: DP-SGD and error feedback plug into them; the fast path replays them.
+# Local SGD clients: DP-SGD and error feedback plug into them.
 LOCAL_SGD_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.DP_SGD_CLIENT,
-                                    options.ERROR_FEEDBACK_CLIENT, options.FAST_PATH})
+                                    options.ERROR_FEEDBACK_CLIENT})
 
 OPTION = options.Option(
     'fedavg', 'Federated Averaging (McMahan et al. 2017): local SGD, the server applies the '

@@ -28,6 +28,7 @@ from fl_tff import aggregation, client_state, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
 
 
@@ -52,11 +53,12 @@ def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Op
                 v.assign(u)
             return num_examples + tf.cast(output.num_examples, tf.int64), num_steps + 1, opt_state
 
-        num_examples, num_steps, _ = dataset.reduce(
-            (tf.constant(0, tf.int64), tf.constant(0, tf.int64), opt_state), step)
+        element = client_rounds.read_round(dataset)
+        num_examples, num_steps, _ = client_rounds.run_local_steps(
+            element, step, (tf.constant(0, tf.int64), tf.constant(0, tf.int64), opt_state))
         result, metrics = client_work_lib.finish_local_training(
             model, weights, initial_weights,
-            weighting_lib.client_weight(weighting, dataset, num_examples))
+            weighting_lib.client_weight(weighting, element, num_examples))
         scale = tf.cast(num_steps, tf.float32) * opt_state['learning_rate']
         new_c = [ci - c + d / tf.maximum(scale, 1e-30) for ci, c, d in zip(
             tf.nest.flatten(client_c), tf.nest.flatten(server_c), tf.nest.flatten(result.update))]
@@ -166,8 +168,7 @@ def build_scaffold(
         raise ValueError('SCAFFOLD option II needs plain SGD on clients (its learning rate is the '
                          f'local step size); the client optimizer has state {sorted(sgd_state)}')
     trainable_type = weights_type.trainable
-    data_type = tff.SequenceType(tff.types.tensorflow_to_type(
-        weighting_lib.batch_spec(weighting, model.input_spec)))
+    data_type = client_work_lib.client_round_type(model.input_spec)
 
     @tff.tensorflow.computation
     def initial_model_weights_fn():

@@ -186,11 +186,11 @@ def _compressor(name: str, help: str, param: options.Param, *capabilities: str) 
 
 
 COMPRESSIONS = options.Registry('compression', 'Uplink compression of client updates.', [
-    options.Option('none', 'float32 updates', provides={options.FAST_PATH}),
+    options.Option('none', 'float32 updates'),
     _compressor('quantize', 'unbiased stochastic quantization to --compression_bits', _BITS),
     _compressor('rotate_quantize', 'random Hadamard rotation, then quantize', _BITS),
     _compressor('topk', 'keep the --compression_k largest-magnitude fraction of each tensor', _K,
                 options.SPARSIFIER),
     _compressor('randk', 'keep a random --compression_k fraction of each tensor, rescaled', _K,
                 options.SPARSIFIER),
-], default='none', pipeline=True)
+], default='none')

@@ -124,7 +124,7 @@ def compose_with_error_feedback(
 ERROR_FEEDBACK = options.Registry(
     'error_feedback', 'With a sparsifier (topk / randk): each client adds what compression dropped '
     'last time to its next update (a residual kept on the client across rounds).', [
-        options.Option('off', 'no residuals', provides={options.FAST_PATH}),
+        options.Option('off', 'no residuals'),
         options.Option(
             'on', 'client residuals of what the sparsifier dropped',
             provides={options.CLIENT_STATE},
@@ -135,4 +135,4 @@ ERROR_FEEDBACK = options.Registry(
             aggregator=lambda config, selection, uniform, max_weight: aggregation.mean_factory(uniform),
             client_extras=lambda config, masked_labels: {'error_feedback': ErrorFeedback(
                 config.compression, config.compression_k, config.seed)}),
-    ], default=False, boolean=True, pipeline=True)
+    ], default=False, boolean=True)

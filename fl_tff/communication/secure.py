@@ -184,7 +184,7 @@ def _check(config, selection: options.Selection) -> None:
 SECURE_AGGREGATION = options.Registry(
     'secure_agg', 'Secure aggregation: updates (and weights) reach the server only through TFF '
     'secure sums, after clipping to +-secure_range and quantizing to secure_bits.', [
-        options.Option('off', 'updates are summed in the clear', provides={options.FAST_PATH}),
+        options.Option('off', 'updates are summed in the clear'),
         options.Option(
             'on', 'clip to +-R, quantize to B bits, TFF secure sums',
             params=(options.Param('secure_bits', 16, 'Bits per value of the secure sum.',
@@ -202,4 +202,4 @@ SECURE_AGGREGATION = options.Registry(
                 config.secure_bits, config.secure_range, uniform=uniform, max_weight=max_weight),
             uplink_encoding=lambda config, weighted: ledger.secure_encoding(config.secure_bits,
                                                                             weighted)),
-    ], default=False, boolean=True, pipeline=True)
+    ], default=False, boolean=True)

@@ -98,7 +98,7 @@ def _ledger(config, select, client_sizes, model_size):
     return dp_options.user_level_ledger(config, select, config.noise_multiplier)
 
 
-NO_DP = options.Option('none', 'no differential privacy', provides={options.FAST_PATH})
+NO_DP = options.Option('none', 'no differential privacy')
 
 FIXED = options.Option(
     'fixed', 'user-level DP-FedAvg (McMahan et al. 2018): clip each update to --clip, Gaussian '

@@ -4,24 +4,23 @@ N(0, (zC)²) and divides by the batch size.
 
 Our own gradient function rather than TF Privacy's DP Keras optimizers: TFF's client loop takes
 only `tff.learning.optimizers` and sees only the mean loss, and TF Privacy's noise comes from
-TF's unseeded generator. Here the noise is stateless, keyed by the `noise_seed` each batch
-carries (derived from the run's seed, the round, the client and the step; see
-`fl_tff.simulation.selection`), so it differs per client and step and a rerun repeats it.
+TF's unseeded generator. Here the noise is stateless, keyed by the `noise_seed` each step
+carries ([the client's seed this round, the step]; the seed is derived from the run's seed, the
+round and the client, see `fl_tff.data.client_rounds` and `fl_tff.simulation.selection`), so it
+differs per client and step and a rerun repeats it.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 
 from fl_tff import options
+from fl_tff.data import client_rounds
 from fl_tff.models.losses import per_example_loss
 from fl_tff.privacy import dp_options
-
-NOISE_SEED_KEY = 'noise_seed'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +38,6 @@ class DpSgd:
             raise ValueError(f'noise_multiplier must be >= 0, got {self.noise_multiplier}')
 
 
-def with_noise_seed(batch_spec: Any) -> collections.OrderedDict:
-    """The batch spec of a DP-SGD client dataset: the model's batch plus `noise_seed` ([2] int64)."""
-    return collections.OrderedDict([*batch_spec.items(),
-                                    (NOISE_SEED_KEY, tf.TensorSpec([2], tf.int64))])
-
-
 def clip_and_sum(per_example_grads: Sequence[tf.Tensor], clip: float) -> list[tf.Tensor]:
     """Sum over the batch axis of per-example gradients, each scaled to global L2 norm <= clip."""
     squared = tf.add_n([tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]), axis=1)
@@ -58,8 +51,8 @@ def build_dp_sgd_gradient_fn(settings: DpSgd):
     clip, z, masked = float(settings.clip), float(settings.noise_multiplier), settings.masked_labels
 
     def gradients(model, batch, trainable):
-        seed = batch[NOISE_SEED_KEY]
-        inputs = collections.OrderedDict((k, v) for k, v in batch.items() if k != NOISE_SEED_KEY)
+        seed = batch[client_rounds.NOISE_SEED_KEY]
+        inputs = client_rounds.model_inputs(batch)
         with tf.GradientTape() as tape:
             output = model.forward_pass(inputs, training=True)
             losses = per_example_loss(inputs['y'], output.predictions, masked)
@@ -85,7 +78,7 @@ def _ledger(config, select, client_sizes, model_size):
 
 OPTION = options.Option(
     'dpsgd', 'example-level DP-SGD on clients (Abadi et al. 2016): per-example clip --clip, noise '
-    'z*C per step', params=dp_options.COMMON, provides={options.NOISE_SEEDS},
+    'z*C per step', params=dp_options.COMMON, provides={options.STEPS_PER_EPOCH},
     requires={options.DP_SGD_CLIENT: 'runs in the clients\' local SGD'},
     client_extras=lambda config, masked_labels: {
         'dp_sgd': DpSgd(config.clip, config.noise_multiplier, tuple(masked_labels))},

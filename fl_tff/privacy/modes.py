@@ -9,4 +9,4 @@ DP_MODES = options.Registry('dp', 'Differential privacy.', [
     aggregators.ADAPTIVE,
     distributed.OPTION,
     dpsgd.OPTION,
-], default='none', pipeline=True)
+], default='none')

@@ -10,7 +10,6 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import tensorflow_federated as tff
 
 from fl_tff import client_state
-from fl_tff.simulation import fast, selection
 from fl_tff.models.model_fn import accuracy_metric
 
 Metrics = dict[str, Any]
@@ -25,8 +24,9 @@ class PlannedSelection(Protocol):
     def plan(self, round_num: int) -> Any:
         """The round's plan: who is selected and who contributes (`RoundPlan`)."""
 
-    def datasets(self, plan: Any) -> list:
-        """The participants' datasets, in `plan.participants` order."""
+    def client_inputs(self, plan: Any) -> list:
+        """What the process's `next` takes for the participants (datasets, or client tasks for
+        a process composed with a dataset computation), in `plan.participants` order."""
 
 
 class StopTraining(Exception):
@@ -87,6 +87,7 @@ def run_training(
         start_round: int = 1,
         before_round: Optional[Callable[[Any, bool], Metrics]] = None,
         client_states: Optional[client_state.ClientStateStore] = None,
+        measure_next: Optional[Callable[[], Callable[[], Metrics]]] = None,
 ) -> tuple[Any, list[Metrics]]:
     """Runs rounds `start_round`..`rounds` of `process`; evaluates every `eval_every` rounds and
     at the end.
@@ -96,6 +97,8 @@ def run_training(
     For a process whose clients keep state (`client_state.ProcessWithClientState`), the loop
     looks the participants' states up in `client_states` (a new store when None), passes them
     to `next` and stores the new ones: the simulation, not the process, keeps them.
+    `measure_next()` is called just before each round's `next` and returns a function called
+    just after it, whose columns join the round's row (e.g. the bytes sent to workers).
     Returns the final state and the rows of the rounds run.
     """
     if isinstance(process, client_state.ProcessWithClientState):
@@ -117,11 +120,12 @@ def run_training(
             client_states = client_state.ClientStateStore(process.initial_client_state())
             cleanup.callback(client_states.close)  # Ours: removed when the loop ends.
         return _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every,
-                           on_round, initial_state, start_round, before_round, client_states)
+                           on_round, initial_state, start_round, before_round, client_states,
+                           measure_next)
 
 
 def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every, on_round,
-                initial_state, start_round, before_round, client_states):
+                initial_state, start_round, before_round, client_states, measure_next):
     """The loop of `run_training`, its arguments checked."""
     state = process.initialize() if initial_state is None else initial_state
     history: list[Metrics] = []
@@ -141,23 +145,22 @@ def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_ever
                 last = bool(extra.pop(LAST_ROUND, False)) or last
                 evaluate = evaluation_fn is not None and (evaluate or last)
                 row.update(extra)
-            clients = training_selection_fn.datasets(plan)
+            clients = training_selection_fn.client_inputs(plan)
             client_ids = [cid for cid, _ in plan.participants]
             row.update(plan.counts())
         else:
             clients, client_ids = training_selection_fn(round_num), None
         row['clients'] = len(clients)
-        if not isinstance(process, fast.FastProcess) and any(
-                isinstance(c, selection.WholeClientData) for c in clients):
-            raise TypeError('whole-client batches (ClientSelector(whole_client_batches=True)) are '
-                            'for the fast path; TFF\'s runtime takes batched datasets')
         if clients:
+            measured = measure_next() if measure_next is not None else None
             if isinstance(process, client_state.ProcessWithClientState):
                 output = process.next(state, clients, client_ids=client_ids, round_num=round_num,
                                       client_states=[client_states.get(c) for c in client_ids])
                 client_states.update(client_ids, output.client_states)
             else:
                 output = process.next(state, clients)
+            if measured is not None:
+                row.update(measured())
             state = output.state
             row.update(flatten_training_metrics(output.metrics))
         else:  # Every selected client dropped out: the model is unchanged this round.

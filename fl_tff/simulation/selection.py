@@ -1,21 +1,20 @@
-"""Per-round client selection and client dataset construction, deterministic for a seed."""
+"""Per-round client selection, deterministic for a seed: who trains, with how many epochs and
+which seeds, as client tasks that TFF's workers turn into data (`worker_data`)."""
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-import functools
-from typing import Callable, Mapping, Optional, Union
+from typing import Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff.data import preprocessing
-from fl_tff import options, weighting
+from fl_tff import options
+from fl_tff.simulation import worker_data
 from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, plan_round,
                                              selection_size)
-
 
 
 
@@ -34,49 +33,33 @@ SAMPLINGS = options.Registry('client_sampling', 'How each round\'s clients are d
 ], default='uniform')
 
 
-@dataclasses.dataclass(frozen=True)
-class WholeClientData:
-    """A client's whole round of data as one element (all its batches in order, concatenated),
-    with the batch size to split it into: what the fast path reads. TFF's runtime refuses it.
-
-    Attributes:
-      dataset: The one-element `tf.data.Dataset`, or a zero-argument function that builds it
-        (so a round holds one client's examples per thread, not the whole cohort's).
-      batch_size: The local batch size.
-    """
-
-    dataset: Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
-    batch_size: int
-
-    def build(self) -> tf.data.Dataset:
-        return self.dataset() if callable(self.dataset) else self.dataset
-
-
 class ClientSelector:
-    """`round_num -> [client datasets]`: uniform sampling without replacement of
+    """`round_num -> [client tasks]`: uniform sampling without replacement of
     `clients_per_round` clients (TFF's sampler), or Poisson sampling (each client joins
     independently with probability clients_per_round / population); device heterogeneity
-    applied (see `heterogeneity`); each client's data shuffled with a seed derived from
-    (seed, round, client). With `noise_seeds`, every batch also carries `noise_seed`
-    = [seed of (seed, round, client), step] for DP-SGD's stateless noise. With
-    `client_examples`, every batch carries the client's n_k from `client_sizes` (added before
-    `noise_seed`; see `fl_tff.weighting`, `--client_weighting=examples`). With
-    `whole_client_batches`, each client's data is a `WholeClientData` (one element holding all
-    its batches in order, plus the batch size) for the fast path (`fast.FastProcess`).
+    applied (see `heterogeneity`).
 
-    Callable with the signature `tff.simulation.run_training_process` expects (except with
-    `whole_client_batches`, which only the fast path takes); our loop also calls `plan` and
-    `datasets` separately to report the round's participation counts.
+    A client's task (`worker_data.TASK_SPEC`) is all a worker needs to build the client's round
+    of data (`fl_tff.data.client_rounds`) from `client_data`: its id, its local epochs this
+    round (partial for stragglers), the seed of its shuffle and the seed of its DP-SGD noise,
+    both derived from (seed, round, client). `dataset_computation()` is the TFF computation that
+    builds the round from a task in the worker; `client_round` builds the same round here.
+    With `steps_per_epoch`, local steps stop at epoch boundaries (DP-SGD).
+
+    Callable with the signature `tff.simulation.run_training_process` expects, for a process
+    composed with `dataset_computation()` (`worker_data.compose`); our loop also calls `plan` and
+    `client_inputs` separately to report the round's participation counts.
     """
 
     def __init__(self, client_data: tff.simulation.datasets.ClientData, *, clients_per_round: int,
                  epochs: int, batch_size: int, seed: int,
                  heterogeneity: Optional[DeviceHeterogeneity] = None,
                  client_sizes: Optional[Mapping[str, int]] = None, sampling: str = 'uniform',
-                 noise_seeds: bool = False, whole_client_batches: bool = False,
-                 client_examples: bool = False):
+                 steps_per_epoch: bool = False):
         if sampling not in SAMPLINGS:
             raise ValueError(f'unknown sampling {sampling!r}; valid choices: {", ".join(SAMPLINGS)}')
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         self._client_data = client_data
         client_ids = list(client_data.client_ids)
         self._heterogeneity = heterogeneity or DeviceHeterogeneity()
@@ -89,18 +72,34 @@ class ClientSelector:
             raise ValueError('over-selection needs a fixed cohort; Poisson sampling has none')
         if self._heterogeneity.over_selection > 0 and client_sizes is None:
             raise ValueError('over-selection needs client_sizes to simulate finishing times')
-        if client_examples and (client_sizes is None or set(client_sizes) < set(client_ids)):
-            raise ValueError('client_examples needs client_sizes for every client')
-        self._client_examples = client_examples
         self._clients_per_round, self._epochs = clients_per_round, epochs
         self._batch_size, self._seed = batch_size, seed
         self._client_sizes = client_sizes or {}
         self._position = {cid: i for i, cid in enumerate(client_ids)}
         self._client_ids = client_ids
-        self.sampling, self._noise_seeds = sampling, noise_seeds
-        self._whole = whole_client_batches
+        self.sampling = sampling
+        self._steps_per_epoch = steps_per_epoch
         self._sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False,
                                                                 random_seed=seed)
+
+    def dataset_computation(self, client_data: Optional[tff.simulation.datasets.ClientData] = None
+                            ) -> tff.Computation:
+        """The TFF computation task -> the client's round, run where the client trains.
+
+        Args:
+          client_data: Where the worker reads the clients' examples (default: the selector's
+            own `ClientData`); the same clients and examples, e.g. its files
+            (`fl_tff.data.client_files`).
+        """
+        return worker_data.build_dataset_computation(
+            self._client_data if client_data is None else client_data,
+            batch_size=self._batch_size, steps_per_epoch=self._steps_per_epoch)
+
+    def client_round(self, task: Mapping) -> tf.data.Dataset:
+        """The client's round for `task`, built here: the same ops, the same batches, as
+        `dataset_computation` builds in the worker."""
+        return worker_data.client_round(self._client_data, task, batch_size=self._batch_size,
+                                        steps_per_epoch=self._steps_per_epoch)
 
     @property
     def population(self) -> int:
@@ -126,49 +125,33 @@ class ClientSelector:
                           heterogeneity=self._heterogeneity, seed=self._seed,
                           client_sizes=self._client_sizes)
 
-    def datasets(self, plan: RoundPlan) -> list:
-        """The preprocessed datasets of the plan's participants. With `whole_client_batches`
-        (the fast path), `WholeClientData` whose datasets are built when a thread takes them."""
-        builders = [functools.partial(self._dataset, cid, epochs, plan.round_num)
-                    for cid, epochs in plan.participants]
-        if self._whole:
-            return [WholeClientData(build, self._batch_size) for build in builders]
-        return [build() for build in builders]
+    def client_tasks(self, plan: RoundPlan) -> list[collections.OrderedDict]:
+        """The tasks of the plan's participants, in `plan.participants` order."""
+        return [self.task(cid, epochs, plan.round_num) for cid, epochs in plan.participants]
 
-    def _dataset(self, cid: str, epochs: int, round_num: int) -> tf.data.Dataset:
-        ds = preprocessing.preprocess_client_dataset(
-            self._client_data.create_tf_dataset_for_client(cid), epochs=epochs,
-            batch_size=self._batch_size, batch_per_epoch=self._noise_seeds, whole=self._whole,
-            shuffle_seed=preprocessing.derive_seed(self._seed, round_num, self._position[cid]))
-        if self._client_examples:
-            ds = weighting.add_client_examples(ds, self._client_sizes[cid])
-        if self._noise_seeds:
-            ds = _add_noise_seeds(ds, preprocessing.derive_seed(
-                self._seed, round_num, self._position[cid], 0xD9))
-        return ds
+    # What the loop passes to a process composed with `dataset_computation`.
+    client_inputs = client_tasks
+
+    def task(self, client_id: str, epochs: int, round_num: int) -> collections.OrderedDict:
+        """`client_id`'s task in `round_num` with `epochs` local epochs."""
+        position = self._position[client_id]
+        return worker_data.make_task(
+            client_id, epochs,
+            shuffle_seed=preprocessing.derive_seed(self._seed, round_num, position),
+            noise_seed=preprocessing.derive_seed(self._seed, round_num, position, 0xD9))
 
     def __call__(self, round_num: int) -> list:
-        return self.datasets(self.plan(round_num))
-
-
-def _add_noise_seeds(dataset: tf.data.Dataset, client_seed: int) -> tf.data.Dataset:
-    """Adds `noise_seed` = [client_seed, step] to every batch."""
-    def add(step, batch):
-        return collections.OrderedDict(
-            [*batch.items(), ('noise_seed', tf.stack([tf.constant(client_seed, tf.int64), step]))])
-    return dataset.enumerate().map(add)
+        return self.client_tasks(self.plan(round_num))
 
 
 def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData, *,
                                 clients_per_round: int, epochs: int, batch_size: int, seed: int,
                                 heterogeneity: Optional[DeviceHeterogeneity] = None,
                                 client_sizes: Optional[Mapping[str, int]] = None,
-                                sampling: str = 'uniform', noise_seeds: bool = False,
-                                whole_client_batches: bool = False,
-                                client_examples: bool = False) -> ClientSelector:
+                                sampling: str = 'uniform',
+                                steps_per_epoch: bool = False) -> ClientSelector:
     """A `ClientSelector` (see there); kept as the function name used across the library."""
     return ClientSelector(client_data, clients_per_round=clients_per_round, epochs=epochs,
                           batch_size=batch_size, seed=seed, heterogeneity=heterogeneity,
-                          client_sizes=client_sizes, sampling=sampling, noise_seeds=noise_seeds,
-                          whole_client_batches=whole_client_batches,
-                          client_examples=client_examples)
+                          client_sizes=client_sizes, sampling=sampling,
+                          steps_per_epoch=steps_per_epoch)

@@ -7,21 +7,31 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import data, simulation
+from fl_tff import simulation
 from fl_tff.algorithms import build_fedavg, get_algorithm
-from tests.helpers import max_abs_diff
+from fl_tff.data import client_rounds
+from tests.helpers import client_rounds as rounds_of, max_abs_diff, to_batches
 
 CLIENT_LR, SERVER_LR = 0.05, 1.0
 
 
+def takes_rounds(process) -> bool:
+    """Whether `process` trains on client rounds (ours) rather than datasets of batches (TFF's)."""
+    element = process.next.type_signature.parameter[1].member.element
+    return client_rounds.STEP_SIZES_KEY in tff.structure.name_list(element)
+
+
 def run_rounds(process, select, rounds, initial_weights=None):
-    """(final weights, per-round metrics) of `rounds` rounds from `initial_weights`."""
+    """(final weights, per-round metrics) of `rounds` rounds from `initial_weights`: the clients'
+    rounds, or for TFF's builders the same steps as datasets of batches."""
+    batched = not takes_rounds(process)
     state = process.initialize()
     if initial_weights is not None:
         state = process.set_model_weights(state, initial_weights)
     metrics = []
     for r in range(1, rounds + 1):
-        output = process.next(state, select(r))
+        data = rounds_of(select, r)
+        output = process.next(state, [to_batches(d) for d in data] if batched else data)
         state = output.state
         metrics.append(output.metrics)
     return process.get_model_weights(state), metrics
@@ -64,7 +74,7 @@ def test_example_weighting_differs_from_uniform_on_skewed_clients(tff_runtime, s
 def test_one_round_is_the_example_weighted_average_of_client_models(tff_runtime, setup, skewed_digits):
     """With server SGD at lr 1, the new model is sum_k n_k w_k / sum_k n_k (computed here by hand)."""
     model_fn, _ = setup
-    datasets = [skewed_digits.train.create_tf_dataset_for_client(c).batch(16)
+    datasets = [client_rounds.from_batches(skewed_digits.train.create_tf_dataset_for_client(c).batch(16))
                 for c in skewed_digits.train.client_ids[:3]]
     process = build_fedavg(model_fn, client_optimizer=tff.learning.optimizers.build_sgdm(0.1))
     state = process.initialize()
@@ -75,7 +85,7 @@ def test_one_round_is_the_example_weighted_average_of_client_models(tff_runtime,
     locals_, sizes = [], []
     for ds in datasets:
         locals_.append(process.get_model_weights(process.next(state, [ds]).state).trainable)
-        sizes.append(sum(int(b['y'].shape[0]) for b in ds))
+        sizes.append(sum(int(b['y'].shape[0]) for b in to_batches(ds)))
     expected = [sum(n * w[i] for n, w in zip(sizes, locals_)) / sum(sizes)
                 for i in range(len(initial.trainable))]
     assert max_abs_diff(new.trainable, expected) <= 1e-5
@@ -83,10 +93,10 @@ def test_one_round_is_the_example_weighted_average_of_client_models(tff_runtime,
 
 def test_a_client_with_non_finite_update_is_ignored(tff_runtime, setup, skewed_digits):
     model_fn, _ = setup
-    good = [skewed_digits.train.create_tf_dataset_for_client(c).batch(16)
+    good = [client_rounds.from_batches(skewed_digits.train.create_tf_dataset_for_client(c).batch(16))
             for c in skewed_digits.train.client_ids[:2]]
-    bad = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
-        x=np.full([20, 8, 8, 1], np.nan, np.float32), y=np.zeros([20], np.int32))).batch(16)
+    bad = client_rounds.from_batches(tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=np.full([20, 8, 8, 1], np.nan, np.float32), y=np.zeros([20], np.int32))).batch(16))
     process = build_fedavg(model_fn)
     state = process.initialize()
     with_bad = process.get_model_weights(process.next(state, good + [bad]).state)
@@ -96,18 +106,18 @@ def test_a_client_with_non_finite_update_is_ignored(tff_runtime, setup, skewed_d
 
 
 def test_runs_under_tff_run_training_process_with_uniform_sampling(tff_runtime, setup, skewed_digits):
+    """TFF's loop drives the process composed with our dataset computation: the selector hands
+    it client tasks and the worker builds the data."""
     model_fn, _ = setup
-    sample = tff.simulation.build_uniform_sampling_fn(skewed_digits.train.client_ids, random_seed=5)
-
-    def selection(round_num):
-        return [data.preprocess_client_dataset(
-            skewed_digits.train.create_tf_dataset_for_client(c), epochs=1, batch_size=16,
-            shuffle_seed=round_num) for c in sample(round_num, 3)]
+    selection = simulation.ClientSelector(skewed_digits.train, clients_per_round=3, epochs=1,
+                                          batch_size=16, seed=5)
 
     test_sets = [skewed_digits.test.create_tf_dataset_for_client(c).batch(64)
                  for c in skewed_digits.test.client_ids]
     fed_eval = tff.learning.algorithms.build_fed_eval(model_fn)
-    process = build_fedavg(model_fn, client_optimizer=tff.learning.optimizers.build_sgdm(0.1))
+    process = simulation.compose(
+        build_fedavg(model_fn, client_optimizer=tff.learning.optimizers.build_sgdm(0.1)),
+        selection.dataset_computation())
 
     def evaluation_fn(state, datasets):
         eval_state = fed_eval.set_model_weights(fed_eval.initialize(), process.get_model_weights(state))

@@ -8,7 +8,7 @@ import tensorflow_federated as tff
 from fl_tff.algorithms import build_fedavg, build_fedprox, client_work
 from fl_tff.algorithms.fedavg import compose_algorithm
 from tests.algorithms.test_fedavg import run_rounds
-from tests.helpers import max_abs_diff
+from tests.helpers import client_rounds, max_abs_diff, to_batches
 
 SGD = tff.learning.optimizers.build_sgdm
 
@@ -59,7 +59,9 @@ def test_parity_with_the_papers_objective_after_three_rounds(tff_runtime, setup,
     a, _ = run_rounds(ours, select, 3, initial)
     expected = [np.asarray(w) for w in initial.trainable]
     for r in range(1, 4):
-        expected = _reference_fedprox_round(keras_fn, expected, select(r), 0.5, 0.05, weighting)
+        expected = _reference_fedprox_round(keras_fn, expected,
+                                            [to_batches(d) for d in client_rounds(select, r)],
+                                            0.5, 0.05, weighting)
     assert max_abs_diff(a.trainable, initial.trainable) > 1e-2
     assert max_abs_diff(a.trainable, expected) <= 1e-5
 

@@ -12,7 +12,7 @@ from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
 from fl_tff.config import ConfigError, ExperimentConfig
 from tests.algorithms.test_fedavg import run_rounds
-from tests.helpers import max_abs_diff
+from tests.helpers import max_abs_diff, plan_rounds, to_batches
 
 SGD = tff.learning.optimizers.build_sgdm
 LR, NUM_CLIENTS = 0.05, 6
@@ -52,7 +52,7 @@ def _run_scaffold(process, select, rounds):
     for r in range(1, rounds + 1):
         plan = select.plan(r)
         ids = list(plan.participants)
-        out = process.next(state, select.datasets(plan), client_ids=ids, round_num=r,
+        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
                            client_states=[stored.get(i, process.initial_client_state()) for i in ids])
         state = out.state
         stored.update(zip(ids, out.client_states))
@@ -73,7 +73,7 @@ def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, kera
     for r in range(1, 4):
         plan = select.plan(r)
         x, c = _reference_round(keras_fn, x, c, client_cs, list(plan.participants),
-                                select.datasets(plan))
+                                [to_batches(d) for d in plan_rounds(select, plan)])
 
     weights = process.get_model_weights(state)
     server_c = state.finalizer[1]
@@ -128,7 +128,6 @@ def test_driver_path_round_one_is_fedavg_later_rounds_are_not_and_uplink_carries
     (dict(dp='fixed', noise_multiplier=1.0), '--dp=fixed does not combine with --algorithm=scaffold'),
     (dict(secure_agg=True), 'does not combine with --algorithm=scaffold'),
     (dict(compression='quantize'), '--compression=quantize does not combine with --algorithm=scaffold'),
-    (dict(simulation='fast'), '--algorithm=scaffold needs TFF.s runtime'),
     (dict(workers='localhost:1,localhost:2'), 'client state'),
 ])
 def test_driver_refuses_what_scaffold_cannot_do_honestly(overrides, message):

@@ -12,7 +12,7 @@ from fl_tff import experiment
 from fl_tff.simulation.loop import flatten_training_metrics
 from fl_tff.communication.secure import SecureQuantizedSumFactory, quantization_step
 from fl_tff.config import ConfigError, ExperimentConfig
-from tests.helpers import float_tensor_shapes
+from tests.helpers import client_rounds, float_tensor_shapes
 
 BASE = ExperimentConfig(hidden_units=32, clients_per_round=4, client_epochs=1, seed=2)
 WEIGHT_SHAPES = {(64, 32), (32, 32), (32, 10), (32,), (10,)}
@@ -61,7 +61,7 @@ def _one_round(config):
         batch_size=config.client_batch_size, seed=config.seed)
     state = process.initialize()
     before = process.get_model_weights(state).trainable
-    after = process.get_model_weights(process.next(state, select(1)).state).trainable
+    after = process.get_model_weights(process.next(state, client_rounds(select, 1)).state).trainable
     return before, after
 
 
@@ -141,7 +141,7 @@ def test_the_fraction_of_clipped_values_is_reported(tff_runtime, secure_range, c
     select = simulation.build_training_selection_fn(
         fed.train, clients_per_round=config.clients_per_round, epochs=1,
         batch_size=config.client_batch_size, seed=config.seed)
-    row = flatten_training_metrics(process.next(process.initialize(), select(1)).metrics)
+    row = flatten_training_metrics(process.next(process.initialize(), client_rounds(select, 1)).metrics)
     if clipped:
         assert row['secure_clipped_fraction'] > clipped  # Most update values exceed 1e-5.
     else:

@@ -1,6 +1,5 @@
-"""ClientData construction, train/test sides and client preprocessing."""
+"""ClientData construction and train/test sides."""
 
-import collections
 import dataclasses
 
 import numpy as np
@@ -53,23 +52,6 @@ def test_train_and_test_sides_are_disjoint_and_cover_each_client(digits):
         total_test += len(y_test)
     assert fed.test_x.shape[0] == total_test == fed.summary['test_examples']
     assert fed.element_spec['x'].shape == (8, 8, 1)
-
-
-def test_preprocessing_batches_repeats_and_is_seeded():
-    ds = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
-        x=np.arange(10, dtype=np.float32), y=np.arange(10, dtype=np.int32)))
-
-    def order(seed):
-        out = data.preprocess_client_dataset(ds, epochs=3, batch_size=4, shuffle_seed=seed)
-        return [b['y'].tolist() for b in out.as_numpy_iterator()]
-
-    batches = order(5)
-    assert [len(b) for b in batches] == [4] * 7 + [2]
-    flat = sum(batches, [])
-    assert sorted(flat) == sorted(list(range(10)) * 3)
-    assert flat[:10] != flat[10:20]  # reshuffled each epoch
-    assert order(5) == batches and order(6) != batches
-    assert data.derive_seed(1, 2, 3) == data.derive_seed(1, 2, 3) != data.derive_seed(1, 2, 4)
 
 
 def test_heldout_clients_are_whole_clients_never_trained_on():

@@ -1,9 +1,7 @@
-"""Generated client data: deterministic per client id, distinct across clients, known size
-(so whole-client batching works)."""
+"""Generated client data: deterministic per client id, distinct across clients."""
 
 import numpy as np
 
-from fl_tff.data import preprocessing
 from fl_tff.data.generated import generated_client_data
 
 
@@ -20,12 +18,3 @@ def test_same_id_same_examples_and_different_ids_differ():
     assert set(np.unique(a['y'])) <= {0, 1, 2}
     assert not np.array_equal(a['x'], _examples(generated_client_data(10_000, 50, features=8,
                                                                       seed=2), '0007')['x'])
-
-
-def test_whole_client_batches_need_and_get_a_known_size():
-    data = generated_client_data(3, 25, features=4)
-    dataset = data.create_tf_dataset_for_client('0')
-    assert int(dataset.cardinality()) == 25
-    whole = preprocessing.preprocess_client_dataset(dataset, epochs=2, batch_size=10,
-                                                   shuffle_seed=0, whole=True)
-    assert next(iter(whole))['x'].shape == (50, 4)

@@ -17,6 +17,7 @@ from fl_tff import evaluation, experiment, models, reporting
 from fl_tff.algorithms import build_fedavg
 from fl_tff.config import ExperimentConfig
 from fl_tff.simulation import TIMING_COLUMNS
+from fl_tff.data import client_rounds
 from tests.helpers import REPO_ROOT, live_worker_pids, run_driver_in_process
 
 def _rows(run_dir):
@@ -190,7 +191,7 @@ def test_final_model_and_summary_agree(tff_runtime, tmp_path):
 def test_per_client_accuracy_statistics_match_a_by_hand_computation(tff_runtime, skewed_digits):
     model_fn, keras_fn = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10, seed=1)
     process = build_fedavg(model_fn)
-    datasets = [skewed_digits.train.create_tf_dataset_for_client(c).batch(16)
+    datasets = [client_rounds.from_batches(skewed_digits.train.create_tf_dataset_for_client(c).batch(16))
                 for c in skewed_digits.train.client_ids]
     weights = process.get_model_weights(process.next(process.initialize(), datasets).state)
     stats = evaluation.PerClientEvaluator(keras_fn, skewed_digits.test)(weights)

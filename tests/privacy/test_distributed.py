@@ -14,7 +14,7 @@ from tensorflow_federated.python.core.impl.compiler import tree_analysis
 from fl_tff import experiment, simulation
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.privacy import accounting, distributed
-from tests.helpers import float_tensor_shapes
+from tests.helpers import client_rounds, float_tensor_shapes
 
 BASE = ExperimentConfig(hidden_units=32, clients_per_round=4, client_epochs=1, seed=2,
                         dp='distributed', secure_agg=True, client_weighting='uniform',
@@ -49,7 +49,7 @@ def _one_round(config):
         fed.train, clients_per_round=config.clients_per_round, epochs=1,
         batch_size=config.client_batch_size, seed=config.seed)
     state = process.initialize()
-    after = process.get_model_weights(process.next(state, select(1)).state).trainable
+    after = process.get_model_weights(process.next(state, client_rounds(select, 1)).state).trainable
     return np.concatenate([np.ravel(t) for t in after]), model_fn
 
 

@@ -8,9 +8,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import simulation
-from fl_tff.algorithms import build_fedavg, client_work
+from fl_tff.algorithms import build_fedavg
 from fl_tff.privacy.dpsgd import DpSgd, build_dp_sgd_gradient_fn, clip_and_sum
-from tests.helpers import max_abs_diff
+from tests.helpers import client_rounds, max_abs_diff
 
 UNIFORM = tff.learning.ClientWeighting.UNIFORM
 
@@ -20,13 +20,14 @@ def _train(model_fn, select, rounds, **kwargs):
                            weighting=UNIFORM, **kwargs)
     state = process.initialize()
     for r in range(1, rounds + 1):
-        state = process.next(state, select(r)).state
+        state = process.next(state, client_rounds(select, r)).state
     return process.get_model_weights(state)
 
 
-def _select(data, noise_seeds, seed=11):
+def _select(data, steps_per_epoch, seed=11):
     return simulation.build_training_selection_fn(data.train, clients_per_round=4, epochs=1,
-                                                  batch_size=8, seed=seed, noise_seeds=noise_seeds)
+                                                  batch_size=8, seed=seed,
+                                                  steps_per_epoch=steps_per_epoch)
 
 
 def test_without_noise_and_clipping_dp_sgd_is_fedavg(tff_runtime, model_fn, skewed_digits):
@@ -53,21 +54,20 @@ def test_per_example_clipping_then_sum():
 
 
 def test_noise_differs_per_client_seed_and_step_and_repeats_for_the_same_seed(model_fn, skewed_digits):
-    """One local step on the same batch with different `noise_seed`s (eager, outside TFF)."""
-    train = client_work.build_local_training_fn(
-        model_fn, tff.learning.optimizers.build_sgdm(0.1), UNIFORM,
-        gradient_fn=build_dp_sgd_gradient_fn(DpSgd(clip=1.0, noise_multiplier=1.0)))
-    initial = tf.nest.map_structure(lambda v: v.numpy(),
-                                    tff.learning.models.ModelWeights.from_model(model_fn()))
-    ds = skewed_digits.train.create_tf_dataset_for_client(skewed_digits.train.client_ids[0]).batch(8).take(1)
+    """DP-SGD's gradient on the same batch with different `noise_seed`s ([client seed, step], as
+    `client_rounds.run_local_steps` passes them)."""
+    model = model_fn()
+    trainable = tuple(model.trainable_variables)
+    gradient_fn = build_dp_sgd_gradient_fn(DpSgd(clip=1.0, noise_multiplier=1.0))
+    batch = next(iter(skewed_digits.train.create_tf_dataset_for_client(
+        skewed_digits.train.client_ids[0]).batch(8)))
 
-    def update(seed):
-        with_seed = ds.map(lambda b: collections.OrderedDict(
-            [*b.items(), ('noise_seed', tf.constant(seed, tf.int64))]))
-        result, _ = train(initial, with_seed)
-        return [t.numpy() for t in result.update]
+    def gradient(seed):
+        grads, _ = gradient_fn(model, collections.OrderedDict(
+            [*batch.items(), ('noise_seed', tf.constant(seed, tf.int64))]), trainable)
+        return [g.numpy() for g in grads]
 
-    a, again, other_client, other_step = update([1, 0]), update([1, 0]), update([2, 0]), update([1, 1])
+    a, again, other_client, other_step = gradient([1, 0]), gradient([1, 0]), gradient([2, 0]), gradient([1, 1])
     assert all(np.array_equal(x, y) for x, y in zip(a, again))
     for other in (other_client, other_step):
         assert max(np.abs(x - y).max() for x, y in zip(a, other)) > 1e-3

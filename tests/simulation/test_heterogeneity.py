@@ -6,6 +6,7 @@ import pytest
 from fl_tff import models, simulation
 from fl_tff.algorithms import build_fedprox
 from fl_tff.simulation.heterogeneity import DeviceHeterogeneity, plan_round
+from tests.helpers import plan_rounds, to_batches
 
 IDS = [f'client_{i:05d}' for i in range(40)]
 SIZES = {cid: 10 + 7 * i for i, cid in enumerate(IDS)}
@@ -67,10 +68,11 @@ def test_partial_stragglers_get_fewer_local_epochs_and_the_loop_reports_counts(t
         skewed_digits.train, clients_per_round=4, epochs=4, batch_size=1000, seed=1,
         heterogeneity=DeviceHeterogeneity(straggler_fraction=0.5, straggler_policy='partial'))
     plan = selector.plan(1)
-    for (cid, epochs), ds in zip(plan.participants, selector.datasets(plan)):
+    for (cid, epochs), ds in zip(plan.participants, plan_rounds(selector, plan)):
         n = skewed_digits.train_sizes[cid]
-        assert sum(int(b['y'].shape[0]) for b in ds) == epochs * n
+        assert sum(int(b['y'].shape[0]) for b in to_batches(ds)) == epochs * n
     model_fn, _ = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10)
-    _, history = simulation.run_training(build_fedprox(model_fn, mu=0.1), selector, rounds=2)
+    process = simulation.compose(build_fedprox(model_fn, mu=0.1), selector.dataset_computation())
+    _, history = simulation.run_training(process, selector, rounds=2)
     assert all(row['stragglers'] == 2 and row['partial'] == 2 and row['aggregated'] == 4
                for row in history)

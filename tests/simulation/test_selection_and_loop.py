@@ -6,8 +6,8 @@ from fl_tff import models, simulation
 from fl_tff.algorithms import build_fedavg
 
 
-def _labels(datasets):
-    return [np.concatenate([b['y'] for b in ds.as_numpy_iterator()]).tolist() for ds in datasets]
+def _labels(tasks, select):
+    return [next(iter(select.client_round(t)))['y'].numpy().tolist() for t in tasks]
 
 
 def test_selection_is_deterministic_per_round_and_varies_across_rounds(skewed_digits):
@@ -16,9 +16,9 @@ def test_selection_is_deterministic_per_round_and_varies_across_rounds(skewed_di
             skewed_digits.train, clients_per_round=3, epochs=1, batch_size=5, seed=seed)
 
     a, b, c = make(1), make(1), make(2)
-    assert _labels(a(4)) == _labels(b(4))
-    assert _labels(a(4)) != _labels(a(5))
-    assert _labels(a(4)) != _labels(c(4))
+    assert _labels(a(4), a) == _labels(b(4), b)
+    assert _labels(a(4), a) != _labels(a(5), a)
+    assert _labels(a(4), a) != _labels(c(4), c)
     assert len(a(1)) == 3
 
 
@@ -28,7 +28,8 @@ def test_loop_evaluates_every_k_rounds_and_at_the_end(tff_runtime, skewed_digits
         skewed_digits.train, clients_per_round=2, epochs=1, batch_size=32, seed=0)
     seen = []
     _, history = simulation.run_training(
-        build_fedavg(model_fn), select, rounds=5, eval_every=2,
+        simulation.compose(build_fedavg(model_fn), select.dataset_computation()), select,
+        rounds=5, eval_every=2,
         evaluation_fn=lambda w: {'evaluated': 1.0}, on_round=lambda row, state: seen.append(row))
     assert [row['round'] for row in history] == [1, 2, 3, 4, 5]
     assert [('evaluated' in row) for row in history] == [False, True, False, True, True]

@@ -1,0 +1,123 @@
+"""Client data built where it is used: the driver sends client tasks, TFF's workers build data.
+
+A client's task is its id plus what this round's selection decided for it: its local epochs
+(partial for stragglers), the seed of its shuffle and the seed of its DP-SGD noise. A TFF dataset
+computation (`build_dataset_computation`) turns a task into the client's round
+(`fl_tff.data.client_rounds`) inside the worker, reading the client's examples there (from the
+files of `fl_tff.data.client_files`, or generating them from the id). `compose` puts the dataset
+computation in front of a learning process's `next` with TFF's own composition
+(`tff.simulation.compose_dataset_computation_with_computation`), so the process takes tasks
+CLIENTS-placed: per round the driver sends the model and the tasks, never examples.
+
+The same function builds the round in the driver (`client_round`): a process that takes data
+(the uncomposed one) trains on exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Mapping, Union
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff import client_state, options
+from fl_tff.data import client_rounds
+
+TASK_SPEC = collections.OrderedDict(client_id=np.str_, epochs=np.int32, shuffle_seed=np.int64,
+                                    noise_seed=np.int64)
+
+
+def make_task(client_id: str, epochs: int, *, shuffle_seed: int,
+              noise_seed: int) -> collections.OrderedDict:
+    """A client's task (see the module docstring)."""
+    return collections.OrderedDict(client_id=np.str_(client_id), epochs=np.int32(epochs),
+                                   shuffle_seed=np.int64(shuffle_seed),
+                                   noise_seed=np.int64(noise_seed))
+
+
+def _round(examples: tf.data.Dataset, task: Mapping, batch_size: int,
+           steps_per_epoch: bool) -> tf.data.Dataset:
+    return client_rounds.make_round(examples, epochs=task['epochs'], batch_size=batch_size,
+                                    shuffle_seed=task['shuffle_seed'],
+                                    noise_seed=task['noise_seed'],
+                                    batch_per_epoch=steps_per_epoch)
+
+
+def build_dataset_computation(client_data: tff.simulation.datasets.ClientData, *,
+                              batch_size: int, steps_per_epoch: bool = False) -> tff.Computation:
+    """A `tff.tensorflow.computation` task -> the client's round, built from
+    `client_data.serializable_dataset_fn` where it runs.
+
+    Args:
+      client_data: The clients. File-backed (`fl_tff.data.client_files`) or generated ones read
+        or make only the task's client; an in-memory `ClientData` carries all its examples in
+        the computation.
+      batch_size: Examples per local step.
+      steps_per_epoch: Whether local steps stop at epoch boundaries (DP-SGD).
+
+    Returns:
+      The dataset computation.
+    """
+    @tff.tensorflow.computation(TASK_SPEC)
+    def dataset_computation(task):
+        task = collections.OrderedDict(zip(TASK_SPEC, task.values()) if isinstance(
+            task, Mapping) else zip(TASK_SPEC, task))
+        return _round(client_data.serializable_dataset_fn(task['client_id']), task, batch_size,
+                      steps_per_epoch)
+
+    return dataset_computation
+
+
+def client_round(client_data: tff.simulation.datasets.ClientData, task: Mapping, *,
+                 batch_size: int, steps_per_epoch: bool = False) -> tf.data.Dataset:
+    """The client's round for `task`, built here (eagerly) with the dataset computation's ops."""
+    examples = client_data.create_tf_dataset_for_client(str(task['client_id']))
+    return _round(examples, {k: task[k] for k in TASK_SPEC}, batch_size, steps_per_epoch)
+
+
+Process = Union[tff.learning.templates.LearningProcess, client_state.StatefulLearningProcess]
+
+
+def compose(process: Process, dataset_computation: tff.Computation) -> Process:
+    """`process` whose `next` takes client tasks CLIENTS-placed instead of client datasets; each
+    worker builds its clients' data with `dataset_computation`.
+
+    Args:
+      process: A learning process over client rounds, with or without client state.
+      dataset_computation: task -> the client's round (`build_dataset_computation`).
+
+    Returns:
+      The same kind of process, with the same state, weights and hyperparameters.
+
+    Raises:
+      TypeError: The process's client data does not match the dataset computation's rounds.
+    """
+    if isinstance(process, client_state.StatefulLearningProcess):
+        return process.with_next(tff.simulation.compose_dataset_computation_with_computation(
+            dataset_computation, process.next_computation))
+    return tff.simulation.compose_dataset_computation_with_learning_process(
+        dataset_computation, process)
+
+
+def _retired(name: str):
+    def check(config, selection) -> None:
+        del config, selection
+        raise options.OptionError(
+            'simulation', f'--simulation={name} was retired: TFF\'s runtime now builds each '
+                          'client\'s data in the worker and trains it in one graph loop, as fast '
+                          'as the fast path was, with every feature; use --simulation=tff (the '
+                          'default)')
+    return check
+
+
+# Each builder is `(process, dataset_computation) -> the process that runs the rounds`.
+SIMULATIONS = options.Registry('simulation', 'How rounds run.', [
+    options.Option('tff', 'TFF\'s runtime; the driver sends client tasks and each worker builds '
+                   'its clients\' data', build=compose),
+    options.Option('fast', 'retired (was: local SGD in this process); use tff',
+                   check=_retired('fast'), build=compose),
+    options.Option('fast_xla', 'retired (was: the fast path, XLA-compiled); use tff',
+                   check=_retired('fast_xla'), build=compose),
+], default='tff')
