@@ -60,18 +60,19 @@ class TFRecordClientData(tff.simulation.datasets.ClientData):
         parse_spec = _parse_spec(self._spec)
         spec = self._spec
 
-        def dataset_fn(client_id) -> tf.data.Dataset:
+        def stacked_dataset_fn(client_id) -> tf.data.Dataset:
             path = tf.strings.join([directory, os.sep, client_id, _SUFFIX])
 
-            def parse(record):  # One record holds the client's whole example stream.
+            def parse(record):  # One record holds the client's examples, stacked.
                 fields = tf.io.parse_single_example(record, parse_spec)
                 return collections.OrderedDict(
                     (k, tf.ensure_shape(tf.io.parse_tensor(fields[k], s.dtype), [None] + s.shape))
                     for k, s in spec.items())
 
-            return tf.data.TFRecordDataset(path).map(parse).unbatch()
+            return tf.data.TFRecordDataset(path).map(parse)
 
-        self._dataset_fn = dataset_fn
+        self._stacked_dataset_fn = stacked_dataset_fn
+        self._dataset_fn = lambda client_id: stacked_dataset_fn(client_id).unbatch()
 
     @property
     def client_ids(self) -> list[str]:
@@ -80,6 +81,11 @@ class TFRecordClientData(tff.simulation.datasets.ClientData):
     @property
     def serializable_dataset_fn(self):
         return self._dataset_fn
+
+    @property
+    def serializable_stacked_dataset_fn(self):
+        """client id -> ONE element: the client's examples stacked (`client_rounds.StackedClientData`)."""
+        return self._stacked_dataset_fn
 
     def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
         if client_id not in set(self._client_ids):

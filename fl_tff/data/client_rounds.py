@@ -16,13 +16,17 @@ a dataset of batches (`docs/benchmarks.md`).
 
 `make_round` builds the element from a client's raw examples, eagerly in the driver or inside
 a TFF dataset computation in the worker (the same ops, so the same batches); `from_batches`
-turns any dataset of batches (e.g. one made for TFF's own builders) into the element.
+turns any dataset of batches (e.g. one made for TFF's own builders) into the element. It
+shuffles by a gather over the client's stacked examples (one op per field, not a tf.data
+shuffle element by element): about twice as fast at building a round, and a full shuffle
+whatever the client's size. Client data that already reads a client's examples stacked
+(`StackedClientData`, e.g. the client files) skips the pass over single examples as well.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +38,17 @@ ROUND_KEYS = (STEP_SIZES_KEY, CLIENT_EXAMPLES_KEY, NOISE_SEED_KEY)
 
 # More examples than any client's round holds: `batch` by it makes one element of the stream.
 _WHOLE = 2 ** 31 - 1
-SHUFFLE_BUFFER = 10_000
+
+
+@runtime_checkable
+class StackedClientData(Protocol):
+    """Client data that can hand over a client's examples stacked, as ONE element whose fields
+    have a leading examples axis (the same examples, in the same order, as
+    `serializable_dataset_fn`)."""
+
+    @property
+    def serializable_stacked_dataset_fn(self) -> Callable[[Any], tf.data.Dataset]:
+        ...
 
 
 def round_spec(batch_spec: Any) -> collections.OrderedDict:
@@ -70,24 +84,34 @@ def _step_sizes(examples: tf.Tensor, epochs: tf.Tensor, batch_size: int,
     return tf.tile(chunks(per_epoch), [epochs])
 
 
+def stack(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """A client's examples stacked as one element (no examples: fields with 0 rows)."""
+    spec = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape], s.dtype),
+                                 examples.element_spec)
+    return (examples.batch(_WHOLE)
+            .concatenate(tf.data.Dataset.from_tensors(_empty_like(spec))).take(1))
+
+
 def make_round(examples: tf.data.Dataset, *, epochs, batch_size: int, shuffle_seed,
                noise_seed=0, batch_per_epoch: bool = False,
-               shuffle_buffer: int = SHUFFLE_BUFFER) -> tf.data.Dataset:
+               stacked: bool = False) -> tf.data.Dataset:
     """A client's round (one element, see the module docstring) from its raw examples.
 
-    Seeded shuffle, reshuffled each epoch; `epochs` passes; steps of `batch_size` that run
-    across epoch boundaries, unless `batch_per_epoch` (DP-SGD: no step may hold an example twice;
-    each epoch is ceil(n_k / batch_size) steps). `epochs`, `shuffle_seed` and `noise_seed` may be
-    Python ints or scalar tensors (inside a TFF dataset computation).
+    Seeded shuffle, a new permutation each epoch (`tf.random.stateless_uniform` keyed by
+    [shuffle_seed, 0], one row per epoch, argsorted); `epochs` passes; steps of `batch_size`
+    that run across epoch boundaries, unless `batch_per_epoch` (DP-SGD: no step may hold an
+    example twice; each epoch is ceil(n_k / batch_size) steps). `epochs`, `shuffle_seed` and
+    `noise_seed` may be Python ints or scalar tensors (inside a TFF dataset computation).
 
     Args:
-      examples: The client's raw (unbatched) examples, a mapping per example.
+      examples: The client's raw (unbatched) examples, a mapping per example; or, with
+        `stacked`, one element holding them all (`stack`, `StackedClientData`).
       epochs: Local epochs this round (>= 1).
       batch_size: Examples per local step.
       shuffle_seed: Seed of the shuffle.
       noise_seed: The client's DP-SGD noise seed this round.
       batch_per_epoch: Whether steps stop at epoch boundaries.
-      shuffle_buffer: tf.data's shuffle buffer (clients larger than it are partly shuffled).
+      stacked: Whether `examples` is already the stacked element.
 
     Returns:
       A dataset with exactly one element.
@@ -97,25 +121,22 @@ def make_round(examples: tf.data.Dataset, *, epochs, batch_size: int, shuffle_se
     """
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    epochs = tf.cast(epochs, tf.int64)
-    spec = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape], s.dtype),
-                                 examples.element_spec)
-    stream = (examples.shuffle(shuffle_buffer, seed=tf.cast(shuffle_seed, tf.int64),
-                               reshuffle_each_iteration=True)
-              .repeat(epochs).batch(_WHOLE)
-              .concatenate(tf.data.Dataset.from_tensors(_empty_like(spec))).take(1))
+    epochs = tf.cast(epochs, tf.int32)
+    seed = tf.stack([tf.cast(shuffle_seed, tf.int64), tf.constant(0, tf.int64)])
     noise_seed = tf.cast(noise_seed, tf.int64)
 
-    def finish(element):
-        total = tf.shape(tf.nest.flatten(element)[0], out_type=tf.int64)[0]
-        sizes = _step_sizes(tf.cast(total, tf.int32), tf.cast(epochs, tf.int32), batch_size,
-                            batch_per_epoch)
+    def build(element):
+        n = tf.shape(tf.nest.flatten(element)[0])[0]
+        keys = tf.random.stateless_uniform(tf.stack([epochs, n]), seed)
+        order = tf.reshape(tf.argsort(keys, axis=1, stable=True), [-1])
+        stream = collections.OrderedDict((k, tf.gather(v, order)) for k, v in element.items())
+        sizes = _step_sizes(n * epochs, epochs, batch_size, batch_per_epoch)
         return collections.OrderedDict([
-            *element.items(), (STEP_SIZES_KEY, sizes),
-            (CLIENT_EXAMPLES_KEY, total // tf.maximum(epochs, 1)),
+            *stream.items(), (STEP_SIZES_KEY, sizes),
+            (CLIENT_EXAMPLES_KEY, tf.cast(n, tf.int64)),
             (NOISE_SEED_KEY, noise_seed)])
 
-    return stream.map(finish)
+    return (examples if stacked else stack(examples)).take(1).map(build)
 
 
 def from_batches(batches: tf.data.Dataset, *, client_examples: Optional[int] = None,

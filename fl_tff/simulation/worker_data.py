@@ -37,18 +37,26 @@ def make_task(client_id: str, epochs: int, *, shuffle_seed: int,
                                    noise_seed=np.int64(noise_seed))
 
 
-def _round(examples: tf.data.Dataset, task: Mapping, batch_size: int,
-           steps_per_epoch: bool) -> tf.data.Dataset:
+def _round(client_data: tff.simulation.datasets.ClientData, client_id, task: Mapping,
+           batch_size: int, steps_per_epoch: bool, *, in_graph: bool) -> tf.data.Dataset:
+    """The client's round: from its stacked examples where the client data has them."""
+    stacked = isinstance(client_data, client_rounds.StackedClientData)
+    if stacked:
+        examples = client_data.serializable_stacked_dataset_fn(client_id)
+    elif in_graph:
+        examples = client_data.serializable_dataset_fn(client_id)
+    else:
+        examples = client_data.create_tf_dataset_for_client(client_id)
     return client_rounds.make_round(examples, epochs=task['epochs'], batch_size=batch_size,
                                     shuffle_seed=task['shuffle_seed'],
                                     noise_seed=task['noise_seed'],
-                                    batch_per_epoch=steps_per_epoch)
+                                    batch_per_epoch=steps_per_epoch, stacked=stacked)
 
 
 def build_dataset_computation(client_data: tff.simulation.datasets.ClientData, *,
                               batch_size: int, steps_per_epoch: bool = False) -> tff.Computation:
     """A `tff.tensorflow.computation` task -> the client's round, built from
-    `client_data.serializable_dataset_fn` where it runs.
+    `client_data.serializable_dataset_fn` (or its stacked form) where it runs.
 
     Args:
       client_data: The clients. File-backed (`fl_tff.data.client_files`) or generated ones read
@@ -64,8 +72,11 @@ def build_dataset_computation(client_data: tff.simulation.datasets.ClientData, *
     def dataset_computation(task):
         task = collections.OrderedDict(zip(TASK_SPEC, task.values()) if isinstance(
             task, Mapping) else zip(TASK_SPEC, task))
-        return _round(client_data.serializable_dataset_fn(task['client_id']), task, batch_size,
-                      steps_per_epoch)
+        # Built here and handed over materialized: the worker passes a lazy dataset to the
+        # client computation as a graph it re-instantiates there, twice the cost at K = 50.
+        built = _round(client_data, task['client_id'], task, batch_size, steps_per_epoch,
+                       in_graph=True)
+        return tf.data.Dataset.from_tensors(built.get_single_element())
 
     return dataset_computation
 
@@ -73,8 +84,9 @@ def build_dataset_computation(client_data: tff.simulation.datasets.ClientData, *
 def client_round(client_data: tff.simulation.datasets.ClientData, task: Mapping, *,
                  batch_size: int, steps_per_epoch: bool = False) -> tf.data.Dataset:
     """The client's round for `task`, built here (eagerly) with the dataset computation's ops."""
-    examples = client_data.create_tf_dataset_for_client(str(task['client_id']))
-    return _round(examples, {k: task[k] for k in TASK_SPEC}, batch_size, steps_per_epoch)
+    client_id = str(task['client_id'])
+    return _round(client_data, client_id, {k: task[k] for k in TASK_SPEC}, batch_size,
+                  steps_per_epoch, in_graph=False)
 
 
 Process = Union[tff.learning.templates.LearningProcess, client_state.StatefulLearningProcess]
