@@ -241,6 +241,13 @@ def _sgd(lr):
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # TFF logs every model build at INFO.
+    try:
+        _main()
+    finally:
+        runtime.drop_stock_context()  # Else TFF's unused stock context prints a traceback at exit.
+
+
+def _main() -> None:
     if _MEMORY.value:
         _memory()
         return

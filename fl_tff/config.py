@@ -43,11 +43,11 @@ REGISTRIES: tuple[options.Registry, ...] = (
 RESULT_NEUTRAL = 'result_neutral'
 HELP = 'help'
 
-# What `--workers` cannot run, by capability: TFF's mergeable form has one aggregation per round
-# and no client outputs.
+# What `--workers` and `--subrounds` cannot run, by capability: TFF's mergeable form has one
+# aggregation per round and no client outputs.
 _NOT_ON_WORKERS = {
-    options.SECURE_SUM: 'secure sums cannot be split across workers (TFF\'s mergeable form has no '
-                        'secure-sum merge)',
+    options.SECURE_SUM: 'secure sums cannot be split across workers or sub-rounds (TFF\'s '
+                        'mergeable form has no secure-sum merge)',
     options.CLIENT_STATE: 'client state is a client output, which TFF\'s mergeable form cannot '
                           'return',
 }
@@ -94,6 +94,10 @@ class BaseConfig:
                           'with `python -m experiments.launch_workers`), splitting each round\'s '
                           'clients across them; empty: one local worker owned by this run.',
                           neutral=True)
+    subrounds: int = _field(1, 'Run each round as this many sequential sub-rounds per worker, '
+                            'merging partial aggregates (TFF\'s mergeable form): a worker holds '
+                            'K / subrounds clients at once (e.g. 4 at K = 1,000: 1.9 GB instead '
+                            'of 5.3 GB); 1: the whole cohort at once.')
     seed: int = _field(0, 'Seed for data, partitioning, sampling, devices, shuffling and '
                        'initialization.')
     eval_every: int = _field(5, 'Evaluate on test data every this many rounds (and after the last '
@@ -193,7 +197,10 @@ class BaseConfig:
         selection.check_compatibility(self.REGISTRIES)
         self._validate_unused_params(selection)
         self._validate_devices()
-        if self.workers:
+        if self.subrounds < 1 or self.subrounds > self.clients_per_round:
+            raise ConfigError('subrounds', f'must be in [1, clients_per_round = '
+                              f'{self.clients_per_round}], got {self.subrounds}')
+        if self.workers or self.subrounds > 1:
             self._validate_workers(selection)
         for _, option in selection.items():
             if option.check is not None:
@@ -235,11 +242,12 @@ class BaseConfig:
             parse_workers(self.workers)
         except ValueError as e:
             raise ConfigError('workers', f'{e}; give host:port,host:port') from e
+        flag = '--workers' if self.workers else '--subrounds'
         for capability, why in _NOT_ON_WORKERS.items():
             for kind, option in selection.items():
                 if capability in option.provides:
-                    raise ConfigError(kind, f'--workers: {why} ({selection.flag_text(kind)}); run '
-                                      'without --workers or choose another option')
+                    raise ConfigError(kind, f'{flag}: {why} ({selection.flag_text(kind)}); run '
+                                      f'without {flag} or choose another option')
 
     def _validate_devices(self) -> None:
         if self.straggler_fraction > 0 and self.local_epochs() < 2:

@@ -248,7 +248,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
     # The global model's loss on all training data (what FedProx's paper plots).
     global_train = evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
                                                    prefix='global_train', **masks)
-    with runtime.runtime_for(runtime.parse_workers(config.workers),
+    with runtime.runtime_for(runtime.parse_workers(config.workers), subrounds=config.subrounds,
                              log_path=os.path.join(run_dir, 'worker.log')) as rt, \
             contextlib.ExitStack() as cleanup:
         # Written once per session; each worker reads its clients' files (the driver sends ids).

@@ -237,6 +237,11 @@ class LocalRuntime:
         return self._worker.port
 
     @property
+    def address(self) -> str:
+        """host:port of the running worker."""
+        return self._worker.address
+
+    @property
     def log_path(self) -> Optional[str]:
         """Where the worker's stdout and stderr go."""
         return self._worker.log_path
@@ -301,10 +306,12 @@ class RemoteRuntime:
     The workers belong to whoever started them (e.g. `experiments.launch_workers`).
     `bytes_sent()` counts what this process sent to each worker."""
 
-    def __init__(self, addresses: list[str], *, default_num_clients: int = 0):
+    def __init__(self, addresses: list[str], *, default_num_clients: int = 0,
+                 num_subrounds: Optional[int] = None):
         if not addresses:
             raise ValueError('RemoteRuntime needs at least one worker address')
         self.addresses = list(addresses)
+        self._num_subrounds = num_subrounds
         self._default_num_clients = default_num_clients
         self._channels: list[grpc.Channel] = []
         self._counters: list[_BytesSent] = []
@@ -321,7 +328,8 @@ class RemoteRuntime:
                                                  self._default_num_clients),
             compiler_fn=tff.backends.native.desugar_and_transform_to_native, **_CONTEXT_ARGS)
             for channel, counter in zip(self._channels, self._counters)]
-        self.context = tff.backends.native.create_mergeable_comp_execution_context(contexts)
+        self.context = tff.backends.native.create_mergeable_comp_execution_context(
+            contexts, num_subrounds=self._num_subrounds)
         self.install()
         return self
 
@@ -430,14 +438,29 @@ def local_runtime(**kwargs) -> Iterator[LocalRuntime]:
 
 
 @contextlib.contextmanager
-def runtime_for(workers: Sequence[str] = (), **kwargs) -> Iterator[LocalRuntime | RemoteRuntime]:
+def runtime_for(workers: Sequence[str] = (), subrounds: int = 1,
+                **kwargs) -> Iterator[LocalRuntime | RemoteRuntime]:
     """The local runtime (no `workers`), or a `RemoteRuntime` over the `workers` addresses,
-    installed inside the block and stopped (uninstalled) on exit."""
+    installed inside the block and stopped (uninstalled) on exit.
+
+    With `subrounds` > 1 each round runs as that many sequential sub-rounds per worker through
+    TFF's mergeable context (partial aggregates merged): a cohort's clients are not all held
+    by a worker at once. Locally the mergeable context drives this process's own worker.
+    """
     if not workers:
         with local_runtime(**kwargs) as rt:
-            yield rt
+            if subrounds <= 1:
+                yield rt
+                return
+            split = RemoteRuntime([rt.address], num_subrounds=subrounds).start()
+            try:
+                yield rt
+            finally:
+                split.stop()
+                rt.install()
         return
-    rt = RemoteRuntime(list(workers)).start()
+    rt = RemoteRuntime(list(workers),
+                       num_subrounds=subrounds * len(workers) if subrounds > 1 else None).start()
     try:
         yield rt
     finally:

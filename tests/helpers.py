@@ -91,4 +91,4 @@ def to_batches(client_round):
 
 def plan_rounds(select, plan) -> list:
     """The rounds of `plan`'s participants (see `client_rounds`)."""
-    return [select.client_round(task) for task in select.client_tasks(plan)]
+    return [select.client_round(task) for task in select.client_inputs(plan)]

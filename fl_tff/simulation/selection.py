@@ -125,12 +125,10 @@ class ClientSelector:
                           heterogeneity=self._heterogeneity, seed=self._seed,
                           client_sizes=self._client_sizes)
 
-    def client_tasks(self, plan: RoundPlan) -> list[collections.OrderedDict]:
-        """The tasks of the plan's participants, in `plan.participants` order."""
+    def client_inputs(self, plan: RoundPlan) -> list[collections.OrderedDict]:
+        """The tasks of the plan's participants, in `plan.participants` order: what the loop
+        passes to a process composed with `dataset_computation`."""
         return [self.task(cid, epochs, plan.round_num) for cid, epochs in plan.participants]
-
-    # What the loop passes to a process composed with `dataset_computation`.
-    client_inputs = client_tasks
 
     def task(self, client_id: str, epochs: int, round_num: int) -> collections.OrderedDict:
         """`client_id`'s task in `round_num` with `epochs` local epochs."""
@@ -141,7 +139,7 @@ class ClientSelector:
             noise_seed=preprocessing.derive_seed(self._seed, round_num, position, 0xD9))
 
     def __call__(self, round_num: int) -> list:
-        return self.client_tasks(self.plan(round_num))
+        return self.client_inputs(self.plan(round_num))
 
 
 def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData, *,

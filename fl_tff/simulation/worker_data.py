@@ -118,9 +118,9 @@ def _retired(name: str):
         del config, selection
         raise options.OptionError(
             'simulation', f'--simulation={name} was retired: TFF\'s runtime now builds each '
-                          'client\'s data in the worker and trains it in one graph loop, as fast '
-                          'as the fast path was, with every feature; use --simulation=tff (the '
-                          'default)')
+                          'client\'s data in the worker and trains it in one graph loop, about '
+                          'as fast as the fast path was (docs/benchmarks.md), with every feature; '
+                          'use --simulation=tff (the default)')
     return check
 
 

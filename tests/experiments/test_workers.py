@@ -75,3 +75,31 @@ def test_launcher_starts_workers_and_stops_them_on_sigterm():
         assert all(runtime.wait_for_exit(p) for p in pids)
     finally:
         proc.kill()
+
+
+def test_subrounds_split_the_cohort_on_the_local_worker_and_match_one_round(
+        tff_runtime, tmp_path, monkeypatch):
+    made = []
+    create = runtime.tff.backends.native.create_mergeable_comp_execution_context
+
+    def spy(contexts, num_subrounds=None):
+        made.append((len(contexts), num_subrounds))
+        return create(contexts, num_subrounds=num_subrounds)
+
+    monkeypatch.setattr(runtime.tff.backends.native, 'create_mergeable_comp_execution_context', spy)
+    whole, _ = _run(BASE, tmp_path, 'whole')
+    assert made == []
+    split, _ = _run(dataclasses.replace(BASE, subrounds=3), tmp_path, 'split')
+    assert made == [(1, 3)]  # One local worker, three sequential sub-rounds of 2 clients.
+    assert np.abs(split - whole).max() <= 1e-5
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (dict(subrounds=2, secure_agg=True), '--subrounds: secure sums'),
+    (dict(subrounds=2, compression='topk', error_feedback=True), '--subrounds: client state'),
+    (dict(subrounds=0), r'subrounds.*\[1, clients_per_round = 6\]'),
+    (dict(subrounds=7), r'subrounds.*\[1, clients_per_round = 6\]'),
+])
+def test_subrounds_refuse_what_cannot_be_split(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(BASE, **overrides).validate()

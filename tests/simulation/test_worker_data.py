@@ -64,7 +64,7 @@ def test_rounds_built_in_the_worker_equal_rounds_shipped_from_the_driver(tff_run
     in_worker = experiment.build_process(config, model_fn, max_weight=max_weight,
                                          dataset_computation=select.dataset_computation(files))
     a, states_a = _rounds(shipped, select, lambda plan: plan_rounds(select, plan))
-    b, states_b = _rounds(in_worker, select, select.client_tasks)
+    b, states_b = _rounds(in_worker, select, select.client_inputs)
     initial = shipped.get_model_weights(shipped.initialize()).trainable
     assert max_abs_diff(a, initial) > 1e-4  # It trained.
     assert max_abs_diff(a, b) <= 1e-5

@@ -1,0 +1,77 @@
+r"""Seconds per round against K for every variant of `round_time --features`, as a PNG.
+
+Runs `python -m benchmarks.round_time --features --clients=K` once per K, each in its own
+process (each run interleaves its variants and the plain-TF lower bound, so a K's ratios come
+from one run), then plots s/round against K per variant and prints the table as Markdown.
+
+  .venv/bin/python -m benchmarks.round_time_plot --ks=10,25,50,100 --rounds=3 \
+      --out=docs/round_time_vs_k.png
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+_KS = flags.DEFINE_list('ks', ['10', '25', '50', '100'], 'Clients per round to measure.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Steady rounds per variant and K.')
+_OUT = flags.DEFINE_string('out', 'docs/round_time_vs_k.png', 'Where the PNG goes.')
+
+_ROW = re.compile(r'^(?P<name>.+?)\s+(?P<first>\d+\.\d+)\s+(?P<median>\d+\.\d+)\s+(?P<ratio>\d+\.\d+)$')
+
+
+def _measure(k: int) -> dict[str, tuple[float, float]]:
+    """{variant: (median s/round, ratio to plain TF)} for one K."""
+    out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', '--features',
+                          f'--clients={k}', f'--rounds={_ROUNDS.value}'],
+                         capture_output=True, text=True, check=False)
+    rows = {}
+    for line in out.stdout.splitlines():
+        match = _ROW.match(line.strip())
+        if match:
+            rows[match['name']] = (float(match['median']), float(match['ratio']))
+    if out.returncode or not rows:
+        sys.exit(f'round_time --clients={k} failed:\n{out.stderr[-3000:]}')
+    return rows
+
+
+def main(argv) -> None:
+    del argv
+    ks = [int(k) for k in _KS.value]
+    results = {k: _measure(k) for k in ks}
+    variants = list(results[ks[0]])
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in variants:
+        ax.plot(ks, [results[k][name][0] for k in ks], marker='o',
+                linestyle='--' if name.startswith('plain') else '-', label=name)
+    ax.set_xlabel('clients per round K')
+    ax.set_ylabel('seconds per round (median)')
+    ax.set_title('Round time on TFF\'s runtime against the plain-TF lower bound\n'
+                 '(MLP 784-200-200-10, 600 examples/client, B=10, E=1; 2 cores)', fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
+    partial = _OUT.value + '.partial.png'
+    fig.savefig(partial, dpi=120)
+    os.replace(partial, _OUT.value)
+    print('| variant | ' + ' | '.join(f'K = {k} s (/ plain)' for k in ks) + ' |')
+    print('|---|' + '---|' * len(ks))
+    for name in variants:
+        print(f'| {name} | ' + ' | '.join(
+            f'{results[k][name][0]:.3f} ({results[k][name][1]:.2f})' for k in ks) + ' |')
+    print(f'wrote {_OUT.value}')
+
+
+if __name__ == '__main__':
+    app.run(main)
