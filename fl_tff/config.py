@@ -94,6 +94,11 @@ class BaseConfig:
                           'with `python -m experiments.launch_workers`), splitting each round\'s '
                           'clients across them; empty: one local worker owned by this run.',
                           neutral=True)
+    client_files_dir: str = _field('', 'Directory in which the driver writes the run\'s client '
+                                   'files (one TFRecord per client, removed when the run ends); '
+                                   'with --workers on other hosts, a path each of them reads at '
+                                   'the same place (a shared file system). Empty: the system\'s '
+                                   'temporary directory.', neutral=True)
     subrounds: int = _field(1, 'Run each round as this many sequential sub-rounds per worker, '
                             'merging partial aggregates (TFF\'s mergeable form): a worker holds '
                             'K / subrounds clients at once (e.g. 4 at K = 1,000: 1.9 GB instead '
@@ -211,6 +216,10 @@ class BaseConfig:
         if 0 < self.divergence_factor <= 1:
             raise ConfigError('divergence_factor', 'is a multiple of the initial loss: use a value '
                               f'> 1 (e.g. 10), or 0 to turn the loss rule off; got {self.divergence_factor}')
+        if self.client_files_dir and not os.path.isdir(self.client_files_dir):
+            raise ConfigError('client_files_dir', f'{self.client_files_dir!r} is not a directory; '
+                              'give an existing directory (shared with the workers), or leave it '
+                              'empty for the system\'s temporary directory')
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ConfigError('output_dir', f'{self.output_dir!r} exists and is not a directory')
         if self.experiment_name and (os.sep in self.experiment_name or self.experiment_name in ('.', '..')):

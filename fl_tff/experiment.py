@@ -124,9 +124,11 @@ def preflight(config: ExperimentConfig) -> None:
     (building it sets a process-wide protobuf option) and the `--workers` accept connections.
 
     Raises:
-      ConfigError: Naming `output_dir` or `workers`.
+      ConfigError: Naming `output_dir`, `client_files_dir` or `workers`.
     """
     _check_output_dir(config.output_dir)
+    if config.client_files_dir:
+        _check_writable('client_files_dir', config.client_files_dir)
     for _, option in config.selection().items():
         if option.preflight is not None:
             try:
@@ -146,11 +148,16 @@ def _check_output_dir(path: str) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise ConfigError('output_dir', f'cannot create {path!r}: {existing!r} is not a directory')
-    try:  # A probe: permissions, read-only and special file systems (e.g. /proc) all show here.
-        os.rmdir(tempfile.mkdtemp(prefix=f'{files.PARTIAL_PREFIX}probe-', dir=existing))
+    _check_writable('output_dir', existing, path)
+
+
+def _check_writable(flag: str, directory: str, path: Optional[str] = None) -> None:
+    """A probe: permissions, read-only and special file systems (e.g. /proc) all show here."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f'{files.PARTIAL_PREFIX}probe-', dir=directory))
     except OSError as e:
-        raise ConfigError('output_dir', f'cannot create {path!r}: {e.strerror} in {existing!r}; '
-                          'choose a writable directory') from e
+        raise ConfigError(flag, f'cannot create {path or directory!r}: {e.strerror} in '
+                          f'{directory!r}; choose a writable directory') from e
 
 
 def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn,
@@ -252,7 +259,8 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                              log_path=os.path.join(run_dir, 'worker.log')) as rt, \
             contextlib.ExitStack() as cleanup:
         # Written once per session; each worker reads its clients' files (the driver sends ids).
-        data_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix='fl_tff_client_data_'))
+        data_dir = cleanup.enter_context(tempfile.TemporaryDirectory(
+            prefix='fl_tff_client_data_', dir=config.client_files_dir or None))
         train_files = client_files.write_client_files(fed_data.train,
                                                       os.path.join(data_dir, 'train'))
         process = build_process(config, model_fn, fed_data.masked_labels,

@@ -2,6 +2,7 @@
 127.0.0.1 give the single-process result; what cannot be split is refused up front."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -103,3 +104,25 @@ def test_subrounds_split_the_cohort_on_the_local_worker_and_match_one_round(
 def test_subrounds_refuse_what_cannot_be_split(overrides, match):
     with pytest.raises(ConfigError, match=match):
         dataclasses.replace(BASE, **overrides).validate()
+
+
+def test_client_files_are_written_where_client_files_dir_says_and_removed_after(
+        tff_runtime, tmp_path, monkeypatch):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    written = []
+    write = experiment.client_files.write_client_files
+
+    def spy(client_data, directory):
+        written.append(directory)
+        return write(client_data, directory)
+
+    monkeypatch.setattr(experiment.client_files, 'write_client_files', spy)
+    _run(dataclasses.replace(BASE, client_files_dir=str(shared)), tmp_path, 'run')
+    assert len(written) == 1 and os.path.commonpath([written[0], str(shared)]) == str(shared)
+    assert os.listdir(shared) == []  # Removed when the run ended.
+
+
+def test_a_client_files_dir_that_is_not_a_directory_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"--client_files_dir: .*is not a directory"):
+        dataclasses.replace(BASE, client_files_dir=str(tmp_path / 'missing')).validate()
