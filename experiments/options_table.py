@@ -7,6 +7,8 @@
 from absl import app
 from absl import flags
 
+from experiments import cli
+
 from fl_tff import config, options
 
 BEGIN, END = '<!-- options:begin (python -m experiments.options_table --write) -->', '<!-- options:end -->'
@@ -46,4 +48,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -9,6 +9,8 @@ import sys
 from absl import app
 from absl import flags
 
+from experiments import cli
+
 from fl_tff import run_plots
 
 _OUTPUT = flags.DEFINE_string('output', 'plot.png', 'Where to write the PNG.')
@@ -26,4 +28,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -31,4 +31,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

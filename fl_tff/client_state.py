@@ -21,6 +21,7 @@ checkpoints and evaluators are unchanged. (A process with client state cannot ru
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import hashlib
 import os
@@ -98,8 +99,9 @@ class StatefulLearningProcess:
     def with_next(self, next_fn: tff.Computation) -> 'StatefulLearningProcess':
         """The same process with `next_fn` behind `next` (e.g. composed with a dataset
         computation, so it takes client tasks instead of datasets)."""
-        return StatefulLearningProcess(self._composed, next_fn, self._state_type,
-                                       self._client_inputs, self._initial)
+        process = copy.copy(self)  # Keeps a subclass and its extras.
+        process._next_fn = next_fn
+        return process
 
     def next(self, state: Any, client_data: list, *, client_ids: Sequence[str], round_num: int,
              client_states: Sequence[FlatState]) -> StatefulOutput:

@@ -78,6 +78,10 @@ class BaseConfig:
                                     'replacement, or each client with rate K/N under '
                                     '--client_sampling=poisson.')
     test_fraction: float = _field(0.2, "Fraction of each client's examples held out as its test data.")
+    finetune_epochs: int = _field(0, 'Personalized evaluation: at each evaluation every training '
+                                  'client fine-tunes the global model on its training split for '
+                                  'this many local epochs and is scored on its test split '
+                                  '(finetuned_acc_mean/p10/p50/p90/worst10pct; 0: off).')
     rounds: int = _field(50, 'Number of federated rounds.', neutral=True)
     client_epochs: int = _field(2, 'Local epochs (E) over its data per client per round '
                                 '(algorithms without local epochs: always 1 pass).')
@@ -195,6 +199,7 @@ class BaseConfig:
             raise ConfigError('clients_per_round', f'{self.clients_per_round} exceeds --num_clients='
                               f'{self.num_clients}; choose a value in [1, {self.num_clients}]')
         _non_negative('heldout_clients', self.heldout_clients)
+        _non_negative('finetune_epochs', self.finetune_epochs)
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError('test_fraction', f'must be in (0, 1), got {self.test_fraction}')
         selection = self.selection()

@@ -16,7 +16,7 @@ from fl_tff.models.model_fn import ModelFn, accuracy_metric
 _MAX_LOGITS = 1 << 24
 
 
-class _Scorer:
+class Scorer:
     """Sums of loss and correct predictions of a Keras model over arrays, batched so the logits
     never exceed `_MAX_LOGITS` floats; labels in `masked_labels` count in neither, labels in
     `accuracy_masked_labels` not in the accuracy."""
@@ -58,7 +58,7 @@ class CentralizedEvaluator:
                  accuracy_masked_labels: Sequence[int] = ()):
         self._keras_fn = keras_fn
         self._x, self._y, self._prefix = x, y, prefix
-        self._score = _Scorer(masked_labels, accuracy_masked_labels)
+        self._score = Scorer(masked_labels, accuracy_masked_labels)
 
     def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
         model = self._keras_fn()
@@ -103,7 +103,7 @@ class PerClientEvaluator:
                  masked_labels: Sequence[int] = (), accuracy_masked_labels: Sequence[int] = ()):
         self._keras_fn = keras_fn
         self._prefix = prefix
-        self._score = _Scorer(masked_labels, accuracy_masked_labels)
+        self._score = Scorer(masked_labels, accuracy_masked_labels)
         self._clients = []
         for cid in client_data.client_ids:
             batch = next(iter(client_data.create_tf_dataset_for_client(cid).batch(1 << 30)))
@@ -113,10 +113,15 @@ class PerClientEvaluator:
         model = self._keras_fn()
         weights.assign_weights_to(model)
         scores = [self._score(model, x, y) for x, y in self._clients]
-        accuracies = np.array([correct / n for _, _, correct, n in scores if n > 0])
-        worst = np.sort(accuracies)[:max(1, int(np.ceil(0.1 * len(accuracies))))]
-        p10, p50, p90 = np.percentile(accuracies, [10, 50, 90])
-        p = self._prefix
-        return {f'{p}_mean': float(accuracies.mean()), f'{p}_p10': float(p10),
-                f'{p}_p50': float(p50), f'{p}_p90': float(p90),
-                f'{p}_worst10pct': float(worst.mean())}
+        return distribution(self._prefix, [correct / n for _, _, correct, n in scores if n > 0])
+
+
+def distribution(prefix: str, accuracies: Sequence[float]) -> dict[str, float]:
+    """`{prefix}_mean`, `_p10`, `_p50`, `_p90` and `_worst10pct` (the mean of the worst 10% of
+    clients, at least one) of per-client accuracies."""
+    accuracies = np.asarray(accuracies, np.float64)
+    worst = np.sort(accuracies)[:max(1, int(np.ceil(0.1 * len(accuracies))))]
+    p10, p50, p90 = np.percentile(accuracies, [10, 50, 90])
+    return {f'{prefix}_mean': float(accuracies.mean()), f'{prefix}_p10': float(p10),
+            f'{prefix}_p50': float(p50), f'{prefix}_p90': float(p90),
+            f'{prefix}_worst10pct': float(worst.mean())}

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow_federated as tff
 
 from fl_tff import (checkpoints, client_state, data, divergence, evaluation, files, models,
-                    options, reporting, round_hooks, runtime, simulation, weighting)
+                    options, personalized_evaluation, reporting, round_hooks, runtime, simulation,
+                    weighting)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import client_files, tff_datasets
 
@@ -160,8 +161,10 @@ def _check_writable(flag: str, directory: str, path: Optional[str] = None) -> No
                           f'{directory!r}; choose a writable directory') from e
 
 
-def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn,
-                global_train: evaluation.CentralizedEvaluator,
+def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
+                model_fn: models.ModelFn, keras_fn,
+                global_train: evaluation.CentralizedEvaluator, process,
+                client_states: Optional[client_state.ClientStateStore],
                 ) -> list[Callable[[tff.learning.models.ModelWeights], dict[str, float]]]:
     masks = dict(masked_labels=fed_data.masked_labels,
                  accuracy_masked_labels=fed_data.accuracy_masked_labels)
@@ -174,6 +177,13 @@ def _evaluators(fed_data: data.FederatedData, model_fn: models.ModelFn, keras_fn
     if fed_data.heldout is not None:
         evaluators.append(evaluation.PerClientEvaluator(keras_fn, fed_data.heldout,
                                                         prefix='heldout_acc', **masks))
+    personalized = personalized_evaluation.PersonalizedEvaluator(
+        keras_fn, model_fn, fed_data.train, fed_data.test, process=process,
+        client_states=client_states, finetune_epochs=config.finetune_epochs,
+        batch_size=config.client_batch_size, learning_rate=config.client_learning_rate,
+        seed=config.seed, **masks)
+    if personalized.active:
+        evaluators.append(personalized)
     return evaluators
 
 
@@ -202,6 +212,12 @@ def run_experiment(config: ExperimentConfig,
     model_fn, keras_fn = build_model(config, fed_data)
     epochs = config.local_epochs()
     selection = config.selection()
+    for _, option in selection.items():
+        if option.check_model is not None:
+            try:
+                option.check_model(config, model_fn)
+            except options.OptionError as e:
+                raise ConfigError(e.flag, str(e)) from e
     select = simulation.build_training_selection_fn(
         fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
         batch_size=config.client_batch_size, seed=config.seed,
@@ -292,10 +308,12 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
         previous = reporting.read_metrics(run_dir, up_to_round=done)
         ledgers = round_hooks.Ledgers(
             select, config.rounds,
-            round_hooks.build_communication_ledger(config, process.get_model_weights(state)),
+            round_hooks.build_communication_ledger(config, process.get_model_weights(state),
+                                               process),
             privacy_ledger)
         ledgers.replay(done)
-        evaluators = _evaluators(fed_data, model_fn, keras_fn, global_train)
+        evaluators = _evaluators(config, fed_data, model_fn, keras_fn, global_train, process,
+                                 client_states)
         releaser = reporting.MetricsReleaser(run_dir)
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
 
@@ -337,6 +355,9 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
         'final_global_train_loss': evaluated[-1]['global_train_loss'],
         'seconds_this_session': time.monotonic() - start,
     }
+    summary['final_per_client_accuracy'] = {  # Global, personal and fine-tuned, side by side.
+        k: v for k, v in evaluated[-1].items()
+        if k.startswith(('client_acc_', 'personal_acc_', 'finetuned_acc_', 'heldout_acc_'))}
     summary.update(ledgers.summary(history))
     if ledgers.stopped:
         log(ledgers.stopped[0])

@@ -27,6 +27,7 @@ LOCAL_EPOCHS = 'local_epochs'
 DP_SGD_CLIENT = 'dp_sgd_client'
 ERROR_FEEDBACK_CLIENT = 'error_feedback_client'
 CLIENT_STATE = 'client_state'
+PERSONAL_MODEL = 'personal_model'
 SEES_INDIVIDUAL_UPDATES = 'sees_individual_updates'
 REPLACES_MEAN = 'replaces_mean'
 SECURE_SUM = 'secure_sum'
@@ -52,6 +53,7 @@ CAPABILITIES: dict[str, str] = {
     DP_SGD_CLIENT: 'its clients can run example-level DP-SGD',
     ERROR_FEEDBACK_CLIENT: 'its clients can keep error-feedback residuals',
     CLIENT_STATE: 'keeps per-client state across rounds (client outputs)',
+    PERSONAL_MODEL: 'each client keeps a personal model (or part) that never leaves it',
     SEES_INDIVIDUAL_UPDATES: 'the server must see each client update',
     REPLACES_MEAN: 'aggregates updates other than by the plain mean',
     SECURE_SUM: 'updates reach the server only through secure sums',
@@ -141,6 +143,8 @@ class Option:
       check: `(config, selection) -> None`: its own validation beyond ranges; raises
         `OptionError` naming the flag.
       preflight: `(config) -> None`: checks that need TFF objects (run before data is loaded).
+      check_model: `(config, model_fn) -> None`: checks against the model (run once it is
+        built, before any run directory exists); raises `OptionError` naming the flag.
       uplink_model_copies: Model-sized tensors each client update carries (SCAFFOLD: 2).
       config_fields: Base settings (not its own parameters) its builder also takes by name, e.g.
         the population size `num_clients`.
@@ -159,6 +163,7 @@ class Option:
     privacy_ledger: Optional[Callable[..., Any]] = None
     check: Optional[Callable[[Any, 'Selection'], None]] = None
     preflight: Optional[Callable[[Any], None]] = None
+    check_model: Optional[Callable[[Any, Any], None]] = None
     uplink_model_copies: int = 1
     config_fields: tuple[str, ...] = ()
 

@@ -52,3 +52,39 @@ def _panel(ax, histories, x_key, x_label, metric, log_scale, hlines) -> None:
     ax.set_ylabel(metric.replace('_', ' '))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_distributions(distributions: dict[str, dict[str, dict[str, float]]], path: str, *,
+                       title: str, ylabel: str = 'per-client test accuracy') -> None:
+    """One group per run, one box per distribution in it (e.g. 'global', 'personalized'): the
+    box spans p10 to p90 with a line at p50, a dot marks the mean and a triangle the mean of
+    the worst 10% of clients (the keys `mean`, `p10`, `p50`, `p90`, `worst10pct`)."""
+    kinds = list(dict.fromkeys(k for d in distributions.values() for k in d))
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(distributions) * len(kinds)), 4.5))
+    width = 0.8 / max(1, len(kinds))
+    for i, runs in enumerate(distributions.values()):
+        for j, kind in enumerate(kinds):
+            if kind not in runs:
+                continue
+            s, x = runs[kind], i + (j - (len(kinds) - 1) / 2) * width
+            color = colors[j % len(colors)]
+            ax.add_patch(plt.Rectangle((x - width * 0.4, s['p10']), width * 0.8,
+                                       s['p90'] - s['p10'], facecolor=color, alpha=0.35,
+                                       edgecolor=color, label=kind if i == 0 else None))
+            ax.plot([x - width * 0.4, x + width * 0.4], [s['p50']] * 2, color=color, linewidth=2)
+            ax.plot([x], [s['mean']], 'o', color=color)
+            ax.plot([x], [s['worst10pct']], 'v', color=color)
+    ax.plot([], [], 'ko', label='mean')
+    ax.plot([], [], 'kv', label='mean of the worst 10%')
+    ax.set_xticks(range(len(distributions)))
+    ax.set_xticklabels(list(distributions), rotation=15, ha='right', fontsize=8)
+    ax.set_xlim(-0.6, len(distributions) - 0.4)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis='y')
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    with files.atomic_write(path, 'wb') as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)
+    plt.close(fig)

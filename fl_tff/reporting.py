@@ -265,6 +265,10 @@ def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int =
         parts.append(f'test acc {row["test_accuracy"]:.4f}')
     if 'fed_eval_accuracy' in row:
         parts.append(f'fed eval acc {row["fed_eval_accuracy"]:.4f}')
+    for key, label in (('personal_acc_mean', 'personal'), ('finetuned_acc_mean', 'finetuned')):
+        if key in row:  # Beside the global model's per-client mean, as the reader compares them.
+            parts.append(f'client acc global {row["client_acc_mean"]:.4f} {label} {row[key]:.4f}')
+            break
     if 'epsilon' in row:
         parts.append(f'eps {row["epsilon"]:.3g}')
     if 'uplink_bytes_total' in row:

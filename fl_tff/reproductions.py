@@ -32,6 +32,8 @@ class Study:
     log_scale: tuple[str, ...] = ()
     hlines: Optional[dict[str, float]] = None
     x_axes: tuple[tuple[str, str], ...] = (('round', 'round'),)
+    # `(histories, png path, title)`: draws the PNG instead of the per-round curves.
+    plot: Optional[Callable[[dict[str, Rows], str, str], None]] = None
 
 
 def _last(rows: Rows, metric: str) -> float:
@@ -140,6 +142,45 @@ def _scaffold_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
     return out
 
 
+_STATS = ('mean', 'p10', 'p50', 'p90', 'worst10pct')
+
+
+def _personalized_kind(last: dict[str, Any]) -> str:
+    """Which personalized accuracy a run reports: its personal state's, else fine-tuning's."""
+    return 'personal' if 'personal_acc_mean' in last else 'finetuned'
+
+
+def _plot_personalization(histories: dict[str, Rows], path: str, title: str) -> None:
+    """The last evaluation's per-client accuracy distributions, global and personalized."""
+    distributions = {}
+    for label, rows in histories.items():
+        last = [r for r in rows if 'client_acc_mean' in r][-1]
+        kind = _personalized_kind(last)
+        distributions[label] = {
+            'global model': {s: last[f'client_acc_{s}'] for s in _STATS},
+            'personalized': {s: last[f'{kind}_acc_{s}'] for s in _STATS}}
+    plotting.plot_distributions(distributions, path, title=title)
+
+
+def _personalization_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
+    """Per-client test accuracy at the last evaluation: the global model's, and each client's
+    personalized model's (personal state, or fine-tuning for FedAvg)."""
+    out = []
+    for label, rows in histories.items():
+        last = [r for r in rows if 'client_acc_mean' in r][-1]
+        kind = _personalized_kind(last)
+        row: dict[str, Any] = {'run': label}
+        row['global: mean / p10 / worst 10%'] = ' / '.join(
+            f"{last[f'client_acc_{s}']:.3f}" for s in ('mean', 'p10', 'worst10pct'))
+        row['personalized by'] = ('its personal state' if kind == 'personal'
+                                  else 'fine-tuning the global model')
+        for stat in _STATS:
+            value = last.get(f'{kind}_acc_{stat}')
+            row[f'personalized {stat}'] = '' if value is None else f'{value:.3f}'
+        out.append(row)
+    return out
+
+
 COMPRESSION_TARGET = 0.9
 _DP = dict(dp='fixed', clip=0.5, delta=1e-3)
 
@@ -244,6 +285,27 @@ STUDIES: dict[str, Study] = {
         log_scale=('global_train_loss',),
         hlines={'test_accuracy': SCAFFOLD_TARGETS[-1]},
     ),
+    'personalization': Study(
+        title='Digits, 2 classes per client (shards), 50 clients: personalized accuracy',
+        claim=('On pathological label splits personalized models beat the global model by a wide '
+               'margin, and Ditto keeps the worst clients best (Li et al. 2021, Table 1; '
+               'Collins et al. 2021; Arivazhagan et al. 2019).'),
+        base=dict(dataset='digits', model='2nn', partition='shards', classes_per_client=2,
+                  num_clients=50, clients_per_round=10, client_epochs=2, client_batch_size=10,
+                  client_learning_rate=0.05, rounds=100, eval_every=10, seed=0),
+        variants=(
+            ('FedAvg (+ fine-tuning, 1 epoch)', dict(algorithm='fedavg', finetune_epochs=1)),
+            ('FedPer (1 personal layer)', dict(algorithm='fedper', personal_layers=1)),
+            ('FedRep (1 personal layer, 1 head epoch)', dict(algorithm='fedrep', personal_layers=1,
+                                                             head_epochs=1)),
+            ('Ditto lambda=0.1', dict(algorithm='ditto', ditto_lambda=0.1)),
+            ('Ditto lambda=1', dict(algorithm='ditto', ditto_lambda=1.0)),
+            ('local training only (Ditto lambda=0)', dict(algorithm='ditto', ditto_lambda=0.0)),
+        ),
+        plot_metrics=(),
+        table=_personalization_table,
+        plot=_plot_personalization,
+    ),
 }
 
 
@@ -283,8 +345,11 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
         histories[label], run_dirs[label] = result.history, result.run_dir
         log(f'   {result.summary}')
     png = os.path.join(output_dir, f'{name}.png')
-    plotting.plot_curves(histories, study.plot_metrics, png, title=study.title,
-                         log_scale=study.log_scale, hlines=study.hlines, x_axes=study.x_axes)
+    if study.plot is not None:
+        study.plot(histories, png, study.title)
+    else:
+        plotting.plot_curves(histories, study.plot_metrics, png, title=study.title,
+                             log_scale=study.log_scale, hlines=study.hlines, x_axes=study.x_axes)
     table = {row['run']: row for row in (study.table(histories) if histories else [])}
     rows = [{'run': label, 'status': f'diverged at round {diverged[label]}'}
             if label in diverged else {**table[label], 'status': 'ok'} for label, _ in configs]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -40,16 +40,29 @@ def check_budget(ledger: Optional[privacy.PrivacyLedger],
                           '--noise_multiplier') from e
 
 
-def build_communication_ledger(config: ExperimentConfig,
-                               weights) -> communication.CommunicationLedger:
+@runtime_checkable
+class SendsPartOfModel(Protocol):
+    """A process whose client updates carry only some of the model's trainable tensors (e.g.
+    FedPer's body, not its personal head)."""
+
+    @property
+    def uplink_positions(self) -> list[int]:
+        """Positions (in the trainable tensors) of the tensors a client update carries."""
+
+
+def build_communication_ledger(config: ExperimentConfig, weights,
+                               process: Any = None) -> communication.CommunicationLedger:
     """Byte counts for `weights` (a ModelWeights) under the uplink encoding of the first selected
     option that declares one (float32 otherwise); each update carries the algorithm's
-    `uplink_model_copies` model-sized tensors."""
+    `uplink_model_copies` model-sized tensors, or the tensors a `SendsPartOfModel` process
+    names."""
     selection = config.selection()
     weighted = options.UNIFORM_WEIGHTS not in selection['client_weighting'].provides
     hook = selection.first('uplink_encoding')
     encoding = communication.plain_encoding(weighted) if hook is None else hook(config, weighted)
     sizes = [int(np.size(t)) for t in tf.nest.flatten(weights.trainable)]
+    if isinstance(process, SendsPartOfModel):
+        sizes = [sizes[i] for i in process.uplink_positions]
     return communication.CommunicationLedger(
         sizes * selection['algorithm'].uplink_model_copies,
         int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding)

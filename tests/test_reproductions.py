@@ -15,7 +15,7 @@ def test_every_study_has_valid_configs(tmp_path, name):
 
 
 def test_unknown_study_lists_choices(tmp_path):
-    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, scaffold_heterogeneity'):
+    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, scaffold_heterogeneity'):
         reproductions.study_configs('nope', str(tmp_path))
 
 
@@ -39,3 +39,24 @@ def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path):
     dropped, partial = out['rows'][0], out['rows'][2]
     assert dropped['clients aggregated per round (mean)'] == '1.00'  # 90% of 10 dropped
     assert partial['clients aggregated per round (mean)'] == '10.00'
+
+
+def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path):
+    def stats(prefix, mean):
+        return {f'{prefix}_{s}': mean + d for s, d in
+                (('mean', 0.0), ('p10', -0.2), ('p50', 0.05), ('p90', 0.1), ('worst10pct', -0.3))}
+    histories = {
+        'fedavg': [{'round': 1, **stats('client_acc', 0.1), **stats('finetuned_acc', 0.2)},
+                   {'round': 2}, {'round': 3, **stats('client_acc', 0.5),
+                                  **stats('finetuned_acc', 0.6)}],
+        'fedper': [{'round': 3, **stats('client_acc', 0.4), **stats('personal_acc', 0.7)}],
+    }
+    rows = {r['run']: r for r in reproductions._personalization_table(histories)}
+    assert rows['fedavg']['global: mean / p10 / worst 10%'] == '0.500 / 0.300 / 0.200'
+    assert rows['fedavg']['personalized by'] == 'fine-tuning the global model'
+    assert rows['fedavg']['personalized mean'] == '0.600'
+    assert rows['fedper']['personalized by'] == 'its personal state'
+    assert rows['fedper']['personalized worst10pct'] == '0.400'
+    path = str(tmp_path / 'p.png')
+    reproductions._plot_personalization(histories, path, 'title')
+    assert os.path.getsize(path) > 1000

@@ -43,7 +43,7 @@ def load_weights(model, initial_weights):
     return weights, tuple(tf.nest.flatten(weights.trainable))
 
 
-def _client_result(model, update, weight):
+def client_result(model, update, weight):
     """(ClientResult, metrics): a non-finite update is zeroed, gets weight 0 and no metrics."""
     update, non_finite = _zero_if_non_finite(update)
     if non_finite > 0:
@@ -108,7 +108,7 @@ def finish_local_training(model, weights, initial_weights, weight):
     """(ClientResult, metrics) after local training: the delta initial - trained, with `weight`
     (see `fl_tff.weighting.client_weight`)."""
     delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
-    return _client_result(model, delta, weight)
+    return client_result(model, delta, weight)
 
 
 def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weighting):
@@ -136,7 +136,7 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weightin
         denominator = tf.maximum(tf.cast(num_examples, tf.float32), 1.0)
         gradient = tf.nest.pack_sequence_as(weights.trainable,
                                             [s / denominator for s in grad_sums])
-        return _client_result(model, gradient,
+        return client_result(model, gradient,
                               weighting_lib.client_weight(weighting, element, num_examples))
 
     return local_gradient

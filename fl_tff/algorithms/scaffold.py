@@ -28,6 +28,7 @@ from fl_tff import aggregation, client_state, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.algorithms import personalization
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
 
@@ -162,11 +163,7 @@ def build_scaffold(
         model = model_fn()
         weights_type = tff.learning.models.weights_type_from_model(model)
         metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
-        sgd_state = client_optimizer.initialize(
-            tuple(tf.TensorSpec(v.shape, v.dtype) for v in model.trainable_variables))
-    if set(sgd_state) != {'learning_rate'}:
-        raise ValueError('SCAFFOLD option II needs plain SGD on clients (its learning rate is the '
-                         f'local step size); the client optimizer has state {sorted(sgd_state)}')
+    personalization.require_plain_sgd(client_optimizer, model_fn, 'SCAFFOLD option II')
     trainable_type = weights_type.trainable
     data_type = client_work_lib.client_round_type(model.input_spec)
 

@@ -50,12 +50,14 @@ def _popen(module, out, *extra, env=None):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('extra', [{}, dict(compression='topk', compression_k=0.1,
-                                            error_feedback=True)],
-                         ids=['fedavg', 'error_feedback_client_state'])
+                                            error_feedback=True),
+                                   dict(algorithm='ditto', ditto_lambda=0.5)],
+                         ids=['fedavg', 'error_feedback_client_state', 'ditto_personal_models'])
 def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupted_run(
         tff_runtime, tmp_path, extra):
     """The crash point is deterministic: inside the save of round 6's checkpoint. With error
-    feedback the clients' residuals (client state) must be restored as of round 3 too."""
+    feedback the clients' residuals (client state) must be restored as of round 3 too; with
+    Ditto the personal models, whose accuracy (`personal_acc_*`) is in every evaluated row."""
     before = live_worker_pids()
     crashed = _popen('tests.experiments.crash_driver', tmp_path / 'crashed', '--rounds=12',
                      *[f'--{k}={v}' for k, v in extra.items()],
@@ -72,6 +74,8 @@ def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupte
     assert f'resuming after round 3 from {run_dir / "checkpoints"}' in lines
     reference, _ = _run(_config(tmp_path / 'reference', rounds=12, **extra))
     assert _rows(run_dir) == _rows(reference.run_dir) and len(_rows(run_dir)) == 12
+    if 'algorithm' in extra:
+        assert 'personal_acc_mean' in _rows(run_dir)[-1]
     assert not [n for n in os.listdir(run_dir / 'checkpoints') if n.startswith('.partial')]
 
 

@@ -41,7 +41,9 @@ def _empty_file(data_dir):
 BAD_INPUTS = [
     (['--dataset=mnist'], '--dataset: unknown dataset .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     (['--partition=zipf'], '--partition: unknown partition .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
-    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: fedavg, fedprox, fedsgd'),
+    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedavg, fedper, fedprox, fedrep, fedsgd, scaffold'),
+    (['--algorithm=fedper', '--personal_layers=3'], r'--personal_layers: personal_layers must be in \[0, 2\] for this model \(3 layers with trainable variables\), got 3 \(--model=2nn\)'),
+    (['--algorithm=fedrep', '--head_epochs=2', '--client_epochs=2'], '--head_epochs: --head_epochs=2 leaves no epoch for the body'),
     (['--algorithm=fedprox', '--mu=-1'], '--mu: must be >= 0'),
     (['--server_optimizer=rmsprop'], '--server_optimizer: unknown server_optimizer .rmsprop.'),
     (['--straggler_fraction=1.5'], r'--straggler_fraction: straggler_fraction must be in \[0, 1\]'),
@@ -111,6 +113,24 @@ def test_runs_print_no_tensorflow_noise(tmp_path, extra):
     assert result.returncode == 0, result.stderr[-3000:]
     assert not _NOISE.search(result.stdout + result.stderr), result.stderr[-3000:]
     assert 'final test accuracy' in result.stdout
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--dp_sgd'], "error: Unknown command line flag 'dp_sgd'; --helpfull lists the valid flags"),
+    (['--rounds=abc'], "error: flag --rounds=abc: invalid literal for int()"),
+])
+def test_flags_that_do_not_parse_exit_2_with_one_line(capsys, argv, message):
+    """absl's own parse errors (before the driver's checks): one line and exit 2, not exit 1."""
+    from absl import flags
+    from experiments import cli, train  # noqa: F401 (defines the flags)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.parse_flags(['train', *argv])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.splitlines()) == 1, err
 
 
 def test_a_failing_run_still_shows_its_error_and_only_that(tmp_path):

@@ -1,0 +1,235 @@
+"""What personalized algorithms share: a federated part the server aggregates and a personal part
+each client keeps as client state (`fl_tff.client_state`), never sent.
+
+* `personal_mask` splits a model's trainable variables into shared and personal ones by Keras
+  layer (the last N layers that have trainable variables are personal: FedPer's and FedRep's
+  "head").
+* `compose_personalized` wires TFF's broadcast, a client function that trains from the global
+  model and the client's personal state, the model aggregator (over the shared variables only)
+  and our server finalizer into a `client_state.StatefulLearningProcess`. Only the shared
+  variables' update is CLIENTS-placed input to an aggregation; the personal state goes back to
+  the client store CLIENTS-placed.
+* `PersonalizedProcess` is the protocol evaluation uses to build a client's own model from the
+  global weights and its state.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff import client_state
+from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.models.model_fn import ModelFn
+
+# A per-client `tf.function` (global weights, personal state tuple, client round) ->
+# (ClientResult whose update is the tuple of shared-variable deltas, metrics, new personal state).
+ClientFn = Callable[[Any, tuple, tf.data.Dataset], tuple[Any, Any, tuple]]
+
+
+@runtime_checkable
+class PersonalizedProcess(Protocol):
+    """A process whose clients keep a personal model part (see the module docstring)."""
+
+    def personal_weights(self, global_weights: tff.learning.models.ModelWeights,
+                         client_state: client_state.FlatState) -> tff.learning.models.ModelWeights:
+        """The model a client with `client_state` uses, given the global weights."""
+
+
+def layer_groups(variables: Sequence[tf.Variable]) -> list[list[int]]:
+    """Indices of `variables` grouped by the Keras layer that owns them (the name's scope), in
+    order of first appearance."""
+    groups: dict[str, list[int]] = collections.OrderedDict()
+    for i, v in enumerate(variables):
+        groups.setdefault(v.name.rsplit('/', 1)[0], []).append(i)
+    return list(groups.values())
+
+
+def personal_mask(model_fn: ModelFn, personal_layers: int) -> tuple[bool, ...]:
+    """Which trainable variables are personal: those of the last `personal_layers` layers that
+    have trainable variables.
+
+    Raises:
+      ValueError: `personal_layers` < 0, or not fewer than the model's layers with variables
+        (at least one layer must stay shared).
+    """
+    with tf.Graph().as_default():
+        variables = model_fn().trainable_variables
+    groups = layer_groups(variables)
+    if not 0 <= personal_layers < len(groups):
+        raise ValueError(f'personal_layers must be in [0, {len(groups) - 1}] for this model '
+                         f'({len(groups)} layers with trainable variables), got {personal_layers}')
+    personal = {i for group in groups[len(groups) - personal_layers:] for i in group}
+    return tuple(i in personal for i in range(len(variables)))
+
+
+def require_plain_sgd(optimizer: tff.learning.optimizers.Optimizer, model_fn: ModelFn,
+                     algorithm: str) -> None:
+    """Raises ValueError unless `optimizer` is plain SGD (its state is its learning rate only)."""
+    with tf.Graph().as_default():
+        specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in model_fn().trainable_variables)
+        state = optimizer.initialize(specs)
+    if set(state) != {'learning_rate'}:
+        raise ValueError(f'{algorithm} needs plain SGD on clients (its local step uses the '
+                         f'learning rate); the client optimizer has state {sorted(state)}')
+
+
+def compose_personalized(
+        model_fn: ModelFn,
+        make_client_fn: Callable[[], ClientFn],
+        *,
+        shared: Sequence[bool],
+        personal_part: Callable[[Sequence[Any]], tuple],
+        server_optimizer: tff.learning.optimizers.Optimizer,
+        model_aggregator: tff.aggregators.AggregationFactory,
+        personal_weights: Callable[[tff.learning.models.ModelWeights, client_state.FlatState],
+                                   tff.learning.models.ModelWeights],
+) -> 'PersonalizedLearningProcess':
+    """A process with personal client state around `make_client_fn`'s client function.
+
+    Args:
+      model_fn: Builds the model.
+      make_client_fn: Builds the client function (see `ClientFn`) inside the client computation.
+      shared: Per trainable variable, whether it is aggregated (its delta is in the update).
+      personal_part: Trainable tensors (TF or NumPy, in order) -> a client's first personal
+        state; applied to the initial global weights.
+      server_optimizer: Applied to the aggregated shared delta (personal variables of the
+        global model receive a zero update, so they keep their initial values).
+      model_aggregator: Aggregates the shared deltas (weighted).
+      personal_weights: (global weights, client state) -> the client's own model.
+
+    Returns:
+      The process; its `client_computation` is `(weights, personal, round) -> (result,
+      metrics, personal)`.
+    """
+    from fl_tff.algorithms import client_work as client_work_lib  # noqa: PLC0415 (import cycle)
+    with tf.Graph().as_default():
+        model = model_fn()
+        weights_type = tff.learning.models.weights_type_from_model(model)
+        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+        data_type = client_work_lib.client_round_type(model.input_spec)
+        trainable_specs = [tf.TensorSpec(v.shape, v.dtype) for v in model.trainable_variables]
+    if len(shared) != len(trainable_specs):
+        raise ValueError(f'shared has {len(shared)} entries for {len(trainable_specs)} variables')
+    shared_positions = [i for i, s in enumerate(shared) if s]
+    shared_type = tff.types.tensorflow_to_type(
+        tuple(trainable_specs[i] for i in shared_positions))
+    personal_type = tff.types.tensorflow_to_type(personal_part(trainable_specs))
+    trainable_structure = tff.types.type_to_tf_tensor_specs(weights_type.trainable)
+
+    @tff.tensorflow.computation
+    def initial_model_weights_fn():
+        return tff.learning.models.ModelWeights.from_model(model_fn())
+
+    @tff.tensorflow.computation(weights_type, personal_type, data_type)
+    def client_update(initial_weights, personal, dataset):
+        result, metrics, new_personal = make_client_fn()(initial_weights, tuple(personal), dataset)
+        return result, metrics, tuple(new_personal)
+
+    def make_first_client_fn():
+        # A client that never trained: its personal state from the global weights.
+        client_fn = make_client_fn()
+
+        def first_client_update(initial_weights, dataset):
+            first = personal_part(tf.nest.flatten(initial_weights.trainable))
+            result, metrics, _ = client_fn(initial_weights, tuple(first), dataset)
+            return result, metrics
+        return first_client_update
+
+    # The composed process (clients without stored state) gives initialize, weights and
+    # hyperparameters, and the state types; rounds run `next_fn` below.
+    client_work = client_work_lib.build_client_work(model_fn, make_first_client_fn)
+
+    @tff.tensorflow.computation(shared_type)
+    def expand(update):
+        # The full trainable update: the shared deltas in place, zeros for personal variables.
+        parts = [tf.zeros(s.shape, s.dtype) for s in trainable_specs]
+        for position, delta in zip(shared_positions, update):
+            parts[position] = delta
+        return tf.nest.pack_sequence_as(trainable_structure, parts)
+
+    inner_finalizer = finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type)
+
+    @tff.federated_computation(inner_finalizer.initialize.type_signature.result,
+                               tff.FederatedType(weights_type, tff.SERVER),
+                               tff.FederatedType(shared_type, tff.SERVER))
+    def finalizer_next(state, weights, update):
+        return inner_finalizer.next(state, weights, tff.federated_map(expand, update))
+
+    finalizer = tff.learning.templates.FinalizerProcess(inner_finalizer.initialize, finalizer_next)
+    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
+    aggregator = model_aggregator.create(shared_type, tff.TensorType(np.float32))
+    distributor = tff.learning.templates.build_broadcast_process(weights_type)
+    composed = tff.learning.templates.compose_learning_process(
+        initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
+    state_type = composed.next.type_signature.parameter[0]
+
+    @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS),
+                               tff.FederatedType(personal_type, tff.CLIENTS))
+    def next_fn(state, client_data, personal_states):
+        distributed = distributor.next(state.distributor, state.global_model_weights)
+        outputs = tff.federated_map(client_update,
+                                    (distributed.result, personal_states, client_data))
+        result, metrics, new_personal = outputs[0], outputs[1], outputs[2]
+        aggregated = aggregator.next(state.aggregator, result.update, result.update_weight)
+        final = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
+        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+            final.result, distributed.state, state.client_work, aggregated.state, final.state))
+        measurements = tff.federated_zip(collections.OrderedDict(
+            distributor=distributed.measurements,
+            client_work=tff.federated_zip(collections.OrderedDict(
+                train=metrics_aggregation_fn(metrics))),
+            aggregator=aggregated.measurements, finalizer=final.measurements))
+        return new_state, measurements, new_personal
+
+    initial = tf.nest.flatten(initial_model_weights_fn().trainable)
+    return PersonalizedLearningProcess(
+        composed, next_fn, personal_type,
+        initial_client_state=[np.asarray(t) for t in personal_part(initial)],
+        client_computation=client_update, personal_weights=personal_weights, shared=shared)
+
+
+class PersonalizedLearningProcess(client_state.StatefulLearningProcess):
+    """A `StatefulLearningProcess` whose client state is a personal model part (implements
+    `PersonalizedProcess`)."""
+
+    def __init__(self, *args, client_computation: tff.Computation,
+                 personal_weights: Callable[..., tff.learning.models.ModelWeights],
+                 shared: Sequence[bool], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.client_computation = client_computation
+        self._personal_weights = personal_weights
+        self._shared = tuple(shared)
+
+    @property
+    def uplink_positions(self) -> list[int]:
+        """The shared variables' positions: what a client update carries
+        (`round_hooks.SendsPartOfModel`)."""
+        return [i for i, s in enumerate(self._shared) if s]
+
+    def personal_weights(self, global_weights: tff.learning.models.ModelWeights,
+                         client_state: client_state.FlatState) -> tff.learning.models.ModelWeights:
+        return self._personal_weights(global_weights, client_state)
+
+
+def replace_trainable(weights: tff.learning.models.ModelWeights, positions: Sequence[int],
+                      values: Sequence[np.ndarray]) -> tff.learning.models.ModelWeights:
+    """`weights` with trainable tensors at `positions` replaced by `values` (NumPy)."""
+    trainable = [np.asarray(t) for t in weights.trainable]
+    for position, value in zip(positions, values, strict=True):
+        trainable[position] = np.asarray(value)
+    return tff.learning.models.ModelWeights(trainable, list(weights.non_trainable))
+
+
+def finite_or_old(new: Sequence[tf.Tensor], old: Sequence[tf.Tensor], keep: tf.Tensor) -> tuple:
+    """`new` when `keep` (and every value of `new` is finite), else `old`: a client whose
+    training diverged keeps its personal state."""
+    keep = tf.logical_and(keep, tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(t)) for t in new] or [tf.constant(True)]))
+    return tuple(tf.where(keep, n, o) for n, o in zip(new, old))
