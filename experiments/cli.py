@@ -46,17 +46,6 @@ def quiet_logging() -> None:
         logger.addFilter(_DropUnusedObjectWarnings())
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing for `app.run(main, flags_parser=parse_flags)`: a flag that does not
-    parse (unknown, or a value of the wrong type) is one line and exit 2, not absl's exit 1."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f'error: {e}; --helpfull lists the valid flags', file=sys.stderr)
-        runtime.drop_stock_context()
-        sys.exit(EXIT_BAD_INPUT)
-
-
 def run_main(body: Callable[[], int]) -> int:
     """Runs a driver's `body`, turning the library's errors into one line and an exit code."""
     quiet_logging()

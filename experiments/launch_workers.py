@@ -19,7 +19,7 @@ import threading
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import flag_parsing
 from fl_tff import runtime
 
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', 2, 'Workers to start on this host (>= 1).')
@@ -64,4 +64,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=flag_parsing.parse_flags)

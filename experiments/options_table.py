@@ -7,8 +7,7 @@
 from absl import app
 from absl import flags
 
-from experiments import cli
-
+from experiments import flag_parsing
 from fl_tff import config, options
 
 BEGIN, END = '<!-- options:begin (python -m experiments.options_table --write) -->', '<!-- options:end -->'
@@ -48,4 +47,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=flag_parsing.parse_flags)

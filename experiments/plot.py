@@ -9,8 +9,7 @@ import sys
 from absl import app
 from absl import flags
 
-from experiments import cli
-
+from experiments import flag_parsing
 from fl_tff import run_plots
 
 _OUTPUT = flags.DEFINE_string('output', 'plot.png', 'Where to write the PNG.')
@@ -28,4 +27,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=flag_parsing.parse_flags)

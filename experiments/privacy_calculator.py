@@ -12,8 +12,7 @@ import sys
 from absl import app
 from absl import flags
 
-from experiments import cli
-
+from experiments import flag_parsing
 from fl_tff.privacy import calculator
 
 flags.DEFINE_float('q', 0.0, 'Sampling rate (Poisson): the chance a client (or example) joins a round.')
@@ -44,4 +43,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=flag_parsing.parse_flags)

@@ -7,7 +7,7 @@ which git ignores). Studies: see fl_tff.reproductions.STUDIES.
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import cli, flag_parsing
 from fl_tff import reproductions
 
 _STUDY = flags.DEFINE_enum('study', None, sorted(reproductions.STUDIES), 'Which reproduction to run.')
@@ -31,4 +31,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=flag_parsing.parse_flags)

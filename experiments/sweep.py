@@ -10,7 +10,7 @@ sweep.png. Every combination is validated before the first run starts.
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import cli, flag_parsing
 from experiments import train  # Defines the experiment flags this driver shares.
 from fl_tff import sweep
 
@@ -36,4 +36,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=flag_parsing.parse_flags)

@@ -10,7 +10,7 @@ import dataclasses
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import cli, flag_parsing
 from fl_tff import config as config_lib
 from fl_tff import experiment
 
@@ -46,4 +46,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=flag_parsing.parse_flags)

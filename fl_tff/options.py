@@ -37,6 +37,7 @@ STEPS_PER_EPOCH = 'steps_per_epoch'
 COMPRESSED_UPLINK = 'compressed_uplink'
 SPARSIFIER = 'sparsifier'
 UNIFORM_WEIGHTS = 'uniform_weights'
+TFF_WEIGHTING = 'tff_weighting'
 FIXED_COHORT = 'fixed_cohort'
 DROPS_CLIENTS = 'drops_clients'
 MODULAR_SECURE_SUM = 'modular_secure_sum'
@@ -63,6 +64,7 @@ CAPABILITIES: dict[str, str] = {
     COMPRESSED_UPLINK: 'clients compress their updates',
     SPARSIFIER: 'compression keeps a fraction of each tensor',
     UNIFORM_WEIGHTS: 'every client update has the same weight',
+    TFF_WEIGHTING: 'a weighting TFF\'s own builders compute (uniform, or examples processed)',
     FIXED_COHORT: 'every round has exactly the planned number of clients',
     DROPS_CLIENTS: 'some selected clients may return nothing',
     MODULAR_SECURE_SUM: 'sums securely modulo 2^B (wraps around instead of overflowing)',

@@ -4,7 +4,9 @@ model's (`evaluation.PerClientEvaluator`, `client_acc_*`).
 * `personal_acc_*`: for a process whose clients keep a personal model part
   (`algorithms.personalization.PersonalizedProcess`: FedPer, FedRep, Ditto), each client's model
   built from the global weights and its stored state. A client that never trained uses its
-  initial state (FedPer's initial head, Ditto's initial model): it counts as it is.
+  initial state (FedPer's initial head, Ditto's initial model): it counts as it is. For a
+  process that reconstructs (`Reconstructs`: FedRecon), each client reconstructs its local
+  layers on its training split (one epoch) and is scored on its test split.
 * `finetuned_acc_*`: for every algorithm with `finetune_epochs` > 0, the global model fine-tuned
   by each client on its local training split (our client work's local SGD, `finetune_epochs`
   epochs at the client learning rate and batch size, a fixed seeded shuffle per client), then
@@ -16,7 +18,7 @@ Each is summarized as mean, p10, p50, p90 and the mean of the worst 10% of clien
 from __future__ import annotations
 
 import zlib
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +29,20 @@ from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import personalization
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
+
+
+@runtime_checkable
+class Reconstructs(Protocol):
+    """A process whose clients rebuild their personal part at evaluation (FedRecon)."""
+
+    def reconstructed_accuracies(self, weights: tff.learning.models.ModelWeights,
+                                 clients: Sequence[tf.data.Dataset]) -> list[float]:
+        """Each client's test accuracy after reconstructing on its training split (`clients`:
+        each client's data as `evaluation_batches` makes it)."""
+
+    def evaluation_batches(self, train: tf.data.Dataset, test: tf.data.Dataset,
+                           batch_size: int) -> tf.data.Dataset:
+        """A client's data for `reconstructed_accuracies`."""
 
 
 def _arrays(client_data: tff.simulation.datasets.ClientData, cid: str) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +103,11 @@ class PersonalizedEvaluator:
         self._process = process if isinstance(
             process, personalization.PersonalizedProcess) else None
         self._states = client_states
+        self._reconstructs = process if isinstance(process, Reconstructs) else None
+        if self._reconstructs is not None:
+            self._split_batches = [process.evaluation_batches(
+                train.create_tf_dataset_for_client(cid), test.create_tf_dataset_for_client(cid),
+                batch_size) for cid in self._ids]
         self._finetune = None
         if finetune_epochs > 0:
             self._finetune = build_finetune_computation(model_fn, learning_rate)
@@ -98,8 +119,8 @@ class PersonalizedEvaluator:
     @property
     def active(self) -> bool:
         """Whether a call reports anything."""
-        return self._finetune is not None or (self._process is not None
-                                               and self._states is not None)
+        return (self._finetune is not None or self._reconstructs is not None
+                or (self._process is not None and self._states is not None))
 
     def _accuracies(self, models_weights) -> list[float]:
         model = self._keras_fn()
@@ -117,6 +138,10 @@ class PersonalizedEvaluator:
             personal = [self._process.personal_weights(weights, self._states.get(cid))
                         for cid in self._ids]
             row.update(evaluation.distribution('personal_acc', self._accuracies(personal)))
+        if self._reconstructs is not None:
+            row.update(evaluation.distribution('personal_acc', [
+                a for a in self._reconstructs.reconstructed_accuracies(
+                    weights, self._split_batches) if np.isfinite(a)]))
         if self._finetune is not None:
             deltas = self._finetune(weights, self._rounds)
             tuned = [personalization.replace_trainable(

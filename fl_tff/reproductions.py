@@ -172,7 +172,7 @@ def _personalization_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {'run': label}
         row['global: mean / p10 / worst 10%'] = ' / '.join(
             f"{last[f'client_acc_{s}']:.3f}" for s in ('mean', 'p10', 'worst10pct'))
-        row['personalized by'] = ('its personal state' if kind == 'personal'
+        row['personalized by'] = ('its personal part (FedRecon: reconstructed)' if kind == 'personal'
                                   else 'fine-tuning the global model')
         for stat in _STATS:
             value = last.get(f'{kind}_acc_{stat}')
@@ -289,7 +289,9 @@ STUDIES: dict[str, Study] = {
         title='Digits, 2 classes per client (shards), 50 clients: personalized accuracy',
         claim=('On pathological label splits personalized models beat the global model by a wide '
                'margin, and Ditto keeps the worst clients best (Li et al. 2021, Table 1; '
-               'Collins et al. 2021; Arivazhagan et al. 2019).'),
+               'Collins et al. 2021; Arivazhagan et al. 2019; Singhal et al. 2021). The global '
+               'model of FedPer, FedRep and FedRecon is the shared layers with the initial '
+               'personal layers.'),
         base=dict(dataset='digits', model='2nn', partition='shards', classes_per_client=2,
                   num_clients=50, clients_per_round=10, client_epochs=2, client_batch_size=10,
                   client_learning_rate=0.05, rounds=100, eval_every=10, seed=0),
@@ -300,6 +302,8 @@ STUDIES: dict[str, Study] = {
                                                              head_epochs=1)),
             ('Ditto lambda=0.1', dict(algorithm='ditto', ditto_lambda=0.1)),
             ('Ditto lambda=1', dict(algorithm='ditto', ditto_lambda=1.0)),
+            ('FedRecon (1 local layer)', dict(algorithm='fedrecon', personal_layers=1,
+                                              client_weighting='examples_processed')),
             ('local training only (Ditto lambda=0)', dict(algorithm='ditto', ditto_lambda=0.0)),
         ),
         plot_metrics=(),

@@ -109,9 +109,10 @@ CLIENT_WEIGHTINGS = options.Registry('client_weighting', 'Weight of each client 
                    build=lambda padding_labels: ClientWeighting(Counts.EXAMPLES)),
     options.Option('examples_processed', 'examples the client processed this round (n_k x its '
                    'epochs: TFF\'s builders\' NUM_EXAMPLES)',
+                   provides={options.TFF_WEIGHTING},
                    build=lambda padding_labels: ClientWeighting(Counts.EXAMPLES_PROCESSED)),
     options.Option('uniform', 'every client update weighs the same',
-                   provides={options.UNIFORM_WEIGHTS},
+                   provides={options.UNIFORM_WEIGHTS, options.TFF_WEIGHTING},
                    build=lambda padding_labels: ClientWeighting(Counts.UNIFORM)),
     options.Option('tokens', 'non-padding label tokens the client processed this round (text '
                    'tasks, as google-research/federated\'s trainers)',

@@ -9,7 +9,7 @@ from fl_tff.config import ConfigError, ExperimentConfig
 BAD = [
     ({'dataset': 'mnist'}, '--dataset: unknown dataset .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     ({'partition': 'zipf'}, '--partition: unknown partition .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
-    ({'algorithm': 'fedfoo'}, '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedavg, fedper, fedprox, fedrep, fedsgd, scaffold'),
+    ({'algorithm': 'fedfoo'}, '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedavg, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold'),
     ({'partition': 'natural'}, r'--dataset: --partition=natural needs a dataset with its own clients \(--dataset=digits does not\): choose --dataset=synthetic or'),
     ({'algorithm': 'fedprox', 'mu': -1.0}, '--mu: must be >= 0'),
     ({'mu': 1.0}, '--mu: is a setting of --algorithm=fedprox; it has no effect with --algorithm=fedavg'),

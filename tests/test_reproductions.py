@@ -55,7 +55,7 @@ def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path):
     assert rows['fedavg']['global: mean / p10 / worst 10%'] == '0.500 / 0.300 / 0.200'
     assert rows['fedavg']['personalized by'] == 'fine-tuning the global model'
     assert rows['fedavg']['personalized mean'] == '0.600'
-    assert rows['fedper']['personalized by'] == 'its personal state'
+    assert rows['fedper']['personalized by'] == 'its personal part (FedRecon: reconstructed)'
     assert rows['fedper']['personalized worst10pct'] == '0.400'
     path = str(tmp_path / 'p.png')
     reproductions._plot_personalization(histories, path, 'title')

@@ -203,6 +203,29 @@ def run_local_steps(element: Any, step: Callable[[Any, Any], Any], initial_state
     return state
 
 
+def to_batches(round_dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """A client's round as a dataset of its local steps' batches (model inputs only), in order:
+    what a process that iterates over batches (TFF's own builders) takes. Works eagerly and
+    inside TFF computations."""
+    def batches(element):
+        sizes = element[STEP_SIZES_KEY]
+        offsets = tf.cumsum(sizes, exclusive=True)
+        fields = model_inputs(element)
+        return tf.data.Dataset.from_tensor_slices((offsets, sizes)).map(
+            lambda start, size: collections.OrderedDict(
+                (k, v[start:start + size]) for k, v in fields.items()))
+    return round_dataset.flat_map(batches)
+
+
+def takes_rounds(data_type: Any) -> bool:
+    """Whether a process's client data type (a TFF `SequenceType`) is client rounds, rather
+    than a dataset of batches."""
+    import tensorflow_federated as tff  # noqa: PLC0415 (data code is TFF-free otherwise)
+    element = data_type.element
+    return isinstance(element, tff.StructType) and STEP_SIZES_KEY in tff.structure.name_list(
+        element)
+
+
 def model_inputs(batch: Any) -> collections.OrderedDict:
     """A batch without the round's own fields: what the model's forward pass reads."""
     return collections.OrderedDict((k, v) for k, v in batch.items() if k not in ROUND_KEYS)

@@ -25,30 +25,49 @@ def batched_input_spec(element_spec) -> Any:
         lambda s: tf.TensorSpec([None, *s.shape], s.dtype), element_spec)
 
 
-def build_model_fn(keras_fn: Callable[[], tf.keras.Model], input_spec,
-                   masked_labels: Sequence[int] = (),
-                   accuracy_masked_labels: Sequence[int] = ()) -> ModelFn:
-    """Wraps a Keras factory for TFF with sparse cross-entropy on logits and accuracy metrics.
+class KerasModelFn:
+    """A `model_fn` wrapping a Keras factory for TFF, with sparse cross-entropy on logits and
+    accuracy metrics. It keeps what it is built from (`keras_fn`, `input_spec`, `loss`,
+    `metrics`), so builders that need the Keras model itself (FedRecon's reconstruction model)
+    can rebuild it.
 
-    `input_spec` is the spec of a *batched* client dataset element (see `batched_input_spec`).
     With `masked_labels` (sequence padding) the loss and the accuracy (TFF's
     `MaskedCategoricalAccuracy`, reported as `accuracy`) leave those labels out; the accuracy
     also leaves out `accuracy_masked_labels`.
     """
-    masked = tuple(masked_labels)
-    accuracy_masked = masked + tuple(accuracy_masked_labels)
 
-    def model_fn() -> tff.learning.models.VariableModel:
-        if masked:
-            loss = losses.MaskedSparseCategoricalCrossentropy(masked)
-            metrics = [tff.simulation.baselines.keras_metrics.MaskedCategoricalAccuracy(
-                masked_tokens=list(accuracy_masked))]
-        else:
-            loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            metrics = [tf.keras.metrics.SparseCategoricalAccuracy()]
+    def __init__(self, keras_fn: Callable[[], tf.keras.Model], input_spec,
+                 masked_labels: Sequence[int] = (), accuracy_masked_labels: Sequence[int] = ()):
+        self.keras_fn, self.input_spec = keras_fn, input_spec
+        self._masked = tuple(masked_labels)
+        self._accuracy_masked = self._masked + tuple(accuracy_masked_labels)
+
+    def loss(self) -> tf.keras.losses.Loss:
+        """A new loss object."""
+        if self._masked:
+            return losses.MaskedSparseCategoricalCrossentropy(self._masked)
+        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def metrics(self) -> list[tf.keras.metrics.Metric]:
+        """New metric objects."""
+        if self._masked:
+            return [tff.simulation.baselines.keras_metrics.MaskedCategoricalAccuracy(
+                masked_tokens=list(self._accuracy_masked))]
+        return [tf.keras.metrics.SparseCategoricalAccuracy()]
+
+    def __call__(self) -> tff.learning.models.VariableModel:
         return tff.learning.models.from_keras_model(
-            keras_fn(), input_spec=input_spec, loss=loss, metrics=metrics)
-    return model_fn
+            self.keras_fn(), input_spec=self.input_spec, loss=self.loss(), metrics=self.metrics())
+
+
+def build_model_fn(keras_fn: Callable[[], tf.keras.Model], input_spec,
+                   masked_labels: Sequence[int] = (),
+                   accuracy_masked_labels: Sequence[int] = ()) -> KerasModelFn:
+    """Wraps a Keras factory for TFF (see `KerasModelFn`).
+
+    `input_spec` is the spec of a *batched* client dataset element (see `batched_input_spec`).
+    """
+    return KerasModelFn(keras_fn, input_spec, masked_labels, accuracy_masked_labels)
 
 
 def model_fn_for_dataset(model_name: str, element_spec, num_classes: int, seed: int = 0,

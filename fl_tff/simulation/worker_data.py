@@ -16,7 +16,7 @@ The same function builds the round in the driver (`client_round`): a process tha
 from __future__ import annotations
 
 import collections
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Protocol, Union, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -106,11 +106,36 @@ def compose(process: Process, dataset_computation: tff.Computation) -> Process:
     Raises:
       TypeError: The process's client data does not match the dataset computation's rounds.
     """
-    if isinstance(process, client_state.StatefulLearningProcess):
+    next_fn = process.next_computation if isinstance(process, ComposableNext) else process.next
+    if not client_rounds.takes_rounds(next_fn.type_signature.parameter[1].member):
+        dataset_computation = as_batches(dataset_computation)
+    if isinstance(process, ComposableNext):
         return process.with_next(tff.simulation.compose_dataset_computation_with_computation(
-            dataset_computation, process.next_computation))
+            dataset_computation, next_fn))
     return tff.simulation.compose_dataset_computation_with_learning_process(
         dataset_computation, process)
+
+
+@runtime_checkable
+class ComposableNext(Protocol):
+    """A process that composes its own `next` (it has more than TFF's `LearningProcess` does:
+    client state, or other weights)."""
+
+    @property
+    def next_computation(self) -> tff.Computation:
+        """The federated computation behind `next`."""
+
+    def with_next(self, next_fn: tff.Computation) -> Any:
+        """The same process with `next_fn` behind `next`."""
+
+
+def as_batches(dataset_computation: tff.Computation) -> tff.Computation:
+    """`dataset_computation` whose rounds are handed over as datasets of their steps' batches
+    (`client_rounds.to_batches`), for processes built by TFF's own builders (e.g. FedRecon)."""
+    @tff.tensorflow.computation(dataset_computation.type_signature.parameter)
+    def batched(task):
+        return client_rounds.to_batches(dataset_computation(task))
+    return batched
 
 
 def _retired(name: str):

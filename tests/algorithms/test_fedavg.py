@@ -17,8 +17,7 @@ CLIENT_LR, SERVER_LR = 0.05, 1.0
 
 def takes_rounds(process) -> bool:
     """Whether `process` trains on client rounds (ours) rather than datasets of batches (TFF's)."""
-    element = process.next.type_signature.parameter[1].member.element
-    return client_rounds.STEP_SIZES_KEY in tff.structure.name_list(element)
+    return client_rounds.takes_rounds(process.next.type_signature.parameter[1].member)
 
 
 def run_rounds(process, select, rounds, initial_weights=None):
@@ -142,5 +141,5 @@ def test_runs_under_tff_run_training_process_with_uniform_sampling(tff_runtime, 
 
 def test_registry_knows_fedavg_and_rejects_unknown_names():
     assert get_algorithm('fedavg').build is build_fedavg
-    with pytest.raises(ValueError, match="unknown algorithm 'fedsomething'; valid choices: ditto, fedavg, fedper, fedprox, fedrep, fedsgd, scaffold"):
+    with pytest.raises(ValueError, match="unknown algorithm 'fedsomething'; valid choices: ditto, fedavg, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold"):
         get_algorithm('fedsomething')

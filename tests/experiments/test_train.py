@@ -41,9 +41,10 @@ def _empty_file(data_dir):
 BAD_INPUTS = [
     (['--dataset=mnist'], '--dataset: unknown dataset .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     (['--partition=zipf'], '--partition: unknown partition .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
-    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedavg, fedper, fedprox, fedrep, fedsgd, scaffold'),
+    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedavg, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold'),
     (['--algorithm=fedper', '--personal_layers=3'], r'--personal_layers: personal_layers must be in \[0, 2\] for this model \(3 layers with trainable variables\), got 3 \(--model=2nn\)'),
     (['--algorithm=fedrep', '--head_epochs=2', '--client_epochs=2'], '--head_epochs: --head_epochs=2 leaves no epoch for the body'),
+    (['--algorithm=fedrecon'], r"--client_weighting: --algorithm=fedrecon weighs clients as TFF's build_fed_recon does \(--client_weighting=examples does not\): choose --client_weighting=examples_processed or --client_weighting=uniform"),
     (['--algorithm=fedprox', '--mu=-1'], '--mu: must be >= 0'),
     (['--server_optimizer=rmsprop'], '--server_optimizer: unknown server_optimizer .rmsprop.'),
     (['--straggler_fraction=1.5'], r'--straggler_fraction: straggler_fraction must be in \[0, 1\]'),
@@ -122,10 +123,10 @@ def test_runs_print_no_tensorflow_noise(tmp_path, extra):
 def test_flags_that_do_not_parse_exit_2_with_one_line(capsys, argv, message):
     """absl's own parse errors (before the driver's checks): one line and exit 2, not exit 1."""
     from absl import flags
-    from experiments import cli, train  # noqa: F401 (defines the flags)
+    from experiments import flag_parsing, train  # noqa: F401 (defines the flags)
     try:
         with pytest.raises(SystemExit) as exited:
-            cli.parse_flags(['train', *argv])
+            flag_parsing.parse_flags(['train', *argv])
     finally:
         flags.FLAGS.unparse_flags()
     assert exited.value.code == 2
