@@ -81,7 +81,8 @@ class BaseConfig:
     finetune_epochs: int = _field(0, 'Personalized evaluation: at each evaluation every training '
                                   'client fine-tunes the global model on its training split for '
                                   'this many local epochs and is scored on its test split '
-                                  '(finetuned_acc_mean/p10/p50/p90/worst10pct; 0: off).')
+                                  '(finetuned_acc_mean/p10/p50/p90/worst10pct; held-out clients: '
+                                  'heldout_finetuned_acc_*; 0: off).')
     rounds: int = _field(50, 'Number of federated rounds.', neutral=True)
     client_epochs: int = _field(2, 'Local epochs (E) over its data per client per round '
                                 '(algorithms without local epochs: always 1 pass).')

@@ -181,7 +181,8 @@ def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
         keras_fn, model_fn, fed_data.train, fed_data.test, process=process,
         client_states=client_states, finetune_epochs=config.finetune_epochs,
         batch_size=config.client_batch_size, learning_rate=config.client_learning_rate,
-        seed=config.seed, **masks)
+        seed=config.seed, heldout_train=fed_data.heldout_train,
+        heldout_test=fed_data.heldout_test, **masks)
     if personalized.active:
         evaluators.append(personalized)
     return evaluators
@@ -357,7 +358,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
     }
     summary['final_per_client_accuracy'] = {  # Global, personal and fine-tuned, side by side.
         k: v for k, v in evaluated[-1].items()
-        if k.startswith(('client_acc_', 'personal_acc_', 'finetuned_acc_', 'heldout_acc_'))}
+        if k.startswith(('client_acc_', 'personal_acc_', 'finetuned_acc_', 'heldout_'))}
     summary.update(ledgers.summary(history))
     if ledgers.stopped:
         log(ledgers.stopped[0])

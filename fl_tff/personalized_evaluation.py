@@ -11,6 +11,9 @@ model's (`evaluation.PerClientEvaluator`, `client_acc_*`).
   by each client on its local training split (our client work's local SGD, `finetune_epochs`
   epochs at the client learning rate and batch size, a fixed seeded shuffle per client), then
   evaluated on its test split. All clients fine-tune in one TFF call per evaluation.
+* `heldout_finetuned_acc_*` and `heldout_test_acc_*`: with fine-tuning, clients never trained on
+  (`--heldout_clients`) fine-tune the same way; beside it, the global model on the same test
+  splits.
 
 Each is summarized as mean, p10, p50, p90 and the mean of the worst 10% of clients.
 """
@@ -73,8 +76,30 @@ def build_finetune_computation(model_fn: ModelFn, learning_rate: float) -> tff.C
     return finetune_all
 
 
+class _FineTuning:
+    """The fine-tuned accuracies of one group of clients (their training and test splits)."""
+
+    def __init__(self, computation: tff.Computation, train, test, *, epochs: int,
+                 batch_size: int, seed: int):
+        self._computation = computation
+        self.ids = [cid for cid in test.client_ids if cid in set(train.client_ids)]
+        self.tests = [_arrays(test, cid) for cid in self.ids]
+        self._rounds = [client_rounds.make_round(
+            train.create_tf_dataset_for_client(cid), epochs=epochs, batch_size=batch_size,
+            shuffle_seed=zlib.crc32(f'{seed}:{cid}'.encode())) for cid in self.ids]
+
+    def tuned_weights(self, weights: tff.learning.models.ModelWeights) -> list:
+        """Each client's fine-tuned model (one TFF call for the group)."""
+        deltas = self._computation(weights, self._rounds)
+        return [personalization.replace_trainable(
+            weights, range(len(tf.nest.flatten(d))),
+            [np.asarray(w) - np.asarray(u) for w, u in zip(weights.trainable, tf.nest.flatten(d))])
+            for d in deltas]
+
+
 class PersonalizedEvaluator:
-    """`personal_acc_*` and `finetuned_acc_*` (see the module docstring).
+    """`personal_acc_*`, `finetuned_acc_*` and, for held-out clients, `heldout_test_acc_*` and
+    `heldout_finetuned_acc_*` (see the module docstring).
 
     Args:
       keras_fn: The Keras model behind `model_fn` (for scoring).
@@ -87,6 +112,9 @@ class PersonalizedEvaluator:
       batch_size: Fine-tuning batch size.
       learning_rate: Fine-tuning SGD learning rate.
       seed: Seed of the fine-tuning shuffles.
+      heldout_train, heldout_test: Training and test splits of clients never trained on: with
+        fine-tuning, they are scored on their test split before and after fine-tuning on their
+        training split (they have no personal state).
       masked_labels, accuracy_masked_labels: As `evaluation.PerClientEvaluator`.
     """
 
@@ -95,6 +123,8 @@ class PersonalizedEvaluator:
                  test: tff.simulation.datasets.ClientData, *, process,
                  client_states: Optional[client_state.ClientStateStore],
                  finetune_epochs: int, batch_size: int, learning_rate: float, seed: int,
+                 heldout_train: Optional[tff.simulation.datasets.ClientData] = None,
+                 heldout_test: Optional[tff.simulation.datasets.ClientData] = None,
                  masked_labels: Sequence[int] = (), accuracy_masked_labels: Sequence[int] = ()):
         self._keras_fn = keras_fn
         self._ids = list(test.client_ids)
@@ -108,13 +138,13 @@ class PersonalizedEvaluator:
             self._split_batches = [process.evaluation_batches(
                 train.create_tf_dataset_for_client(cid), test.create_tf_dataset_for_client(cid),
                 batch_size) for cid in self._ids]
-        self._finetune = None
+        self._finetune = self._heldout = None
         if finetune_epochs > 0:
-            self._finetune = build_finetune_computation(model_fn, learning_rate)
-            self._rounds = [client_rounds.make_round(
-                train.create_tf_dataset_for_client(cid), epochs=finetune_epochs,
-                batch_size=batch_size, shuffle_seed=zlib.crc32(f'{seed}:{cid}'.encode()))
-                for cid in self._ids]
+            computation = build_finetune_computation(model_fn, learning_rate)
+            kwargs = dict(epochs=finetune_epochs, batch_size=batch_size, seed=seed)
+            self._finetune = _FineTuning(computation, train, test, **kwargs)
+            if heldout_train is not None and heldout_test is not None:
+                self._heldout = _FineTuning(computation, heldout_train, heldout_test, **kwargs)
 
     @property
     def active(self) -> bool:
@@ -122,10 +152,10 @@ class PersonalizedEvaluator:
         return (self._finetune is not None or self._reconstructs is not None
                 or (self._process is not None and self._states is not None))
 
-    def _accuracies(self, models_weights) -> list[float]:
+    def _accuracies(self, models_weights, tests=None) -> list[float]:
         model = self._keras_fn()
         out = []
-        for weights, (x, y) in zip(models_weights, self._tests):
+        for weights, (x, y) in zip(models_weights, self._tests if tests is None else tests):
             weights.assign_weights_to(model)
             _, _, correct, n = self._score(model, x, y)
             if n > 0:
@@ -143,10 +173,12 @@ class PersonalizedEvaluator:
                 a for a in self._reconstructs.reconstructed_accuracies(
                     weights, self._split_batches) if np.isfinite(a)]))
         if self._finetune is not None:
-            deltas = self._finetune(weights, self._rounds)
-            tuned = [personalization.replace_trainable(
-                weights, range(len(tf.nest.flatten(d))),
-                [np.asarray(w) - np.asarray(u) for w, u in zip(
-                    weights.trainable, tf.nest.flatten(d))]) for d in deltas]
-            row.update(evaluation.distribution('finetuned_acc', self._accuracies(tuned)))
+            row.update(evaluation.distribution('finetuned_acc', self._accuracies(
+                self._finetune.tuned_weights(weights), self._finetune.tests)))
+        if self._heldout is not None:
+            tests = self._heldout.tests
+            row.update(evaluation.distribution('heldout_test_acc', self._accuracies(
+                [weights] * len(tests), tests)))
+            row.update(evaluation.distribution('heldout_finetuned_acc', self._accuracies(
+                self._heldout.tuned_weights(weights), tests)))
         return row

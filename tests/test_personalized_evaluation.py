@@ -47,7 +47,9 @@ def test_personal_and_finetuned_accuracies_match_a_by_hand_computation(tff_runti
     store.update(list(heads), list(heads.values()))  # The others never trained.
     evaluator = PersonalizedEvaluator(
         keras_fn, model_fn, skewed_digits.train, skewed_digits.test, process=process,
-        client_states=store, finetune_epochs=2, batch_size=BATCH, learning_rate=LR, seed=SEED)
+        client_states=store, finetune_epochs=2, batch_size=BATCH, learning_rate=LR, seed=SEED,
+        # Held-out clients are fine-tuned the same way: here the same clients, same numbers.
+        heldout_train=skewed_digits.train, heldout_test=skewed_digits.test)
     row = evaluator(weights)
     store.close()
 
@@ -74,6 +76,10 @@ def test_personal_and_finetuned_accuracies_match_a_by_hand_computation(tff_runti
         for key, value in expected.items():
             assert row[key] == pytest.approx(value, abs=1e-6), key
     assert row['finetuned_acc_mean'] > _mean_global(keras_fn, trainable, skewed_digits) + 0.1
+    for stat in ('mean', 'p10', 'p50', 'p90', 'worst10pct'):
+        assert row[f'heldout_finetuned_acc_{stat}'] == row[f'finetuned_acc_{stat}']
+    assert row['heldout_test_acc_mean'] == pytest.approx(
+        _mean_global(keras_fn, trainable, skewed_digits), abs=1e-6)
 
 
 def _mean_global(keras_fn, trainable, fed):

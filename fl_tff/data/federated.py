@@ -24,7 +24,9 @@ from fl_tff.data import partition as partition_lib
 class FederatedData:
     """Train/test `ClientData`, the pooled test and train arrays, and a partition summary.
 
-    `heldout` holds the clients kept out of training (all their examples), or None.
+    `heldout` holds the clients kept out of training (all their examples), or None;
+    `heldout_train` / `heldout_test` the same clients' train and test sides (for fine-tuning them
+    at evaluation).
     """
 
     name: str
@@ -37,6 +39,8 @@ class FederatedData:
     train_x: np.ndarray
     train_y: np.ndarray
     heldout: Optional[tff.simulation.datasets.ClientData] = None
+    heldout_train: Optional[tff.simulation.datasets.ClientData] = None
+    heldout_test: Optional[tff.simulation.datasets.ClientData] = None
     masked_labels: tuple[int, ...] = ()
     accuracy_masked_labels: tuple[int, ...] = ()
 
@@ -117,7 +121,7 @@ def build_federated_data(dataset: arrays.ArrayDataset, parts: partition_lib.Part
     else:
         train_idx, test_idx = split_client_examples(parts, test_fraction, seed)
     heldout = sorted(set(int(i) for i in heldout))
-    heldout_data = None
+    heldout_data, heldout_sides = None, [None, None]
     if heldout:
         if heldout[0] < 0 or heldout[-1] >= len(train_idx) or len(heldout) >= len(train_idx):
             raise ValueError(f'held-out clients {heldout} must be a proper subset of the '
@@ -125,6 +129,9 @@ def build_federated_data(dataset: arrays.ArrayDataset, parts: partition_lib.Part
         heldout_data = client_data_from_arrays(
             dataset.x, dataset.y, [np.concatenate([train_idx[i], test_idx[i]]) for i in heldout],
             id_prefix='heldout')
+        heldout_sides = [client_data_from_arrays(dataset.x, dataset.y, [side[i] for i in heldout],
+                                                 id_prefix='heldout')
+                         for side in (train_idx, test_idx)]
         kept = [i for i in range(len(train_idx)) if i not in set(heldout)]
         train_idx, test_idx = [train_idx[i] for i in kept], [test_idx[i] for i in kept]
     train = client_data_from_arrays(dataset.x, dataset.y, train_idx)
@@ -141,7 +148,8 @@ def build_federated_data(dataset: arrays.ArrayDataset, parts: partition_lib.Part
     all_train = np.concatenate(train_idx)
     return FederatedData(dataset.name, train, test, dataset.x[all_test], dataset.y[all_test],
                          dataset.num_classes, summary, dataset.x[all_train], dataset.y[all_train],
-                         heldout=heldout_data, masked_labels=dataset.masked_labels,
+                         heldout=heldout_data, heldout_train=heldout_sides[0],
+                         heldout_test=heldout_sides[1], masked_labels=dataset.masked_labels,
                          accuracy_masked_labels=dataset.accuracy_masked_labels)
 
 

@@ -68,3 +68,9 @@ def test_heldout_clients_are_whole_clients_never_trained_on():
     again = experiment.load_federated_data(dataclasses.replace(base, heldout_clients=4))
     assert np.array_equal(fed.train_x, again.train_x)  # Seeded.
     assert experiment.load_federated_data(base).heldout is None
+    # Their train and test sides (fine-tuning at evaluation) split exactly their examples.
+    for cid in fed.heldout.client_ids:
+        def ys(data):
+            return sorted(int(e['y']) for e in data.create_tf_dataset_for_client(cid))
+        train, test = ys(fed.heldout_train), ys(fed.heldout_test)
+        assert train and sorted(train + test) == ys(fed.heldout)
