@@ -6,7 +6,6 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from fl_tff import client_state, evaluation, models
 from fl_tff.algorithms.fedper import build_fedper
