@@ -18,7 +18,8 @@ or by the examples of post-reconstruction training.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import functools
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -64,7 +65,7 @@ class FedReconProcess(tff.learning.templates.LearningProcess):
 
     def __init__(self, inner: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
                  *, shared: Sequence[bool], initial_weights: tff.learning.models.ModelWeights,
-                 evaluation: tff.learning.templates.LearningProcess):
+                 evaluation: Callable[[], tff.learning.templates.LearningProcess]):
         self._inner, self._shared, self._initial = inner, tuple(shared), initial_weights
         self._evaluation = evaluation
         state_type = inner.initialize.type_signature.result.member
@@ -131,8 +132,9 @@ class FedReconProcess(tff.learning.templates.LearningProcess):
         global_weights = tff.learning.models.ModelWeights(
             [np.asarray(weights.trainable[i]) for i in self.uplink_positions],
             [np.asarray(t) for t in weights.non_trainable])
-        state = self._evaluation.set_model_weights(self._evaluation.initialize(), global_weights)
-        return [accuracy_metric(self._evaluation.next(state, [batches]).metrics[
+        evaluation = self._evaluation()
+        state = evaluation.set_model_weights(evaluation.initialize(), global_weights)
+        return [accuracy_metric(evaluation.next(state, [batches]).metrics[
             'client_work']['eval']['current_round_metrics']) for batches in clients]
 
 
@@ -193,6 +195,7 @@ def build_fedrecon(
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
     split = tff.learning.models.ReconstructionModel.build_dataset_split_fn(split_dataset=True)
+
     def train_metrics():  # Examples counted as our processes report them (post-reconstruction).
         return [*model_fn.metrics(), tff.learning.metrics.NumExamplesCounter()]
 
@@ -202,10 +205,13 @@ def build_fedrecon(
         client_optimizer_fn=client_optimizer, reconstruction_optimizer_fn=client_optimizer,
         dataset_split_fn=split, client_weighting=_tff_weighting(weighting),
         model_aggregator_factory=model_aggregator)
-    evaluation = tff.learning.algorithms.build_fed_recon_eval(
-        reconstruction_model_fn(model_fn, personal_layers), loss_fn=model_fn.loss,
-        metrics_fn=model_fn.metrics, reconstruction_optimizer_fn=client_optimizer,
-        dataset_split_fn=_split_after_header)
+
+    @functools.cache  # Traced when first evaluated (shared by the process's `with_next` copies).
+    def evaluation():
+        return tff.learning.algorithms.build_fed_recon_eval(
+            reconstruction_model_fn(model_fn, personal_layers), loss_fn=model_fn.loss,
+            metrics_fn=model_fn.metrics, reconstruction_optimizer_fn=client_optimizer,
+            dataset_split_fn=_split_after_header)
 
     @tff.tensorflow.computation
     def initial_weights_fn():
