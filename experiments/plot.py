@@ -1,7 +1,7 @@
 """Plot runs: `python -m experiments.plot RUN_DIR [RUN_DIR ...] [--output=plot.png]`.
 
-Accuracy and loss against rounds (and against uplink bytes or epsilon when the runs report
-them); the legend names the settings that differ between the runs.
+Accuracy and loss against rounds (and against simulated time, uplink bytes or epsilon when the
+runs report them); the legend names the settings that differ between the runs.
 """
 
 import sys

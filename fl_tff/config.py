@@ -25,6 +25,8 @@ from fl_tff.models.keras_models import MODELS
 from fl_tff.privacy.modes import DP_MODES
 from fl_tff.runtime import parse_workers
 from fl_tff.simulation.worker_data import SIMULATIONS
+from fl_tff.simulation import devices
+from fl_tff.simulation.devices import DeviceSettings
 from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES, DeviceHeterogeneity, HeterogeneityError
 from fl_tff.simulation.selection import SAMPLINGS
 from fl_tff.weighting import CLIENT_WEIGHTINGS
@@ -95,6 +97,30 @@ class BaseConfig:
     dropout_rate: float = _field(0.0, 'Probability that a selected client returns nothing, in [0, 1).')
     over_selection: float = _field(0.0, 'Select ceil(K (1 + r)) clients and aggregate the first K '
                                    'to finish (r >= 0).')
+    round_deadline: float = _field(0.0, 'Simulated seconds after which a synchronous round stops '
+                                   'waiting: slower clients are late and dropped (0: none).')
+    device_profiles: str = _field('', 'CSV of device profiles (client_id, seconds_per_example, '
+                                  'downlink_bytes_per_second, uplink_bytes_per_second, '
+                                  'availability), one row per client, used instead of drawing them '
+                                  '(see fl_tff.simulation.devices.load_profiles).')
+    seconds_per_example: float = _field(0.01, 'Simulated clock: median compute seconds per example '
+                                        'of local work.')
+    device_speed_sigma: float = _field(1.0, 'Simulated clock: sigma of the log-normal spread of '
+                                       'device speeds (0: identical devices).')
+    downlink_mbps: float = _field(20.0, 'Simulated clock: median downlink bandwidth, Mbit/s (0: '
+                                  'instant).')
+    uplink_mbps: float = _field(5.0, 'Simulated clock: median uplink bandwidth, Mbit/s (0: '
+                                'instant).')
+    bandwidth_sigma: float = _field(0.0, 'Simulated clock: sigma of the log-normal spread of '
+                                    'bandwidths.')
+    intermittent_fraction: float = _field(0.0, 'Simulated clock: fraction of clients online only '
+                                          'part of each --availability_period (a client offline '
+                                          'at a round\'s start, or going offline before it '
+                                          'finishes, returns nothing).')
+    availability_period: float = _field(3600.0, 'Simulated clock: seconds of an intermittent '
+                                        'client\'s on/off cycle (86400: diurnal).')
+    availability_on_fraction: float = _field(0.5, 'Simulated clock: fraction of the cycle an '
+                                             'intermittent client is online (at a random phase).')
     workers: str = _field('', 'Run rounds on TFF worker services at host:port,host:port (started '
                           'with `python -m experiments.launch_workers`), splitting each round\'s '
                           'clients across them; empty: one local worker owned by this run.',
@@ -169,6 +195,15 @@ class BaseConfig:
         """The device-heterogeneity settings of this config."""
         return DeviceHeterogeneity(self.straggler_fraction, self.straggler_policy,
                                    self.dropout_rate, self.over_selection)
+
+    def device_settings(self) -> DeviceSettings:
+        """How the simulated clock draws (or reads) device profiles."""
+        return DeviceSettings(
+            seconds_per_example=self.seconds_per_example, speed_sigma=self.device_speed_sigma,
+            downlink_mbps=self.downlink_mbps, uplink_mbps=self.uplink_mbps,
+            bandwidth_sigma=self.bandwidth_sigma, intermittent_fraction=self.intermittent_fraction,
+            period_seconds=self.availability_period, on_fraction=self.availability_on_fraction,
+            profiles_file=self.device_profiles)
 
     def resolved_partition(self) -> str:
         """`partition`, with `auto` resolved: natural for a dataset with its own clients, else
@@ -274,6 +309,15 @@ class BaseConfig:
                 'so no client can do partial work: use --straggler_fraction=0 (or --dropout_rate '
                 'for clients that return nothing), or an algorithm with local epochs'))
         self.heterogeneity().validate(self.local_epochs())
+        problem = self.device_settings().problem()
+        if problem:
+            raise ConfigError(*problem)
+        _non_negative('round_deadline', self.round_deadline)
+        if self.device_profiles:
+            try:
+                devices.load_profiles(self.device_profiles, ())
+            except devices.DeviceProfileError as e:
+                raise ConfigError('device_profiles', str(e)) from e
         sampled = self.clients_per_round * (1 + self.over_selection)
         if sampled > self.num_clients + 1e-9:
             raise ConfigError('over_selection', f'selecting ceil({self.clients_per_round} x '

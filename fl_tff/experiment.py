@@ -16,6 +16,7 @@ from fl_tff import (checkpoints, client_state, data, divergence, evaluation, fil
                     options, personalized_evaluation, reporting, round_hooks, runtime, simulation,
                     weighting)
 from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.algorithms import asynchronous
 from fl_tff.data import client_files, tff_datasets
 
 
@@ -99,6 +100,45 @@ def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
         config.model, fed_data.element_spec, fed_data.num_classes, seed=config.seed,
         masked_labels=fed_data.masked_labels, accuracy_masked_labels=fed_data.accuracy_masked_labels,
         **({'hidden_units': config.hidden_units} if config.hidden_units else {}))
+
+
+def build_clock(config: ExperimentConfig, fed_data: data.FederatedData,
+                model_fn: models.ModelFn) -> simulation.devices.TaskClock:
+    """The simulated clock: the training clients' device profiles (drawn, or read from
+    `--device_profiles`) and the byte ledger's task sizes.
+
+    Raises:
+      ConfigError: A profile file without a row for one of the clients.
+    """
+    try:
+        profiles = simulation.devices.draw_profiles(
+            config.device_settings(), list(fed_data.train.client_ids), config.seed)
+    except simulation.devices.DeviceProfileError as e:
+        raise ConfigError('device_profiles', str(e)) from e
+    download, upload = round_hooks.task_bytes(config, model_fn)
+    return simulation.devices.TaskClock(profiles, fed_data.train_sizes, download_bytes=download,
+                                        upload_bytes=upload)
+
+
+def build_selector(config: ExperimentConfig, fed_data: data.FederatedData,
+                   model_fn: models.ModelFn, epochs: int):
+    """The run's client selection on the simulated clock: rounds (`ClientSelector`), or, for an
+    asynchronous algorithm, server updates (`AsyncSelector`)."""
+    selection = config.selection()
+    clock = build_clock(config, fed_data, model_fn)
+    rounds = simulation.build_training_selection_fn(
+        fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
+        batch_size=config.client_batch_size, seed=config.seed,
+        heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
+        sampling=config.client_sampling,
+        steps_per_epoch=selection.has(options.STEPS_PER_EPOCH), clock=clock,
+        round_deadline=config.round_deadline)
+    if not selection.has(options.ASYNCHRONOUS):
+        return rounds
+    params = config.option_params('algorithm')
+    return simulation.AsyncSelector(rounds, clock, concurrency=params['concurrency'],
+                                    buffer_size=params.get('buffer_size', 1),
+                                    dropout_rate=config.dropout_rate, seed=config.seed)
 
 
 # Re-exported: the error `run_experiment` raises when training diverges.
@@ -219,12 +259,7 @@ def run_experiment(config: ExperimentConfig,
                 option.check_model(config, model_fn)
             except options.OptionError as e:
                 raise ConfigError(e.flag, str(e)) from e
-    select = simulation.build_training_selection_fn(
-        fed_data.train, clients_per_round=config.clients_per_round, epochs=epochs,
-        batch_size=config.client_batch_size, seed=config.seed,
-        heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
-        sampling=config.client_sampling,
-        steps_per_epoch=selection.has(options.STEPS_PER_EPOCH))
+    select = build_selector(config, fed_data, model_fn, epochs)
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
                                                       models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)
@@ -286,12 +321,14 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                                         padding_labels=fed_data.masked_labels),
                                     max(fed_data.train_sizes.values()), epochs),
                                 dataset_computation=select.dataset_computation(train_files))
-        client_states = None
+        client_states, versions = None, None
         if isinstance(process, client_state.ProcessWithClientState):
             client_states = client_state.ClientStateStore(process.initial_client_state())
             cleanup.callback(client_states.close)
+        if isinstance(process, asynchronous.BufferedProcess):  # Start weights of clients in flight.
+            versions = simulation.VersionStore(process.get_model_weights(process.initialize()))
         checkpointer = checkpoints.Checkpointer(run_dir, config.checkpoint_every,
-                                                client_states=client_states)
+                                                client_states=client_states if client_states is not None else versions)
         initial_state = process.initialize()
         state, done = checkpointer.latest(initial_state) if run.resuming else (None, 0)
         for skipped in checkpointer.skipped:
@@ -331,7 +368,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                 evaluation_fn=lambda w: {k: v for e in evaluators for k, v in e(w).items()},
                 on_round=on_round, initial_state=state, start_round=done + 1,
                 before_round=ledgers.before_round, client_states=client_states,
-                measure_next=_bytes_to_workers(rt) if config.workers else None)
+                versions=versions, measure_next=_bytes_to_workers(rt) if config.workers else None)
         except DivergenceError as e:
             raise DivergenceError(f'{e}; the last good checkpoint (round '
                                   f'{checkpointer.latest_round()}) is kept in {checkpointer.directory}',
@@ -360,6 +397,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
         k: v for k, v in evaluated[-1].items()
         if k.startswith(('client_acc_', 'personal_acc_', 'finetuned_acc_', 'heldout_'))}
     summary.update(ledgers.summary(history))
+    summary['simulated_clock'] = simulation.clock_summary(select, history)
     if ledgers.stopped:
         log(ledgers.stopped[0])
     if 'privacy' in summary:

@@ -28,6 +28,7 @@ DP_SGD_CLIENT = 'dp_sgd_client'
 ERROR_FEEDBACK_CLIENT = 'error_feedback_client'
 CLIENT_STATE = 'client_state'
 PERSONAL_MODEL = 'personal_model'
+ASYNCHRONOUS = 'asynchronous'
 SEES_INDIVIDUAL_UPDATES = 'sees_individual_updates'
 REPLACES_MEAN = 'replaces_mean'
 SECURE_SUM = 'secure_sum'
@@ -55,6 +56,8 @@ CAPABILITIES: dict[str, str] = {
     ERROR_FEEDBACK_CLIENT: 'its clients can keep error-feedback residuals',
     CLIENT_STATE: 'keeps per-client state across rounds (client outputs)',
     PERSONAL_MODEL: 'each client keeps a personal model (or part) that never leaves it',
+    ASYNCHRONOUS: 'clients train concurrently on the simulated clock from possibly stale models; '
+                  'a round is one server update',
     SEES_INDIVIDUAL_UPDATES: 'the server must see each client update',
     REPLACES_MEAN: 'aggregates updates other than by the plain mean',
     SECURE_SUM: 'updates reach the server only through secure sums',
@@ -91,6 +94,7 @@ class Param:
     """A parameter of one or more options: a config field and a flag of the same name.
 
     The value must lie in [minimum, maximum] (open ends when `*_open`); `None` is unbounded.
+    A string parameter with `choices` must be one of them.
     """
 
     name: str
@@ -100,8 +104,11 @@ class Param:
     maximum: Optional[float] = None
     min_open: bool = False
     max_open: bool = False
+    choices: tuple[str, ...] = ()
 
     def range_text(self) -> str:
+        if self.choices:
+            return 'one of ' + '|'.join(self.choices)
         if self.minimum is None and self.maximum is None:
             return ''
         if self.maximum is None:
@@ -113,6 +120,9 @@ class Param:
 
     def problem(self, value: Value) -> Optional[str]:
         """Why `value` is out of range (None when it is fine)."""
+        if self.choices:
+            return None if value in self.choices else (
+                f'unknown value {value!r}; valid choices: {", ".join(self.choices)}')
         lo, hi = self.minimum, self.maximum
         below = lo is not None and (value <= lo if self.min_open else value < lo)
         above = hi is not None and (value >= hi if self.max_open else value > hi)

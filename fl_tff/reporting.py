@@ -258,7 +258,10 @@ def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int =
     width = len(str(total_rounds))
     parts = [f'round {r:>{width}}/{total_rounds} [{"#" * filled}{"." * (10 - filled)}]',
              f'train loss {row["train_loss"]:.4f} acc {row["train_accuracy"]:.4f}']
-    if 'selected' in row and row['aggregated'] != row['selected']:
+    if 'staleness_mean' in row:  # An asynchronous server update.
+        parts.append(f'buffer {row["aggregated"]} staleness mean {row["staleness_mean"]:.2f} '
+                     f'max {row["staleness_max"]} lost {row["lost"]}')
+    elif 'selected' in row and row['aggregated'] != row['selected']:
         parts.append(f'clients {row["aggregated"]}/{row["selected"]} (dropped {row["dropped"]}, '
                      f'stragglers {row["stragglers"]}, partial {row["partial"]}, late {row["late"]})')
     if 'test_accuracy' in row:
@@ -275,5 +278,7 @@ def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int =
         parts.append(f'up {row["uplink_bytes_total"] / 1e6:.3g} MB')
     if 'worker_bytes_sent' in row:
         parts.append(f'to workers {row["worker_bytes_sent"] / 1e6:.3g} MB')
+    if 'sim_time' in row:
+        parts.append(f'sim {row["sim_time"]:.0f}s')
     parts.append(f'{row["round_seconds"]:.2f}s eta {eta:.0f}s')
     return ' | '.join(parts)

@@ -12,6 +12,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from fl_tff import options, simulation
 from fl_tff.communication import ledger as communication
@@ -66,6 +67,19 @@ def build_communication_ledger(config: ExperimentConfig, weights,
     return communication.CommunicationLedger(
         sizes * selection['algorithm'].uplink_model_copies,
         int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding)
+
+
+def task_bytes(config: ExperimentConfig, model_fn) -> tuple[int, int]:
+    """(download, upload) bytes of one client task for the simulated clock: the byte ledger's
+    sizes for the whole model (an update carrying part of it, e.g. FedPer's, is charged as the
+    whole: the clock is built before the process)."""
+    with tf.Graph().as_default():
+        model = model_fn()
+        trainable = [np.zeros(v.shape, np.float32) for v in model.trainable_variables]
+        non_trainable = [np.zeros(v.shape, np.float32) for v in model.non_trainable_variables]
+    ledger = build_communication_ledger(
+        config, tff.learning.models.ModelWeights(trainable, non_trainable))
+    return ledger.downlink_client_bytes, ledger.uplink_client_bytes
 
 
 @dataclasses.dataclass

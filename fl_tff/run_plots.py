@@ -8,8 +8,10 @@ from typing import Any
 
 from fl_tff import plotting, reporting
 
-# x axes besides the round, used when a run reports them (communication and privacy ledgers).
-_X_AXES = (('uplink_bytes_total', 'uplink bytes'), ('epsilon', 'epsilon'))
+# x axes besides the round, used when a run reports them (the simulated clock, the
+# communication and privacy ledgers).
+_X_AXES = (('sim_time', 'simulated seconds'), ('uplink_bytes_total', 'uplink bytes'),
+           ('epsilon', 'epsilon'))
 
 
 def load_run(run_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

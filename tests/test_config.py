@@ -9,7 +9,7 @@ from fl_tff.config import ConfigError, ExperimentConfig
 BAD = [
     ({'dataset': 'mnist'}, '--dataset: unknown dataset .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     ({'partition': 'zipf'}, '--partition: unknown partition .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
-    ({'algorithm': 'fedfoo'}, '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedavg, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold'),
+    ({'algorithm': 'fedfoo'}, '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedasync, fedavg, fedbuff, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold'),
     ({'partition': 'natural'}, r'--dataset: --partition=natural needs a dataset with its own clients \(--dataset=digits does not\): choose --dataset=synthetic or'),
     ({'algorithm': 'fedprox', 'mu': -1.0}, '--mu: must be >= 0'),
     ({'mu': 1.0}, '--mu: is a setting of --algorithm=fedprox; it has no effect with --algorithm=fedavg'),
@@ -65,6 +65,20 @@ BAD = [
     ({'partition': 'dirichlet', 'alpha': -0.5}, '--alpha: must be > 0'),
     ({'eval_every': 0}, '--eval_every: must be > 0'),
     ({'test_fraction': 1.0}, r'--test_fraction: must be in \(0, 1\)'),
+    ({'algorithm': 'fedbuff', 'buffer_size': 30}, r'--buffer_size: 30 updates cannot fill the buffer with --concurrency=20 clients training; choose a value in \[1, concurrency\]'),
+    ({'algorithm': 'fedbuff', 'concurrency': 21}, r'--concurrency: 21 clients cannot train at once among --num_clients=20; choose a value in \[1, 20\]'),
+    ({'algorithm': 'fedbuff', 'staleness_weighting': 'hinge'}, '--staleness_weighting: unknown value .hinge.; valid choices: polynomial, constant'),
+    ({'algorithm': 'fedasync', 'async_mixing': 0.0}, r'--async_mixing: must be in \(0, 1\]'),
+    ({'algorithm': 'fedbuff', 'over_selection': 0.2}, '--over_selection: --algorithm=fedbuff is asynchronous: there are no rounds to over-select for'),
+    ({'algorithm': 'fedasync', 'round_deadline': 5.0}, '--round_deadline: --algorithm=fedasync is asynchronous: there are no rounds to end'),
+    ({'algorithm': 'fedbuff', 'client_sampling': 'poisson'}, '--client_sampling: --algorithm=fedbuff draws clients as slots free up'),
+    ({'algorithm': 'fedbuff', 'dp': 'fixed', 'client_weighting': 'uniform'}, '--dp: --dp=fixed does not combine with --algorithm=fedbuff: the privacy ledger assumes rounds'),
+    ({'buffer_size': 5}, '--buffer_size: is a setting of --algorithm=fedbuff; it has no effect with --algorithm=fedavg'),
+    ({'device_speed_sigma': -1.0}, '--device_speed_sigma: must be >= 0, got -1.0'),
+    ({'intermittent_fraction': 1.5}, r'--intermittent_fraction: must be in \[0, 1\], got 1.5'),
+    ({'availability_on_fraction': 0.0}, r'--availability_on_fraction: must be in \(0, 1\], got 0.0'),
+    ({'round_deadline': -1.0}, '--round_deadline: must be >= 0'),
+    ({'device_profiles': '/nonexistent/devices.csv'}, "--device_profiles: cannot read '/nonexistent/devices.csv'"),
 ]
 
 

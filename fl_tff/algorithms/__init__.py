@@ -11,7 +11,8 @@ e.g. `dp_sgd` for options that need `DP_SGD_CLIENT`).
 from __future__ import annotations
 
 from fl_tff import options
-from fl_tff.algorithms import ditto, fedavg, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold
+from fl_tff.algorithms import (ditto, fedasync, fedavg, fedbuff, fedper, fedprox, fedrecon, fedrep,
+                               fedsgd, scaffold)
 from fl_tff.algorithms.fedavg import build_fedavg
 from fl_tff.algorithms.fedprox import build_fedprox
 from fl_tff.algorithms.fedsgd import build_fedsgd
@@ -26,6 +27,8 @@ ALGORITHMS = options.Registry('algorithm', 'Federated algorithm.', [
     fedrep.OPTION,
     ditto.OPTION,
     fedrecon.OPTION,
+    fedbuff.OPTION,
+    fedasync.OPTION,
 ], default='fedavg')
 
 

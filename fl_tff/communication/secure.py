@@ -169,12 +169,14 @@ def build_secure_mean(bits: int, bound: float, *, uniform: bool,
 
 
 def _check(config, selection: options.Selection) -> None:
-    """The cohort's sum of B-bit integers must fit in int32 (a cohort without a fixed size can
-    be the whole population); a modular secure sum wraps around instead."""
+    """The cohort's sum of B-bit integers must fit in int32 (a cohort without a fixed size, or
+    an asynchronous buffer, can be as large as the population); a modular secure sum wraps
+    around instead."""
     if selection.has(options.MODULAR_SECURE_SUM):
         return
+    fixed = selection.has(options.FIXED_COHORT) and not selection.has(options.ASYNCHRONOUS)
     cohort = (int(math.ceil(config.clients_per_round * (1 + config.over_selection)))
-              if selection.has(options.FIXED_COHORT) else config.num_clients)
+              if fixed else config.num_clients)
     if cohort * (2 ** config.secure_bits - 1) >= 2 ** 31:
         raise options.OptionError('secure_bits', f'{config.secure_bits} bits x up to {cohort} '
                                   'clients per round overflows the 32-bit secure sum; use at most '

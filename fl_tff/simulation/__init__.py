@@ -5,3 +5,6 @@ from fl_tff.simulation.heterogeneity import DeviceHeterogeneity, RoundPlan, plan
 from fl_tff.simulation.loop import LAST_ROUND, TIMING_COLUMNS, StopTraining, run_training
 from fl_tff.simulation.selection import ClientSelector, build_training_selection_fn
 from fl_tff.simulation.worker_data import SIMULATIONS, compose
+from fl_tff.simulation import devices
+from fl_tff.simulation.async_schedule import AsyncPlan, AsyncSelector, VersionStore
+from fl_tff.simulation.clock_summary import clock_summary

@@ -4,8 +4,12 @@ As in the FedProx paper (Li et al. 2020, section 5.2), a fixed fraction of each 
 selected clients are stragglers that can only run a random number of local epochs in [1, E).
 With policy `drop` they are discarded (FedAvg's behaviour); with `partial` their partial work
 is aggregated (FedProx's). Dropouts return nothing. Over-selection samples ceil(K (1 + r))
-clients and aggregates the first K to finish under a simulated per-client time
-(examples x epochs x a per-client slowness drawn once from LogNormal(0, 1)).
+clients and aggregates the first K to finish under a simulated per-client time: the device
+clock's task time (`fl_tff.simulation.devices`) when one is given, else examples x epochs x a
+per-client slowness drawn once from LogNormal(0, 1). With a clock, a round also has a simulated
+duration (as long as its slowest aggregated client, or its deadline), clients offline at its
+start or going offline before they finish return nothing, and clients slower than the deadline
+are late.
 Everything is drawn from generators seeded by (seed, round), so a run is reproducible.
 """
 
@@ -13,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from fl_tff import options
+from fl_tff.simulation import devices
 
 STRAGGLER_POLICIES = options.Registry('straggler_policy', 'What happens to stragglers.', [
     options.Option('drop', 'discarded (FedAvg\'s behaviour)', provides={options.DROPS_CLIENTS}),
@@ -70,13 +75,20 @@ class RoundPlan:
     dropped: int = 0       # selected clients that returned nothing
     stragglers: int = 0    # selected clients that could not finish E epochs
     partial: int = 0       # stragglers whose partial work is aggregated
-    late: int = 0          # finished, but after the first K (over-selection)
+    late: int = 0          # finished after the first K (over-selection) or the deadline
+    offline: int = 0       # offline at the start, or went offline before finishing (clock)
+    sim_seconds: float = float('nan')  # simulated duration of the round (with a device clock)
+    sim_time: float = float('nan')     # simulated time at the round's end (with a device clock)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         """Per-round counts for the metrics file."""
-        return {'selected': len(self.selected), 'aggregated': len(self.participants),
-                'dropped': self.dropped, 'stragglers': self.stragglers, 'partial': self.partial,
-                'late': self.late}
+        out = {'selected': len(self.selected), 'aggregated': len(self.participants),
+               'dropped': self.dropped, 'stragglers': self.stragglers, 'partial': self.partial,
+               'late': self.late}
+        if not math.isnan(self.sim_seconds):
+            out.update(offline=self.offline, sim_round_seconds=self.sim_seconds,
+                       sim_time=self.sim_time)
+        return out
 
 
 def selection_size(clients_per_round: int, over_selection: float) -> int:
@@ -86,8 +98,17 @@ def selection_size(clients_per_round: int, over_selection: float) -> int:
 
 def plan_round(round_num: int, selected: Sequence[str], *, clients_per_round: int, epochs: int,
                heterogeneity: DeviceHeterogeneity, seed: int,
-               client_sizes: Mapping[str, int]) -> RoundPlan:
-    """Decides dropouts, stragglers and (with over-selection) the first K finishers."""
+               client_sizes: Mapping[str, int], clock: Optional[devices.TaskClock] = None,
+               start_time: float = 0.0, deadline: float = 0.0) -> RoundPlan:
+    """Decides dropouts, stragglers, (with a clock) offline clients and the deadline, and (with
+    over-selection) the first K finishers.
+
+    Args:
+      clock: Simulated task times and availability; None: no simulated time (over-selection
+        then ranks by examples x epochs x a LogNormal(0, 1) slowness).
+      start_time: Simulated time at which the round starts (with a clock).
+      deadline: Seconds after which the server stops waiting (0: none); needs a clock.
+    """
     h = heterogeneity
     rng = np.random.default_rng([seed, round_num, 0x5EED])
     n = len(selected)
@@ -99,21 +120,42 @@ def plan_round(round_num: int, selected: Sequence[str], *, clients_per_round: in
     drops = options.DROPS_CLIENTS in STRAGGLER_POLICIES[h.straggler_policy].provides
     survivors = [i for i in range(n) if not dropped[i]
                  and not (is_straggler[i] and drops)]
-    late = 0
-    if len(survivors) > clients_per_round:
+    if clock is None:  # Finishing times matter only to over-selection.
         finish = {i: client_sizes[selected[i]] * local_epochs[i] * _slowness(seed, selected[i])
-                  for i in survivors}
+                  for i in survivors} if len(survivors) > clients_per_round else {}
+    else:
+        finish = {i: clock.task_seconds(selected[i], int(local_epochs[i])) for i in survivors}
+    offline = 0
+    if clock is not None and clock.has_availability:
+        reachable = [i for i in survivors if clock.online(selected[i], start_time) and
+                     start_time + finish[i] <= clock.online_until(selected[i], start_time)]
+        offline, survivors = len(survivors) - len(reachable), reachable
+    late = 0
+    if deadline > 0:
+        in_time = [i for i in survivors if finish[i] <= deadline]
+        late, survivors = len(survivors) - len(in_time), in_time
+    if len(survivors) > clients_per_round:
         ranked = sorted(survivors, key=lambda i: (finish[i], i))
-        late = len(ranked) - clients_per_round
+        late += len(ranked) - clients_per_round
         survivors = sorted(ranked[:clients_per_round])
     participants = tuple((selected[i], int(local_epochs[i])) for i in survivors)
+    timing = {}
+    if clock is not None:
+        # Nobody reported and no deadline: the server waits as long as the slowest selected
+        # task would have taken before it gives up on the round.
+        seconds = max((finish[i] for i in survivors), default=0.0) if survivors else max(
+            (clock.task_seconds(selected[i], int(local_epochs[i])) for i in range(n)),
+            default=0.0)
+        if deadline > 0 and len(survivors) < min(clients_per_round, n):
+            seconds = deadline  # Fewer than K reported: the server waits out the deadline.
+        timing = dict(sim_seconds=float(seconds), sim_time=float(start_time + seconds))
     return RoundPlan(
         round_num=round_num, selected=tuple(selected), participants=participants,
         dropped=int(dropped.sum()), stragglers=int(is_straggler.sum()),
-        partial=sum(1 for i in survivors if is_straggler[i]), late=late)
+        partial=sum(1 for i in survivors if is_straggler[i]), late=late, offline=offline,
+        **timing)
 
 
 def _slowness(seed: int, client_id: str) -> float:
     """A client's fixed relative slowness (its device speed), LogNormal(0, 1)."""
-    key = int.from_bytes(client_id.encode()[-8:].rjust(8, b'\0'), 'big')
-    return float(np.random.default_rng([seed, key, 0x51]).lognormal(0.0, 1.0))
+    return devices.relative_slowness(seed, client_id)

@@ -10,6 +10,8 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import tensorflow_federated as tff
 
 from fl_tff import client_state
+from fl_tff.algorithms import asynchronous
+from fl_tff.simulation import async_schedule
 from fl_tff.models.model_fn import accuracy_metric
 
 Metrics = dict[str, Any]
@@ -88,6 +90,7 @@ def run_training(
         before_round: Optional[Callable[[Any, bool], Metrics]] = None,
         client_states: Optional[client_state.ClientStateStore] = None,
         measure_next: Optional[Callable[[], Callable[[], Metrics]]] = None,
+        versions: Optional[Any] = None,
 ) -> tuple[Any, list[Metrics]]:
     """Runs rounds `start_round`..`rounds` of `process`; evaluates every `eval_every` rounds and
     at the end.
@@ -99,6 +102,10 @@ def run_training(
     to `next` and stores the new ones: the simulation, not the process, keeps them.
     `measure_next()` is called just before each round's `next` and returns a function called
     just after it, whose columns join the round's row (e.g. the bytes sent to workers).
+    For an asynchronous process (`asynchronous.BufferedProcess`, with an `AsyncSelector`) a
+    round is one server update: the loop passes each buffered client's start weights from
+    `versions` (an `async_schedule.VersionStore`; a new one holding the initial weights when
+    None) and its staleness, and keeps the new weights while clients in flight need them.
     Returns the final state and the rows of the rounds run.
     """
     if isinstance(process, client_state.ProcessWithClientState):
@@ -115,19 +122,28 @@ def run_training(
         raise TypeError('before_round hooks (the privacy ledger and its budget stop, the byte '
                         'ledger) charge each round\'s plan: select clients with a '
                         'PlannedSelection such as ClientSelector, not a plain callable')
+    if isinstance(process, asynchronous.BufferedProcess):
+        if not isinstance(training_selection_fn, async_schedule.AsyncSelector):
+            raise TypeError('an asynchronous process needs an AsyncSelector, which plans its '
+                            'buffers on the simulated clock')
+        if versions is None and start_round > 1:
+            raise ValueError('resuming an asynchronous run needs the start weights of its '
+                             'checkpoint (versions=)')
     with contextlib.ExitStack() as cleanup:
         if isinstance(process, client_state.ProcessWithClientState) and client_states is None:
             client_states = client_state.ClientStateStore(process.initial_client_state())
             cleanup.callback(client_states.close)  # Ours: removed when the loop ends.
         return _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every,
                            on_round, initial_state, start_round, before_round, client_states,
-                           measure_next)
+                           measure_next, versions)
 
 
 def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every, on_round,
-                initial_state, start_round, before_round, client_states, measure_next):
+                initial_state, start_round, before_round, client_states, measure_next, versions):
     """The loop of `run_training`, its arguments checked."""
     state = process.initialize() if initial_state is None else initial_state
+    if isinstance(process, asynchronous.BufferedProcess) and versions is None:
+        versions = async_schedule.VersionStore(process.get_model_weights(state))
     history: list[Metrics] = []
     start = time.monotonic()
     for round_num in range(start_round, rounds + 1):
@@ -157,6 +173,12 @@ def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_ever
                 output = process.next(state, clients, client_ids=client_ids, round_num=round_num,
                                       client_states=[client_states.get(c) for c in client_ids])
                 client_states.update(client_ids, output.client_states)
+            elif isinstance(process, asynchronous.BufferedProcess):
+                output = process.next(state, clients,
+                                      start_weights=[versions.get(v) for v in plan.start_versions],
+                                      staleness=plan.staleness)
+                versions.put(round_num, process.get_model_weights(output.state),
+                             keep=plan.live_versions)
             else:
                 output = process.next(state, clients)
             if measured is not None:

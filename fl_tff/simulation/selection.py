@@ -12,7 +12,7 @@ import tensorflow_federated as tff
 
 from fl_tff.data import preprocessing
 from fl_tff import options
-from fl_tff.simulation import worker_data
+from fl_tff.simulation import devices, worker_data
 from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, plan_round,
                                              selection_size)
 
@@ -55,7 +55,10 @@ class ClientSelector:
                  epochs: int, batch_size: int, seed: int,
                  heterogeneity: Optional[DeviceHeterogeneity] = None,
                  client_sizes: Optional[Mapping[str, int]] = None, sampling: str = 'uniform',
-                 steps_per_epoch: bool = False):
+                 steps_per_epoch: bool = False, clock: Optional[devices.TaskClock] = None,
+                 round_deadline: float = 0.0):
+        if round_deadline > 0 and clock is None:
+            raise ValueError('a round deadline needs a device clock (clock=)')
         if sampling not in SAMPLINGS:
             raise ValueError(f'unknown sampling {sampling!r}; valid choices: {", ".join(SAMPLINGS)}')
         if batch_size < 1:
@@ -79,6 +82,8 @@ class ClientSelector:
         self._client_ids = client_ids
         self.sampling = sampling
         self._steps_per_epoch = steps_per_epoch
+        self.clock, self._deadline = clock, round_deadline
+        self._round_ends: list[float] = [0.0]  # Simulated end time of rounds 0, 1, ... (cache).
         self._sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False,
                                                                 random_seed=seed)
 
@@ -111,8 +116,33 @@ class ClientSelector:
         """Clients sampled per round (expected, for Poisson)."""
         return self._num_sampled
 
+    @property
+    def client_ids(self) -> list[str]:
+        """The population, in its order."""
+        return list(self._client_ids)
+
+    @property
+    def epochs(self) -> int:
+        """Local epochs of a client that finishes its work."""
+        return self._epochs
+
+    def sample(self, draw: int, size: int) -> list[str]:
+        """`size` clients drawn uniformly without replacement; the `draw`-th draw of the run
+        (round `draw`'s cohort under uniform sampling)."""
+        return self._sample(draw, size)
+
     def plan(self, round_num: int) -> RoundPlan:
-        """Who is selected in `round_num` and who contributes with how many epochs."""
+        """Who is selected in `round_num` and who contributes with how many epochs; with a
+        device clock, when the round starts and ends in simulated time (rounds run back to
+        back, so planning a round plans the ones before it)."""
+        if self.clock is not None:
+            while len(self._round_ends) < round_num:
+                self._round_ends.append(self._plan(len(self._round_ends),
+                                                   self._round_ends[-1]).sim_time)
+            return self._plan(round_num, self._round_ends[round_num - 1])
+        return self._plan(round_num, 0.0)
+
+    def _plan(self, round_num: int, start_time: float) -> RoundPlan:
         if self.sampling == 'poisson':
             rate = self._clients_per_round / len(self._client_ids)
             joins = np.random.default_rng([self._seed, round_num, 0x9015]).random(len(self._client_ids))
@@ -123,7 +153,8 @@ class ClientSelector:
         return plan_round(round_num, selected,
                           clients_per_round=cohort, epochs=self._epochs,
                           heterogeneity=self._heterogeneity, seed=self._seed,
-                          client_sizes=self._client_sizes)
+                          client_sizes=self._client_sizes, clock=self.clock,
+                          start_time=start_time, deadline=self._deadline)
 
     def client_inputs(self, plan: RoundPlan) -> list[collections.OrderedDict]:
         """The tasks of the plan's participants, in `plan.participants` order: what the loop
@@ -147,9 +178,12 @@ def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData,
                                 heterogeneity: Optional[DeviceHeterogeneity] = None,
                                 client_sizes: Optional[Mapping[str, int]] = None,
                                 sampling: str = 'uniform',
-                                steps_per_epoch: bool = False) -> ClientSelector:
+                                steps_per_epoch: bool = False,
+                                clock: Optional[devices.TaskClock] = None,
+                                round_deadline: float = 0.0) -> ClientSelector:
     """A `ClientSelector` (see there); kept as the function name used across the library."""
     return ClientSelector(client_data, clients_per_round=clients_per_round, epochs=epochs,
                           batch_size=batch_size, seed=seed, heterogeneity=heterogeneity,
                           client_sizes=client_sizes, sampling=sampling,
-                          steps_per_epoch=steps_per_epoch)
+                          steps_per_epoch=steps_per_epoch, clock=clock,
+                          round_deadline=round_deadline)

@@ -34,10 +34,14 @@ def _shapes(type_spec) -> set:
     dict(secure_agg=True, client_weighting='examples', secure_range=200.0),
     dict(secure_agg=True, dp='fixed', client_weighting='uniform', noise_multiplier=1.0, clip=0.5),
     dict(secure_agg=True, algorithm='fedprox', mu=0.1, client_weighting='uniform'),
+    # A FedBuff buffer is a secure sum; FedAsync's one arriving update too.
+    dict(secure_agg=True, algorithm='fedbuff', concurrency=8, buffer_size=4,
+         client_weighting='uniform'),
+    dict(secure_agg=True, algorithm='fedasync', concurrency=8, client_weighting='uniform'),
 ])
 def test_model_updates_reach_the_server_only_through_secure_sums(tff_runtime, overrides):
     process, _ = _process(dataclasses.replace(BASE, **overrides))
-    tree = process.next.to_building_block()
+    tree = getattr(process, 'next_computation', process.next).to_building_block()
     assert tree_analysis.find_secure_aggregation_in_tree(tree)
     for call in tree_analysis.find_unsecure_aggregation_in_tree(tree):
         leaked = _shapes(call.argument.type_signature) & WEIGHT_SHAPES

@@ -51,13 +51,16 @@ def _popen(module, out, *extra, env=None):
 @pytest.mark.slow
 @pytest.mark.parametrize('extra', [{}, dict(compression='topk', compression_k=0.1,
                                             error_feedback=True),
-                                   dict(algorithm='ditto', ditto_lambda=0.5)],
-                         ids=['fedavg', 'error_feedback_client_state', 'ditto_personal_models'])
+                                   dict(algorithm='ditto', ditto_lambda=0.5),
+                                   dict(algorithm='fedbuff', concurrency=6, buffer_size=3)],
+                         ids=['fedavg', 'error_feedback_client_state', 'ditto_personal_models',
+                              'fedbuff_clients_in_flight'])
 def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupted_run(
         tff_runtime, tmp_path, extra):
     """The crash point is deterministic: inside the save of round 6's checkpoint. With error
     feedback the clients' residuals (client state) must be restored as of round 3 too; with
-    Ditto the personal models, whose accuracy (`personal_acc_*`) is in every evaluated row."""
+    Ditto the personal models, whose accuracy (`personal_acc_*`) is in every evaluated row; with
+    FedBuff the start weights of the clients in flight at round 3."""
     before = live_worker_pids()
     crashed = _popen('tests.experiments.crash_driver', tmp_path / 'crashed', '--rounds=12',
                      *[f'--{k}={v}' for k, v in extra.items()],
@@ -74,8 +77,15 @@ def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupte
     assert f'resuming after round 3 from {run_dir / "checkpoints"}' in lines
     reference, _ = _run(_config(tmp_path / 'reference', rounds=12, **extra))
     assert _rows(run_dir) == _rows(reference.run_dir) and len(_rows(run_dir)) == 12
-    if 'algorithm' in extra:
+    if extra.get('algorithm') == 'ditto':
         assert 'personal_acc_mean' in _rows(run_dir)[-1]
+    if extra.get('algorithm') == 'fedbuff':  # Checkpoints keep older models clients train from.
+        kept = {}
+        for name in os.listdir(run_dir / 'checkpoints'):
+            if m := re.fullmatch(r'client_states_(\d+)\.npz', name):
+                with np.load(run_dir / 'checkpoints' / name) as saved:
+                    kept[int(m[1])] = {int(k.split('::')[0]) for k in saved.files}
+        assert kept and all(min(versions) < n for n, versions in kept.items()), kept
     assert not [n for n in os.listdir(run_dir / 'checkpoints') if n.startswith('.partial')]
 
 

@@ -34,6 +34,12 @@ def _truncated_database(data_dir):
         f.truncate(4096)  # The schema page survives; the data is gone.
 
 
+def _profiles_of_two_clients(data_dir):
+    (data_dir / 'devices.csv').write_text(
+        'client_id,seconds_per_example,downlink_bytes_per_second,uplink_bytes_per_second,'
+        'availability\nclient_00000,0.1,0,0,always\nclient_00001,0.1,0,0,always\n')
+
+
 def _empty_file(data_dir):
     (data_dir / 'emnist_all.sqlite').write_bytes(b'')
 
@@ -41,7 +47,7 @@ def _empty_file(data_dir):
 BAD_INPUTS = [
     (['--dataset=mnist'], '--dataset: unknown dataset .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     (['--partition=zipf'], '--partition: unknown partition .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
-    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedavg, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold'),
+    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedasync, fedavg, fedbuff, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold'),
     (['--algorithm=fedper', '--personal_layers=3'], r'--personal_layers: personal_layers must be in \[0, 2\] for this model \(3 layers with trainable variables\), got 3 \(--model=2nn\)'),
     (['--algorithm=fedrep', '--head_epochs=2', '--client_epochs=2'], '--head_epochs: --head_epochs=2 leaves no epoch for the body'),
     (['--algorithm=fedrecon'], r"--client_weighting: --algorithm=fedrecon weighs clients as TFF's build_fed_recon does \(--client_weighting=examples does not\): choose --client_weighting=examples_processed or --client_weighting=uniform"),
@@ -70,6 +76,10 @@ BAD_INPUTS = [
      r'|not a readable SQLite database \(database disk image is malformed\))'),
     (['--output_dir=/proc/fl_tff_runs'], r"--output_dir: cannot create '/proc/fl_tff_runs': No such file or directory in '/proc'"),
     (['--workers=127.0.0.1:1'], r'--workers: no TFF worker at 127.0.0.1:1 \(Connection refused\); start workers with'),
+    (['--device_profiles={data_dir}/devices.csv'], _profiles_of_two_clients,
+     r"--device_profiles: \S+devices.csv' has no profile for 18 clients, e.g. 'client_\d+'; give one row per client id"),
+    (['--algorithm=fedbuff', '--buffer_size=25'],
+     r'--buffer_size: 25 updates cannot fill the buffer with --concurrency=20 clients training'),
 ]
 
 

@@ -1,0 +1,202 @@
+"""What asynchronous algorithms (FedBuff, FedAsync) share: one server update from a buffer of
+client updates, each trained from its own, possibly stale, start model.
+
+`compose_buffered` follows TFF's composition without the distributor: the buffer's clients
+receive their start weights CLIENTS-placed, run the client work (our local SGD), scale their
+update by the server's staleness factor, and the model aggregator (any: secure sums,
+compression, robust) and our finalizer apply them. Which clients are in a buffer, and how stale
+they are, is the simulated clock's business (`fl_tff.simulation.async_schedule`); the loop
+keeps the start weights (`VersionStore`).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff import options
+from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.models.model_fn import ModelFn
+
+STALENESS_WEIGHTINGS = ('polynomial', 'constant')
+
+
+def staleness_factor(weighting: str, staleness: int, exponent: float = 0.5) -> float:
+    """The factor an update of `staleness` is scaled by: 1 (`constant`), or (1 + s)^-a
+    (`polynomial`, a = 0.5 as in FedBuff and FedAsync's polynomial s(t - tau))."""
+    if weighting == 'constant':
+        return 1.0
+    if weighting == 'polynomial':
+        return float((1.0 + staleness) ** -exponent)
+    raise ValueError(f'unknown staleness weighting {weighting!r}; valid choices: '
+                     f'{", ".join(STALENESS_WEIGHTINGS)}')
+
+
+@runtime_checkable
+class BufferedProcess(Protocol):
+    """A process whose `next` applies one buffer of client updates trained from their own start
+    weights (the loop passes them; see `AsyncLearningProcess.next`)."""
+
+    def scale(self, staleness: int) -> float:
+        """The factor an update of `staleness` is scaled by."""
+
+    def next(self, state: Any, client_data: list, *,
+             start_weights: Sequence[tff.learning.models.ModelWeights],
+             staleness: Sequence[int]) -> tff.learning.templates.LearningProcessOutput:
+        """One server update."""
+
+
+class AsyncLearningProcess:
+    """A learning process for asynchronous training (implements `BufferedProcess` and
+    `worker_data.ComposableNext`); `initialize`, weights and hyperparameters are those of the
+    synchronous composition with the same parts, so checkpoints and evaluators are unchanged.
+
+    Args:
+      composed: The synchronous process with the same state.
+      next_fn: `(state, client data@CLIENTS, start weights@CLIENTS, scale@CLIENTS) ->
+        LearningProcessOutput`.
+      scale_fn: staleness -> the factor the client's update is scaled by.
+    """
+
+    def __init__(self, composed: tff.learning.templates.LearningProcess,
+                 next_fn: tff.Computation, scale_fn: Callable[[int], float]):
+        self._composed, self._next_fn, self._scale_fn = composed, next_fn, scale_fn
+        self.initialize = composed.initialize
+        self.get_model_weights = composed.get_model_weights
+        self.set_model_weights = composed.set_model_weights
+        self.get_hparams = composed.get_hparams
+        self.set_hparams = composed.set_hparams
+
+    @property
+    def next_computation(self) -> tff.Computation:
+        return self._next_fn
+
+    def with_next(self, next_fn: tff.Computation) -> 'AsyncLearningProcess':
+        return AsyncLearningProcess(self._composed, next_fn, self._scale_fn)
+
+    def scale(self, staleness: int) -> float:
+        """The factor an update of `staleness` is scaled by."""
+        return self._scale_fn(staleness)
+
+    def next(self, state: Any, client_data: list, *,
+             start_weights: Sequence[tff.learning.models.ModelWeights],
+             staleness: Sequence[int]) -> tff.learning.templates.LearningProcessOutput:
+        """Applies one buffer: client i trains `client_data[i]` from `start_weights[i]`; its
+        update is scaled by `scale(staleness[i])`."""
+        if not len(client_data) == len(start_weights) == len(staleness):
+            raise ValueError(f'{len(client_data)} clients, {len(start_weights)} start weights and '
+                             f'{len(staleness)} staleness values: one each per buffered update')
+        scales = [np.float32(self._scale_fn(int(s))) for s in staleness]
+        return self._next_fn(state, client_data, list(start_weights), scales)
+
+
+def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.ClientWorkProcess,
+                     server_optimizer: tff.learning.optimizers.Optimizer,
+                     model_aggregator: tff.aggregators.AggregationFactory, *,
+                     scale_fn: Callable[[int], float],
+                     relative_to_current: bool = False) -> AsyncLearningProcess:
+    """The asynchronous process around `client_work` (see the module docstring).
+
+    Args:
+      model_fn: Builds the model.
+      client_work: Trains from CLIENTS-placed weights and returns (start - trained, weight).
+      server_optimizer: Applied to the aggregated update.
+      model_aggregator: Aggregates the scaled updates with the client weights.
+      scale_fn: staleness -> the factor each update is scaled by.
+      relative_to_current: Upload `scale x (current - trained)` instead of `scale x (start -
+        trained)`: the update moves the current model towards the client's trained one
+        (FedAsync's mixing), rather than adding the client's own step (FedBuff).
+
+    Returns:
+      The process.
+    """
+    with tf.Graph().as_default():
+        weights_type = tff.learning.models.weights_type_from_model(model_fn())
+
+    @tff.tensorflow.computation
+    def initial_model_weights_fn():
+        return tff.learning.models.ModelWeights.from_model(model_fn())
+
+    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
+    aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
+    distributor = tff.learning.templates.build_broadcast_process(weights_type)
+    finalizer = finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type)
+    composed = tff.learning.templates.compose_learning_process(
+        initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
+    state_type, data_type = composed.next.type_signature.parameter[:2]
+
+    @tff.tensorflow.computation(weights_type.trainable, np.float32)
+    def scaled(update, scale):
+        return tf.nest.map_structure(lambda u: u * scale, update)
+
+    @tff.tensorflow.computation(weights_type.trainable, weights_type, weights_type, np.float32)
+    def scaled_from_current(update, start, current, scale):
+        # current - trained = (current - start) + (start - trained).
+        return tf.nest.map_structure(lambda u, s, c: (c - s + u) * scale, update,
+                                     start.trainable, current.trainable)
+
+    @tff.federated_computation(state_type, data_type, tff.FederatedType(weights_type, tff.CLIENTS),
+                               tff.FederatedType(np.float32, tff.CLIENTS))
+    def next_fn(state, client_data, start_weights, scales):
+        work = client_work.next(state.client_work, start_weights, client_data)
+        if relative_to_current:
+            current = tff.federated_broadcast(state.global_model_weights)
+            update = tff.federated_map(scaled_from_current,
+                                       (work.result.update, start_weights, current, scales))
+        else:
+            update = tff.federated_map(scaled, (work.result.update, scales))
+        aggregated = aggregator.next(state.aggregator, update, work.result.update_weight)
+        final = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
+        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+            final.result, state.distributor, work.state, aggregated.state, final.state))
+        measurements = tff.federated_zip(collections.OrderedDict(
+            client_work=work.measurements, aggregator=aggregated.measurements,
+            finalizer=final.measurements))
+        return tff.learning.templates.LearningProcessOutput(new_state, measurements)
+
+    return AsyncLearningProcess(composed, next_fn, scale_fn)
+
+
+# Parameters both asynchronous algorithms take.
+CONCURRENCY = options.Param('concurrency', 20, 'Clients training at once on the simulated clock '
+                            '(C); each starts from the model current when it starts.', minimum=1)
+STALENESS_WEIGHTING = options.Param(
+    'staleness_weighting', 'polynomial', 'How an update is scaled by its staleness s (server '
+    'updates since its client started): polynomial 1/sqrt(1+s) (the papers\' default) or '
+    'constant 1.', choices=STALENESS_WEIGHTINGS)
+
+
+def check_asynchronous(config, selection) -> None:
+    """What an asynchronous run refuses among the base settings, with the reason."""
+    del selection
+    refused = {
+        'over_selection': 'there are no rounds to over-select for: a slot is refilled as soon '
+                          'as a client finishes',
+        'straggler_fraction': 'slow devices come from the device profiles '
+                              '(--device_speed_sigma, --device_profiles)',
+        'round_deadline': 'there are no rounds to end',
+    }
+    for name, why in refused.items():
+        if getattr(config, name):
+            raise options.OptionError(name, f'--algorithm={config.algorithm} is asynchronous: '
+                                      f'{why}; leave --{name} at 0')
+    if config.client_sampling != 'uniform':
+        raise options.OptionError('client_sampling', f'--algorithm={config.algorithm} draws '
+                                  'clients as slots free up, not by Poisson rounds: use '
+                                  '--client_sampling=uniform')
+    if config.concurrency > config.num_clients:
+        raise options.OptionError('concurrency', f'{config.concurrency} clients cannot train at '
+                                  f'once among --num_clients={config.num_clients}; choose a '
+                                  f'value in [1, {config.num_clients}]')
+
+
+# What an asynchronous algorithm refuses among the other options, by capability.
+EXCLUDES = {
+    options.USER_LEVEL_DP: 'the privacy ledger assumes rounds of uniformly or Poisson sampled '
+                           'clients; asynchronous participation is neither',
+}

@@ -1,0 +1,152 @@
+"""FedBuff and FedAsync: against synchronous FedAvg and the papers' updates written plainly."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff import simulation
+from fl_tff.algorithms import build_fedavg
+from fl_tff.algorithms.fedasync import build_fedasync
+from fl_tff.algorithms.fedbuff import build_fedbuff
+from fl_tff.simulation import devices, worker_data
+from tests.helpers import max_abs_diff, to_batches
+
+SGD = tff.learning.optimizers.build_sgdm
+LR = 0.05
+
+
+def _clock(select, sizes, seconds_per_example=0.01, sigma=0.0, seed=0):
+    profiles = devices.draw_profiles(devices.DeviceSettings(seconds_per_example=seconds_per_example,
+                                                            speed_sigma=sigma), select.client_ids, seed)
+    return devices.TaskClock(profiles, sizes, download_bytes=1000, upload_bytes=1000)
+
+
+def _run(process, select, rounds):
+    composed = worker_data.compose(process, select.dataset_computation())
+    state, history = simulation.run_training(composed, select, rounds=rounds)
+    return process.get_model_weights(state), history
+
+
+def test_fedbuff_with_whole_cohort_buffers_equals_synchronous_fedavg(tff_runtime, setup):
+    model_fn, select = setup  # 4 clients a round.
+    # Identical devices and workloads: every client of a draw finishes at the same time.
+    clock = _clock(select, {c: 10 for c in select.client_ids})
+    async_select = simulation.AsyncSelector(select, clock, concurrency=4, buffer_size=4)
+    fedbuff = build_fedbuff(model_fn, concurrency=4, buffer_size=4,
+                            staleness_weighting='constant', client_optimizer=SGD(LR),
+                            server_optimizer=SGD(1.0))
+    fedavg = build_fedavg(model_fn, client_optimizer=SGD(LR), server_optimizer=SGD(1.0))
+    buff_w, buff_rows = _run(fedbuff, async_select, 3)
+    avg_w, _ = _run(fedavg, select, 3)
+    for r in range(1, 4):
+        assert async_select.plan(r).participants == select.plan(r).participants
+        assert async_select.plan(r).staleness == [0] * 4
+    initial = fedavg.get_model_weights(fedavg.initialize())
+    assert max_abs_diff(avg_w.trainable, initial.trainable) > 1e-2  # It trained.
+    assert max_abs_diff(buff_w.trainable, avg_w.trainable) <= 1e-6
+    assert [row['staleness_max'] for row in buff_rows] == [0, 0, 0]
+
+
+def _train_plainly(keras_fn, start, client_round):
+    """The client's local SGD in eager Keras: (trained weights, examples processed)."""
+    model = keras_fn()
+    for v, w in zip(model.trainable_variables, start):
+        v.assign(w)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    examples = 0
+    for batch in to_batches(client_round):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(batch['y'], model(batch['x'], training=True))
+        for v, g in zip(model.trainable_variables,
+                        tape.gradient(loss, model.trainable_variables)):
+            v.assign_sub(LR * g)
+        examples += int(batch['y'].shape[0])
+    return [v.numpy() for v in model.trainable_variables], examples
+
+
+def _plain_updates(keras_fn, select, async_select, initial, rounds, server_update):
+    """Server updates from each buffered client's own start version (the papers' algorithms)."""
+    versions = {0: [np.asarray(t) for t in initial]}
+    for n in range(1, rounds + 1):
+        plan = async_select.plan(n)
+        trained = [_train_plainly(keras_fn, versions[v], select.client_round(task))
+                   for v, task in zip(plan.start_versions, async_select.client_inputs(plan))]
+        versions[n] = server_update(versions[n - 1], plan, [versions[v] for v in plan.start_versions],
+                                    trained)
+    return versions[rounds]
+
+
+def test_fedbuff_equals_its_paper_update_with_stale_clients(tff_runtime, setup, keras_fn,
+                                                            skewed_digits):
+    model_fn, select = setup
+    # Real client sizes and spread-out devices: buffers hold stale updates.
+    clock = _clock(select, skewed_digits.train_sizes, sigma=1.0, seed=2)
+    async_select = simulation.AsyncSelector(select, clock, concurrency=4, buffer_size=2)
+    assert max(s for n in range(1, 6) for s in async_select.plan(n).staleness) >= 1
+    process = build_fedbuff(model_fn, concurrency=4, buffer_size=2, client_optimizer=SGD(LR),
+                            server_optimizer=SGD(1.0))
+    weights, _ = _run(process, async_select, 5)
+
+    def fedbuff(x, plan, starts, trained):
+        # x - sum_i w_i s(tau_i) (start_i - trained_i) / sum_i w_i, s = 1/sqrt(1 + tau).
+        w = np.array([e for _, e in trained], float)
+        s = np.array([(1.0 + t) ** -0.5 for t in plan.staleness])
+        return [xx - sum(wi * si * (st[i] - tr[i]) for wi, si, st, (tr, _) in
+                         zip(w, s, starts, trained)) / w.sum() for i, xx in enumerate(x)]
+
+    initial = process.get_model_weights(process.initialize()).trainable
+    expected = _plain_updates(keras_fn, select, async_select, initial, 5, fedbuff)
+    assert max_abs_diff(weights.trainable, expected) <= 1e-5
+
+
+def test_fedasync_equals_its_paper_mixing(tff_runtime, setup, keras_fn, skewed_digits):
+    model_fn, select = setup
+    clock = _clock(select, skewed_digits.train_sizes, sigma=1.0, seed=2)
+    async_select = simulation.AsyncSelector(select, clock, concurrency=3, buffer_size=1)
+    process = build_fedasync(model_fn, concurrency=3, async_mixing=0.6,
+                             client_optimizer=SGD(LR), server_optimizer=SGD(1.0))
+    weights, _ = _run(process, async_select, 5)
+    assert max(s for n in range(1, 6) for s in async_select.plan(n).staleness) >= 1
+
+    def fedasync(x, plan, starts, trained):
+        # x_t = (1 - alpha_t) x_{t-1} + alpha_t x_new, alpha_t = 0.6 (1 + t - tau)^-0.5, where
+        # the paper's t - tau is 1 for a client that missed no update.
+        t_minus_tau = plan.round_num - plan.start_versions[0]
+        alpha = 0.6 * (1.0 + t_minus_tau) ** -0.5
+        (new, _), = trained
+        return [(1 - alpha) * xx + alpha * nn for xx, nn in zip(x, new)]
+
+    initial = process.get_model_weights(process.initialize()).trainable
+    expected = _plain_updates(keras_fn, select, async_select, initial, 5, fedasync)
+    assert max_abs_diff(weights.trainable, expected) <= 1e-5
+
+
+def test_fedbuff_refuses_a_buffer_larger_than_its_concurrency(setup):
+    with pytest.raises(ValueError, match='buffer_size'):
+        build_fedbuff(setup[0], concurrency=2, buffer_size=3)
+    with pytest.raises(ValueError, match='staleness weighting'):
+        build_fedbuff(setup[0], staleness_weighting='hinge')
+
+
+def test_compression_composes_with_a_buffer_and_shortens_uploads_on_the_clock(tff_runtime, setup,
+                                                                             skewed_digits):
+    from fl_tff import aggregation, round_hooks
+    from fl_tff.communication import compression
+    from fl_tff.config import ExperimentConfig
+    model_fn, select = setup
+    clock = _clock(select, skewed_digits.train_sizes, sigma=1.0, seed=2)
+    async_select = simulation.AsyncSelector(select, clock, concurrency=4, buffer_size=2)
+    kwargs = dict(concurrency=4, buffer_size=2, client_optimizer=SGD(LR),
+                  server_optimizer=SGD(1.0))
+    plain, _ = _run(build_fedbuff(model_fn, **kwargs), async_select, 3)
+    compressed, _ = _run(build_fedbuff(model_fn, model_aggregator=aggregation.mean_factory(
+        False, compression.build_compressed_sum('quantize', bits=16, seed=1)), **kwargs),
+        async_select, 3)
+    difference = max_abs_diff(compressed.trainable, plain.trainable)
+    assert 0 < difference <= 1e-3  # 16-bit stochastic quantization: lossy, slightly.
+    config = ExperimentConfig(algorithm='fedbuff', model='2nn', hidden_units=32)
+    _, upload = round_hooks.task_bytes(config, model_fn)
+    _, upload_8bit = round_hooks.task_bytes(
+        ExperimentConfig(algorithm='fedbuff', compression='quantize', compression_bits=8), model_fn)
+    assert upload_8bit < upload / 3  # 8-bit values: about a quarter of float32 uploads.
