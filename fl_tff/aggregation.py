@@ -2,19 +2,21 @@
 
 Coordinate-wise median and trimmed mean (Yin et al. 2018, "Byzantine-Robust Distributed
 Learning: Towards Optimal Statistical Rates") are ours: TFF has no such factory. They must see
-every client update at the server (no secure aggregation), so they gather the updates with
-`tff.federated_aggregate` into a stacked tensor and reduce it there. They ignore client weights.
+every client update at the server (no secure aggregation), so they gather the updates
+(`fl_tff.robust.gathered`) and reduce them there; so do Krum, Multi-Krum, Bulyan and RFA, each in
+its own module under `fl_tff.robust`. They ignore client weights.
 """
 
 from __future__ import annotations
 
 import types
-from typing import Callable
+from typing import Any, Callable
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options
+from fl_tff.robust import bulyan, gathered, krum, rfa
 
 
 def coordinate_median(stacked: tf.Tensor) -> tf.Tensor:
@@ -36,48 +38,6 @@ def trimmed_mean(trim_fraction: float) -> Callable[[tf.Tensor], tf.Tensor]:
         return tf.reduce_mean(s[k:n - k], axis=0)
 
     return reduce
-
-
-class CoordinateWiseFactory(tff.aggregators.UnweightedAggregationFactory):
-    """Gathers all client values at the server and reduces each tensor with `reduce_fn` over
-    the client axis (e.g. `coordinate_median`)."""
-
-    def __init__(self, reduce_fn: Callable[[tf.Tensor], tf.Tensor]):
-        self._reduce_fn = reduce_fn
-
-    def create(self, value_type) -> tff.templates.AggregationProcess:
-        specs = tff.types.type_to_tf_tensor_specs(value_type)
-        stacked_type = tff.types.tensorflow_to_type(tf.nest.map_structure(
-            lambda s: tf.TensorSpec([None, *s.shape], s.dtype), specs))
-        reduce_fn = self._reduce_fn
-
-        @tff.tensorflow.computation
-        def zeros():
-            return tf.nest.map_structure(lambda s: tf.zeros([0, *s.shape], s.dtype), specs)
-
-        @tff.tensorflow.computation(stacked_type, value_type)
-        def accumulate(stacked, value):
-            return tf.nest.map_structure(lambda a, v: tf.concat([a, v[tf.newaxis]], 0), stacked, value)
-
-        @tff.tensorflow.computation(stacked_type, stacked_type)
-        def merge(a, b):
-            return tf.nest.map_structure(lambda x, y: tf.concat([x, y], 0), a, b)
-
-        @tff.tensorflow.computation(stacked_type)
-        def report(stacked):
-            return tf.nest.map_structure(reduce_fn, stacked)
-
-        @tff.federated_computation
-        def init_fn():
-            return tff.federated_value((), tff.SERVER)
-
-        @tff.federated_computation(init_fn.type_signature.result,
-                                   tff.FederatedType(value_type, tff.CLIENTS))
-        def next_fn(state, value):
-            result = tff.federated_aggregate(value, zeros(), accumulate, merge, report)
-            return tff.templates.MeasuredProcessOutput(state, result, tff.federated_value((), tff.SERVER))
-
-        return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
 def mean_factory(uniform: bool, value_sum_factory=None,
@@ -118,29 +78,38 @@ AGGREGATORS = options.Registry('aggregator', 'Aggregation of client updates.', [
                        zeroing_norm, mean_factory(uniform), norm_order=2.0),
                        options.REPLACES_MEAN, params=(_ZEROING_NORM,))),
     options.Option('median', 'coordinate-wise median (unweighted; Yin et al. 2018)',
-                   **_robust(lambda uniform: CoordinateWiseFactory(coordinate_median),
+                   **_robust(lambda uniform: gathered.GatheredUpdatesFactory(coordinate_median),
                              options.REPLACES_MEAN, options.SEES_INDIVIDUAL_UPDATES)),
     options.Option('trimmed_mean', 'coordinate-wise trimmed mean (unweighted; Yin et al. 2018)',
-                   **_robust(lambda uniform, trim_fraction: CoordinateWiseFactory(
+                   **_robust(lambda uniform, trim_fraction: gathered.GatheredUpdatesFactory(
                        trimmed_mean(trim_fraction)), options.REPLACES_MEAN,
                        options.SEES_INDIVIDUAL_UPDATES, params=(_TRIM_FRACTION,))),
+    krum.KRUM,
+    krum.MULTI_KRUM,
+    bulyan.OPTION,
+    rfa.OPTION,
 ], default='mean')
 
 
-def build_model_aggregator(name: str, *, uniform: bool = False, clip_norm: float = 1.0,
-                           zeroing_norm: float = 10.0,
-                           trim_fraction: float = 0.1) -> tff.aggregators.AggregationFactory:
-    """The aggregator called `name` (see `AGGREGATORS`).
+def build_model_aggregator(name: str, *, uniform: bool = False,
+                           **params: Any) -> tff.aggregators.AggregationFactory:
+    """The aggregator called `name` (see `AGGREGATORS`) with its parameters (defaults for those
+    not given), e.g. `build_model_aggregator('krum', byzantine_f=2)`.
 
     mean: weighted (or, with `uniform`, unweighted) mean. clip: each update's L2 norm clipped to
     `clip_norm`, then the mean. zero: updates with L2 norm above `zeroing_norm` replaced by zeros,
-    then the mean. median / trimmed_mean: coordinate-wise, unweighted.
+    then the mean. median / trimmed_mean: coordinate-wise, unweighted. krum, multikrum, bulyan,
+    rfa: see `fl_tff.robust`.
 
     Raises:
-      ValueError: An unknown name or a parameter out of its range.
+      ValueError: An unknown name, a parameter it does not take, or one out of its range.
     """
     option = AGGREGATORS.get(name)
-    values = dict(clip_norm=clip_norm, zeroing_norm=zeroing_norm, trim_fraction=trim_fraction)
+    declared = {p.name: p for p in option.params}
+    unknown = set(params) - set(declared)
+    if unknown:
+        raise ValueError(f'--aggregator={name} takes no {", ".join(sorted(unknown))}')
+    values = {n: params.get(n, p.default) for n, p in declared.items()}
     for p in option.params:
         problem = p.problem(values[p.name])
         if problem:

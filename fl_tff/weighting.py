@@ -122,3 +122,19 @@ CLIENT_WEIGHTINGS = options.Registry('client_weighting', 'Weight of each client 
                    build=lambda padding_labels: ClientWeighting(Counts.TOKENS,
                                                                 tuple(padding_labels))),
 ], default='examples')
+
+
+def to_tff_weighting(weighting: Weighting, algorithm: str) -> tff.learning.ClientWeighting:
+    """The TFF `ClientWeighting` that weighs as `weighting` does, for TFF's own builders
+    (uniform, or examples processed).
+
+    Raises:
+      ValueError: A weighting TFF's builders cannot express.
+    """
+    counts = resolve(weighting).counts
+    if counts == Counts.UNIFORM:
+        return tff.learning.ClientWeighting.UNIFORM
+    if counts == Counts.EXAMPLES_PROCESSED:
+        return tff.learning.ClientWeighting.NUM_EXAMPLES
+    raise ValueError(f'{algorithm} weighs clients as TFF\'s builders do (uniform or examples '
+                     f'processed), not by {counts.value}')

@@ -30,6 +30,10 @@ def test_plain_mean_is_dragged_away_but_robust_aggregates_stay_close(tff_runtime
     mean = _aggregate('mean', values)
     assert np.max(np.abs(mean - HONEST_MEAN)) > 100
     for name, kwargs, tolerance in [('median', {}, 0.15), ('trimmed_mean', {'trim_fraction': 0.2}, 0.15),
+                                    ('krum', {'byzantine_f': 2}, 0.5),
+                                    ('multikrum', {'byzantine_f': 2}, 0.15),
+                                    ('bulyan', {'byzantine_f': 2}, 0.15),
+                                    ('rfa', {'rfa_iterations': 10}, 0.15),
                                     ('zero', {'zeroing_norm': 20.0}, 0.3),
                                     ('clip', {'clip_norm': 5.0}, 1.5)]:
         robust = _aggregate(name, values, **kwargs)
@@ -56,7 +60,7 @@ def test_robust_aggregators_compose_into_fedavg(tff_runtime, skewed_digits):
     model_fn, _ = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10)
     datasets = [client_rounds.from_batches(skewed_digits.train.create_tf_dataset_for_client(c).batch(32))
                 for c in skewed_digits.train.client_ids[:5]]
-    for name in ('median', 'trimmed_mean', 'clip', 'zero'):
+    for name in ('median', 'trimmed_mean', 'clip', 'zero', 'krum', 'multikrum', 'bulyan', 'rfa'):
         process = build_fedavg(model_fn, model_aggregator=aggregation.build_model_aggregator(name))
         state = process.initialize()
         before = process.get_model_weights(state).trainable
@@ -69,7 +73,9 @@ def test_robust_aggregators_compose_into_fedavg(tff_runtime, skewed_digits):
     ('trimmed_mean', {'trim_fraction': 0.5}, r'trim_fraction must be in \[0, 0.5\)'),
     ('clip', {'clip_norm': 0.0}, 'clip_norm must be > 0'),
     ('zero', {'zeroing_norm': -1.0}, 'zeroing_norm must be > 0'),
-    ('krum', {}, "unknown aggregator 'krum'; valid choices: clip, mean, median, trimmed_mean, zero"),
+    ('geomed', {}, "unknown aggregator 'geomed'; valid choices: bulyan, clip, krum, mean, median, multikrum, rfa, trimmed_mean, zero"),
+    ('krum', {'byzantine_f': -1}, 'byzantine_f must be >= 0'),
+    ('krum', {'clip_norm': 1.0}, '--aggregator=krum takes no clip_norm'),
 ])
 def test_bad_aggregator_settings_raise(name, kwargs, match):
     with pytest.raises(ValueError, match=match):

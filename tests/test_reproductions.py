@@ -15,7 +15,7 @@ def test_every_study_has_valid_configs(tmp_path, name):
 
 
 def test_unknown_study_lists_choices(tmp_path):
-    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: async, compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, scaffold_heterogeneity'):
+    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: async, compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, qffl_fairness, scaffold_heterogeneity'):
         reproductions.study_configs('nope', str(tmp_path))
 
 
@@ -60,3 +60,17 @@ def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path):
     path = str(tmp_path / 'p.png')
     reproductions._plot_personalization(histories, path, 'title')
     assert os.path.getsize(path) > 1000
+
+
+def test_async_table_counts_simulated_time_and_client_updates_to_the_target():
+    rows = [dict(round=1, aggregated=10, sim_time=3.0, test_accuracy=0.5, staleness_mean=0.0),
+            dict(round=2, aggregated=10, sim_time=5.0, staleness_mean=1.0),
+            dict(round=3, aggregated=9, sim_time=8.0, test_accuracy=0.91, staleness_mean=2.0,
+                 lost=1),
+            dict(round=4, aggregated=10, sim_time=9.5, test_accuracy=0.93, staleness_mean=1.0)]
+    never = [dict(round=1, aggregated=10, sim_time=2.0, test_accuracy=0.4, dropped=2)]
+    table = {r['run']: r for r in reproductions._async_table({'a': rows, 'b': never})}
+    assert table['a']['simulated seconds to 90%'] == '8' and table['a']['client updates to 90%'] == 29
+    assert table['a']['mean staleness'] == '1.00' and table['a']['clients lost or dropped'] == 1
+    assert table['b']['simulated seconds to 90%'] == 'not within 2'
+    assert table['b']['client updates to 90%'] == 'not reached'

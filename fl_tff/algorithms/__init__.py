@@ -11,8 +11,8 @@ e.g. `dp_sgd` for options that need `DP_SGD_CLIENT`).
 from __future__ import annotations
 
 from fl_tff import options
-from fl_tff.algorithms import (ditto, fedasync, fedavg, fedbuff, fedper, fedprox, fedrecon, fedrep,
-                               fedsgd, scaffold)
+from fl_tff.algorithms import (ditto, fedasync, fedavg, fedbuff, fednova, fedper, fedprox, fedrecon,
+                               fedrep, fedsgd, mimelite, qffl, scaffold)
 from fl_tff.algorithms.fedavg import build_fedavg
 from fl_tff.algorithms.fedprox import build_fedprox
 from fl_tff.algorithms.fedsgd import build_fedsgd
@@ -29,6 +29,9 @@ ALGORITHMS = options.Registry('algorithm', 'Federated algorithm.', [
     fedrecon.OPTION,
     fedbuff.OPTION,
     fedasync.OPTION,
+    qffl.OPTION,
+    fednova.OPTION,
+    mimelite.OPTION,
 ], default='fedavg')
 
 

@@ -12,7 +12,7 @@ keeps the start weights (`VersionStore`).
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import tensorflow as tf

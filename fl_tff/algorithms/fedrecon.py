@@ -45,16 +45,6 @@ def reconstruction_model_fn(model_fn: KerasModelFn, local_layers: int):
     return build
 
 
-def _tff_weighting(weighting: weighting_lib.Weighting) -> tff.learning.ClientWeighting:
-    counts = weighting_lib.resolve(weighting).counts
-    if counts == weighting_lib.Counts.UNIFORM:
-        return tff.learning.ClientWeighting.UNIFORM
-    if counts == weighting_lib.Counts.EXAMPLES_PROCESSED:
-        return tff.learning.ClientWeighting.NUM_EXAMPLES
-    raise ValueError(f'FedRecon weighs clients as TFF\'s build_fed_recon does (uniform or '
-                     f'examples processed), not by {counts.value}')
-
-
 class FedReconProcess(tff.learning.templates.LearningProcess):
     """TFF's FedRecon process whose model weights are the whole model's: the global layers from
     the state, the local layers at their initial values (what a client reconstructs from).
@@ -203,7 +193,8 @@ def build_fedrecon(
         reconstruction_model_fn(model_fn, personal_layers), loss_fn=model_fn.loss,
         metrics_fn=train_metrics, server_optimizer_fn=server_optimizer,
         client_optimizer_fn=client_optimizer, reconstruction_optimizer_fn=client_optimizer,
-        dataset_split_fn=split, client_weighting=_tff_weighting(weighting),
+        dataset_split_fn=split,
+        client_weighting=weighting_lib.to_tff_weighting(weighting, 'FedRecon'),
         model_aggregator_factory=model_aggregator)
 
     @functools.cache  # Traced when first evaluated (shared by the process's `with_next` copies).

@@ -134,7 +134,6 @@ class AsyncSelector:
         self._dropout_rate, self._seed = dropout_rate, seed
         self._plans: list[AsyncPlan] = []
         self._events: Iterator[AsyncPlan] = self._simulate()
-        self._participation: list[collections.Counter] = []
 
     # PlannedSelection.
     def plan(self, round_num: int) -> AsyncPlan:

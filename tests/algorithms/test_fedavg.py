@@ -141,5 +141,5 @@ def test_runs_under_tff_run_training_process_with_uniform_sampling(tff_runtime, 
 
 def test_registry_knows_fedavg_and_rejects_unknown_names():
     assert get_algorithm('fedavg').build is build_fedavg
-    with pytest.raises(ValueError, match="unknown algorithm 'fedsomething'; valid choices: ditto, fedasync, fedavg, fedbuff, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold"):
+    with pytest.raises(ValueError, match="unknown algorithm 'fedsomething'; valid choices: ditto, fedasync, fedavg, fedbuff, fednova, fedper, fedprox, fedrecon, fedrep, fedsgd, mimelite, qffl, scaffold"):
         get_algorithm('fedsomething')

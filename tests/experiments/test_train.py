@@ -47,7 +47,7 @@ def _empty_file(data_dir):
 BAD_INPUTS = [
     (['--dataset=mnist'], '--dataset: unknown dataset .mnist.; valid choices: cifar100, digits, emnist, emnist62, shakespeare, stackoverflow_nwp, synthetic, synthetic_iid'),
     (['--partition=zipf'], '--partition: unknown partition .zipf.; valid choices: auto, dirichlet, iid, natural, quantity, shards'),
-    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedasync, fedavg, fedbuff, fedper, fedprox, fedrecon, fedrep, fedsgd, scaffold'),
+    (['--algorithm=fedfoo'], '--algorithm: unknown algorithm .fedfoo.; valid choices: ditto, fedasync, fedavg, fedbuff, fednova, fedper, fedprox, fedrecon, fedrep, fedsgd, mimelite, qffl, scaffold'),
     (['--algorithm=fedper', '--personal_layers=3'], r'--personal_layers: personal_layers must be in \[0, 2\] for this model \(3 layers with trainable variables\), got 3 \(--model=2nn\)'),
     (['--algorithm=fedrep', '--head_epochs=2', '--client_epochs=2'], '--head_epochs: --head_epochs=2 leaves no epoch for the body'),
     (['--algorithm=fedrecon'], r"--client_weighting: --algorithm=fedrecon weighs clients as TFF's build_fed_recon does \(--client_weighting=examples does not\): choose --client_weighting=examples_processed or --client_weighting=uniform"),

@@ -1,6 +1,5 @@
 """The asynchronous schedule against hand-built timelines: event order, staleness, losses."""
 
-import math
 
 import pytest
 

@@ -1,0 +1,58 @@
+"""Krum and Multi-Krum (Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine
+Tolerant Gradient Descent").
+
+With n updates of which up to f are Byzantine, each update's score is the sum of its squared
+distances to its n - f - 2 nearest other updates. Krum keeps the update of the lowest score;
+Multi-Krum averages the m lowest-scoring updates (m = n - f by default). With n > 2f + 2 the
+honest updates outnumber the attackers in every neighbourhood that counts, so Krum picks an
+honest update. When dropouts leave fewer clients, at least one neighbour is used.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import tensorflow as tf
+
+from fl_tff import options
+from fl_tff.robust import gathered
+
+
+def krum_scores(matrix: tf.Tensor, f: int) -> tf.Tensor:
+    """Each row's Krum score (float64)."""
+    n = tf.shape(matrix)[0]
+    d2 = gathered.squared_distances(matrix)
+    d2 = tf.linalg.set_diag(d2, tf.fill([n], tf.constant(float('inf'), tf.float64)))
+    k = tf.maximum(n - f - 2, 1)
+    nearest = tf.sort(d2, axis=1)[:, :k]
+    return tf.reduce_sum(nearest, axis=1)
+
+
+def multi_krum(matrix: tf.Tensor, f: int, m: int = 0) -> tf.Tensor:
+    """The mean of the `m` rows with the lowest Krum scores (m = 0: n - f; m = 1: Krum)."""
+    n = tf.shape(matrix)[0]
+    count = tf.clip_by_value(n - f if m == 0 else tf.constant(m), 1, n)
+    best = tf.argsort(krum_scores(matrix, f), stable=True)[:count]
+    return tf.reduce_mean(tf.gather(matrix, best), axis=0)
+
+
+def _check(config, selection) -> None:
+    del selection
+    gathered.check_cohort(config, 'byzantine_f', lambda f: 2 * f + 3, 'n > 2f + 2')
+
+
+KRUM = options.Option(
+    'krum', 'Krum (Blanchard et al. 2017): the update closest to its n - f - 2 nearest others',
+    aggregator=lambda config, selection, uniform, max_weight: gathered.GatheredUpdatesFactory(
+        functools.partial(multi_krum, f=config.byzantine_f, m=1)),
+    params=(gathered.BYZANTINE_F,), provides=gathered.CAPABILITIES, check=_check)
+
+MULTI_KRUM = options.Option(
+    'multikrum', 'Multi-Krum (Blanchard et al. 2017): the mean of the --multikrum_m updates of '
+    'lowest Krum score',
+    aggregator=lambda config, selection, uniform, max_weight: gathered.GatheredUpdatesFactory(
+        functools.partial(multi_krum, f=config.byzantine_f, m=config.multikrum_m)),
+    params=(gathered.BYZANTINE_F,
+            options.Param('multikrum_m', 0, 'Multi-Krum: updates averaged (0: n - f).',
+                          minimum=0)),
+    provides=gathered.CAPABILITIES, check=_check)

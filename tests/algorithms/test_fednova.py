@@ -1,0 +1,68 @@
+"""FedNova against its update rule written plainly (Wang et al. 2020, vanilla SGD clients), and
+FedAvg when every client takes the same number of local steps."""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff.algorithms import build_fedavg
+from fl_tff.algorithms.fednova import build_fednova
+from fl_tff.data import client_rounds as rounds_lib
+from tests.algorithms.test_fedavg import run_rounds
+from tests.helpers import client_rounds, max_abs_diff, to_batches
+
+SGD = tff.learning.optimizers.build_sgdm
+LR = 0.05
+
+
+def _plain_round(keras_fn, x, rounds_data):
+    """x - tau_eff sum_i p_i (x - y_i) / tau_i, p_i = examples processed / their sum."""
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ds, taus, ps = [], [], []
+    for data in rounds_data:
+        model = keras_fn()
+        for v, t in zip(model.trainable_variables, x):
+            v.assign(t)
+        batches = list(to_batches(data))
+        for b in batches:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(b['y'], model(b['x'], training=True))
+            for v, g in zip(model.trainable_variables,
+                            tape.gradient(loss, model.trainable_variables)):
+                v.assign_sub(LR * g)
+        taus.append(len(batches))
+        ps.append(sum(int(b['y'].shape[0]) for b in batches))
+        ds.append([(a - v.numpy()) / len(batches) for a, v in zip(x, model.trainable_variables)])
+    p = np.array(ps, float) / sum(ps)
+    tau_eff = float(np.dot(p, taus))
+    return [a - tau_eff * sum(pi * d[i] for pi, d in zip(p, ds)) for i, a in enumerate(x)]
+
+
+def test_two_rounds_equal_the_normalized_update_written_plainly(tff_runtime, setup, keras_fn):
+    model_fn, select = setup  # Clients of different sizes: different numbers of local steps.
+    process = build_fednova(model_fn, client_optimizer=SGD(LR), server_optimizer=SGD(1.0))
+    initial = process.get_model_weights(process.initialize())
+    weights, _ = run_rounds(process, select, 2)
+    x = [np.asarray(t) for t in initial.trainable]
+    for r in (1, 2):
+        x = _plain_round(keras_fn, x, client_rounds(select, r))
+    assert max_abs_diff(weights.trainable, x) <= 1e-5
+    fedavg, _ = run_rounds(build_fedavg(model_fn, client_optimizer=SGD(LR)), select, 2)
+    assert max_abs_diff(weights.trainable, fedavg.trainable) > 1e-4  # Normalizing matters here.
+
+
+def test_equal_local_steps_give_fedavg(tff_runtime, setup, skewed_digits):
+    model_fn, _ = setup
+    big = [c for c, n in skewed_digits.train_sizes.items() if n >= 24]
+    assert len(big) >= 3
+    rounds = [rounds_lib.from_batches(skewed_digits.train.create_tf_dataset_for_client(c)
+                                      .batch(8, drop_remainder=True).take(3))
+              for c in big]  # Three steps of 8 each.
+    outputs = []
+    for process in (build_fednova(model_fn, client_optimizer=SGD(LR)),
+                    build_fedavg(model_fn, client_optimizer=SGD(LR))):
+        state = process.initialize()
+        for _ in range(2):
+            state = process.next(state, rounds).state
+        outputs.append(process.get_model_weights(state).trainable)
+    assert max_abs_diff(*outputs) <= 1e-6
