@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options
-from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 
 STALENESS_WEIGHTINGS = ('polynomial', 'constant')
@@ -114,20 +114,10 @@ def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.Clie
     Returns:
       The process.
     """
-    with tf.Graph().as_default():
-        weights_type = tff.learning.models.weights_type_from_model(model_fn())
-
-    @tff.tensorflow.computation
-    def initial_model_weights_fn():
-        return tff.learning.models.ModelWeights.from_model(model_fn())
-
-    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
-        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
-    aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
-    distributor = tff.learning.templates.build_broadcast_process(weights_type)
-    finalizer = finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type)
-    composed = tff.learning.templates.compose_learning_process(
-        initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
+    parts = fedavg.learning_parts(model_fn, client_work, server_optimizer, model_aggregator)
+    _, _, _, aggregator, finalizer = parts
+    composed = tff.learning.templates.compose_learning_process(*parts)
+    weights_type = composed.get_model_weights.type_signature.result
     state_type, data_type = composed.next.type_signature.parameter[:2]
 
     @tff.tensorflow.computation(weights_type.trainable, np.float32)
@@ -173,7 +163,6 @@ STALENESS_WEIGHTING = options.Param(
 
 def check_asynchronous(config, selection) -> None:
     """What an asynchronous run refuses among the base settings, with the reason."""
-    del selection
     refused = {
         'over_selection': 'there are no rounds to over-select for: a slot is refilled as soon '
                           'as a client finishes',
@@ -185,9 +174,9 @@ def check_asynchronous(config, selection) -> None:
         if getattr(config, name):
             raise options.OptionError(name, f'--algorithm={config.algorithm} is asynchronous: '
                                       f'{why}; leave --{name} at 0')
-    if config.client_sampling != 'uniform':
+    if not selection.has(options.FIXED_COHORT):
         raise options.OptionError('client_sampling', f'--algorithm={config.algorithm} draws '
-                                  'clients as slots free up, not by Poisson rounds: use '
+                                  'clients as slots free up, not in rounds of random size: use '
                                   '--client_sampling=uniform')
     if config.concurrency > config.num_clients:
         raise options.OptionError('concurrency', f'{config.concurrency} clients cannot train at '

@@ -42,6 +42,21 @@ def compose_algorithm(
     and the result is a `client_state.StatefulLearningProcess` (same server state; `next` also
     takes the clients' ids and states).
     """
+    parts = learning_parts(model_fn, client_work, server_optimizer, model_aggregator)
+    if error_feedback is not None:
+        return error_feedback_lib.compose_with_error_feedback(error_feedback, *parts)
+    return tff.learning.templates.compose_learning_process(*parts)
+
+
+def learning_parts(
+        model_fn: ModelFn,
+        client_work: tff.learning.templates.ClientWorkProcess,
+        server_optimizer: tff.learning.optimizers.Optimizer,
+        model_aggregator: tff.aggregators.AggregationFactory,
+) -> tuple:
+    """The five parts `tff.learning.templates.compose_learning_process` takes: the initial
+    weights, TFF's broadcast, `client_work`, `model_aggregator` over the trainable weights
+    (an unweighted one wrapped to take and ignore the weights) and our server finalizer."""
     with tf.Graph().as_default():
         weights_type = tff.learning.models.weights_type_from_model(model_fn())
 
@@ -53,12 +68,9 @@ def compose_algorithm(
         # The composer wants a weighted aggregator; an unweighted one just ignores the weights.
         model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
     aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
-    parts = (initial_model_weights_fn, tff.learning.templates.build_broadcast_process(weights_type),
-             client_work, aggregator,
-             finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type))
-    if error_feedback is not None:
-        return error_feedback_lib.compose_with_error_feedback(error_feedback, *parts)
-    return tff.learning.templates.compose_learning_process(*parts)
+    return (initial_model_weights_fn, tff.learning.templates.build_broadcast_process(weights_type),
+            client_work, aggregator,
+            finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type))
 
 
 def build_local_sgd_algorithm(
