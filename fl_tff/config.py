@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Iterable, Optional, Sequence
 
 from fl_tff import options
 from fl_tff.aggregation import AGGREGATORS
+from fl_tff.attacks import ATTACKS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.communication.compression import COMPRESSIONS
 from fl_tff.communication.error_feedback import ERROR_FEEDBACK
@@ -37,7 +38,7 @@ from fl_tff.weighting import CLIENT_WEIGHTINGS
 REGISTRIES: tuple[options.Registry, ...] = (
     ALGORITHMS, DATASETS, MODELS, PARTITIONS, CLIENT_WEIGHTINGS, SERVER_OPTIMIZERS, DP_MODES,
     SAMPLINGS, SECURE_AGGREGATION, ERROR_FEEDBACK, COMPRESSIONS, AGGREGATORS, STRAGGLER_POLICIES,
-    SIMULATIONS)
+    ATTACKS, SIMULATIONS)
 
 # Field metadata of settings that do not change what a run computes (where files go, how often
 # it evaluates or saves, how it waits, when it gives up): a rerun that differs from a saved run

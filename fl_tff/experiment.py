@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (checkpoints, client_state, data, divergence, evaluation, files, models,
+from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files, models,
                     options, personalized_evaluation, reporting, round_hooks, runtime, simulation,
                     weighting)
 from fl_tff.config import ConfigError, ExperimentConfig
@@ -120,10 +120,26 @@ def build_clock(config: ExperimentConfig, fed_data: data.FederatedData,
                                         upload_bytes=upload)
 
 
+def build_attack(config: ExperimentConfig,
+                 fed_data: data.FederatedData) -> Optional[attacks.Attack]:
+    """What the run's malicious clients do (`--attack`; None for `none`).
+
+    Raises:
+      ConfigError: A setting the attack refuses for this dataset.
+    """
+    try:
+        return config.option('attack').build(num_classes=fed_data.num_classes,
+                                             **config.option_params('attack'))
+    except options.OptionError as e:
+        raise ConfigError(e.flag, str(e)) from e
+
+
 def build_selector(config: ExperimentConfig, fed_data: data.FederatedData,
-                   model_fn: models.ModelFn, epochs: int):
+                   model_fn: models.ModelFn, epochs: int,
+                   attack: Optional[attacks.Attack] = None):
     """The run's client selection on the simulated clock: rounds (`ClientSelector`), or, for an
-    asynchronous algorithm, server updates (`AsyncSelector`)."""
+    asynchronous algorithm, server updates (`AsyncSelector`); with `attack`, a seeded share of
+    the clients is malicious."""
     selection = config.selection()
     clock = build_clock(config, fed_data, model_fn)
     rounds = simulation.build_training_selection_fn(
@@ -132,7 +148,7 @@ def build_selector(config: ExperimentConfig, fed_data: data.FederatedData,
         heterogeneity=config.heterogeneity(), client_sizes=fed_data.train_sizes,
         sampling=config.client_sampling,
         steps_per_epoch=selection.has(options.STEPS_PER_EPOCH), clock=clock,
-        round_deadline=config.round_deadline)
+        round_deadline=config.round_deadline, attack=attack)
     if not selection.has(options.ASYNCHRONOUS):
         return rounds
     params = config.option_params('algorithm')
@@ -205,6 +221,7 @@ def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
                 model_fn: models.ModelFn, keras_fn,
                 global_train: evaluation.CentralizedEvaluator, process,
                 client_states: Optional[client_state.ClientStateStore],
+                attack: Optional[attacks.Attack],
                 ) -> list[Callable[[tff.learning.models.ModelWeights], dict[str, float]]]:
     masks = dict(masked_labels=fed_data.masked_labels,
                  accuracy_masked_labels=fed_data.accuracy_masked_labels)
@@ -225,6 +242,9 @@ def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
         heldout_test=fed_data.heldout_test, **masks)
     if personalized.active:
         evaluators.append(personalized)
+    if attack is not None and attack.trigger is not None:
+        evaluators.append(attacks.BackdoorEvaluator(keras_fn, fed_data.test_x, fed_data.test_y,
+                                                    attack))
     return evaluators
 
 
@@ -259,7 +279,8 @@ def run_experiment(config: ExperimentConfig,
                 option.check_model(config, model_fn)
             except options.OptionError as e:
                 raise ConfigError(e.flag, str(e)) from e
-    select = build_selector(config, fed_data, model_fn, epochs)
+    attack = build_attack(config, fed_data)
+    select = build_selector(config, fed_data, model_fn, epochs, attack)
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
                                                       models.trainable_size(model_fn))
     round_hooks.check_budget(privacy_ledger, select)
@@ -268,7 +289,7 @@ def run_experiment(config: ExperimentConfig,
     progress = _Progress()
     try:
         return _train(config, run, fed_data, model_fn, keras_fn, select, privacy_ledger, epochs,
-                      log, progress)
+                      log, progress, attack)
     except KeyboardInterrupt:  # Anywhere in the run: say what is on disk.
         raise progress.interrupted(run.path) from None
     finally:
@@ -293,7 +314,7 @@ class _Progress:
 def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.FederatedData,
            model_fn: models.ModelFn, keras_fn, select: simulation.ClientSelector,
            privacy_ledger, epochs: int, log: Callable[[str], None],
-           progress: '_Progress') -> ExperimentResult:
+           progress: '_Progress', attack: Optional[attacks.Attack]) -> ExperimentResult:
     """The part of `run_experiment` that runs inside the locked run directory."""
     run_dir = run.path
     log(f'new run directory {run_dir}: {run.note}' if run.note else f'run directory: {run_dir}')
@@ -351,7 +372,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
             privacy_ledger)
         ledgers.replay(done)
         evaluators = _evaluators(config, fed_data, model_fn, keras_fn, global_train, process,
-                                 client_states)
+                                 client_states, attack)
         releaser = reporting.MetricsReleaser(run_dir)
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
 
@@ -398,6 +419,12 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
         if k.startswith(('client_acc_', 'personal_acc_', 'finetuned_acc_', 'heldout_'))}
     summary.update(ledgers.summary(history))
     summary['simulated_clock'] = simulation.clock_summary(select, history)
+    if attack is not None:
+        summary['attack'] = {
+            'attack': attack.name, 'malicious_clients': sorted(select.malicious),
+            'malicious_fraction': len(select.malicious) / select.population,
+            'malicious_updates': sum(r.get('malicious', 0) for r in history),
+            **{k: v for k, v in evaluated[-1].items() if k.startswith('backdoor_')}}
     if ledgers.stopped:
         log(ledgers.stopped[0])
     if 'privacy' in summary:

@@ -29,6 +29,7 @@ ERROR_FEEDBACK_CLIENT = 'error_feedback_client'
 CLIENT_STATE = 'client_state'
 PERSONAL_MODEL = 'personal_model'
 ASYNCHRONOUS = 'asynchronous'
+UPDATE_ATTACKS = 'update_attacks'
 SEES_INDIVIDUAL_UPDATES = 'sees_individual_updates'
 REPLACES_MEAN = 'replaces_mean'
 SECURE_SUM = 'secure_sum'
@@ -58,6 +59,8 @@ CAPABILITIES: dict[str, str] = {
     PERSONAL_MODEL: 'each client keeps a personal model (or part) that never leaves it',
     ASYNCHRONOUS: 'clients train concurrently on the simulated clock from possibly stale models; '
                   'a round is one server update',
+    UPDATE_ATTACKS: 'its client work lets a malicious client send another update '
+                    '(fl_tff.attacks)',
     SEES_INDIVIDUAL_UPDATES: 'the server must see each client update',
     REPLACES_MEAN: 'aggregates updates other than by the plain mean',
     SECURE_SUM: 'updates reach the server only through secure sums',

@@ -88,3 +88,34 @@ def plot_distributions(distributions: dict[str, dict[str, dict[str, float]]], pa
     with files.atomic_write(path, 'wb') as f:
         fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)
     plt.close(fig)
+
+
+def plot_heatmaps(grids: dict[str, dict[str, dict[str, float]]], path: str, *, title: str,
+                  rows_label: str, columns_label: str, missing: str = 'n/a') -> None:
+    """One heat map per grid (`{panel title: {row: {column: value in [0, 1]}}}`), side by side,
+    each cell printed with its value (NaN: blank, labelled `missing`)."""
+    fig, axes = plt.subplots(1, len(grids), squeeze=False,
+                             figsize=(max(6.0, 5.5 * len(grids)), 4.8))
+    for ax, (panel, grid) in zip(axes[0], grids.items()):
+        rows = list(grid)
+        columns = list(dict.fromkeys(c for r in grid.values() for c in r))
+        values = [[grid[r].get(c, math.nan) for c in columns] for r in rows]
+        image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap='viridis', aspect='auto')
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                ax.text(j, i, missing if math.isnan(v) else f'{v:.2f}', ha='center',
+                        va='center', fontsize=7,
+                        color='white' if not math.isnan(v) and v < 0.5 else 'black')
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels(columns, rotation=30, ha='right', fontsize=8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(rows, fontsize=8)
+        ax.set_xlabel(columns_label)
+        ax.set_ylabel(rows_label)
+        ax.set_title(panel, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with files.atomic_write(path, 'wb') as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)
+    plt.close(fig)

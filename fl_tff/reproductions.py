@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 from typing import Any, Callable, Optional
@@ -34,6 +35,8 @@ class Study:
     x_axes: tuple[tuple[str, str], ...] = (('round', 'round'),)
     # `(histories, png path, title)`: draws the PNG instead of the per-round curves.
     plot: Optional[Callable[[dict[str, Rows], str, str], None]] = None
+    # `histories -> markdown`: more results after the per-run table (e.g. a grid).
+    extra_markdown: Optional[Callable[[dict[str, Rows]], str]] = None
 
 
 def _last(rows: Rows, metric: str) -> float:
@@ -221,6 +224,84 @@ def _personalization_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
     return out
 
 
+# The Byzantine grid: each attack (with its strength) against each aggregator.
+BYZANTINE_ATTACKS: dict[str, dict[str, Any]] = {
+    'none': dict(attack='none'),
+    'label flip': dict(attack='label_flip', attack_fraction=0.2),
+    'sign flip x10': dict(attack='sign_flip', attack_fraction=0.2, attack_scale=10.0),
+    'scale x10': dict(attack='scale', attack_fraction=0.2, attack_scale=10.0),
+    'gaussian s=1': dict(attack='gaussian', attack_fraction=0.2, attack_scale=1.0),
+    'backdoor, boost x3': dict(attack='backdoor', attack_fraction=0.2, attack_scale=3.0,
+                               backdoor_target=0),
+}
+BYZANTINE_AGGREGATORS: dict[str, dict[str, Any]] = {
+    'mean': dict(aggregator='mean'),
+    # About the median norm of an honest update in the first round (0.19; p90 0.28).
+    'clip 0.2': dict(aggregator='clip', clip_norm=0.2),
+    'median': dict(aggregator='median'),
+    'trimmed mean 20%': dict(aggregator='trimmed_mean', trim_fraction=0.2),
+    'Krum f=3': dict(aggregator='krum', byzantine_f=3),
+    'Multi-Krum f=3': dict(aggregator='multikrum', byzantine_f=3),
+    'Bulyan f=3': dict(aggregator='bulyan', byzantine_f=3),
+    'RFA': dict(aggregator='rfa'),
+}
+
+
+def _byzantine_label(attack: str, aggregator: str) -> str:
+    return f'{attack} / {aggregator}'
+
+
+def _byzantine_grids(histories: dict[str, Rows]) -> dict[str, dict[str, dict[str, float]]]:
+    """{'clean test accuracy': {attack: {aggregator: value}}, 'backdoor success': ...} from
+    the last evaluation of each run (NaN where a run is missing)."""
+    grids: dict[str, dict[str, dict[str, float]]] = {'final clean test accuracy': {},
+                                                     'backdoor success rate': {}}
+    for attack in BYZANTINE_ATTACKS:
+        for aggregator in BYZANTINE_AGGREGATORS:
+            rows = histories.get(_byzantine_label(attack, aggregator))
+            last = [r for r in rows if 'test_accuracy' in r][-1] if rows else {}
+            grids['final clean test accuracy'].setdefault(attack, {})[aggregator] = last.get(
+                'test_accuracy', float('nan'))
+            if 'backdoor_success' in last:
+                grids['backdoor success rate'].setdefault(attack, {})[aggregator] = last.get(
+                    'backdoor_success', float('nan'))
+    return grids
+
+
+def _plot_byzantine(histories: dict[str, Rows], path: str, title: str) -> None:
+    grids = _byzantine_grids(histories)
+    plotting.plot_heatmaps({k: v for k, v in grids.items() if v}, path, title=title,
+                           rows_label='attack (20% of clients)', columns_label='aggregator',
+                           missing='diverged')
+
+
+def _byzantine_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
+    out = []
+    for label, rows in histories.items():
+        last = [r for r in rows if 'test_accuracy' in r][-1]
+        row = {'run': label, 'final test accuracy': f"{last['test_accuracy']:.4f}",
+               'malicious updates': sum(r.get('malicious', 0) for r in rows)}
+        if 'backdoor_success' in last:
+            row['backdoor success'] = f"{last['backdoor_success']:.3f}"
+        out.append(row)
+    return out
+
+
+def _byzantine_markdown(histories: dict[str, Rows]) -> str:
+    lines = []
+    for name, grid in _byzantine_grids(histories).items():
+        if not grid:
+            continue
+        lines += [f'**{name}** (attack down, aggregator across):', '',
+                  '| attack | ' + ' | '.join(BYZANTINE_AGGREGATORS) + ' |',
+                  '|---|' + '---|' * len(BYZANTINE_AGGREGATORS)]
+        lines += [f'| {attack} | ' + ' | '.join('diverged' if math.isnan(v) else f'{v:.3f}'
+                                                for v in row.values()) + ' |'
+                  for attack, row in grid.items()]
+        lines.append('')
+    return '\n'.join(lines)
+
+
 COMPRESSION_TARGET = 0.9
 _DP = dict(dp='fixed', clip=0.5, delta=1e-3)
 
@@ -391,6 +472,24 @@ STUDIES: dict[str, Study] = {
         x_axes=(('sim_time', 'simulated seconds'), ('round', 'round (server update)')),
         hlines={'test_accuracy': ASYNC_TARGET},
     ),
+    'byzantine': Study(
+        title='Digits, 50 clients (20% malicious), 15 per round: attacks x aggregators',
+        claim=('The mean fails under sign flipping and scaling, while Krum, the coordinate median, '
+               'the trimmed mean and RFA hold (Blanchard et al. 2017; Yin et al. 2018; Pillutla '
+               'et al. 2022); norm clipping blunts a boosted backdoor (Sun et al. 2019).'),
+        base=dict(dataset='digits', model='2nn', partition='dirichlet', alpha=1.0,
+                  num_clients=50, clients_per_round=15, client_epochs=1, client_batch_size=10,
+                  client_learning_rate=0.05, client_weighting='uniform', rounds=40,
+                  eval_every=5, divergence_factor=0.0,
+                  seed=0),
+        variants=tuple((_byzantine_label(attack, aggregator), {**a, **g})
+                       for attack, a in BYZANTINE_ATTACKS.items()
+                       for aggregator, g in BYZANTINE_AGGREGATORS.items()),
+        plot_metrics=(),
+        table=_byzantine_table,
+        plot=_plot_byzantine,
+        extra_markdown=_byzantine_markdown,
+    ),
 }
 
 
@@ -440,11 +539,11 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
             if label in diverged else {**table[label], 'status': 'ok'} for label, _ in configs]
     md = os.path.join(output_dir, f'{name}.md')
     with files.atomic_write(md) as f:
-        f.write(_markdown(name, study, configs, rows, rounds))
+        f.write(_markdown(name, study, configs, rows, rounds, histories))
     return {'png': png, 'markdown': md, 'rows': rows, 'run_dirs': run_dirs}
 
 
-def _markdown(name, study, configs, rows, rounds) -> str:
+def _markdown(name, study, configs, rows, rounds, histories=None) -> str:
     header = list(dict.fromkeys(h for r in rows for h in r))  # Every column, in first-seen order.
     lines = [f'# {study.title}', '', f'Claim: {study.claim}', '',
              f'Command: `python -m experiments.reproduce --study={name}'
@@ -452,6 +551,8 @@ def _markdown(name, study, configs, rows, rounds) -> str:
              f'![{name}]({name}.png)', '',
              '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(str(r.get(h, '')) for h in header) + ' |' for r in rows]
+    if study.extra_markdown is not None and histories:
+        lines += ['', study.extra_markdown(histories)]
     lines += ['', 'Settings (shared, then per run):', '',
               '```', ' '.join(f'--{k}={v}' for k, v in study.base.items() if not (rounds and k == 'rounds'))
               + (f' --rounds={rounds}' if rounds else ''), *[

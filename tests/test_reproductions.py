@@ -15,7 +15,7 @@ def test_every_study_has_valid_configs(tmp_path, name):
 
 
 def test_unknown_study_lists_choices(tmp_path):
-    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: async, compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, qffl_fairness, scaffold_heterogeneity'):
+    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: async, byzantine, compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, qffl_fairness, scaffold_heterogeneity'):
         reproductions.study_configs('nope', str(tmp_path))
 
 

@@ -43,13 +43,31 @@ def load_weights(model, initial_weights):
     return weights, tuple(tf.nest.flatten(weights.trainable))
 
 
-def client_result(model, update, weight):
-    """(ClientResult, metrics): a non-finite update is zeroed, gets weight 0 and no metrics."""
+def attacked_update(update, element):
+    """What the client sends: `update_scale * update + update_noise * N(0, I)` (the round's
+    fields, see `fl_tff.attacks`; an honest client's round has 1 and 0, and sends `update`).
+    The noise is keyed by [the client's noise seed, -1] (DP-SGD's steps use [seed, i >= 0])."""
+    scale = element[client_rounds.UPDATE_SCALE_KEY]
+    noise = element[client_rounds.UPDATE_NOISE_KEY]
+    seed = tf.stack([element[client_rounds.NOISE_SEED_KEY], tf.constant(-1, tf.int64)])
+    flat = tf.nest.flatten(update)
+    seeds = [seed + tf.constant([0, -i], tf.int64) for i in range(len(flat))]
+    sent = [tf.cond(noise > 0,
+                    lambda t=t, s=s: scale * t + noise * tf.random.stateless_normal(
+                        tf.shape(t), s, dtype=t.dtype),
+                    lambda t=t: scale * t) for t, s in zip(flat, seeds)]
+    return tf.nest.pack_sequence_as(update, sent)
+
+
+def client_result(model, update, weight, element):
+    """(ClientResult, metrics) for the client's round `element`: a non-finite update is zeroed,
+    gets weight 0 and no metrics; a malicious client then replaces it (`attacked_update`)."""
     update, non_finite = _zero_if_non_finite(update)
     if non_finite > 0:
         model.reset_metrics()
     return (tff.learning.templates.ClientResult(
-        update=update, update_weight=tf.where(non_finite > 0, 0.0, weight)),
+        update=attacked_update(update, element),
+        update_weight=tf.where(non_finite > 0, 0.0, weight)),
             model.report_local_unfinalized_metrics())
 
 
@@ -78,7 +96,8 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
         num_examples, _ = client_rounds.run_local_steps(
             element, step, (tf.constant(0, tf.int64), optimizer.initialize(specs)))
         return finish_local_training(model, weights, initial_weights,
-                                     weighting_lib.client_weight(weighting, element, num_examples))
+                                     weighting_lib.client_weight(weighting, element, num_examples),
+                                     element)
 
     return local_training
 
@@ -104,11 +123,11 @@ def local_sgd_step(model, optimizer: tff.learning.optimizers.Optimizer, trainabl
     return step
 
 
-def finish_local_training(model, weights, initial_weights, weight):
-    """(ClientResult, metrics) after local training: the delta initial - trained, with `weight`
-    (see `fl_tff.weighting.client_weight`)."""
+def finish_local_training(model, weights, initial_weights, weight, element):
+    """(ClientResult, metrics) after local training on the round `element`: the delta
+    initial - trained, with `weight` (see `fl_tff.weighting.client_weight`)."""
     delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
-    return client_result(model, delta, weight)
+    return client_result(model, delta, weight, element)
 
 
 def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weighting):
@@ -137,7 +156,8 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weightin
         gradient = tf.nest.pack_sequence_as(weights.trainable,
                                             [s / denominator for s in grad_sums])
         return client_result(model, gradient,
-                              weighting_lib.client_weight(weighting, element, num_examples))
+                              weighting_lib.client_weight(weighting, element, num_examples),
+                              element)
 
     return local_gradient
 

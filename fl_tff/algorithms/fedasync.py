@@ -76,5 +76,6 @@ OPTION = options.Option(
             options.Param('async_mixing', 0.6, 'FedAsync: mixing weight alpha of an arriving '
                           'model.', minimum=0.0, maximum=1.0, min_open=True),
             asynchronous.STALENESS_WEIGHTING),
-    provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS}, excludes=asynchronous.EXCLUDES,
+    provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS,
+              options.UPDATE_ATTACKS}, excludes=asynchronous.EXCLUDES,
     check=asynchronous.check_asynchronous)

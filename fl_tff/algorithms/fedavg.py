@@ -116,7 +116,7 @@ def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.Learning
 
 # Local SGD clients: DP-SGD and error feedback plug into them.
 LOCAL_SGD_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.DP_SGD_CLIENT,
-                                    options.ERROR_FEEDBACK_CLIENT})
+                                    options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS})
 
 OPTION = options.Option(
     'fedavg', 'Federated Averaging (McMahan et al. 2017): local SGD, the server applies the '

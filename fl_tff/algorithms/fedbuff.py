@@ -80,5 +80,6 @@ OPTION = options.Option(
             options.Param('buffer_size', 10, 'FedBuff: client updates per server update (K).',
                           minimum=1),
             asynchronous.STALENESS_WEIGHTING),
-    provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS}, excludes=asynchronous.EXCLUDES,
+    provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS,
+              options.UPDATE_ATTACKS}, excludes=asynchronous.EXCLUDES,
     check=_check)

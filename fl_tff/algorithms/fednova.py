@@ -103,7 +103,8 @@ def build_fednova(model_fn: ModelFn, *,
 
 OPTION = options.Option(
     'fednova', 'FedNova (Wang et al. 2020): deltas normalized by local steps, rescaled by the '
-    'weighted mean step count', build=build_fednova, provides={options.LOCAL_EPOCHS},
+    'weighted mean step count', build=build_fednova,
+    provides={options.LOCAL_EPOCHS, options.UPDATE_ATTACKS},
     excludes={
         options.REPLACES_MEAN: 'tau_eff and the normalized deltas must be weighted means',
         options.SECURE_SUM: 'its step count tau_i is a value outside the secure range',

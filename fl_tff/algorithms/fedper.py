@@ -61,7 +61,8 @@ def personal_layers_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimiz
         initial = tf.nest.flatten(initial_weights.trainable)
         body_delta = tuple(w0 - v for w0, v, p in zip(initial, trainable, personal) if not p)
         result, metrics = client_work_lib.client_result(
-            model, body_delta, weighting_lib.client_weight(weighting, element, num_examples))
+            model, body_delta, weighting_lib.client_weight(weighting, element, num_examples),
+            element)
         new_head = personalization.finite_or_old(
             [v.read_value() for v in personal_vars], head, result.update_weight > 0)
         return result, metrics, new_head
@@ -138,7 +139,7 @@ PERSONAL_LAYERS = options.Param(
 # Personal models compose with the aggregators of the shared part (DP, secure sums and
 # compression act on the shared delta only), not with per-client training options.
 PERSONALIZED_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.CLIENT_STATE,
-                                       options.PERSONAL_MODEL})
+                                       options.PERSONAL_MODEL, options.UPDATE_ATTACKS})
 
 OPTION = options.Option(
     'fedper', 'FedPer (Arivazhagan et al. 2019): the last --personal_layers layers stay on each '

@@ -105,7 +105,7 @@ OPTION = options.Option(
     'qffl', 'q-FFL by q-FedAvg (Li et al. 2020): clients with a higher loss weigh more as '
     '--qffl_q grows (0: FedAvg)', build=build_qffl,
     params=(options.Param('qffl_q', 1.0, 'q-FFL: fairness exponent q (0: FedAvg).', minimum=0.0),),
-    provides={options.LOCAL_EPOCHS},
+    provides={options.LOCAL_EPOCHS, options.UPDATE_ATTACKS},
     excludes={
         options.UNIFORM_WEIGHTS: 'q-FedAvg weighs each update by its h_k through the weighted '
                                  'mean; uniform weighting would drop them (use the default '

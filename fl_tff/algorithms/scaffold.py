@@ -59,7 +59,7 @@ def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Op
             element, step, (tf.constant(0, tf.int64), tf.constant(0, tf.int64), opt_state))
         result, metrics = client_work_lib.finish_local_training(
             model, weights, initial_weights,
-            weighting_lib.client_weight(weighting, element, num_examples))
+            weighting_lib.client_weight(weighting, element, num_examples), element)
         scale = tf.cast(num_steps, tf.float32) * opt_state['learning_rate']
         new_c = [ci - c + d / tf.maximum(scale, 1e-30) for ci, c, d in zip(
             tf.nest.flatten(client_c), tf.nest.flatten(server_c), tf.nest.flatten(result.update))]
@@ -224,7 +224,8 @@ def build_scaffold(
 OPTION = options.Option(
     'scaffold', 'SCAFFOLD (Karimireddy et al. 2020, option II): local SGD corrected by server and '
     'client control variates (client state); uplink: the model delta and dc_i',
-    build=build_scaffold, provides={options.LOCAL_EPOCHS, options.CLIENT_STATE},
+    build=build_scaffold,
+    provides={options.LOCAL_EPOCHS, options.CLIENT_STATE, options.UPDATE_ATTACKS},
     excludes={
         options.USER_LEVEL_DP: 'its control-variate deltas reach the server unclipped and '
                                'unnoised, outside the DP guarantee',

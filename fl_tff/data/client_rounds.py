@@ -7,7 +7,9 @@ and how the stream splits into local steps:
 * `step_sizes` (int32 [steps]): the examples of each local step, in order;
 * `client_examples` (int64 []): n_k, the client's training examples (what
   `--client_weighting=examples` counts), whatever part of them this round's work covers;
-* `noise_seed` (int64 []): the client's seed for DP-SGD's noise; step i uses [noise_seed, i].
+* `noise_seed` (int64 []): the client's seed for DP-SGD's noise; step i uses [noise_seed, i];
+* `update_scale`, `update_noise` (float32 []): what an attacking client does to its update
+  (`fl_tff.attacks`): it sends `update_scale * update + update_noise * N(0, I)` (honest: 1, 0).
 
 Client work runs its steps in one `tf.while_loop` over slices of the element
 (`run_local_steps`), so tf.data hands over a client's data in one call instead of one call per
@@ -34,7 +36,10 @@ import tensorflow as tf
 STEP_SIZES_KEY = 'step_sizes'
 CLIENT_EXAMPLES_KEY = 'client_examples'
 NOISE_SEED_KEY = 'noise_seed'
-ROUND_KEYS = (STEP_SIZES_KEY, CLIENT_EXAMPLES_KEY, NOISE_SEED_KEY)
+UPDATE_SCALE_KEY = 'update_scale'
+UPDATE_NOISE_KEY = 'update_noise'
+ROUND_KEYS = (STEP_SIZES_KEY, CLIENT_EXAMPLES_KEY, NOISE_SEED_KEY, UPDATE_SCALE_KEY,
+              UPDATE_NOISE_KEY)
 
 # More examples than any client's round holds: `batch` by it makes one element of the stream.
 _WHOLE = 2 ** 31 - 1
@@ -63,7 +68,9 @@ def round_spec(batch_spec: Any) -> collections.OrderedDict:
         *batch_spec.items(),
         (STEP_SIZES_KEY, tf.TensorSpec([None], tf.int32)),
         (CLIENT_EXAMPLES_KEY, tf.TensorSpec([], tf.int64)),
-        (NOISE_SEED_KEY, tf.TensorSpec([], tf.int64))])
+        (NOISE_SEED_KEY, tf.TensorSpec([], tf.int64)),
+        (UPDATE_SCALE_KEY, tf.TensorSpec([], tf.float32)),
+        (UPDATE_NOISE_KEY, tf.TensorSpec([], tf.float32))])
 
 
 def _empty_like(spec: Any) -> Any:
@@ -94,7 +101,7 @@ def stack(examples: tf.data.Dataset) -> tf.data.Dataset:
 
 def make_round(examples: tf.data.Dataset, *, epochs, batch_size: int, shuffle_seed,
                noise_seed=0, batch_per_epoch: bool = False,
-               stacked: bool = False) -> tf.data.Dataset:
+               stacked: bool = False, update_scale=1.0, update_noise=0.0) -> tf.data.Dataset:
     """A client's round (one element, see the module docstring) from its raw examples.
 
     Seeded shuffle, a new permutation each epoch (`tf.random.stateless_uniform` keyed by
@@ -112,6 +119,9 @@ def make_round(examples: tf.data.Dataset, *, epochs, batch_size: int, shuffle_se
       noise_seed: The client's DP-SGD noise seed this round.
       batch_per_epoch: Whether steps stop at epoch boundaries.
       stacked: Whether `examples` is already the stacked element.
+      update_scale: What the client multiplies its update by (1 unless it attacks).
+      update_noise: The standard deviation of the noise it adds to its update (0 unless it
+        attacks).
 
     Returns:
       A dataset with exactly one element.
@@ -124,6 +134,8 @@ def make_round(examples: tf.data.Dataset, *, epochs, batch_size: int, shuffle_se
     epochs = tf.cast(epochs, tf.int32)
     seed = tf.stack([tf.cast(shuffle_seed, tf.int64), tf.constant(0, tf.int64)])
     noise_seed = tf.cast(noise_seed, tf.int64)
+    update_scale = tf.cast(update_scale, tf.float32)
+    update_noise = tf.cast(update_noise, tf.float32)
 
     def build(element):
         n = tf.shape(tf.nest.flatten(element)[0])[0]
@@ -134,7 +146,8 @@ def make_round(examples: tf.data.Dataset, *, epochs, batch_size: int, shuffle_se
         return collections.OrderedDict([
             *stream.items(), (STEP_SIZES_KEY, sizes),
             (CLIENT_EXAMPLES_KEY, tf.cast(n, tf.int64)),
-            (NOISE_SEED_KEY, noise_seed)])
+            (NOISE_SEED_KEY, noise_seed), (UPDATE_SCALE_KEY, update_scale),
+            (UPDATE_NOISE_KEY, update_noise)])
 
     return (examples if stacked else stack(examples)).take(1).map(build)
 
@@ -164,7 +177,8 @@ def from_batches(batches: tf.data.Dataset, *, client_examples: Optional[int] = N
     n_k = int(sizes.sum()) if client_examples is None else client_examples
     return tf.data.Dataset.from_tensors(collections.OrderedDict([
         *((k, stream[k]) for k in spec), (STEP_SIZES_KEY, sizes),
-        (CLIENT_EXAMPLES_KEY, np.int64(n_k)), (NOISE_SEED_KEY, np.int64(noise_seed))]))
+        (CLIENT_EXAMPLES_KEY, np.int64(n_k)), (NOISE_SEED_KEY, np.int64(noise_seed)),
+        (UPDATE_SCALE_KEY, np.float32(1.0)), (UPDATE_NOISE_KEY, np.float32(0.0))]))
 
 
 def read_round(dataset: tf.data.Dataset) -> collections.OrderedDict:

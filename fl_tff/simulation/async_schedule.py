@@ -135,6 +135,11 @@ class AsyncSelector:
         self._plans: list[AsyncPlan] = []
         self._events: Iterator[AsyncPlan] = self._simulate()
 
+    @property
+    def malicious(self) -> frozenset[str]:
+        """The malicious clients (the base selector's; see `fl_tff.attacks`)."""
+        return self.base.malicious
+
     # PlannedSelection.
     def plan(self, round_num: int) -> AsyncPlan:
         """Server update `round_num` (1-based), simulating the clock as far as needed."""

@@ -79,6 +79,7 @@ class RoundPlan:
     offline: int = 0       # offline at the start, or went offline before finishing (clock)
     sim_seconds: float = float('nan')  # simulated duration of the round (with a device clock)
     sim_time: float = float('nan')     # simulated time at the round's end (with a device clock)
+    malicious: Optional[int] = None    # aggregated clients that attack (with an attack)
 
     def counts(self) -> dict[str, Any]:
         """Per-round counts for the metrics file."""
@@ -88,6 +89,8 @@ class RoundPlan:
         if not math.isnan(self.sim_seconds):
             out.update(offline=self.offline, sim_round_seconds=self.sim_seconds,
                        sim_time=self.sim_time)
+        if self.malicious is not None:
+            out['malicious'] = self.malicious
         return out
 
 

@@ -4,6 +4,7 @@ which seeds, as client tasks that TFF's workers turn into data (`worker_data`)."
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Mapping, Optional
 
 import numpy as np
@@ -11,7 +12,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff.data import preprocessing
-from fl_tff import options
+from fl_tff import attacks, options
 from fl_tff.simulation import devices, worker_data
 from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, plan_round,
                                              selection_size)
@@ -42,7 +43,9 @@ class ClientSelector:
     A client's task (`worker_data.TASK_SPEC`) is all a worker needs to build the client's round
     of data (`fl_tff.data.client_rounds`) from `client_data`: its id, its local epochs this
     round (partial for stragglers), the seed of its shuffle and the seed of its DP-SGD noise,
-    both derived from (seed, round, client). `dataset_computation()` is the TFF computation that
+    both derived from (seed, round, client), and whether it is malicious (with an `attack`, a
+    seeded `attack.fraction` of the population is, `fl_tff.attacks.choose_malicious`).
+    `dataset_computation()` is the TFF computation that
     builds the round from a task in the worker; `client_round` builds the same round here.
     With `steps_per_epoch`, local steps stop at epoch boundaries (DP-SGD).
 
@@ -56,7 +59,7 @@ class ClientSelector:
                  heterogeneity: Optional[DeviceHeterogeneity] = None,
                  client_sizes: Optional[Mapping[str, int]] = None, sampling: str = 'uniform',
                  steps_per_epoch: bool = False, clock: Optional[devices.TaskClock] = None,
-                 round_deadline: float = 0.0):
+                 round_deadline: float = 0.0, attack: Optional[attacks.Attack] = None):
         if round_deadline > 0 and clock is None:
             raise ValueError('a round deadline needs a device clock (clock=)')
         if sampling not in SAMPLINGS:
@@ -86,6 +89,10 @@ class ClientSelector:
         self._round_ends: list[float] = [0.0]  # Simulated end time of rounds 0, 1, ... (cache).
         self._sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False,
                                                                 random_seed=seed)
+        self.attack = attack
+        self.malicious: frozenset[str] = (frozenset() if attack is None else
+                                          attacks.choose_malicious(client_ids, attack.fraction,
+                                                                   seed))
 
     def dataset_computation(self, client_data: Optional[tff.simulation.datasets.ClientData] = None
                             ) -> tff.Computation:
@@ -98,13 +105,15 @@ class ClientSelector:
         """
         return worker_data.build_dataset_computation(
             self._client_data if client_data is None else client_data,
-            batch_size=self._batch_size, steps_per_epoch=self._steps_per_epoch)
+            batch_size=self._batch_size, steps_per_epoch=self._steps_per_epoch,
+            attack=self.attack)
 
     def client_round(self, task: Mapping) -> tf.data.Dataset:
         """The client's round for `task`, built here: the same ops, the same batches, as
         `dataset_computation` builds in the worker."""
         return worker_data.client_round(self._client_data, task, batch_size=self._batch_size,
-                                        steps_per_epoch=self._steps_per_epoch)
+                                        steps_per_epoch=self._steps_per_epoch,
+                                        attack=self.attack)
 
     @property
     def population(self) -> int:
@@ -139,8 +148,13 @@ class ClientSelector:
             while len(self._round_ends) < round_num:
                 self._round_ends.append(self._plan(len(self._round_ends),
                                                    self._round_ends[-1]).sim_time)
-            return self._plan(round_num, self._round_ends[round_num - 1])
-        return self._plan(round_num, 0.0)
+            plan = self._plan(round_num, self._round_ends[round_num - 1])
+        else:
+            plan = self._plan(round_num, 0.0)
+        if self.attack is None:
+            return plan
+        return dataclasses.replace(plan, malicious=sum(
+            cid in self.malicious for cid, _ in plan.participants))
 
     def _plan(self, round_num: int, start_time: float) -> RoundPlan:
         if self.sampling == 'poisson':
@@ -167,7 +181,8 @@ class ClientSelector:
         return worker_data.make_task(
             client_id, epochs,
             shuffle_seed=preprocessing.derive_seed(self._seed, round_num, position),
-            noise_seed=preprocessing.derive_seed(self._seed, round_num, position, 0xD9))
+            noise_seed=preprocessing.derive_seed(self._seed, round_num, position, 0xD9),
+            malicious=client_id in self.malicious)
 
     def __call__(self, round_num: int) -> list:
         return self.client_inputs(self.plan(round_num))
@@ -180,10 +195,11 @@ def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData,
                                 sampling: str = 'uniform',
                                 steps_per_epoch: bool = False,
                                 clock: Optional[devices.TaskClock] = None,
-                                round_deadline: float = 0.0) -> ClientSelector:
+                                round_deadline: float = 0.0,
+                                attack: Optional[attacks.Attack] = None) -> ClientSelector:
     """A `ClientSelector` (see there); kept as the function name used across the library."""
     return ClientSelector(client_data, clients_per_round=clients_per_round, epochs=epochs,
                           batch_size=batch_size, seed=seed, heterogeneity=heterogeneity,
                           client_sizes=client_sizes, sampling=sampling,
                           steps_per_epoch=steps_per_epoch, clock=clock,
-                          round_deadline=round_deadline)
+                          round_deadline=round_deadline, attack=attack)

@@ -27,6 +27,9 @@ CASES = {
     'secure': dict(secure_agg=True),
     '8-bit': dict(compression='quantize', compression_bits=8),
     'error feedback': dict(compression='topk', compression_k=0.1, error_feedback=True),
+    'backdoor attack': dict(attack='backdoor', attack_fraction=0.5, attack_scale=2.0),
+    'gaussian attack, median': dict(attack='gaussian', attack_fraction=0.5, attack_scale=0.1,
+                                    aggregator='median'),
 }
 
 
@@ -56,7 +59,8 @@ def test_rounds_built_in_the_worker_equal_rounds_shipped_from_the_driver(tff_run
         fed.train, clients_per_round=config.clients_per_round, epochs=config.local_epochs(),
         batch_size=config.client_batch_size, seed=config.seed, heterogeneity=config.heterogeneity(),
         client_sizes=fed.train_sizes,
-        steps_per_epoch=config.selection().has(options.STEPS_PER_EPOCH))
+        steps_per_epoch=config.selection().has(options.STEPS_PER_EPOCH),
+        attack=experiment.build_attack(config, fed))
     max_weight = weighting.max_weight(config.option('client_weighting').build(padding_labels=()),
                                       max(fed.train_sizes.values()), config.local_epochs())
     shipped = experiment.build_process(config, model_fn, max_weight=max_weight)
