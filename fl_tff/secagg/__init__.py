@@ -1,0 +1,1 @@
+"""Secure aggregation with real masking (see `protocol`)."""

@@ -1,0 +1,354 @@
+"""The secure aggregation protocol of Bonawitz et al. 2017 ("Practical Secure Aggregation for
+Privacy-Preserving Machine Learning", §4, the honest-but-curious version), with the sparse
+neighbourhood graph of SecAgg+ (Bell et al. 2020, "Secure Single-Server Aggregation with
+(Poly)Logarithmic Overhead") as an option: the clients' part and the server's part of one run,
+exchanging the paper's messages as bytes.
+
+The four steps, each of which a client may drop out of (`Dropouts`):
+
+0. AdvertiseKeys: each client u sends two X25519 public keys, c_u (encryption) and s_u (masks).
+1. ShareKeys: u draws a self-mask seed b_u, splits b_u and its mask private key s_u^SK t-of-n
+   (`shamir`) among its neighbours, and sends each neighbour its two shares encrypted with
+   AES-GCM under HKDF(X25519(c_u^SK, c_v^PK)); the server only relays ciphertexts.
+2. MaskedInputCollection: u sends y_u = x_u + PRG(b_u) + sum_{v in N(u), v alive} +-PRG(s_uv)
+   mod 2^B, where s_uv = HKDF(X25519(s_u^SK, s_v^PK)) and the sign is + when u < v.
+3. Unmasking: the server names the clients whose masked input arrived (U3) and those that
+   dropped after sharing; each responding client returns its share of b_v for v in U3 and of
+   s_v^SK for the dropped, and refuses a request naming a client in both roles (it would
+   reveal that client's input). With t shares of each, the server removes the self masks of
+   U3 and the pairwise masks U3 shares with the dropped: sum_{u in U3} x_u mod 2^B.
+
+The PRG is AES-128 in counter mode keyed by the seed (a 32-byte seed: key and nonce). Written
+here, not taken from a library: `cryptography` supplies X25519, HKDF, AES-GCM and AES-CTR;
+nothing on the package index implements the protocol itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fl_tff.secagg import shamir
+
+STEPS = ('advertise_keys', 'share_keys', 'masked_input', 'unmasking')
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_SHARE_BYTES = 66  # A share of GF(2^521 - 1) fits 66 bytes.
+
+
+class ProtocolAborted(Exception):
+    """Too few clients survived a step for the server to learn the sum."""
+
+
+class UnmaskRefused(Exception):
+    """An honest client refused an unmasking request that would reveal an input."""
+
+
+def prg(seed: bytes, size: int, bits: int) -> np.ndarray:
+    """`size` pseudorandom values mod 2^bits (uint64) from a 32-byte seed: AES-128-CTR
+    keystream, key = seed[:16], initial counter block = seed[16:]."""
+    encryptor = Cipher(algorithms.AES(seed[:16]), modes.CTR(seed[16:])).encryptor()
+    stream = encryptor.update(bytes(8 * size)) + encryptor.finalize()
+    return np.frombuffer(stream, np.uint64) & np.uint64((1 << bits) - 1)
+
+
+def _derive(shared_secret: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=_KEY_BYTES, salt=None,
+                info=info).derive(shared_secret)
+
+
+def _public_bytes(key: x25519.X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _private_bytes(key: x25519.X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+
+
+def pairwise_seed(private: x25519.X25519PrivateKey, public: bytes, u: int, v: int) -> bytes:
+    """s_uv = s_vu: HKDF of the X25519 agreement, bound to the (unordered) pair."""
+    low, high = min(u, v), max(u, v)
+    return _derive(private.exchange(x25519.X25519PublicKey.from_public_bytes(public)),
+                   b'fl_tff secagg mask %d %d' % (low, high))
+
+
+def neighbours(ids: Sequence[int], k: Optional[int], seed: int) -> dict[int, frozenset[int]]:
+    """Who masks with whom: every other client (k None or >= n - 1), or SecAgg+'s Harary-like
+    graph, each client joined to the k nearest on a ring in a seeded random order (k // 2 on each
+    side; an odd k rounds up)."""
+    n = len(ids)
+    if k is None or k >= n - 1:
+        return {u: frozenset(v for v in ids if v != u) for u in ids}
+    ring = [ids[i] for i in np.random.default_rng([seed, 0x5EC]).permutation(n)]
+    half = (k + 1) // 2
+    out: dict[int, set[int]] = {u: set() for u in ids}
+    for i, u in enumerate(ring):
+        for d in range(1, half + 1):
+            v = ring[(i + d) % n]
+            out[u].add(v)
+            out[v].add(u)
+    return {u: frozenset(vs) for u, vs in out.items()}
+
+
+@dataclasses.dataclass
+class Ledger:
+    """What the protocol cost one run: bytes each client sent and received per step, and
+    compute seconds of the clients (summed) and the server."""
+
+    sent: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
+    received: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
+    client_seconds: float = 0.0
+    server_seconds: float = 0.0
+
+    def add(self, table: dict, client: int, step: str, size: int) -> None:
+        per = table.setdefault(client, {})
+        per[step] = per.get(step, 0) + size
+
+
+class Client:
+    """One client's side of the protocol (its secrets never leave it except as the protocol
+    sends them)."""
+
+    def __init__(self, client_id: int, neighbours_: Iterable[int], threshold: int, bits: int):
+        self.id, self.threshold, self.bits = client_id, threshold, bits
+        self.neighbours = frozenset(neighbours_)
+        self._c_key = x25519.X25519PrivateKey.generate()
+        self._s_key = x25519.X25519PrivateKey.generate()
+        self._self_seed = secrets.token_bytes(_KEY_BYTES)
+        self._public: dict[int, tuple[bytes, bytes]] = {}
+        self._shares_held: dict[int, tuple[int, int]] = {}  # v -> (share of s_v^SK, of b_v)
+        self._revealed: dict[int, str] = {}  # v -> which of v's secrets it revealed a share of
+
+    # Step 0.
+    def advertise_keys(self) -> tuple[bytes, bytes]:
+        return _public_bytes(self._c_key.public_key()), _public_bytes(self._s_key.public_key())
+
+    def _channel(self, v: int) -> AESGCM:
+        c_pk = self._public[v][0]
+        secret = self._c_key.exchange(x25519.X25519PublicKey.from_public_bytes(c_pk))
+        low, high = min(self.id, v), max(self.id, v)
+        return AESGCM(_derive(secret, b'fl_tff secagg channel %d %d' % (low, high)))
+
+    # Step 1.
+    def share_keys(self, public_keys: Mapping[int, tuple[bytes, bytes]]) -> dict[int, bytes]:
+        """Encrypted shares for each neighbour that advertised keys: {v: ciphertext}."""
+        self._public = {v: pk for v, pk in public_keys.items() if v in self.neighbours}
+        holders = sorted([*self._public, self.id])  # It keeps one share of each itself.
+        if len(holders) < self.threshold:
+            raise ProtocolAborted(f'client {self.id}: {len(holders) - 1} neighbours advertised '
+                                  f'keys, too few for the threshold {self.threshold}')
+        key_shares = shamir.split(_private_bytes(self._s_key), self.threshold, holders)
+        seed_shares = shamir.split(self._self_seed, self.threshold, holders)
+        self._shares_held[self.id] = (key_shares[self.id], seed_shares[self.id])
+        out = {}
+        for v in sorted(self._public):
+            plain = (self.id.to_bytes(4, 'big') + v.to_bytes(4, 'big')
+                     + key_shares[v].to_bytes(_SHARE_BYTES, 'big')
+                     + seed_shares[v].to_bytes(_SHARE_BYTES, 'big'))
+            nonce = secrets.token_bytes(_NONCE_BYTES)
+            out[v] = nonce + self._channel(v).encrypt(nonce, plain, None)
+        return out
+
+    def receive_shares(self, ciphertexts: Mapping[int, bytes]) -> None:
+        """Decrypts (and authenticates) the shares its neighbours sent it."""
+        for v, blob in ciphertexts.items():
+            plain = self._channel(v).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], None)
+            sender, recipient = int.from_bytes(plain[:4], 'big'), int.from_bytes(plain[4:8], 'big')
+            if (sender, recipient) != (v, self.id):
+                raise ValueError(f'client {self.id}: a share addressed {sender}->{recipient} '
+                                 f'arrived as {v}->{self.id}')
+            self._shares_held[v] = (
+                int.from_bytes(plain[8:8 + _SHARE_BYTES], 'big'),
+                int.from_bytes(plain[8 + _SHARE_BYTES:], 'big'))
+
+    # Step 2.
+    def masked_input(self, value: np.ndarray, alive: Iterable[int]) -> np.ndarray:
+        """y_u for its quantized `value` (integers in [0, 2^bits)), masked with every neighbour
+        in `alive` (those whose shares it received)."""
+        modulus = np.uint64((1 << self.bits) - 1)
+        y = (np.asarray(value, np.uint64) + prg(self._self_seed, value.size, self.bits)) & modulus
+        for v in sorted((set(alive) & set(self._shares_held)) - {self.id}):
+            mask = prg(pairwise_seed(self._s_key, self._public[v][1], self.id, v), value.size,
+                       self.bits)
+            y = (y + mask if self.id < v else y - mask) & modulus
+        return y
+
+    # Step 3.
+    def unmask(self, survivors: Iterable[int], dropped: Iterable[int]) -> dict[int, tuple[str, int]]:
+        """Its shares: of b_v for each v in `survivors`, of s_v^SK for each v in `dropped`.
+
+        Raises:
+          UnmaskRefused: A client named in both roles, now or across requests.
+        """
+        survivors, dropped = set(survivors), set(dropped)
+        if self.id in dropped:
+            raise UnmaskRefused(f'client {self.id}: named as dropped, but it sent its masked '
+                                'input; its mask key would reveal its input')
+        request = {**{v: 'self_seed' for v in survivors}, **{v: 'mask_key' for v in dropped}}
+        both = survivors & dropped
+        both |= {v for v, kind in request.items() if self._revealed.get(v, kind) != kind}
+        if both:
+            raise UnmaskRefused(f'client {self.id}: asked for both secrets of client(s) '
+                                f'{sorted(both)}, which would reveal their input')
+        out = {}
+        for v, kind in request.items():
+            if v in self._shares_held:
+                self._revealed[v] = kind
+                out[v] = (kind, self._shares_held[v][0 if kind == 'mask_key' else 1])
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropouts:
+    """Clients that drop before completing each step (ids by step name, see STEPS)."""
+
+    by_step: Mapping[str, frozenset[int]] = dataclasses.field(default_factory=dict)
+
+    def after(self, step: str, alive: Iterable[int]) -> set[int]:
+        return set(alive) - set(self.by_step.get(step, ()))
+
+
+@dataclasses.dataclass
+class Result:
+    """One protocol run: the sum (None when aborted), who contributed, the costs."""
+
+    total: Optional[np.ndarray]
+    contributors: tuple[int, ...]
+    aborted: str
+    ledger: Ledger
+    uploads: dict[int, np.ndarray]  # What the server saw in step 2, by client.
+
+
+def run(values: Mapping[int, np.ndarray], *, bits: int, threshold: int,
+        neighbours_k: Optional[int] = None, dropouts: Dropouts = Dropouts(),
+        graph_seed: int = 0) -> Result:
+    """Runs the protocol over `values` ({client id >= 1: integer vector in [0, 2^bits)}).
+
+    Args:
+      values: Each client's quantized input.
+      bits: B; the sum is mod 2^B.
+      threshold: t: shares needed to reconstruct a client's secret.
+      neighbours_k: SecAgg+'s neighbourhood size (None: every pair).
+      dropouts: Who drops before completing each step.
+      graph_seed: Seed of SecAgg+'s graph.
+
+    Returns:
+      The result; aborted (total None, the reason set) when fewer than `threshold` clients or
+      shares survive a step.
+    """
+    ids = sorted(values)
+    graph = neighbours(ids, neighbours_k, graph_seed)
+    ledger = Ledger()
+    clients: dict[int, Client] = {}
+    size = next(iter(values.values())).size
+
+    def timed_client(fn):
+        start = time.process_time()
+        out = fn()
+        ledger.client_seconds += time.process_time() - start
+        return out
+
+    def abort(reason):
+        return Result(None, (), reason, ledger, uploads)
+
+    uploads: dict[int, np.ndarray] = {}
+    # Step 0.
+    keys = {}
+    for u in ids:
+        clients[u] = Client(u, graph[u], threshold, bits)
+        keys[u] = timed_client(clients[u].advertise_keys)
+    u1 = dropouts.after('advertise_keys', ids)
+    for u in u1:
+        ledger.add(ledger.sent, u, 'advertise_keys', 2 * _KEY_BYTES)
+    if len(u1) < threshold:
+        return abort(f'{len(u1)} clients advertised keys, fewer than the threshold {threshold}')
+    # Step 1 (the server relays the neighbours' keys, then the ciphertexts).
+    outgoing: dict[int, dict[int, bytes]] = {}
+    for u in sorted(u1):
+        visible = {v: keys[v] for v in graph[u] if v in u1}
+        ledger.add(ledger.received, u, 'share_keys', 2 * _KEY_BYTES * len(visible))
+        try:
+            outgoing[u] = timed_client(lambda: clients[u].share_keys(visible))
+        except ProtocolAborted as e:
+            return abort(str(e))
+    u2 = dropouts.after('share_keys', u1)
+    for u in u2:
+        ledger.add(ledger.sent, u, 'share_keys', sum(len(c) for c in outgoing[u].values()))
+    if len(u2) < threshold:
+        return abort(f'{len(u2)} clients shared keys, fewer than the threshold {threshold}')
+    for v in u2:
+        incoming = {u: outgoing[u][v] for u in u2 if v in outgoing[u]}
+        ledger.add(ledger.received, v, 'share_keys', sum(len(c) for c in incoming.values()))
+        timed_client(lambda: clients[v].receive_shares(incoming))
+    # Step 2.
+    for u in sorted(u2):
+        uploads[u] = timed_client(lambda: clients[u].masked_input(values[u], u2))
+    u3 = dropouts.after('masked_input', u2)
+    uploads = {u: uploads[u] for u in sorted(u3)}
+    for u in u3:
+        ledger.add(ledger.sent, u, 'masked_input', size * ((bits + 7) // 8))
+    if len(u3) < threshold:
+        return abort(f'{len(u3)} masked inputs arrived, fewer than the threshold {threshold}')
+    # Step 3.
+    dropped = u2 - u3
+    responses: dict[int, dict[int, tuple[str, int]]] = {}
+    for u in sorted(dropouts.after('unmasking', u3)):
+        responses[u] = timed_client(lambda: clients[u].unmask(u3, dropped))
+        ledger.add(ledger.received, u, 'unmasking', 4 * (len(u3) + len(dropped)))
+        ledger.add(ledger.sent, u, 'unmasking', (4 + _SHARE_BYTES) * len(responses[u]))
+    start = time.process_time()
+    try:
+        total = unmask_sum(uploads, responses, u3, dropped, {u: keys[u][1] for u in ids},
+                           threshold, bits, graph)
+    except ProtocolAborted as e:
+        return abort(str(e))
+    finally:
+        ledger.server_seconds += time.process_time() - start
+    return Result(total, tuple(sorted(u3)), '', ledger, uploads)
+
+
+def unmask_sum(uploads: Mapping[int, np.ndarray], responses, survivors: set[int],
+               dropped: set[int], mask_public_keys: Mapping[int, bytes], threshold: int,
+               bits: int, graph: Mapping[int, frozenset[int]]) -> np.ndarray:
+    """The server's last step: sum the masked inputs, reconstruct the secrets from the shares,
+    remove the masks (`mask_public_keys`: the s_u^PK it relayed in step 1).
+
+    Raises:
+      ProtocolAborted: Fewer than `threshold` shares of a secret arrived.
+    """
+    modulus = np.uint64((1 << bits) - 1)
+    size = next(iter(uploads.values())).size
+    total = np.zeros(size, np.uint64)
+    for y in uploads.values():
+        total = (total + y) & modulus
+    shares: dict[tuple[int, str], dict[int, int]] = {}
+    for responder, answer in responses.items():
+        for v, (kind, share) in answer.items():
+            shares.setdefault((v, kind), {})[responder] = share
+
+    def secret(v, kind):
+        got = shares.get((v, kind), {})
+        if len(got) < threshold:
+            raise ProtocolAborted(f'{len(got)} shares of client {v}\'s {kind} arrived, fewer '
+                                  f'than the threshold {threshold}')
+        return shamir.reconstruct(got, threshold)
+
+    for v in survivors:
+        total = (total - prg(secret(v, 'self_seed'), size, bits)) & modulus
+    for v in dropped:
+        key = x25519.X25519PrivateKey.from_private_bytes(secret(v, 'mask_key'))
+        for w in graph[v] & survivors:
+            mask = prg(pairwise_seed(key, mask_public_keys[w], v, w), size, bits)
+            # w added +mask if w < v, else -mask: remove what w added.
+            total = (total - mask if w < v else total + mask) & modulus
+    return total

@@ -1,0 +1,136 @@
+"""The SecAgg protocol: Shamir sharing, exact sums with dropouts at every step, aborts beyond
+n - t, honest clients refusing a malicious unmasking request, and masked uploads that reveal
+nothing about the input (a chi-square test that finds an unmasked input)."""
+
+import secrets
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fl_tff.secagg import protocol, shamir
+
+BITS = 16
+
+
+def _values(n, size=50, seed=0, bits=BITS):
+    rng = np.random.default_rng(seed)
+    return {u: rng.integers(0, 2 ** bits, size=size).astype(np.uint64) for u in range(1, n + 1)}
+
+
+def _expected(values, contributors, bits=BITS):
+    total = sum(int(0) for _ in ())
+    total = np.zeros_like(next(iter(values.values())))
+    for u in contributors:
+        total = (total + values[u]) & np.uint64(2 ** bits - 1)
+    return total
+
+
+def test_any_t_shares_reconstruct_the_secret_and_fewer_do_not():
+    secret = secrets.token_bytes(32)
+    shares = shamir.split(secret, 3, [1, 2, 5, 9])
+    for subset in ([1, 2, 5], [2, 5, 9], [9, 1, 5], [1, 2, 5, 9]):
+        assert shamir.reconstruct({x: shares[x] for x in subset}, 3) == secret
+    with pytest.raises(shamir.ShamirError, match='2 shares cannot reconstruct a 3-of-n'):
+        shamir.reconstruct({1: shares[1], 2: shares[2]}, 3)
+    # Two shares of a 3-of-n secret interpolated as if 2-of-n give something else.
+    wrong = None
+    try:
+        wrong = shamir.reconstruct({1: shares[1], 2: shares[2]}, 2)
+    except shamir.ShamirError:
+        pass
+    assert wrong != secret
+    with pytest.raises(shamir.ShamirError):
+        shamir.split(secret, 5, [1, 2, 3])
+
+
+N, T = 7, 4
+
+
+@pytest.mark.parametrize('step', protocol.STEPS)
+@pytest.mark.parametrize('count', [0, 1, N - T])
+def test_the_unmasked_sum_is_the_exact_sum_of_the_contributors(step, count):
+    values = _values(N, seed=count)
+    drop = frozenset(range(N - count + 1, N + 1))
+    result = protocol.run(values, bits=BITS, threshold=T,
+                          dropouts=protocol.Dropouts({step: drop}))
+    assert result.aborted == ''
+    # Clients that drop in the unmasking step already sent their masked input: they count.
+    contributors = set(values) - (drop if step != 'unmasking' else set())
+    assert set(result.contributors) == contributors
+    np.testing.assert_array_equal(result.total, _expected(values, contributors))
+
+
+@pytest.mark.parametrize('step', protocol.STEPS)
+def test_more_than_n_minus_t_dropouts_abort_the_round(step):
+    values = _values(N)
+    result = protocol.run(values, bits=BITS, threshold=T,
+                          dropouts=protocol.Dropouts({step: frozenset(range(1, N - T + 2))}))
+    assert result.total is None
+    assert 'fewer than the threshold 4' in result.aborted
+
+
+def test_dropouts_at_every_step_together_are_recovered():
+    values = _values(10, seed=3)
+    dropouts = protocol.Dropouts({'advertise_keys': frozenset({1}), 'share_keys': frozenset({2}),
+                                  'masked_input': frozenset({3, 4}),
+                                  'unmasking': frozenset({5})})
+    result = protocol.run(values, bits=BITS, threshold=5, dropouts=dropouts)
+    contributors = set(values) - {1, 2, 3, 4}
+    np.testing.assert_array_equal(result.total, _expected(values, contributors))
+
+
+@pytest.mark.parametrize('k', [2, 4, 6])
+def test_secagg_plus_neighbourhoods_give_the_same_exact_sum_with_less_traffic(k):
+    values = _values(20, seed=k)
+    dropouts = protocol.Dropouts({'masked_input': frozenset({4})})
+    sparse = protocol.run(values, bits=BITS, threshold=k // 2 + 1, neighbours_k=k,
+                          dropouts=dropouts, graph_seed=1)
+    full = protocol.run(values, bits=BITS, threshold=11, dropouts=dropouts)
+    expected = _expected(values, set(values) - {4})
+    np.testing.assert_array_equal(sparse.total, expected)
+    np.testing.assert_array_equal(full.total, expected)
+    graph = protocol.neighbours(sorted(values), k, seed=1)
+    assert all(len(vs) >= k for vs in graph.values())
+    assert all(u in graph[v] for u, vs in graph.items() for v in vs)  # Symmetric.
+    per_client = lambda r: np.mean([r.ledger.sent[u]['share_keys'] for u in values if u != 4])
+    assert per_client(sparse) < per_client(full) / 2
+
+
+def test_an_honest_client_refuses_to_reveal_both_secrets_of_one_client():
+    values = _values(5)
+    graph = protocol.neighbours(sorted(values), None, 0)
+    clients = {u: protocol.Client(u, graph[u], 3, BITS) for u in values}
+    keys = {u: c.advertise_keys() for u, c in clients.items()}
+    out = {u: c.share_keys(keys) for u, c in clients.items()}
+    for v, c in clients.items():
+        c.receive_shares({u: out[u][v] for u in values if u != v})
+    with pytest.raises(protocol.UnmaskRefused, match=r'both secrets of client\(s\) \[2\]'):
+        clients[1].unmask(survivors={2, 3}, dropped={2})
+    # Across requests: having revealed a share of client 2's self mask, it will not reveal
+    # client 2's mask key.
+    assert clients[1].unmask(survivors={2, 3, 4, 5}, dropped=set())[2][0] == 'self_seed'
+    with pytest.raises(protocol.UnmaskRefused):
+        clients[1].unmask(survivors=set(), dropped={2})
+
+
+def test_masked_uploads_are_uniform_and_uncorrelated_with_the_input_while_plain_ones_are_not():
+    bits, size = 8, 64
+    rng = np.random.default_rng(0)
+    uploads, inputs = [], []
+    for run in range(40):  # 40 rounds x 5 clients x 64 coordinates = 12,800 values.
+        values = {u: (rng.integers(0, 16, size=size) * (u % 3)).astype(np.uint64)  # Skewed.
+                  for u in range(1, 6)}
+        result = protocol.run(values, bits=bits, threshold=3)
+        for u, y in result.uploads.items():
+            uploads.append(y)
+            inputs.append(values[u])
+    uploads, inputs = np.concatenate(uploads), np.concatenate(inputs)
+
+    def uniform_p(samples):
+        return stats.chisquare(np.bincount(samples.astype(np.int64), minlength=2 ** bits)).pvalue
+    assert uniform_p(uploads) > 1e-3
+    assert abs(np.corrcoef(uploads.astype(float), inputs.astype(float))[0, 1]) < 0.05
+    # The same tests find the input when it is sent unmasked.
+    assert uniform_p(inputs) < 1e-12
+    assert np.corrcoef(inputs.astype(float), inputs.astype(float))[0, 1] > 0.99
