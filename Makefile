@@ -13,10 +13,11 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements/base.txt requirements/tff.txt setup.py
+$(STAMP): requirements/base.txt requirements/tff.txt requirements/dev.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if (3, 9) <= v[:2] < (3, 12) else "fl_tff needs Python 3.9-3.11 (TFF 0.87); found %d.%d: set PYTHON=python3.11" % v[:2])'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/base.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/tff.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(PY) -c 'import tensorflow_federated as tff; print("installed TFF", tff.__version__)'

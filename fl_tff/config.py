@@ -122,6 +122,10 @@ class BaseConfig:
                                         'client\'s on/off cycle (86400: diurnal).')
     availability_on_fraction: float = _field(0.5, 'Simulated clock: fraction of the cycle an '
                                              'intermittent client is online (at a random phase).')
+    tree_restart: int = _field(0, 'Rounds per noise tree of --dp=tree, after which it and '
+                               '--server_optimizer=ftrlm restart (0: one epoch of the '
+                               'population, --num_clients // --clients_per_round rounds; else a '
+                               'divisor of it).')
     workers: str = _field('', 'Run rounds on TFF worker services at host:port,host:port (started '
                           'with `python -m experiments.launch_workers`), splitting each round\'s '
                           'clients across them; empty: one local worker owned by this run.',

@@ -84,7 +84,9 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
         model_fn,
         client_optimizer=tff.learning.optimizers.build_sgdm(config.client_learning_rate),
         server_optimizer=selection['server_optimizer'].build(
-            config.server_learning_rate, **config.option_params('server_optimizer')),
+            config.server_learning_rate, **config.option_params('server_optimizer'),
+            **{name: getattr(config, name)
+               for name in selection['server_optimizer'].config_fields}),
         weighting=selection['client_weighting'].build(padding_labels=masked_labels),
         model_aggregator=build_model_aggregator(config, max_weight),
         **extras, **config.option_params('algorithm'),
@@ -248,8 +250,9 @@ def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
     return evaluators
 
 
-def run_experiment(config: ExperimentConfig,
-                   log: Callable[[str], None] = print) -> ExperimentResult:
+def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print,
+                   on_round: Optional[Callable[[dict[str, Any]], None]] = None
+                   ) -> ExperimentResult:
     """Validates `config`, trains (resuming or extending its run directory if one with the same
     settings exists), evaluates every `eval_every` rounds, and writes the run directory.
 
@@ -257,7 +260,8 @@ def run_experiment(config: ExperimentConfig,
     metrics.csv (one row per round), tensorboard/, checkpoints/ (every `checkpoint_every`
     rounds and the last), final_model.keras and summary.json, each file written atomically. It is
     locked while the run uses it. A checkpoint that does not load is set aside and the newest one
-    that loads is resumed.
+    that loads is resumed. `on_round(row)` is called with each round's metrics once they are
+    written (e.g. to advance a notebook's progress bar).
 
     Raises:
       ConfigError: A bad setting, an unwritable output directory or unreachable workers.
@@ -289,7 +293,7 @@ def run_experiment(config: ExperimentConfig,
     progress = _Progress()
     try:
         return _train(config, run, fed_data, model_fn, keras_fn, select, privacy_ledger, epochs,
-                      log, progress, attack)
+                      log, progress, attack, on_round)
     except KeyboardInterrupt:  # Anywhere in the run: say what is on disk.
         raise progress.interrupted(run.path) from None
     finally:
@@ -314,7 +318,8 @@ class _Progress:
 def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.FederatedData,
            model_fn: models.ModelFn, keras_fn, select: simulation.ClientSelector,
            privacy_ledger, epochs: int, log: Callable[[str], None],
-           progress: '_Progress', attack: Optional[attacks.Attack]) -> ExperimentResult:
+           progress: '_Progress', attack: Optional[attacks.Attack],
+           round_callback: Optional[Callable[[dict[str, Any]], None]]) -> ExperimentResult:
     """The part of `run_experiment` that runs inside the locked run directory."""
     run_dir = run.path
     log(f'new run directory {run_dir}: {run.note}' if run.note else f'run directory: {run_dir}')
@@ -382,6 +387,8 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
             reporter.round(row)
             monitor.check(row)
             checkpointer.maybe_save(new_state, row['round'], force=row['round'] == config.rounds)
+            if round_callback is not None:
+                round_callback(row)
 
         try:
             state, history = simulation.run_training(

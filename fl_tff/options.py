@@ -41,6 +41,9 @@ SPARSIFIER = 'sparsifier'
 UNIFORM_WEIGHTS = 'uniform_weights'
 TFF_WEIGHTING = 'tff_weighting'
 FIXED_COHORT = 'fixed_cohort'
+SAMPLED_CLIENTS = 'sampled_clients'
+ONCE_PER_EPOCH = 'once_per_epoch'
+FTRL_STEPS = 'ftrl_steps'
 DROPS_CLIENTS = 'drops_clients'
 MODULAR_SECURE_SUM = 'modular_secure_sum'
 NATURAL_CLIENTS = 'natural_clients'
@@ -72,6 +75,12 @@ CAPABILITIES: dict[str, str] = {
     UNIFORM_WEIGHTS: 'every client update has the same weight',
     TFF_WEIGHTING: 'a weighting TFF\'s own builders compute (uniform, or examples processed)',
     FIXED_COHORT: 'every round has exactly the planned number of clients',
+    SAMPLED_CLIENTS: 'each round\'s clients are a fresh random sample of the population (what '
+                     'sampled-Gaussian privacy accounting assumes)',
+    ONCE_PER_EPOCH: 'each client takes part at most once per epoch of the population (N // K '
+                    'rounds)',
+    FTRL_STEPS: 'steps from the running sum of the aggregated updates (FTRL; SGD is its '
+                'momentum-0 case)',
     DROPS_CLIENTS: 'some selected clients may return nothing',
     MODULAR_SECURE_SUM: 'sums securely modulo 2^B (wraps around instead of overflowing)',
     NATURAL_CLIENTS: 'the dataset comes with its own clients',

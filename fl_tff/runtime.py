@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import ctypes
 import logging
@@ -521,12 +522,22 @@ def run_coroutine(coroutine):
 
     Unlike `asyncio.run`, it leaves the thread's current event loop alone: `asyncio.run` ends by
     setting it to None, after which TFF's own `tff.simulation.run_training_process` (which calls
-    `asyncio.get_event_loop()`) fails with "There is no current event loop".
+    `asyncio.get_event_loop()`) fails with "There is no current event loop". When this thread
+    already runs a loop (a Jupyter kernel), the private loop runs on a thread of its own.
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # No loop running here: the usual case.
+        with _sigint_deferred():
+            return _run_on_new_loop(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, _sigint_deferred():
+        return pool.submit(_run_on_new_loop, coroutine).result()
+
+
+def _run_on_new_loop(coroutine):
     loop = asyncio.new_event_loop()
     try:
-        with _sigint_deferred():
-            return loop.run_until_complete(coroutine)
+        return loop.run_until_complete(coroutine)
     finally:
         loop.close()
 

@@ -104,7 +104,8 @@ FIXED = options.Option(
     'fixed', 'user-level DP-FedAvg (McMahan et al. 2018): clip each update to --clip, Gaussian '
     'noise z*C at the server', params=dp_options.COMMON,
     provides={options.USER_LEVEL_DP, options.FIXED_CLIP_RANGE},
-    requires=dp_options.UNIFORM_WEIGHTS_NEEDED, excludes=dp_options.IS_THE_AGGREGATOR,
+    requires={**dp_options.UNIFORM_WEIGHTS_NEEDED, **dp_options.SAMPLING_NEEDED},
+    excludes=dp_options.IS_THE_AGGREGATOR,
     aggregator=_aggregator('fixed'), privacy_ledger=_ledger, check=dp_options.check_budget_has_noise)
 
 ADAPTIVE = options.Option(
@@ -115,7 +116,8 @@ ADAPTIVE = options.Option(
                                    maximum=1.0, min_open=True, max_open=True),
                      options.Param('clip_learning_rate', 0.2, 'Adaptive clipping: learning rate '
                                    'of the geometric clip-norm update.', minimum=0.0, min_open=True)),
-    provides={options.USER_LEVEL_DP}, requires=dp_options.UNIFORM_WEIGHTS_NEEDED,
+    provides={options.USER_LEVEL_DP},
+    requires={**dp_options.UNIFORM_WEIGHTS_NEEDED, **dp_options.SAMPLING_NEEDED},
     excludes={**dp_options.IS_THE_AGGREGATOR,
               options.SECURE_SUM: 'adaptive clipping has no fixed range to quantize to; with '
                                   '--secure_agg use --dp=fixed (its --clip is the range) or dpsgd'},

@@ -155,7 +155,7 @@ OPTION = options.Option(
             options.Param('secure_bits', 16, 'Bits per value of the secure sum.',
                           minimum=MIN_BITS, maximum=MAX_BITS)),
     provides={options.USER_LEVEL_DP, options.MODULAR_SECURE_SUM},
-    requires={**dp_options.UNIFORM_WEIGHTS_NEEDED,
+    requires={**dp_options.UNIFORM_WEIGHTS_NEEDED, **dp_options.SAMPLING_NEEDED,
               options.SECURE_SUM: 'adds the noise on clients and needs secure aggregation to sum it',
               options.FIXED_COHORT: 'splits the noise into K shares and needs exactly K clients a '
                                     'round'},

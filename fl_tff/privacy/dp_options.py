@@ -18,6 +18,9 @@ COMMON = (NOISE_MULTIPLIER, CLIP, DELTA, TARGET_EPSILON)
 # User-level modes clip and sum each client's update with equal weight.
 UNIFORM_WEIGHTS_NEEDED = {options.UNIFORM_WEIGHTS: 'clips and sums each client\'s update with '
                                                    'equal weight'}
+# Sampled-Gaussian accounting: its epsilon holds for clients sampled afresh each round.
+SAMPLING_NEEDED = {options.SAMPLED_CLIENTS: 'accounts for clients sampled afresh each round '
+                                            '(--dp=tree needs no sampling)'}
 IS_THE_AGGREGATOR = {options.REPLACES_MEAN: 'the DP aggregator is the aggregator: use the mean'}
 
 

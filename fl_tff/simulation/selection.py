@@ -26,11 +26,23 @@ def _check_poisson(config, selection) -> None:
                                   'has none (use --client_sampling=uniform or --over_selection=0)')
 
 
+def _check_epochs(config, selection) -> None:
+    del selection
+    if config.over_selection > 0:
+        raise options.OptionError('over_selection', '--client_sampling=epochs gives each round '
+                                  'exactly its K clients of the epoch; use --over_selection=0')
+
+
 SAMPLINGS = options.Registry('client_sampling', 'How each round\'s clients are drawn; the privacy '
                              'ledger accounts for the one used.', [
     options.Option('uniform', 'exactly K clients, without replacement',
-                   provides={options.FIXED_COHORT}),
-    options.Option('poisson', 'each client independently with rate K/N', check=_check_poisson),
+                   provides={options.FIXED_COHORT, options.SAMPLED_CLIENTS}),
+    options.Option('poisson', 'each client independently with rate K/N', check=_check_poisson,
+                   provides={options.SAMPLED_CLIENTS}),
+    options.Option('epochs', 'epochs of the population: each epoch (N // K rounds) takes a '
+                   'seeded order of the clients K at a time, so a client trains at most once per '
+                   'epoch (what --dp=tree needs; no sampling)', check=_check_epochs,
+                   provides={options.FIXED_COHORT, options.ONCE_PER_EPOCH}),
 ], default='uniform')
 
 
@@ -74,8 +86,8 @@ class ClientSelector:
         if not 1 <= clients_per_round <= len(client_ids) or self._num_sampled > len(client_ids):
             raise ValueError(f'cannot sample {self._num_sampled} clients per round from '
                              f'{len(client_ids)} (clients_per_round={clients_per_round})')
-        if sampling == 'poisson' and self._heterogeneity.over_selection > 0:
-            raise ValueError('over-selection needs a fixed cohort; Poisson sampling has none')
+        if sampling != 'uniform' and self._heterogeneity.over_selection > 0:
+            raise ValueError(f'over-selection needs uniform sampling, not {sampling!r}')
         if self._heterogeneity.over_selection > 0 and client_sizes is None:
             raise ValueError('over-selection needs client_sizes to simulate finishing times')
         self._clients_per_round, self._epochs = clients_per_round, epochs
@@ -162,6 +174,8 @@ class ClientSelector:
             joins = np.random.default_rng([self._seed, round_num, 0x9015]).random(len(self._client_ids))
             selected = [cid for cid, u in zip(self._client_ids, joins) if u < rate]
             cohort = len(selected)
+        elif self.sampling == 'epochs':
+            selected, cohort = self.epoch_block(round_num), self._clients_per_round
         else:
             selected, cohort = self._sample(round_num, self._num_sampled), self._clients_per_round
         return plan_round(round_num, selected,
@@ -169,6 +183,21 @@ class ClientSelector:
                           heterogeneity=self._heterogeneity, seed=self._seed,
                           client_sizes=self._client_sizes, clock=self.clock,
                           start_time=start_time, deadline=self._deadline)
+
+    @property
+    def rounds_per_epoch(self) -> int:
+        """N // K: rounds in an epoch of the population (`sampling='epochs'`)."""
+        return max(1, len(self._client_ids) // self._clients_per_round)
+
+    def epoch_block(self, round_num: int) -> list[str]:
+        """Round `round_num`'s clients under `sampling='epochs'`: block b of epoch e's seeded
+        order of the population ((e, b) = divmod(round_num - 1, N // K)); the N mod K clients
+        left over sit the epoch out."""
+        epoch, block = divmod(round_num - 1, self.rounds_per_epoch)
+        order = np.random.default_rng([self._seed, epoch, 0xE90C]).permutation(
+            len(self._client_ids))
+        k = self._clients_per_round
+        return [self._client_ids[i] for i in order[block * k:(block + 1) * k]]
 
     def client_inputs(self, plan: RoundPlan) -> list[collections.OrderedDict]:
         """The tasks of the plan's participants, in `plan.participants` order: what the loop

@@ -47,5 +47,5 @@ def test_adaptive_server_optimizer_parity_with_tff_fed_avg(tff_runtime, setup, n
 
 
 def test_unknown_optimizer_lists_choices():
-    with pytest.raises(ValueError, match="unknown server_optimizer 'rmsprop'; valid choices: adagrad, adam, sgd, sgdm, yogi"):
+    with pytest.raises(ValueError, match="unknown server_optimizer 'rmsprop'; valid choices: adagrad, adam, ftrlm, sgd, sgdm, yogi"):
         build_optimizer('rmsprop', 0.1)

@@ -1,0 +1,184 @@
+"""User-level DP without sampling: DP-FTRL's tree aggregation (Kairouz et al. 2021, "Practical
+and Private (Deep) Learning without Sampling or Shuffling").
+
+Each client's update is clipped to L2 norm C and the clipped updates are summed; the server
+releases the sum plus tree-aggregated Gaussian noise (std z·C per tree node), as the residual
+between consecutive noised prefix sums, divided by K. Summed over rounds, the releases are the
+prefix sums with O(log t) noise nodes each, which an FTRL server step (`ftrlm`, or `sgd`) uses.
+The tree restarts every `--tree_restart` rounds (default one epoch of the population).
+
+The guarantee needs no sampling or shuffling: only that each client contributes at most once
+per tree (`--client_sampling=epochs` gives that; the ledger checks it round by round). The
+ledger charges dp_accounting's `SingleEpochTreeAggregationDpEvent` per tree, under its
+"replace with a special record" neighbouring relation.
+
+The aggregator is TFF's `DifferentiallyPrivateFactory` over TF Privacy's `TreeResidualSumQuery`
+(what `DifferentiallyPrivateFactory.tree_aggregation` builds), wrapped in TF Privacy's
+`RestartQuery` for the restarts, which TFF's shortcut does not offer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import dp_accounting
+import tensorflow as tf
+import tensorflow_federated as tff
+import tensorflow_privacy as tfp
+from tensorflow_privacy.privacy.dp_query import restart_query
+
+from fl_tff import options
+from fl_tff.algorithms import ftrl
+from fl_tff.privacy import dp_options, ledger as ledger_lib
+from fl_tff.privacy.accounting import check_delta
+
+
+class TreeAggregationFactory(tff.aggregators.UnweightedAggregationFactory):
+    """DP-FTRL's aggregator: clipped sum + tree-aggregated noise, restarted every
+    `restart_period` rounds, divided by `clients_per_round` (see the module docstring). The
+    query is built for the value type `create` receives."""
+
+    def __init__(self, *, noise_multiplier: float, clients_per_round: int, clip: float,
+                 restart_period: int, seed: int,
+                 record_sum_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None):
+        if noise_multiplier < 0 or not clip > 0 or restart_period < 1:
+            raise ValueError(f'need noise_multiplier >= 0, clip > 0 and restart_period >= 1; got '
+                             f'{noise_multiplier}, {clip}, {restart_period}')
+        self._z, self._k, self._clip = noise_multiplier, clients_per_round, clip
+        self._period, self._seed, self._record_sum = restart_period, seed, record_sum_factory
+
+    def create(self, value_type) -> tff.templates.AggregationProcess:
+        specs = tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape, s.dtype),
+                                      tff.types.type_to_tf_tensor_specs(value_type))
+        tree = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
+            self._clip, self._z, specs, noise_seed=self._seed)
+        query = tfp.NormalizedQuery(
+            tfp.RestartQuery(tree, restart_query.PeriodicRoundRestartIndicator(self._period)),
+            denominator=float(self._k))
+        return tff.aggregators.DifferentiallyPrivateFactory(query, self._record_sum).create(
+            value_type)
+
+
+class TreeLedger(ledger_lib.PrivacyLedger):
+    """ε of DP-FTRL: one `SingleEpochTreeAggregationDpEvent` per tree of `rounds_per_tree`
+    rounds (the last one partial), composed; RDP under REPLACE_SPECIAL. Charging a round in
+    which a client takes part a second time in the same tree raises `ParticipationError`."""
+
+    level = 'user'
+
+    def __init__(self, noise_multiplier: float, rounds_per_tree: int, delta: float,
+                 target_epsilon: float = 0.0):
+        check_delta(delta)
+        if target_epsilon < 0:
+            raise ValueError(f'target epsilon must be >= 0 (0 = none), got {target_epsilon}')
+        self.noise_multiplier, self.rounds_per_tree = noise_multiplier, rounds_per_tree
+        self.delta, self.target_epsilon = delta, target_epsilon
+        self.trust = 'the server is trusted to add the noise'
+        self.rounds = 0
+        self._in_tree: set[str] = set()
+
+    def event(self, rounds: int) -> dp_accounting.DpEvent:
+        """The dp_accounting event of `rounds` rounds."""
+        full, rest = divmod(rounds, self.rounds_per_tree)
+        events = []
+        if full:
+            events.append(dp_accounting.SelfComposedDpEvent(
+                dp_accounting.SingleEpochTreeAggregationDpEvent(self.noise_multiplier,
+                                                                self.rounds_per_tree), full))
+        if rest:
+            events.append(dp_accounting.SingleEpochTreeAggregationDpEvent(
+                self.noise_multiplier, rest))
+        return dp_accounting.ComposedDpEvent(events)
+
+    def epsilon(self, rounds: int, accountant: str = 'rdp') -> float:
+        if accountant != 'rdp':
+            raise ValueError('tree aggregation is accounted with RDP only')
+        if rounds <= 0:
+            return 0.0
+        if self.noise_multiplier == 0:
+            return math.inf
+        rdp = dp_accounting.rdp.RdpAccountant(
+            neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
+        return float(rdp.compose(self.event(rounds)).get_epsilon(self.delta))
+
+    def charge(self, plan, *, enforce: bool = True, pld: bool = False) -> dict[str, float]:
+        del pld  # dp_accounting's PLD accountant has no tree-aggregation events.
+        in_tree = set() if self.rounds % self.rounds_per_tree == 0 else set(self._in_tree)
+        ids = [cid for cid, _ in plan.participants]
+        again = sorted(set(ids) & in_tree)
+        if again or len(set(ids)) != len(ids):
+            raise ParticipationError(
+                f'round {plan.round_num}: client(s) {again or ids} would take part twice in one '
+                f'noise tree of {self.rounds_per_tree} rounds; --dp=tree needs each client at '
+                'most once per tree (--client_sampling=epochs)')
+        epsilon = self.epsilon(self.rounds + 1)
+        self._enforce(enforce, epsilon, plan.round_num)
+        self.rounds += 1
+        self._in_tree = in_tree | set(ids)
+        return {'epsilon': epsilon}
+
+    def pld_columns(self) -> dict[str, float]:
+        return {}
+
+    def statement(self) -> str:
+        return (f'user-level ({self.noise_multiplier:g} noise multiplier, tree aggregation): '
+                f'({self.spent():.4g}, {self.delta:g})-DP for all of any one client\'s data '
+                f'(replacing it with a special record) after {self.rounds} rounds, RDP '
+                f'accounting, with the tree restarted every {self.rounds_per_tree} rounds; it '
+                'assumes no sampling or shuffling of clients, only that each client took part at '
+                f'most once per tree (checked every round); {self.trust}')
+
+    def summary(self) -> dict:
+        return {'level': self.level, 'epsilon': self.spent(), 'delta': self.delta,
+                'noise_multiplier': self.noise_multiplier, 'rounds': self.rounds,
+                'mechanism': 'tree aggregation', 'rounds_per_tree': self.rounds_per_tree,
+                'sampling': 'none assumed (at most once per tree)',
+                'statement': self.statement()}
+
+
+class ParticipationError(RuntimeError):
+    """A client would take part twice in one noise tree."""
+
+
+def _period(config) -> int:
+    return ftrl.restart_period(config.num_clients, config.clients_per_round, config.tree_restart)
+
+
+def _aggregator(config, selection, uniform, max_weight):
+    del uniform, max_weight  # User-level DP is unweighted (UNIFORM_WEIGHTS_NEEDED).
+    from fl_tff.communication import secure
+    return TreeAggregationFactory(
+        noise_multiplier=config.noise_multiplier, clients_per_round=config.clients_per_round,
+        clip=config.clip, restart_period=_period(config), seed=config.seed,
+        record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
+        if selection.has(options.SECURE_SUM) else None)
+
+
+def _ledger(config, select, client_sizes, model_size):
+    del select, client_sizes, model_size
+    return TreeLedger(config.noise_multiplier, _period(config), config.delta,
+                      config.target_epsilon)
+
+
+def _check(config, selection) -> None:
+    dp_options.check_budget_has_noise(config, selection)
+    epoch = max(1, config.num_clients // config.clients_per_round)
+    if config.tree_restart and epoch % config.tree_restart:
+        raise options.OptionError('tree_restart', f'must divide the epoch of {epoch} rounds '
+                                  f'(--num_clients // --clients_per_round) so that no tree spans '
+                                  f'two epochs, or be 0 (one tree per epoch); got '
+                                  f'{config.tree_restart}')
+
+
+OPTION = options.Option(
+    'tree', 'user-level DP-FTRL (Kairouz et al. 2021): clip to --clip, tree-aggregated noise '
+    'z*C restarted every --tree_restart rounds; no sampling assumed, each client at most once '
+    'per tree', params=dp_options.COMMON,
+    provides={options.USER_LEVEL_DP, options.FIXED_CLIP_RANGE},
+    requires={**dp_options.UNIFORM_WEIGHTS_NEEDED,
+              options.ONCE_PER_EPOCH: 'needs each client at most once per tree',
+              options.FTRL_STEPS: 'releases residuals whose noise cancels only in their running '
+                                  'sum, which an FTRL step uses'},
+    excludes=dp_options.IS_THE_AGGREGATOR, aggregator=_aggregator, privacy_ledger=_ledger,
+    check=_check)
