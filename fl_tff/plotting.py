@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+import numpy as np  # noqa: E402
 
 from fl_tff import files  # noqa: E402
 
@@ -114,6 +115,41 @@ def plot_heatmaps(grids: dict[str, dict[str, dict[str, float]]], path: str, *, t
         ax.set_ylabel(rows_label)
         ax.set_title(panel, fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with files.atomic_write(path, 'wb') as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)
+    plt.close(fig)
+
+
+def plot_seed_bands(histories: dict[str, Sequence[Sequence[dict[str, Any]]]], metrics: Sequence[str],
+                    path: str, *, title: str, log_scale: Sequence[str] = (),
+                    hlines: Optional[dict[str, float]] = None) -> None:
+    """One panel per metric against round: per run, the mean over its seeds as a line and
+    mean ± std as a band (rounds where any seed lacks the metric are skipped)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for ax, metric in zip(axes[0], metrics):
+        for i, (label, seeds) in enumerate(histories.items()):
+            by_seed = [{r['round']: r[metric] for r in rows if r.get(metric) is not None}
+                       for rows in seeds]
+            rounds = sorted(set.intersection(*(set(s) for s in by_seed))) if by_seed else []
+            if not rounds:
+                continue
+            values = np.array([[s[r] for r in rounds] for s in by_seed], dtype=float)
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            color = colors[i % len(colors)]
+            ax.plot(rounds, mean, label=f'{label} ({len(seeds)} seeds)', color=color, linewidth=1.5)
+            ax.fill_between(rounds, mean - std, mean + std, color=color, alpha=0.2)
+        if hlines and metric in hlines:
+            ax.axhline(hlines[metric], color='grey', linestyle='--', linewidth=1,
+                       label=f'target {hlines[metric]:g}')
+        if metric in log_scale:
+            ax.set_yscale('log')
+        ax.set_xlabel('round')
+        ax.set_ylabel(metric.replace('_', ' '))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     with files.atomic_write(path, 'wb') as f:

@@ -12,7 +12,9 @@ import os
 import platform
 from typing import Any, Callable, Optional
 
-from fl_tff import files, plotting
+import numpy as np
+
+from fl_tff import files, plotting, sweep
 from fl_tff.config import ExperimentConfig
 from fl_tff.divergence import DivergenceError
 from fl_tff.experiment import preflight, run_experiment
@@ -20,9 +22,32 @@ from fl_tff.experiment import preflight, run_experiment
 Rows = list[dict[str, Any]]
 
 
+def _tail_accuracy(rows: Rows) -> float:
+    """Mean test accuracy over the last 20% of evaluations (Reddi et al. 2021 select on the
+    average over the last 100 rounds rather than one noisy final value)."""
+    return _tail_mean([r for r in rows if 'test_accuracy' in r], 'test_accuracy')
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Each variant's settings chosen from its own grid by the sweep: every grid point runs with
+    `seeds` seeds, and the point with the highest mean `select` over its seeds wins (a point
+    where any seed diverged is not chosen). The study's table and plot then receive, per
+    variant, the histories of the chosen point's seeds."""
+
+    grids: tuple[dict[str, list[Any]], ...]  # One per variant, in the variants' order.
+    seeds: int = 3
+    select: Callable[[Rows], float] = _tail_accuracy
+    select_help: str = 'mean test accuracy over the last 20% of evaluations'
+
+
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """A reproduction: shared settings, labelled variants, what to plot and tabulate."""
+    """A reproduction: shared settings, labelled variants, what to plot and tabulate.
+
+    Without `tuning`, each variant is one run and `table` / `plot` take `{label: rows}`; with
+    it, `{label: [rows of each seed of the chosen grid point]}`.
+    """
 
     title: str
     claim: str
@@ -37,6 +62,7 @@ class Study:
     plot: Optional[Callable[[dict[str, Rows], str, str], None]] = None
     # `histories -> markdown`: more results after the per-run table (e.g. a grid).
     extra_markdown: Optional[Callable[[dict[str, Rows]], str]] = None
+    tuning: Optional[Tuning] = None
 
 
 def _last(rows: Rows, metric: str) -> float:
@@ -302,6 +328,39 @@ def _byzantine_markdown(histories: dict[str, Rows]) -> str:
     return '\n'.join(lines)
 
 
+ADAPTIVE_TARGET = 0.80
+
+
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    return f'{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}' if values else ''
+
+
+def _adaptive_table(histories: dict[str, list[Rows]]) -> list[dict[str, Any]]:
+    out = []
+    for label, seeds in histories.items():
+        reached = [r for r in (_rounds_to(rows, ADAPTIVE_TARGET) for rows in seeds) if r is not None]
+        out.append({
+            'run': label,
+            'final test accuracy': _mean_std([_last(rows, 'test_accuracy') for rows in seeds]),
+            'test accuracy, last 20% of evaluations': _mean_std([_tail_accuracy(rows) for rows in seeds]),
+            f'rounds to {ADAPTIVE_TARGET:.0%}': (_mean_std(reached, 1) if reached else 'not reached')
+            + f' ({len(reached)}/{len(seeds)} seeds)',
+        })
+    return out
+
+
+def _plot_adaptive(histories: dict[str, list[Rows]], path: str, title: str) -> None:
+    plotting.plot_seed_bands(histories, ('test_accuracy', 'global_train_loss'), path, title=title,
+                             log_scale=('global_train_loss',),
+                             hlines={'test_accuracy': ADAPTIVE_TARGET})
+
+
+# Learning rates outermost, so that a value appended to a grid keeps the run names (and so the
+# finished runs, which a rerun resumes) of the points before it.
+_ADAPTIVE_GRID = {'server_learning_rate': [0.01, 0.03, 0.1], 'server_epsilon': [1e-3, 1e-2]}
+_FEDAVG_GRID = {'server_learning_rate': [1.0, 2.0, 4.0]}
+
+
 COMPRESSION_TARGET = 0.9
 _DP = dict(dp='fixed', clip=0.5, delta=1e-3)
 _FTRL = dict(dp='tree', clip=0.5, delta=1e-3, client_sampling='epochs')
@@ -483,6 +542,37 @@ STUDIES: dict[str, Study] = {
         x_axes=(('sim_time', 'simulated seconds'), ('round', 'round (server update)')),
         hlines={'test_accuracy': ASYNC_TARGET},
     ),
+    'adaptive_optimizers': Study(
+        title='Digits, Dirichlet(0.1) (and 1), 50 clients: adaptive server optimizers',
+        claim=('Adaptive server optimizers (FedAdagrad, FedAdam, FedYogi) match or beat FedAvg and '
+               'FedAvgM, and help most under heavy label skew (Reddi et al. 2021, Table 2 and '
+               'Section 5), each with its server learning rate and tau tuned.'),
+        base=dict(dataset='digits', model='2nn', partition='dirichlet', alpha=0.1,
+                  num_clients=50, clients_per_round=10, client_epochs=1, client_batch_size=10,
+                  client_learning_rate=0.05, rounds=30, eval_every=3, seed=0),
+        variants=(
+            ('FedAvg', dict(server_optimizer='sgd')),
+            ('FedAvgM (momentum 0.9)', dict(server_optimizer='sgdm', server_momentum=0.9)),
+            ('FedAdagrad', dict(server_optimizer='adagrad')),
+            ('FedAdam', dict(server_optimizer='adam')),
+            ('FedYogi', dict(server_optimizer='yogi')),
+            # The same two methods under a milder skew: does the adaptive gain shrink?
+            ('FedAvg, Dirichlet(1)', dict(server_optimizer='sgd', alpha=1.0)),
+            ('FedAdam, Dirichlet(1)', dict(server_optimizer='adam', alpha=1.0)),
+        ),
+        plot_metrics=(),
+        table=_adaptive_table,
+        plot=_plot_adaptive,
+        tuning=Tuning(grids=(
+            _FEDAVG_GRID,
+            {'server_learning_rate': [0.1, 0.3, 1.0]},
+            {'server_learning_rate': [0.03, 0.1, 0.3], 'server_epsilon': [1e-3, 1e-2]},
+            _ADAPTIVE_GRID,
+            _ADAPTIVE_GRID,
+            _FEDAVG_GRID,
+            _ADAPTIVE_GRID,
+        ), seeds=3),
+    ),
     'byzantine': Study(
         title='Digits, 50 clients (20% malicious), 15 per round: attacks x aggregators',
         claim=('The mean fails under sign flipping and scaling, while Krum, the coordinate median, '
@@ -518,7 +608,19 @@ def study_configs(name: str, output_dir: str, rounds: Optional[int] = None) -> l
         config = ExperimentConfig(**settings).validate()
         preflight(config)
         configs.append((label, config))
+    if study.tuning is not None:
+        if len(study.tuning.grids) != len(study.variants):
+            raise ValueError(f'study {name!r} has {len(study.variants)} variants but '
+                             f'{len(study.tuning.grids)} tuning grids')
+        _grid_configs(name, study, configs)  # Every grid point is valid too.
     return configs
+
+
+def _grid_configs(name: str, study: Study, configs: list[tuple[str, ExperimentConfig]]
+                  ) -> list[list[tuple[dict[str, Any], int, ExperimentConfig]]]:
+    """Per variant, every (grid point, seed, config) of its tuning grid, validated."""
+    return [sweep.sweep_configs(config, grid, study.tuning.seeds, f'{name}_{i}')
+            for i, ((_, config), grid) in enumerate(zip(configs, study.tuning.grids))]
 
 
 def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
@@ -527,14 +629,32 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
     and table rows."""
     study = STUDIES.get(name)
     configs = study_configs(name, output_dir, rounds)  # Validates everything before running.
+    grids = _grid_configs(name, study, configs) if study.tuning else None
     os.makedirs(output_dir, exist_ok=True)
-    histories, run_dirs, diverged = {}, {}, {}
-    for label, config in configs:
+    histories, run_dirs, diverged, chosen, grid_rows = {}, {}, {}, {}, []
+    for i, (label, config) in enumerate(configs):
         log(f'== {label}')
+        if grids is not None:  # Tuned: run the grid x seeds, keep the best point's seeds.
+            points = sweep.run_grid(grids[i], log=lambda line: log('   ' + line))
+            scores = {id(p): float(np.mean([study.tuning.select(h) for h in p.histories]))
+                      if p.histories and not p.diverged else -math.inf for p in points}
+            best = max(points, key=lambda p: scores[id(p)])
+            finished = math.isfinite(scores[id(best)])
+            grid_rows += [{'run': label, **sweep.summary_row(p),
+                           'selected by': f'{scores[id(p)]:.4f}' if math.isfinite(scores[id(p)]) else '',
+                           'chosen': 'yes' if p is best and finished else ''} for p in points]
+            if not finished:
+                diverged[label] = 'every grid point diverged: ' + ', '.join(
+                    f'{p.label} ({"; ".join(p.diverged)})' for p in points)
+                continue
+            histories[label], chosen[label] = best.histories, best.label
+            run_dirs[label] = os.path.join(config.output_dir, f'{name}_{i}')
+            log(f'   chosen: {best.label}')
+            continue
         try:
             result = run_experiment(config, log=lambda line: None)
         except DivergenceError as e:  # Recorded in the table; the other variants still run.
-            diverged[label], run_dirs[label] = e.round_num, e.run_dir
+            diverged[label], run_dirs[label] = f'diverged at round {e.round_num}', e.run_dir
             log(f'   {e}')
             continue
         histories[label], run_dirs[label] = result.history, result.run_dir
@@ -546,15 +666,16 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
         plotting.plot_curves(histories, study.plot_metrics, png, title=study.title,
                              log_scale=study.log_scale, hlines=study.hlines, x_axes=study.x_axes)
     table = {row['run']: row for row in (study.table(histories) if histories else [])}
-    rows = [{'run': label, 'status': f'diverged at round {diverged[label]}'}
-            if label in diverged else {**table[label], 'status': 'ok'} for label, _ in configs]
+    rows = [{'run': label, 'status': diverged[label]}
+            if label in diverged else {'run': label, **({'chosen': chosen[label]} if chosen else {}),
+                                       **table[label], 'status': 'ok'} for label, _ in configs]
     md = os.path.join(output_dir, f'{name}.md')
     with files.atomic_write(md) as f:
-        f.write(_markdown(name, study, configs, rows, rounds, histories))
-    return {'png': png, 'markdown': md, 'rows': rows, 'run_dirs': run_dirs}
+        f.write(_markdown(name, study, configs, rows, rounds, histories, grid_rows))
+    return {'png': png, 'markdown': md, 'rows': rows, 'run_dirs': run_dirs, 'grid': grid_rows}
 
 
-def _markdown(name, study, configs, rows, rounds, histories=None) -> str:
+def _markdown(name, study, configs, rows, rounds, histories=None, grid_rows=()) -> str:
     header = list(dict.fromkeys(h for r in rows for h in r))  # Every column, in first-seen order.
     lines = [f'# {study.title}', '', f'Claim: {study.claim}', '',
              f'Command: `python -m experiments.reproduce --study={name}'
@@ -564,11 +685,19 @@ def _markdown(name, study, configs, rows, rounds, histories=None) -> str:
     lines += ['| ' + ' | '.join(str(r.get(h, '')) for h in header) + ' |' for r in rows]
     if study.extra_markdown is not None and histories:
         lines += ['', study.extra_markdown(histories)]
+    if grid_rows:
+        grid_header = list(dict.fromkeys(h for r in grid_rows for h in r))
+        lines += ['', f'Every grid point, {study.tuning.seeds} seeds each (mean ± std); chosen by '
+                  f'the highest {study.tuning.select_help}:', '',
+                  '| ' + ' | '.join(grid_header) + ' |', '|' + '---|' * len(grid_header)]
+        lines += ['| ' + ' | '.join(str(r.get(h, '')) for h in grid_header) + ' |' for r in grid_rows]
     lines += ['', 'Settings (shared, then per run):', '',
               '```', ' '.join(f'--{k}={v}' for k, v in study.base.items() if not (rounds and k == 'rounds'))
               + (f' --rounds={rounds}' if rounds else ''), *[
                   f'{label}: ' + ' '.join(f'--{k}={v}' for k, v in overrides.items())
-                  for label, overrides in study.variants], '```', '',
+                  + (' grid: ' + '; '.join(f'{k}={",".join(map(str, v))}' for k, v in
+                                          study.tuning.grids[i].items()) if study.tuning else '')
+                  for i, (label, overrides) in enumerate(study.variants)], '```', '',
               f'Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.',
               '']
     return '\n'.join(lines)

@@ -513,7 +513,8 @@ def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
 
 
 def run_coroutine(coroutine):
-    """Runs `coroutine` to completion on a private event loop, with Ctrl-C deferred until it ends.
+    """Runs `coroutine` to completion on this thread's private event loop, with Ctrl-C deferred
+    until it ends.
 
     Our coroutines are tff.program's checkpoint and release writes, which run in executor
     threads: a `KeyboardInterrupt` in the middle leaves them writing behind the caller's back and
@@ -523,23 +524,32 @@ def run_coroutine(coroutine):
     Unlike `asyncio.run`, it leaves the thread's current event loop alone: `asyncio.run` ends by
     setting it to None, after which TFF's own `tff.simulation.run_training_process` (which calls
     `asyncio.get_event_loop()`) fails with "There is no current event loop". When this thread
-    already runs a loop (a Jupyter kernel), the private loop runs on a thread of its own.
+    already runs a loop (a Jupyter cell runs inside the kernel's), that loop is set aside while the
+    private one runs in the same thread, and put back after: the caller is synchronous, so the
+    outer loop could not run meanwhile anyway.
+
+    The private loop, and so its executor threads, live as long as the thread: a new loop per
+    call would write each checkpoint from a new thread, and Jupyter's kernel opens a socket for
+    every thread that prints (TensorFlow logs each SavedModel it writes) and polls them all, which
+    slowed a notebook's checkpoint writes to minutes and ran out of file descriptors.
     """
+    loop = getattr(_PRIVATE, 'loop', None)
+    if loop is None or loop.is_closed():
+        loop = _PRIVATE.loop = asyncio.new_event_loop()
+        # One writer thread: the writes are small and one coroutine runs at a time anyway.
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix='fl_tff-writes'))
+        atexit.register(loop.close)
+    outer = asyncio.events._get_running_loop()  # pylint: disable=protected-access
+    asyncio.events._set_running_loop(None)  # Both are in asyncio.events.__all__.
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # No loop running here: the usual case.
         with _sigint_deferred():
-            return _run_on_new_loop(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool, _sigint_deferred():
-        return pool.submit(_run_on_new_loop, coroutine).result()
-
-
-def _run_on_new_loop(coroutine):
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coroutine)
+            return loop.run_until_complete(coroutine)
     finally:
-        loop.close()
+        asyncio.events._set_running_loop(outer)
+
+
+_PRIVATE = threading.local()
 
 
 @contextlib.contextmanager

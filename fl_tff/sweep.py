@@ -67,6 +67,56 @@ def sweep_configs(base: ExperimentConfig, grid: dict[str, list[Any]], seeds: int
     return out
 
 
+@dataclasses.dataclass
+class GridPoint:
+    """One grid point's runs: the summaries and histories of the seeds that finished, and where
+    the others diverged."""
+
+    point: dict[str, Any]
+    summaries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    histories: list[list[dict[str, Any]]] = dataclasses.field(default_factory=list)
+    diverged: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ', '.join(f'{k}={v}' for k, v in self.point.items())
+
+    def mean(self, metric: str) -> float:
+        """The mean of `metric` over the finished seeds (nan if none finished)."""
+        values = [s[metric] for s in self.summaries]
+        return float(np.mean(values)) if values else float('nan')
+
+
+def run_grid(configs: list[tuple[dict[str, Any], int, ExperimentConfig]],
+             log: Callable[[str], None] = print) -> list[GridPoint]:
+    """Runs `sweep_configs`' output one after another; a run that diverges is recorded in its
+    point's `diverged` and the grid goes on."""
+    points: dict[str, GridPoint] = {}
+    for n, (point, seed, config) in enumerate(configs, 1):
+        entry = points.setdefault(repr(point), GridPoint(point))
+        log(f'[{n}/{len(configs)}] {entry.label}, seed={seed}')
+        try:
+            result = run_experiment(config, log=lambda _: None)
+        except DivergenceError as e:
+            log(f'   {e}')
+            entry.diverged.append(f'seed {seed} at round {e.round_num}')
+            continue
+        entry.summaries.append(result.summary)
+        entry.histories.append(result.history)
+    return list(points.values())
+
+
+def summary_row(entry: GridPoint) -> dict[str, Any]:
+    """A grid point's row: seeds finished, status, and mean ± std of `SUMMARY_METRICS`."""
+    row: dict[str, Any] = {'setting': entry.label, 'seeds': len(entry.summaries),
+                           'status': f'diverged: {", ".join(entry.diverged)}'
+                           if entry.diverged else 'ok'}
+    for metric in SUMMARY_METRICS:
+        values = np.array([s[metric] for s in entry.summaries], dtype=float)
+        row[metric] = f'{values.mean():.4f} ± {values.std():.4f}' if entry.summaries else ''
+    return row
+
+
 def run_sweep(base: ExperimentConfig, grid: dict[str, list[Any]], seeds: int, name: str,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs every grid point x seed; writes summary.csv, summary.md and sweep.png under
@@ -75,34 +125,12 @@ def run_sweep(base: ExperimentConfig, grid: dict[str, list[Any]], seeds: int, na
     A run that diverges is recorded (the `status` column names its seed and round) and the sweep
     goes on; means and stds are over the seeds that finished.
     """
-    configs = sweep_configs(base, grid, seeds, name)
+    points = run_grid(sweep_configs(base, grid, seeds, name), log)
     out_dir = os.path.join(base.output_dir, name)
-    results: dict[str, list[dict[str, Any]]] = {}
-    diverged: dict[str, list[str]] = {}
-    histories: dict[str, list[dict[str, Any]]] = {}
-    for n, (point, seed, config) in enumerate(configs, 1):
-        label = ', '.join(f'{k}={v}' for k, v in point.items())
-        log(f'[{n}/{len(configs)}] {label}, seed={seed}')
-        results.setdefault(label, [])
-        try:
-            result = run_experiment(config, log=lambda _: None)
-        except DivergenceError as e:
-            log(f'   {e}')
-            diverged.setdefault(label, []).append(f'seed {seed} at round {e.round_num}')
-            continue
-        results[label].append(result.summary)
-        histories.setdefault(label, result.history)  # The first finished seed's curve, for the plot.
-    rows = []
-    for label, summaries in results.items():
-        row: dict[str, Any] = {'setting': label, 'seeds': len(summaries),
-                               'status': f'diverged: {", ".join(diverged[label])}'
-                               if label in diverged else 'ok'}
-        for metric in SUMMARY_METRICS:
-            values = np.array([s[metric] for s in summaries], dtype=float)
-            row[metric] = f'{values.mean():.4f} ± {values.std():.4f}' if summaries else ''
-        rows.append(row)
+    rows = [summary_row(entry) for entry in points]
     os.makedirs(out_dir, exist_ok=True)
     _write_tables(out_dir, rows)
+    histories = {e.label: e.histories[0] for e in points if e.histories}  # First finished seed.
     plotting.plot_curves(histories, ['test_accuracy', 'global_train_loss'],
                          os.path.join(out_dir, 'sweep.png'), title=f'sweep {name} (first seed)',
                          log_scale=['global_train_loss'])

@@ -32,3 +32,43 @@ def test_ctrl_c_during_a_checkpoint_or_metrics_write_is_delivered_after_the_writ
     with pytest.raises(KeyboardInterrupt):
         runtime.run_coroutine(write())
     assert path.read_text() == 'round\n1\n'
+
+
+
+def test_writes_from_inside_a_running_loop_run_in_the_calling_thread_as_in_a_jupyter_cell(tmp_path):
+    """A notebook cell runs inside the kernel's event loop. Our synchronous writes run there in
+    the same thread (not on a helper thread, which once hung a notebook in CI), and give the
+    kernel its loop back."""
+    import threading
+
+    from fl_tff import runtime
+    checkpointer = checkpoints.Checkpointer(str(tmp_path), every=1)
+
+    async def where():
+        return threading.current_thread()
+
+    async def cell():
+        outer = asyncio.get_running_loop()
+        assert runtime.run_coroutine(where()) is threading.current_thread()
+        checkpointer.maybe_save({'w': [1.0, 2.0]}, 1)
+        assert checkpointer.latest_round() == 1
+        assert asyncio.get_running_loop() is outer  # The kernel's loop is back.
+        await asyncio.sleep(0)  # And still runs.
+        return 'done'
+
+    assert asyncio.run(cell()) == 'done'
+
+
+def test_writes_reuse_their_executor_threads_across_calls():
+    """A new loop per call would write every checkpoint from a new thread; a Jupyter kernel opens
+    a socket per thread that prints and keeps polling them (it ran out of file descriptors after
+    about a thousand writes)."""
+    import threading
+
+    from fl_tff import runtime
+
+    async def writer_thread():
+        return await asyncio.get_running_loop().run_in_executor(None, threading.get_ident)
+
+    threads = {runtime.run_coroutine(writer_thread()) for _ in range(30)}
+    assert len(threads) == 1  # One writer thread, reused by every call.

@@ -15,7 +15,7 @@ def test_every_study_has_valid_configs(tmp_path, name):
 
 
 def test_unknown_study_lists_choices(tmp_path):
-    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: async, byzantine, compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, qffl_fairness, scaffold_heterogeneity'):
+    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: adaptive_optimizers, async, byzantine, compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, qffl_fairness, scaffold_heterogeneity'):
         reproductions.study_configs('nope', str(tmp_path))
 
 
@@ -74,3 +74,80 @@ def test_async_table_counts_simulated_time_and_client_updates_to_the_target():
     assert table['a']['mean staleness'] == '1.00' and table['a']['clients lost or dropped'] == 1
     assert table['b']['simulated seconds to 90%'] == 'not within 2'
     assert table['b']['client updates to 90%'] == 'not reached'
+
+
+def _rows(*accuracies):
+    return [{'round': 2 * (i + 1), 'test_accuracy': a, 'global_train_loss': 1.0 - a}
+            for i, a in enumerate(accuracies)]
+
+
+def test_tuned_study_keeps_the_grid_point_with_the_best_mean_over_seeds(tmp_path, monkeypatch):
+    """The chosen point maximizes the mean (over seeds) of the last 20% of evaluations; a point
+    where a seed diverged is never chosen, even with the best finished seed."""
+    from fl_tff import sweep
+    grids = {  # Per variant, what run_grid returns: (point, seed histories, diverged).
+        'a': [({'server_learning_rate': 0.1}, [_rows(*[0.5] * 9, 0.80), _rows(*[0.5] * 9, 0.90)], []),
+              ({'server_learning_rate': 1.0}, [_rows(*[0.5] * 9, 0.86), _rows(*[0.5] * 9, 0.86)], []),
+              ({'server_learning_rate': 3.0}, [_rows(*[0.5] * 9, 0.99)], ['seed 1 at round 4'])],
+        'b': [({'server_learning_rate': 1.0}, [], ['seed 0 at round 2', 'seed 1 at round 2'])],
+    }
+    calls = []
+
+    def fake_run_grid(configs, log=print):
+        variant = 'a' if not calls else 'b'
+        calls.append([(point, seed) for point, seed, _ in configs])
+        return [sweep.GridPoint(point, [{'final_test_accuracy': h[-1]['test_accuracy'],
+                                         'best_test_accuracy': 1.0, 'final_global_train_loss': 0.1}
+                                        for h in hs], hs, diverged)
+                for point, hs, diverged in grids[variant]]
+
+    study = reproductions.Study(
+        title='t', claim='c', base=dict(dataset='digits', model='logreg', num_clients=4,
+                                        clients_per_round=2, rounds=20, seed=5),
+        variants=(('a', dict(server_optimizer='sgd')), ('b', dict(server_optimizer='adam'))),
+        plot_metrics=(), table=reproductions._adaptive_table, plot=reproductions._plot_adaptive,
+        tuning=reproductions.Tuning(grids=({'server_learning_rate': [0.1, 1.0, 3.0]},
+                                           {'server_learning_rate': [1.0]}), seeds=2))
+    monkeypatch.setitem(reproductions.STUDIES, 'tuned', study)
+    monkeypatch.setattr(sweep, 'run_grid', fake_run_grid)
+    out = reproductions.run_study('tuned', str(tmp_path), log=lambda _: None)
+    # Every grid point x seed was asked for, seeds counted from the base seed.
+    assert calls[0] == [({'server_learning_rate': v}, s) for v in (0.1, 1.0, 3.0) for s in (5, 6)]
+    a, b = out['rows']
+    # Tail means: 0.1 -> (0.65 + 0.70) / 2 = 0.675; 1.0 -> 0.68; 3.0 diverged.
+    assert a['chosen'] == 'server_learning_rate=1.0'
+    assert a['final test accuracy'] == '0.860 ± 0.000'
+    assert a['test accuracy, last 20% of evaluations'] == '0.680 ± 0.000'
+    assert a['rounds to 80%'] == '20.0 ± 0.0 (2/2 seeds)'
+    assert b['status'].startswith('every grid point diverged: server_learning_rate=1.0 (seed 0')
+    chosen = [r for r in out['grid'] if r['chosen'] == 'yes']
+    assert [(r['run'], r['setting']) for r in chosen] == [('a', 'server_learning_rate=1.0')]
+    assert [r['selected by'] for r in out['grid']] == ['0.6750', '0.6800', '', '']
+    text = open(out['markdown']).read()
+    assert 'Every grid point, 2 seeds each' in text and 'grid: server_learning_rate=0.1,1.0,3.0' in text
+    assert os.path.getsize(out['png']) > 1000
+
+
+def test_adaptive_table_reports_mean_and_std_over_seeds_and_seeds_that_reached_the_target():
+    seeds = [_rows(0.5, 0.86, 0.9), _rows(0.5, 0.6, 0.7), _rows(0.9, 0.9, 0.88)]
+    row, = reproductions._adaptive_table({'x': seeds})
+    assert row['final test accuracy'] == '0.827 ± 0.090'  # mean 0.8267, std 0.0899
+    assert row['rounds to 80%'] == '3.0 ± 1.0 (2/3 seeds)'  # Rounds 4 and 2.
+    never, = reproductions._adaptive_table({'y': [_rows(0.1, 0.2)]})
+    assert never['rounds to 80%'] == 'not reached (0/1 seeds)'
+
+
+def test_seed_band_plot_uses_rounds_every_seed_has(tmp_path):
+    path = str(tmp_path / 'bands.png')
+    plotting.plot_seed_bands({'a': [_rows(0.1, 0.2), _rows(0.3)], 'empty': [[{'round': 1}]]},
+                             ['test_accuracy'], path, title='t', hlines={'test_accuracy': 0.5})
+    assert os.path.getsize(path) > 1000
+
+
+def test_a_tuned_study_needs_one_grid_per_variant(tmp_path, monkeypatch):
+    study = reproductions.STUDIES['adaptive_optimizers']
+    short = reproductions.Study(**{**{f: getattr(study, f) for f in study.__dataclass_fields__},
+                                   'tuning': reproductions.Tuning(grids=study.tuning.grids[:-1])})
+    monkeypatch.setitem(reproductions.STUDIES, 'short', short)
+    with pytest.raises(ValueError, match="study 'short' has 7 variants but 6 tuning grids"):
+        reproductions.study_configs('short', str(tmp_path))
