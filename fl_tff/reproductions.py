@@ -365,6 +365,11 @@ COMPRESSION_TARGET = 0.9
 _DP = dict(dp='fixed', clip=0.5, delta=1e-3)
 _FTRL = dict(dp='tree', clip=0.5, delta=1e-3, client_sampling='epochs')
 
+# Digits under a heavy label skew, shared by the q-FFL and adaptive-optimizer studies.
+_DIGITS_SKEWED = dict(dataset='digits', model='2nn', partition='dirichlet', alpha=0.1,
+                      num_clients=50, clients_per_round=10, client_epochs=1,
+                      client_batch_size=10, client_learning_rate=0.05, seed=0)
+
 STUDIES: dict[str, Study] = {
     'fedprox_stragglers': Study(
         title='Synthetic(1,1), 90% stragglers, E=20: FedAvg (drop) vs FedProx',
@@ -506,9 +511,7 @@ STUDIES: dict[str, Study] = {
         claim=('Raising q spreads accuracy more evenly across clients: the worst clients gain '
                'while the mean changes little (Li et al. 2020, Table 2: q-FFL cuts the variance '
                'of accuracy across devices by 45% on average).'),
-        base=dict(dataset='digits', model='2nn', partition='dirichlet', alpha=0.1,
-                  num_clients=50, clients_per_round=10, client_epochs=1, client_batch_size=10,
-                  client_learning_rate=0.05, rounds=100, eval_every=10, seed=0),
+        base=dict(_DIGITS_SKEWED, rounds=100, eval_every=10),
         variants=(
             ('FedAvg (example-weighted)', dict(algorithm='fedavg')),
             ('q-FFL q=0 (uniform FedAvg)', dict(algorithm='qffl', qffl_q=0.0)),
@@ -547,9 +550,7 @@ STUDIES: dict[str, Study] = {
         claim=('Adaptive server optimizers (FedAdagrad, FedAdam, FedYogi) match or beat FedAvg and '
                'FedAvgM, and help most under heavy label skew (Reddi et al. 2021, Table 2 and '
                'Section 5), each with its server learning rate and tau tuned.'),
-        base=dict(dataset='digits', model='2nn', partition='dirichlet', alpha=0.1,
-                  num_clients=50, clients_per_round=10, client_epochs=1, client_batch_size=10,
-                  client_learning_rate=0.05, rounds=30, eval_every=3, seed=0),
+        base=dict(_DIGITS_SKEWED, rounds=30, eval_every=3),
         variants=(
             ('FedAvg', dict(server_optimizer='sgd')),
             ('FedAvgM (momentum 0.9)', dict(server_optimizer='sgdm', server_momentum=0.9)),
