@@ -12,7 +12,8 @@ round, against a plain-TensorFlow lower bound:
 Prints the first round (trace) separately, the steady-state median seconds per round, the
 ratios to (c), the weight difference between (a) and (s) (the same rounds), and peak RSS.
 
-With `--features`: DP-FedAvg (fixed clip), secure FedAvg, 8-bit compression and SCAFFOLD, each
+With `--features`: DP-FedAvg (fixed clip), secure FedAvg (structural, and with the SecAgg
+protocol's masked uploads), 8-bit compression and SCAFFOLD, each
 built by the library from its options and composed as the driver composes it, against (a) and
 (c). With `--memory`: each of (a), (b), (c) alone in its own process (RSS is per process). With
 `--workers`: FedAvg on one local worker against two (TFF's mergeable context, as `--workers`
@@ -71,6 +72,8 @@ FEATURE_SETTINGS = {
     'DP-FedAvg (fixed clip)': dict(dp='fixed', noise_multiplier=1.0, clip=1.0,
                                    client_weighting='uniform'),
     'secure FedAvg': dict(secure_agg=True, client_weighting='examples_processed'),
+    'secure FedAvg, SecAgg protocol': dict(secure_agg=True, secagg=True,
+                                           client_weighting='examples_processed'),
     '8-bit compression': dict(compression='quantize', compression_bits=8,
                               client_weighting='examples_processed'),
 }
@@ -119,13 +122,17 @@ class _Workload:
 
 def _rounds(process, inputs, select=None):
     """A round function over `inputs(round_num)` (client tasks, rounds or datasets); with
-    `select`, the process keeps client state (ids from the selector's plan)."""
+    `select`, the process keeps client state (ids from the selector's plan) or runs each round
+    for the selector's plan (the SecAgg protocol)."""
     state, stored, done = [process.initialize()], {}, [0]
 
     def round_fn():
         done[0] += 1
         if select is None:
             state[0] = process.next(state[0], inputs(done[0])).state
+            return
+        if isinstance(process, simulation.ProcessForPlan):
+            state[0] = process.next_for_plan(state[0], inputs(done[0]), select.plan(done[0])).state
             return
         ids = [cid for cid, _ in select.plan(done[0]).participants]
         out = process.next(state[0], inputs(done[0]), client_ids=ids, round_num=done[0],
@@ -275,12 +282,18 @@ def _main() -> None:
             if _FEATURES.value:
                 makers = {'tff': makers['tff'], 'plain': makers['plain']}
                 for name, settings in FEATURE_SETTINGS.items():
-                    config = ExperimentConfig(**settings).validate()
-                    makers[name] = (name, lambda config=config: _rounds(simulation.compose(
+                    config = ExperimentConfig(**settings, clients_per_round=k,
+                                              num_clients=k).validate()
+                    extras = {}  # The SecAgg protocol's settings, as the driver adds them.
+                    for _, option in config.selection().items():
+                        if option.client_extras is not None:
+                            extras.update(option.client_extras(config, ()))
+                    makers[name] = (name, lambda config=config, extras=extras: _rounds(simulation.compose(
                         build_fedavg(model_fn, client_optimizer=_sgd(LR), server_optimizer=_sgd(1.0),
                                      weighting=config.option('client_weighting').build(padding_labels=()),
-                                     model_aggregator=build_model_aggregator(config, max_weight=float(n))),
-                        data.dataset_computation), data.select))
+                                     model_aggregator=build_model_aggregator(config, max_weight=float(n)),
+                                     **extras),
+                        data.dataset_computation), data.select, select=data.select if extras else None))
                 makers['scaffold'] = ('SCAFFOLD', lambda: _rounds(
                     simulation.compose(build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
                                                       server_optimizer=_sgd(1.0)),

@@ -21,7 +21,6 @@ checkpoints and evaluators are unchanged. (A process with client state cannot ru
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import hashlib
 import os
@@ -33,6 +32,8 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow_federated as tff
+
+from fl_tff import composed_process
 
 # A client's state as the store keeps it: its tensors, flattened in the state type's order.
 FlatState = list[np.ndarray]
@@ -59,7 +60,7 @@ class StatefulOutput:
     client_states: list[FlatState]
 
 
-class StatefulLearningProcess:
+class StatefulLearningProcess(composed_process.ComposedNextProcess):
     """A `LearningProcess` composition whose `next` also carries client states.
 
     Args:
@@ -78,30 +79,13 @@ class StatefulLearningProcess:
                  client_state_type: tff.Type,
                  client_inputs: Optional[Callable[[int, Sequence[str]], list]] = None,
                  initial_client_state: Optional[FlatState] = None):
-        self._composed, self._next_fn = composed, next_fn
+        super().__init__(composed, next_fn)
         self._state_type, self._client_inputs = client_state_type, client_inputs
         self._initial = initial_client_state or [
             np.zeros(t.shape, t.dtype) for t in tff.structure.flatten(client_state_type)]
-        self.initialize = composed.initialize
-        self.get_model_weights = composed.get_model_weights
-        self.set_model_weights = composed.set_model_weights
-        self.get_hparams = composed.get_hparams
-        self.set_hparams = composed.set_hparams
 
     def initial_client_state(self) -> FlatState:
         return [t.copy() for t in self._initial]
-
-    @property
-    def next_computation(self) -> tff.Computation:
-        """The federated computation behind `next` (see the class docstring)."""
-        return self._next_fn
-
-    def with_next(self, next_fn: tff.Computation) -> 'StatefulLearningProcess':
-        """The same process with `next_fn` behind `next` (e.g. composed with a dataset
-        computation, so it takes client tasks instead of datasets)."""
-        process = copy.copy(self)  # Keeps a subclass and its extras.
-        process._next_fn = next_fn
-        return process
 
     def next(self, state: Any, client_data: list, *, client_ids: Sequence[str], round_num: int,
              client_states: Sequence[FlatState]) -> StatefulOutput:

@@ -19,6 +19,7 @@ from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.communication.compression import COMPRESSIONS
 from fl_tff.communication.error_feedback import ERROR_FEEDBACK
 from fl_tff.communication.secure import SECURE_AGGREGATION
+from fl_tff.secagg.tff_round import SECAGG
 from fl_tff.data.arrays import DATASETS
 from fl_tff.data import partition
 from fl_tff.data.partition import PARTITIONS
@@ -33,11 +34,11 @@ from fl_tff.simulation.selection import SAMPLINGS
 from fl_tff.weighting import CLIENT_WEIGHTINGS
 
 # Every kind of pluggable choice, in the order their hooks are consulted: the first selected
-# option with a model aggregator (or an uplink encoding) supplies it, so DP before secure
-# aggregation before error feedback before compression before the robust aggregators.
+# option with a model aggregator (or an uplink encoding) supplies it, so DP before the SecAgg
+# protocol's masked uploads before secure aggregation before error feedback before compression before the robust aggregators.
 REGISTRIES: tuple[options.Registry, ...] = (
     ALGORITHMS, DATASETS, MODELS, PARTITIONS, CLIENT_WEIGHTINGS, SERVER_OPTIMIZERS, DP_MODES,
-    SAMPLINGS, SECURE_AGGREGATION, ERROR_FEEDBACK, COMPRESSIONS, AGGREGATORS, STRAGGLER_POLICIES,
+    SAMPLINGS, SECAGG, SECURE_AGGREGATION, ERROR_FEEDBACK, COMPRESSIONS, AGGREGATORS, STRAGGLER_POLICIES,
     ATTACKS, SIMULATIONS)
 
 # Field metadata of settings that do not change what a run computes (where files go, how often

@@ -56,8 +56,9 @@ class DivergenceMonitor:
         if row.get('server_update_skipped'):
             raise DivergenceError(f'{prefix}: the aggregated update was not finite', row['round'])
         for key in _FINITE:
-            if key == 'train_loss' and not row.get('clients'):
-                continue  # Every client dropped out: no train loss this round (NaN by design).
+            if key == 'train_loss' and (not row.get('clients') or row.get('secagg_aborted')):
+                continue  # Every client dropped out, or the secure aggregation protocol
+                # aborted: no train loss this round (NaN by design).
             if key in row and not math.isfinite(row[key]):
                 raise DivergenceError(f'{prefix}: {key} is {row[key]}', row['round'])
         for key in _COMPARED:

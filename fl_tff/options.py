@@ -30,6 +30,7 @@ CLIENT_STATE = 'client_state'
 PERSONAL_MODEL = 'personal_model'
 ASYNCHRONOUS = 'asynchronous'
 UPDATE_ATTACKS = 'update_attacks'
+MASKED_UPLOADS = 'masked_uploads'
 SEES_INDIVIDUAL_UPDATES = 'sees_individual_updates'
 REPLACES_MEAN = 'replaces_mean'
 SECURE_SUM = 'secure_sum'
@@ -64,6 +65,8 @@ CAPABILITIES: dict[str, str] = {
                   'a round is one server update',
     UPDATE_ATTACKS: 'its client work lets a malicious client send another update '
                     '(fl_tff.attacks)',
+    MASKED_UPLOADS: 'its round can add the clients\' SecAgg masks to their uploads '
+                    '(fl_tff.secagg)',
     SEES_INDIVIDUAL_UPDATES: 'the server must see each client update',
     REPLACES_MEAN: 'aggregates updates other than by the plain mean',
     SECURE_SUM: 'updates reach the server only through secure sums',

@@ -16,6 +16,7 @@ import tensorflow_federated as tff
 
 from fl_tff import files, run_lock, runtime
 from fl_tff.config import result_settings
+from fl_tff.secagg import protocol
 
 METRICS_FILE = 'metrics.csv'
 TENSORBOARD_DIR = 'tensorboard'
@@ -272,6 +273,11 @@ def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int =
         if key in row:  # Beside the global model's per-client mean, as the reader compares them.
             parts.append(f'client acc global {row["client_acc_mean"]:.4f} {label} {row[key]:.4f}')
             break
+    if row.get('secagg_aborted'):  # Which step lost too many clients, against t.
+        step = protocol.STEPS[int(row['secagg_abort_step']) - 1]
+        parts.append(f'secagg ABORTED at {step}: {int(row["secagg_clients_left"])} of '
+                     f'{int(row["selected"])} clients left, threshold '
+                     f'{int(row["secagg_threshold"])}; model unchanged')
     if 'epsilon' in row:
         parts.append(f'eps {row["epsilon"]:.3g}')
     if 'uplink_bytes_total' in row:

@@ -133,6 +133,16 @@ class Ledgers:
                 'round': first['round'], 'test_accuracy': first['test_accuracy'],
                 'uplink_bytes': first['uplink_bytes_total'],
                 'downlink_bytes': first['downlink_bytes_total']}
+        protocol_rounds = [r for r in history if 'secagg_aborted' in r]
+        if protocol_rounds:  # The SecAgg protocol's own messages and compute, beside the uplink.
+            def total(column):
+                return sum(r[column] * r['selected'] for r in protocol_rounds)
+            out['communication']['secagg'] = {
+                'rounds_aborted': sum(int(r['secagg_aborted']) for r in protocol_rounds),
+                'protocol_bytes_sent_total': total('secagg_client_sent_bytes'),
+                'protocol_bytes_received_total': total('secagg_client_received_bytes'),
+                'client_seconds_total': total('secagg_client_seconds'),
+                'server_seconds_total': sum(r['secagg_server_seconds'] for r in protocol_rounds)}
         if self.privacy is not None:
             out['privacy'] = self.privacy.summary()
         if self.stopped:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import options
+from fl_tff import composed_process, options
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 
@@ -50,7 +50,7 @@ class BufferedProcess(Protocol):
         """One server update."""
 
 
-class AsyncLearningProcess:
+class AsyncLearningProcess(composed_process.ComposedNextProcess):
     """A learning process for asynchronous training (implements `BufferedProcess` and
     `worker_data.ComposableNext`); `initialize`, weights and hyperparameters are those of the
     synchronous composition with the same parts, so checkpoints and evaluators are unchanged.
@@ -64,19 +64,8 @@ class AsyncLearningProcess:
 
     def __init__(self, composed: tff.learning.templates.LearningProcess,
                  next_fn: tff.Computation, scale_fn: Callable[[int], float]):
-        self._composed, self._next_fn, self._scale_fn = composed, next_fn, scale_fn
-        self.initialize = composed.initialize
-        self.get_model_weights = composed.get_model_weights
-        self.set_model_weights = composed.set_model_weights
-        self.get_hparams = composed.get_hparams
-        self.set_hparams = composed.set_hparams
-
-    @property
-    def next_computation(self) -> tff.Computation:
-        return self._next_fn
-
-    def with_next(self, next_fn: tff.Computation) -> 'AsyncLearningProcess':
-        return AsyncLearningProcess(self._composed, next_fn, self._scale_fn)
+        super().__init__(composed, next_fn)
+        self._scale_fn = scale_fn
 
     def scale(self, staleness: int) -> float:
         """The factor an update of `staleness` is scaled by."""

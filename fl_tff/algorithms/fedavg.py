@@ -22,6 +22,7 @@ from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.privacy import dpsgd
+from fl_tff.secagg import tff_round
 
 
 def default_aggregator(weighting: weighting_lib.Weighting) -> tff.aggregators.AggregationFactory:
@@ -35,14 +36,19 @@ def compose_algorithm(
         server_optimizer: tff.learning.optimizers.Optimizer,
         model_aggregator: tff.aggregators.AggregationFactory,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
+        secagg: Optional[tff_round.SecAggSettings] = None,
 ) -> tff.learning.templates.LearningProcess:
     """Wires broadcast, `client_work`, an aggregator and our server finalizer into a process.
 
     With `error_feedback`, clients sparsify their updates with a residual kept across rounds,
     and the result is a `client_state.StatefulLearningProcess` (same server state; `next` also
-    takes the clients' ids and states).
+    takes the clients' ids and states). With `secagg`, the round runs the SecAgg protocol over
+    the packed vectors of `model_aggregator` (a secure mean), and the result is a
+    `tff_round.SecAggLearningProcess` (same server state; it runs rounds for a plan).
     """
     parts = learning_parts(model_fn, client_work, server_optimizer, model_aggregator)
+    if secagg is not None:
+        return tff_round.compose_with_secagg(secagg, model_aggregator, *parts)
     if error_feedback is not None:
         return error_feedback_lib.compose_with_error_feedback(error_feedback, *parts)
     return tff.learning.templates.compose_learning_process(*parts)
@@ -83,6 +89,7 @@ def build_local_sgd_algorithm(
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         dp_sgd: Optional[dpsgd.DpSgd] = None,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
+        secagg: Optional[tff_round.SecAggSettings] = None,
 ) -> tff.learning.templates.LearningProcess:
     """Local (proximal) SGD on clients, a server optimizer on the aggregated delta: FedAvg at
     `proximal_strength` 0, FedProx above. Defaults: client SGD lr 0.1, server SGD lr 1.0.
@@ -98,7 +105,7 @@ def build_local_sgd_algorithm(
         model_fn, client_optimizer, weighting, proximal_strength=proximal_strength, **dp_kwargs)
     model_aggregator = model_aggregator or default_aggregator(weighting)
     return compose_algorithm(model_fn, client_work, server_optimizer, model_aggregator,
-                             error_feedback)
+                             error_feedback, secagg)
 
 
 def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.LearningProcess:
@@ -108,15 +115,17 @@ def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.Learning
     the default, weights each delta by the examples processed as TFF's builders do; UNIFORM
     weights all clients equally; `fl_tff.weighting.ClientWeighting` for n_k or tokens) and
     `model_aggregator` (overrides the mean, e.g. robust or DP aggregation), `dp_sgd`
-    (sample-level DP-SGD on clients) and `error_feedback` (sparsified uplink with client
-    residuals; `model_aggregator` then averages the sparsified updates).
+    (sample-level DP-SGD on clients), `error_feedback` (sparsified uplink with client
+    residuals; `model_aggregator` then averages the sparsified updates) and `secagg` (the
+    SecAgg protocol masks the uploads of `model_aggregator`, a secure mean).
     """
     return build_local_sgd_algorithm(model_fn, **kwargs)
 
 
 # Local SGD clients: DP-SGD and error feedback plug into them.
 LOCAL_SGD_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.DP_SGD_CLIENT,
-                                    options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS})
+                                    options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS,
+                                    options.MASKED_UPLOADS})
 
 OPTION = options.Option(
     'fedavg', 'Federated Averaging (McMahan et al. 2017): local SGD, the server applies the '

@@ -69,14 +69,11 @@ def plain_encoding(weighted: bool) -> UplinkEncoding:
 SECURE_SUM_OVERHEAD_BITS = 3
 
 
-def secure_encoding(bits: int, weighted: bool) -> UplinkEncoding:
-    """B-bit integers for the secure value sum; the dequantizing count (a 1-bit secure sum); the
-    count of values clipped to the range (an int32 secure sum, counted as 32 bits); and the 32-bit
-    weight (weighted mean) or a 1-bit count (unweighted mean) as a secure sum; each secure sum
-    with its 3 bits of overhead."""
-    sums = 4
-    side = 1 + 32 + (FLOAT_BITS if weighted else 1) + sums * SECURE_SUM_OVERHEAD_BITS
-    return UplinkEncoding(f'secure {bits}-bit', bits, side)
+def secure_encoding(bits: int, side_values: int = 3) -> UplinkEncoding:
+    """One secure sum of B-bit integers (`fl_tff.communication.secure.Packing`): the update's
+    values plus `side_values` more (the weight, the clipped fraction, the count), with the secure
+    sum's 3 bits of overhead."""
+    return UplinkEncoding(f'secure {bits}-bit', bits, side_values * bits + SECURE_SUM_OVERHEAD_BITS)
 
 
 def distributed_dp_encoding(bits: int) -> UplinkEncoding:

@@ -1,29 +1,34 @@
-"""Secure aggregation through TFF's secure-sum primitives.
+"""Secure aggregation: each client's update (and weight) becomes one vector of B-bit integers,
+the server learns only the sum of those vectors, and dequantizes it.
 
-Each client value is clipped to [-R, R], quantized to B-bit integers (deterministic rounding to
-the nearest of 2^B levels), summed with `tff.aggregators.SecureSumFactory` (which moves it to
-the server with `tff.federated_secure_sum_bitwidth`) and dequantized at the server. The client
-count needed to dequantize is itself a secure sum of ones. So the server's only view of the
-client values is their sum.
+A client's vector (`Packing`, the one encoding every secure path uses):
+* its update × ŵ, each value clipped to [-R, R] and quantized to the nearest of 2^B levels
+  (deterministic rounding), where ŵ = w / max_weight ≤ 1 for a weighted mean (so R bounds the
+  update itself, not update × examples) and ŵ = 1 for a uniform mean or a sum;
+* ŵ quantized to B bits in [0, 1];
+* the fraction of its values clipped to the range, quantized to B bits in [0, 1];
+* a 1 (the server dequantizes with the client count).
 
-Simulation: open-source TFF computes the secure sum as a plain sum (no cryptography); fl_tff
-guarantees the structure, which `tests/communication/test_secure.py` checks on the compiled
-computation.
+The integer sum of the vectors is computed one of two ways, with the same vectors and the
+same decoding, so the results are equal:
+* structurally (`--secure_agg`): `tff.aggregators.SecureSumFactory` moves it to the server with
+  `tff.federated_secure_sum_bitwidth`. Open-source TFF computes that as a plain sum (no
+  cryptography): fl_tff guarantees the structure, which `tests/communication/test_secure.py`
+  checks on the compiled computation;
+* with masking (`--secagg`, `fl_tff.secagg.tff_round`): clients upload their vector plus the
+  masks of the SecAgg protocol modulo 2^M, and the server removes the masks from their sum.
 
 Error bound: rounding moves each value by at most Δ/2 with Δ = 2R / (2^B - 1), so the sum of n
-clients is within nΔ/2 of the exact sum of the clipped values, and their mean within Δ/2.
-
-Weighted means: TFF's `MeanFactory` multiplies each update by its client's weight before the
-sum, so a range R would bound update × examples (weights of 100-200 on digits clipped ~7% of
-values to ±1). Here clients first scale their weight to w / max_weight ≤ 1, so R bounds the
-update itself; the mean Σ u·ŵ / Σ ŵ is unchanged, and its rounding error is at most
-nΔ / (2 Σ ŵ). The fraction of values clipped to the range is reported each round
-(`secure_clipped_fraction`, from a secure sum of per-client counts).
+clients' values is within nΔ/2 of the exact sum of the clipped values, and a uniform mean within
+Δ/2. A weighted mean N/D also has its weight sum D rounded, by at most n / (2 (2^B - 1)), so it
+is within (nΔ/2 + |N/D| n / (2 (2^B - 1))) / (D - n / (2 (2^B - 1))) of the exact one. The
+fraction of values clipped to the range is reported each round (`secure_clipped_fraction`).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from typing import Optional
 
@@ -31,10 +36,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, options
+from fl_tff import options
 from fl_tff.communication import ledger
 
 MIN_BITS, MAX_BITS = 1, 24  # The integer sum of up to 2^7 clients stays within int32 at 24 bits.
+SIDE_VALUES = 3  # Besides the update: the weight, the clipped fraction, the count.
 
 
 def quantization_step(bits: int, bound: float) -> float:
@@ -42,130 +48,203 @@ def quantization_step(bits: int, bound: float) -> float:
     return 2.0 * bound / (2 ** bits - 1)
 
 
-class SecureQuantizedSumFactory(tff.aggregators.UnweightedAggregationFactory):
-    """Sums float values securely after clipping to [-bound, bound] and B-bit quantization."""
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """A client's value and weight as one int32 vector of B-bit integers, and the server's
+    decoding of the vectors' sum (see the module docstring). `encode` and `decode_*` are TF code
+    for inside `tff.tensorflow.computation`s.
 
-    def __init__(self, bits: int, bound: float):
-        if not MIN_BITS <= bits <= MAX_BITS:
-            raise ValueError(f'bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}')
-        if not bound > 0:
-            raise ValueError(f'bound must be > 0, got {bound}')
-        self.bits, self.bound = int(bits), float(bound)
+    Attributes:
+      bits: B.
+      bound: R: each value (× ŵ) is clipped to [-R, R].
+      value_type: The TFF type of the value (a structure of float tensors).
+      max_weight: The largest client weight; None: every client has ŵ = 1.
+    """
 
-    def create(self, value_type) -> tff.templates.AggregationProcess:
-        specs = tff.types.type_to_tf_tensor_specs(value_type)
-        int_type = tff.types.tensorflow_to_type(
-            tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape, tf.int32), specs))
-        levels = 2 ** self.bits - 1
-        bound, step = self.bound, quantization_step(self.bits, self.bound)
-        value_sum = tff.aggregators.SecureSumFactory(levels, 0).create(int_type)
-        count_sum = tff.aggregators.SecureSumFactory(1, 0).create(tff.TensorType(np.int32))
-        num_values = int(sum(np.prod(s.shape) for s in tf.nest.flatten(specs)))
-        clipped_sum = tff.aggregators.SecureSumFactory(num_values, 0).create(
-            tff.TensorType(np.int32))
+    bits: int
+    bound: float
+    value_type: tff.Type
+    max_weight: Optional[float] = None
 
-        @tff.tensorflow.computation(value_type)
-        def quantize(value):
-            return tf.nest.map_structure(
-                lambda v: tf.cast(tf.round((tf.clip_by_value(v, -bound, bound) + bound) / step),
-                                  tf.int32), value)
+    @property
+    def levels(self) -> int:
+        return 2 ** self.bits - 1
 
-        @tff.tensorflow.computation(value_type)
-        def count_clipped(value):
-            return tf.add_n([tf.reduce_sum(tf.cast(tf.abs(v) > bound, tf.int32))
-                             for v in tf.nest.flatten(value)])
+    @property
+    def specs(self):
+        return tff.types.type_to_tf_tensor_specs(self.value_type)
 
-        @tff.tensorflow.computation
-        def one():
-            return tf.constant(1, tf.int32)
+    @property
+    def num_values(self) -> int:
+        return int(sum(np.prod(s.shape) for s in tf.nest.flatten(self.specs)))
 
-        @tff.tensorflow.computation(int_type, np.int32)
-        def dequantize(summed, count):
-            return tf.nest.map_structure(
-                lambda s, spec: tf.cast(tf.cast(s, tf.float64) * step - tf.cast(count, tf.float64)
-                                        * bound, spec.dtype), summed, specs)
+    @property
+    def size(self) -> int:
+        """The vector's length: the values plus `SIDE_VALUES`."""
+        return self.num_values + SIDE_VALUES
 
-        @tff.tensorflow.computation(np.int32, np.int32)
-        def clipped_fraction(clipped, count):
-            return tf.math.divide_no_nan(tf.cast(clipped, tf.float32),
-                                         tf.cast(count, tf.float32) * float(num_values))
+    def encode(self, value, weight=None) -> tf.Tensor:
+        """The client's int32 [size] vector."""
+        bound, step, levels = self.bound, quantization_step(self.bits, self.bound), self.levels
+        flat = tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1])
+                          for v in tf.nest.flatten(value)], 0)
+        if self.max_weight is None:
+            normalized = tf.constant(1.0, tf.float32)
+        else:
+            normalized = tf.clip_by_value(
+                tf.cast(weight, tf.float32) * tf.constant(1.0 / self.max_weight, tf.float32),
+                0.0, 1.0)
+        scaled = flat * normalized
+        values = tf.cast(tf.round((tf.clip_by_value(scaled, -bound, bound) + bound) / step),
+                         tf.int32)
+        clipped = tf.reduce_mean(tf.cast(tf.abs(scaled) > bound, tf.float32))
+        side = tf.cast(tf.round(tf.stack([normalized * levels, clipped * levels])), tf.int32)
+        return tf.concat([values, side, tf.ones([1], tf.int32)], 0)
 
-        @tff.federated_computation
-        def init_fn():
-            return tff.federated_zip((value_sum.initialize(), count_sum.initialize(),
-                                      clipped_sum.initialize()))
+    def _sums(self, total):
+        total = tf.cast(total, tf.float64)
+        count = total[-1]
+        value_sum = (total[:self.num_values] * quantization_step(self.bits, self.bound)
+                     - count * self.bound)
+        weight_sum = total[self.num_values] / self.levels
+        clipped = tf.cast(tf.math.divide_no_nan(total[self.num_values + 1] / self.levels,
+                                                count), tf.float32)
+        return value_sum, weight_sum, clipped
 
-        @tff.federated_computation(init_fn.type_signature.result,
-                                   tff.FederatedType(value_type, tff.CLIENTS))
-        def next_fn(state, value):
-            value_state, count_state, clipped_state = state
-            summed = value_sum.next(value_state, tff.federated_map(quantize, value))
-            count = count_sum.next(count_state, tff.federated_eval(one, tff.CLIENTS))
-            clipped = clipped_sum.next(clipped_state, tff.federated_map(count_clipped, value))
-            result = tff.federated_map(dequantize, (summed.result, count.result))
-            measurements = tff.federated_zip(collections.OrderedDict(
-                secure_sum=summed.measurements,
-                secure_clipped_fraction=tff.federated_map(clipped_fraction,
-                                                          (clipped.result, count.result))))
-            return tff.templates.MeasuredProcessOutput(
-                tff.federated_zip((summed.state, count.state, clipped.state)), result,
-                measurements)
+    def _unflatten(self, flat):
+        specs = tf.nest.flatten(self.specs)
+        parts = tf.split(flat, [int(np.prod(s.shape)) for s in specs])
+        return tf.nest.pack_sequence_as(self.specs, [
+            tf.cast(tf.reshape(p, s.shape), s.dtype) for p, s in zip(parts, specs)])
 
-        return tff.templates.AggregationProcess(init_fn, next_fn)
+    def decode_sum(self, total):
+        """(the sum of the clients' clipped values, the clipped fraction) from the integer sum."""
+        value_sum, _, clipped = self._sums(total)
+        return self._unflatten(value_sum), clipped
+
+    def decode_mean(self, total):
+        """(Σ value·ŵ / Σ ŵ, the clipped fraction) from the integer sum."""
+        value_sum, weight_sum, clipped = self._sums(total)
+        return self._unflatten(tf.math.divide_no_nan(value_sum, weight_sum)), clipped
 
 
-class NormalizedWeightMeanFactory(tff.aggregators.WeightedAggregationFactory):
-    """A weighted mean whose clients scale their weight by 1 / `max_weight` before the inner
-    weighted mean multiplies their value by it: the value sum then sees value × ŵ with ŵ ≤ 1,
-    so a range on it bounds the value itself. The mean is unchanged."""
+def _structural_process(packing: Packing, weighted_next: bool,
+                        mean: bool) -> tff.templates.AggregationProcess:
+    """The packed vectors summed by TFF's secure sum, then decoded (a mean or a sum)."""
+    value_type = packing.value_type
+    int_type = tff.TensorType(np.int32, [packing.size])
+    vector_sum = tff.aggregators.SecureSumFactory(packing.levels, 0).create(int_type)
+    weight_type = tff.TensorType(np.float32)
 
-    def __init__(self, inner: tff.aggregators.WeightedAggregationFactory, max_weight: float):
-        if not max_weight > 0:
-            raise ValueError(f'max_weight must be > 0, got {max_weight}')
-        self._inner, self._scale = inner, 1.0 / float(max_weight)
+    @tff.tensorflow.computation(value_type, weight_type)
+    def encode(value, weight):
+        return packing.encode(value, weight)
 
-    def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
-        inner = self._inner.create(value_type, weight_type)
-        scale = self._scale
+    @tff.tensorflow.computation(int_type)
+    def decode(total):
+        decode_fn = packing.decode_mean if mean else packing.decode_sum
+        return decode_fn(tf.cast(total, tf.int64))
 
-        @tff.tensorflow.computation(weight_type)
-        def normalize(weight):
-            return weight * tf.cast(scale, weight.dtype)
+    @tff.tensorflow.computation
+    def one():
+        return tf.constant(1.0, tf.float32)
 
-        @tff.federated_computation(inner.initialize.type_signature.result,
+    def aggregate(state, value, weight):
+        summed = vector_sum.next(state, tff.federated_map(encode, (value, weight)))
+        result, clipped = tff.federated_map(decode, summed.result)
+        measurements = tff.federated_zip(collections.OrderedDict(
+            secure_sum=summed.measurements, secure_clipped_fraction=clipped))
+        return tff.templates.MeasuredProcessOutput(summed.state, result, measurements)
+
+    if weighted_next:
+        @tff.federated_computation(vector_sum.initialize.type_signature.result,
                                    tff.FederatedType(value_type, tff.CLIENTS),
                                    tff.FederatedType(weight_type, tff.CLIENTS))
         def next_fn(state, value, weight):
-            return inner.next(state, value, tff.federated_map(normalize, weight))
+            return aggregate(state, value, weight)
+    else:
+        @tff.federated_computation(vector_sum.initialize.type_signature.result,
+                                   tff.FederatedType(value_type, tff.CLIENTS))
+        def next_fn(state, value):
+            return aggregate(state, value, tff.federated_eval(one, tff.CLIENTS))
+    return tff.templates.AggregationProcess(vector_sum.initialize, next_fn)
 
-        return tff.templates.AggregationProcess(inner.initialize, next_fn)
+
+class SecureQuantizedSumFactory(tff.aggregators.UnweightedAggregationFactory):
+    """Sums float values securely after clipping to [-bound, bound] and B-bit quantization (the
+    record sum of DP with secure aggregation)."""
+
+    def __init__(self, bits: int, bound: float):
+        _check_bits_and_bound(bits, bound)
+        self.bits, self.bound = int(bits), float(bound)
+
+    def create(self, value_type) -> tff.templates.AggregationProcess:
+        return _structural_process(Packing(self.bits, self.bound, value_type), False, False)
+
+
+class SecureQuantizedMeanFactory(tff.aggregators.WeightedAggregationFactory):
+    """The (weighted) mean of clipped, B-bit quantized values whose vectors reach the server
+    only as a secure sum (`Packing`).
+
+    Args:
+      bits: B.
+      bound: R.
+      max_weight: The largest client weight (a weighted mean: ŵ = w / max_weight); None: a
+        uniform mean (the weights are ignored).
+    """
+
+    def __init__(self, bits: int, bound: float, max_weight: Optional[float] = None):
+        _check_bits_and_bound(bits, bound)
+        if max_weight is not None and not max_weight > 0:
+            raise ValueError(f'max_weight must be > 0, got {max_weight}')
+        self.bits, self.bound = int(bits), float(bound)
+        self.max_weight = None if max_weight is None else float(max_weight)
+
+    def packing(self, value_type) -> Packing:
+        """How this mean encodes each client's value and weight."""
+        return Packing(self.bits, self.bound, value_type, self.max_weight)
+
+    def create(self, value_type, weight_type=None) -> tff.templates.AggregationProcess:
+        return _structural_process(self.packing(value_type), True, True)
+
+
+def _check_bits_and_bound(bits: int, bound: float) -> None:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f'bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}')
+    if not bound > 0:
+        raise ValueError(f'bound must be > 0, got {bound}')
 
 
 def build_secure_mean(bits: int, bound: float, *, uniform: bool,
-                      max_weight: Optional[float] = None) -> tff.aggregators.AggregationFactory:
+                      max_weight: Optional[float] = None) -> SecureQuantizedMeanFactory:
     """The (weighted) mean whose client values and weights reach the server only by secure sums.
 
     Args:
       bits: Bits per quantized value.
       bound: Each value (each update coordinate) is clipped to [-bound, bound].
-      uniform: Unweighted mean (the client count is a secure sum too).
+      uniform: Unweighted mean.
       max_weight: The largest weight a client can have (examples x epochs); weighted clients
-        send update x weight / max_weight, and their normalized weights are summed in [0, 1].
+        send update x weight / max_weight, and their normalized weights in [0, 1].
 
     Returns:
-      An aggregation factory (unweighted when `uniform`, else weighted).
+      A weighted aggregation factory (a uniform one ignores the weights).
 
     Raises:
       ValueError: A weighted mean without `max_weight`.
     """
     if uniform:
-        return aggregation.mean_factory(True, SecureQuantizedSumFactory(bits, bound),
-                                        tff.aggregators.SecureSumFactory(1, 0))
+        return SecureQuantizedMeanFactory(bits, bound)
     if max_weight is None:
         raise ValueError('a weighted secure mean needs max_weight (the largest client weight)')
-    mean = aggregation.mean_factory(False, SecureQuantizedSumFactory(bits, bound),
-                                    tff.aggregators.SecureSumFactory(1.0, 0.0))
-    return NormalizedWeightMeanFactory(mean, max_weight)
+    return SecureQuantizedMeanFactory(bits, bound, max_weight)
+
+
+def max_cohort(config, selection: options.Selection) -> int:
+    """The most clients a round can sum: K (1 + over-selection) with a fixed cohort, else the
+    population (a cohort without a fixed size, or an asynchronous buffer)."""
+    fixed = selection.has(options.FIXED_COHORT) and not selection.has(options.ASYNCHRONOUS)
+    return (int(math.ceil(config.clients_per_round * (1 + config.over_selection)))
+            if fixed else config.num_clients)
 
 
 def _check(config, selection: options.Selection) -> None:
@@ -174,9 +253,7 @@ def _check(config, selection: options.Selection) -> None:
     around instead."""
     if selection.has(options.MODULAR_SECURE_SUM):
         return
-    fixed = selection.has(options.FIXED_COHORT) and not selection.has(options.ASYNCHRONOUS)
-    cohort = (int(math.ceil(config.clients_per_round * (1 + config.over_selection)))
-              if fixed else config.num_clients)
+    cohort = max_cohort(config, selection)
     if cohort * (2 ** config.secure_bits - 1) >= 2 ** 31:
         raise options.OptionError('secure_bits', f'{config.secure_bits} bits x up to {cohort} '
                                   'clients per round overflows the 32-bit secure sum; use at most '
@@ -203,5 +280,5 @@ SECURE_AGGREGATION = options.Registry(
             aggregator=lambda config, selection, uniform, max_weight: build_secure_mean(
                 config.secure_bits, config.secure_range, uniform=uniform, max_weight=max_weight),
             uplink_encoding=lambda config, weighted: ledger.secure_encoding(config.secure_bits,
-                                                                            weighted)),
+                                                                            SIDE_VALUES)),
     ], default=False, boolean=True)

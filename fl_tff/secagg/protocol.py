@@ -26,6 +26,7 @@ nothing on the package index implements the protocol itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 import time
 from typing import Iterable, Mapping, Optional, Sequence
@@ -46,19 +47,40 @@ _SHARE_BYTES = 66  # A share of GF(2^521 - 1) fits 66 bytes.
 
 
 class ProtocolAborted(Exception):
-    """Too few clients survived a step for the server to learn the sum."""
+    """Too few clients survived a step for the server to learn the sum; `step` names it."""
+
+    def __init__(self, message: str, step: str = ''):
+        super().__init__(message)
+        self.step = step
 
 
 class UnmaskRefused(Exception):
     """An honest client refused an unmasking request that would reveal an input."""
 
 
+def word(bits: int) -> type:
+    """The unsigned integers masks mod 2^bits live in: uint32 up to 32 bits (half the PRG output
+    and memory of uint64; arithmetic mod 2^32 is exact mod 2^bits), else uint64."""
+    return np.uint32 if bits <= 32 else np.uint64
+
+
 def prg(seed: bytes, size: int, bits: int) -> np.ndarray:
-    """`size` pseudorandom values mod 2^bits (uint64) from a 32-byte seed: AES-128-CTR
-    keystream, key = seed[:16], initial counter block = seed[16:]."""
+    """`size` pseudorandom values mod 2^bits (`word(bits)`, a new array) from a 32-byte seed:
+    AES-128-CTR keystream, key = seed[:16], initial counter block = seed[16:]."""
+    dtype = word(bits)
+    itemsize = np.dtype(dtype).itemsize
+    out = np.empty(size + 16 // itemsize, dtype)  # update_into wants a block of headroom.
     encryptor = Cipher(algorithms.AES(seed[:16]), modes.CTR(seed[16:])).encryptor()
-    stream = encryptor.update(bytes(8 * size)) + encryptor.finalize()
-    return np.frombuffer(stream, np.uint64) & np.uint64((1 << bits) - 1)
+    encryptor.update_into(_zeros(itemsize * size), memoryview(out).cast('B'))
+    out = out[:size]
+    out &= dtype((1 << bits) - 1)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _zeros(length: int) -> bytes:
+    """The plaintext whose encryption is the keystream (one per size, reused)."""
+    return bytes(length)
 
 
 def _derive(shared_secret: bytes, info: bytes) -> bytes:
@@ -146,7 +168,8 @@ class Client:
         holders = sorted([*self._public, self.id])  # It keeps one share of each itself.
         if len(holders) < self.threshold:
             raise ProtocolAborted(f'client {self.id}: {len(holders) - 1} neighbours advertised '
-                                  f'keys, too few for the threshold {self.threshold}')
+                                  f'keys, too few for the threshold {self.threshold}',
+                                  'share_keys')
         key_shares = shamir.split(_private_bytes(self._s_key), self.threshold, holders)
         seed_shares = shamir.split(self._self_seed, self.threshold, holders)
         self._shares_held[self.id] = (key_shares[self.id], seed_shares[self.id])
@@ -172,16 +195,23 @@ class Client:
                 int.from_bytes(plain[8 + _SHARE_BYTES:], 'big'))
 
     # Step 2.
-    def masked_input(self, value: np.ndarray, alive: Iterable[int]) -> np.ndarray:
-        """y_u for its quantized `value` (integers in [0, 2^bits)), masked with every neighbour
-        in `alive` (those whose shares it received)."""
-        modulus = np.uint64((1 << self.bits) - 1)
-        y = (np.asarray(value, np.uint64) + prg(self._self_seed, value.size, self.bits)) & modulus
+    def mask(self, size: int, alive: Iterable[int]) -> np.ndarray:
+        """What it adds to its input mod 2^bits: PRG(b_u) + sum of +-PRG(s_uv) over the
+        neighbours in `alive` (those whose shares it received)."""
+        y = prg(self._self_seed, size, self.bits)  # A new array: updated in place below.
         for v in sorted((set(alive) & set(self._shares_held)) - {self.id}):
-            mask = prg(pairwise_seed(self._s_key, self._public[v][1], self.id, v), value.size,
+            mask = prg(pairwise_seed(self._s_key, self._public[v][1], self.id, v), size,
                        self.bits)
-            y = (y + mask if self.id < v else y - mask) & modulus
-        return y
+            if self.id < v:  # Wraps around mod 2^32 or 2^64, both multiples of 2^bits.
+                y += mask
+            else:
+                y -= mask
+        return y & word(self.bits)((1 << self.bits) - 1)
+
+    def masked_input(self, value: np.ndarray, alive: Iterable[int]) -> np.ndarray:
+        """y_u for its quantized `value` (integers in [0, 2^bits))."""
+        dtype = word(self.bits)
+        return (np.asarray(value, dtype) + self.mask(value.size, alive)) & dtype((1 << self.bits) - 1)
 
     # Step 3.
     def unmask(self, survivors: Iterable[int], dropped: Iterable[int]) -> dict[int, tuple[str, int]]:
@@ -229,10 +259,117 @@ class Result:
     uploads: dict[int, np.ndarray]  # What the server saw in step 2, by client.
 
 
+class Session:
+    """One run of the protocol among `ids`, step by step, for a driver that lets the clients
+    compute their step-2 uploads elsewhere (inside a TFF computation, `fl_tff.secagg.tff_round`):
+
+    `share_keys()` runs steps 0 and 1; `masks(size)` gives each client that shared the mask it
+    adds to its input in step 2; `unmask(size)` runs step 3 for the clients whose masked input
+    arrived and returns what the server subtracts from the sum of their uploads.
+
+    Args:
+      ids: The clients (ints >= 1).
+      bits: The modulus 2^bits of masks and sums.
+      threshold: t: shares needed to reconstruct a client's secret.
+      neighbours_k: SecAgg+'s neighbourhood size (None: every pair).
+      dropouts: Who drops before completing each step.
+      graph_seed: Seed of SecAgg+'s graph.
+    """
+
+    def __init__(self, ids: Iterable[int], *, bits: int, threshold: int,
+                 neighbours_k: Optional[int] = None, dropouts: Dropouts = Dropouts(),
+                 graph_seed: int = 0):
+        self.ids = sorted(ids)
+        self.bits, self.threshold, self.dropouts = bits, threshold, dropouts
+        self.graph = neighbours(self.ids, neighbours_k, graph_seed)
+        self.ledger = Ledger()
+        self.clients: dict[int, Client] = {}
+        self._keys: dict[int, tuple[bytes, bytes]] = {}
+        self.shared: set[int] = set()  # U2: clients that shared their keys.
+
+    def _timed(self, fn):
+        start = time.process_time()
+        out = fn()
+        self.ledger.client_seconds += time.process_time() - start
+        return out
+
+    def share_keys(self) -> None:
+        """Steps 0 and 1 (the server relays the neighbours' keys, then the ciphertexts).
+
+        Raises:
+          ProtocolAborted: Fewer than `threshold` clients advertised or shared keys.
+        """
+        ledger, threshold = self.ledger, self.threshold
+        for u in self.ids:
+            self.clients[u] = Client(u, self.graph[u], threshold, self.bits)
+            self._keys[u] = self._timed(self.clients[u].advertise_keys)
+        u1 = self.dropouts.after('advertise_keys', self.ids)
+        for u in u1:
+            ledger.add(ledger.sent, u, 'advertise_keys', 2 * _KEY_BYTES)
+        if len(u1) < threshold:
+            raise ProtocolAborted(f'{len(u1)} clients advertised keys, fewer than the threshold '
+                                  f'{threshold}', 'advertise_keys')
+        outgoing: dict[int, dict[int, bytes]] = {}
+        for u in sorted(u1):
+            visible = {v: self._keys[v] for v in self.graph[u] if v in u1}
+            ledger.add(ledger.received, u, 'share_keys', 2 * _KEY_BYTES * len(visible))
+            outgoing[u] = self._timed(lambda: self.clients[u].share_keys(visible))
+        u2 = self.dropouts.after('share_keys', u1)
+        for u in u2:
+            ledger.add(ledger.sent, u, 'share_keys', sum(len(c) for c in outgoing[u].values()))
+        if len(u2) < threshold:
+            raise ProtocolAborted(f'{len(u2)} clients shared keys, fewer than the threshold '
+                                  f'{threshold}', 'share_keys')
+        for v in u2:
+            incoming = {u: outgoing[u][v] for u in u2 if v in outgoing[u]}
+            ledger.add(ledger.received, v, 'share_keys', sum(len(c) for c in incoming.values()))
+            self._timed(lambda: self.clients[v].receive_shares(incoming))
+        self.shared = u2
+
+    def masks(self, size: int, clients: Optional[Iterable[int]] = None) -> dict[int, np.ndarray]:
+        """Step 2's masks: what each client in U2 (or those of `clients` in U2) adds to its
+        `size` values mod 2^bits."""
+        wanted = self.shared if clients is None else self.shared & set(clients)
+        return {u: self._timed(lambda: self.clients[u].mask(size, self.shared))
+                for u in sorted(wanted)}
+
+    def arrived(self) -> set[int]:
+        """U3: the clients in U2 whose masked input reaches the server."""
+        return self.dropouts.after('masked_input', self.shared)
+
+    def unmask(self, size: int) -> np.ndarray:
+        """Step 3: asks the clients in U3 for their shares, reconstructs the self-mask seeds of
+        U3 and the mask keys of U2 - U3, and returns the sum of the masks left in the sum of
+        U3's uploads (subtract it mod 2^bits).
+
+        Raises:
+          ProtocolAborted: Fewer than `threshold` masked inputs or shares of a secret arrived.
+        """
+        ledger, u3 = self.ledger, self.arrived()
+        for u in u3:
+            ledger.add(ledger.sent, u, 'masked_input', size * ((self.bits + 7) // 8))
+        if len(u3) < self.threshold:
+            raise ProtocolAborted(f'{len(u3)} masked inputs arrived, fewer than the threshold '
+                                  f'{self.threshold}', 'masked_input')
+        dropped = self.shared - u3
+        responses: dict[int, dict[int, tuple[str, int]]] = {}
+        for u in sorted(self.dropouts.after('unmasking', u3)):
+            responses[u] = self._timed(lambda: self.clients[u].unmask(u3, dropped))
+            ledger.add(ledger.received, u, 'unmasking', 4 * (len(u3) + len(dropped)))
+            ledger.add(ledger.sent, u, 'unmasking', (4 + _SHARE_BYTES) * len(responses[u]))
+        start = time.process_time()
+        try:
+            return server_masks(responses, u3, dropped, {u: k[1] for u, k in self._keys.items()},
+                                self.threshold, self.bits, self.graph, size)
+        finally:
+            ledger.server_seconds += time.process_time() - start
+
+
 def run(values: Mapping[int, np.ndarray], *, bits: int, threshold: int,
         neighbours_k: Optional[int] = None, dropouts: Dropouts = Dropouts(),
         graph_seed: int = 0) -> Result:
-    """Runs the protocol over `values` ({client id >= 1: integer vector in [0, 2^bits)}).
+    """Runs the protocol over `values` ({client id >= 1: integer vector in [0, 2^bits)}), every
+    step here (`Session`, with the clients' uploads computed in numpy).
 
     Args:
       values: Each client's quantized input.
@@ -246,91 +383,43 @@ def run(values: Mapping[int, np.ndarray], *, bits: int, threshold: int,
       The result; aborted (total None, the reason set) when fewer than `threshold` clients or
       shares survive a step.
     """
-    ids = sorted(values)
-    graph = neighbours(ids, neighbours_k, graph_seed)
-    ledger = Ledger()
-    clients: dict[int, Client] = {}
+    session = Session(values, bits=bits, threshold=threshold, neighbours_k=neighbours_k,
+                      dropouts=dropouts, graph_seed=graph_seed)
     size = next(iter(values.values())).size
-
-    def timed_client(fn):
-        start = time.process_time()
-        out = fn()
-        ledger.client_seconds += time.process_time() - start
-        return out
-
-    def abort(reason):
-        return Result(None, (), reason, ledger, uploads)
-
+    dtype = word(bits)
+    modulus = dtype((1 << bits) - 1)
     uploads: dict[int, np.ndarray] = {}
-    # Step 0.
-    keys = {}
-    for u in ids:
-        clients[u] = Client(u, graph[u], threshold, bits)
-        keys[u] = timed_client(clients[u].advertise_keys)
-    u1 = dropouts.after('advertise_keys', ids)
-    for u in u1:
-        ledger.add(ledger.sent, u, 'advertise_keys', 2 * _KEY_BYTES)
-    if len(u1) < threshold:
-        return abort(f'{len(u1)} clients advertised keys, fewer than the threshold {threshold}')
-    # Step 1 (the server relays the neighbours' keys, then the ciphertexts).
-    outgoing: dict[int, dict[int, bytes]] = {}
-    for u in sorted(u1):
-        visible = {v: keys[v] for v in graph[u] if v in u1}
-        ledger.add(ledger.received, u, 'share_keys', 2 * _KEY_BYTES * len(visible))
-        try:
-            outgoing[u] = timed_client(lambda: clients[u].share_keys(visible))
-        except ProtocolAborted as e:
-            return abort(str(e))
-    u2 = dropouts.after('share_keys', u1)
-    for u in u2:
-        ledger.add(ledger.sent, u, 'share_keys', sum(len(c) for c in outgoing[u].values()))
-    if len(u2) < threshold:
-        return abort(f'{len(u2)} clients shared keys, fewer than the threshold {threshold}')
-    for v in u2:
-        incoming = {u: outgoing[u][v] for u in u2 if v in outgoing[u]}
-        ledger.add(ledger.received, v, 'share_keys', sum(len(c) for c in incoming.values()))
-        timed_client(lambda: clients[v].receive_shares(incoming))
-    # Step 2.
-    for u in sorted(u2):
-        uploads[u] = timed_client(lambda: clients[u].masked_input(values[u], u2))
-    u3 = dropouts.after('masked_input', u2)
-    uploads = {u: uploads[u] for u in sorted(u3)}
-    for u in u3:
-        ledger.add(ledger.sent, u, 'masked_input', size * ((bits + 7) // 8))
-    if len(u3) < threshold:
-        return abort(f'{len(u3)} masked inputs arrived, fewer than the threshold {threshold}')
-    # Step 3.
-    dropped = u2 - u3
-    responses: dict[int, dict[int, tuple[str, int]]] = {}
-    for u in sorted(dropouts.after('unmasking', u3)):
-        responses[u] = timed_client(lambda: clients[u].unmask(u3, dropped))
-        ledger.add(ledger.received, u, 'unmasking', 4 * (len(u3) + len(dropped)))
-        ledger.add(ledger.sent, u, 'unmasking', (4 + _SHARE_BYTES) * len(responses[u]))
-    start = time.process_time()
     try:
-        total = unmask_sum(uploads, responses, u3, dropped, {u: keys[u][1] for u in ids},
-                           threshold, bits, graph)
+        session.share_keys()
+        masks = session.masks(size)
+        uploads = {u: (np.asarray(values[u], dtype) + masks[u]) & modulus
+                   for u in sorted(session.arrived())}
+        correction = session.unmask(size)
     except ProtocolAborted as e:
-        return abort(str(e))
-    finally:
-        ledger.server_seconds += time.process_time() - start
-    return Result(total, tuple(sorted(u3)), '', ledger, uploads)
+        return Result(None, (), str(e), session.ledger, uploads)
+    start = time.process_time()
+    total = np.zeros(size, dtype)
+    for y in uploads.values():
+        total = (total + y) & modulus
+    total = (total - correction) & modulus
+    session.ledger.server_seconds += time.process_time() - start
+    return Result(total, tuple(sorted(uploads)), '', session.ledger, uploads)
 
 
-def unmask_sum(uploads: Mapping[int, np.ndarray], responses, survivors: set[int],
-               dropped: set[int], mask_public_keys: Mapping[int, bytes], threshold: int,
-               bits: int, graph: Mapping[int, frozenset[int]]) -> np.ndarray:
-    """The server's last step: sum the masked inputs, reconstruct the secrets from the shares,
-    remove the masks (`mask_public_keys`: the s_u^PK it relayed in step 1).
+def server_masks(responses, survivors: set[int], dropped: set[int],
+                 mask_public_keys: Mapping[int, bytes], threshold: int, bits: int,
+                 graph: Mapping[int, frozenset[int]], size: int) -> np.ndarray:
+    """The server's last step: reconstruct the secrets from the shares in `responses` and
+    expand the masks left in the sum of the survivors' uploads: their self masks, and the
+    pairwise masks they share with the `dropped` (`mask_public_keys`: the s_u^PK it relayed in
+    step 1). Subtracting the result mod 2^bits leaves the sum of the survivors' inputs.
 
     Raises:
       ProtocolAborted: Fewer than `threshold` shares of a secret arrived.
     """
-    modulus = np.uint64((1 << bits) - 1)
-    size = next(iter(uploads.values())).size
-    total = np.zeros(size, np.uint64)
-    for y in uploads.values():
-        total = (total + y) & modulus
+    dtype = word(bits)
+    modulus = dtype((1 << bits) - 1)
+    total = np.zeros(size, dtype)
     shares: dict[tuple[int, str], dict[int, int]] = {}
     for responder, answer in responses.items():
         for v, (kind, share) in answer.items():
@@ -340,15 +429,18 @@ def unmask_sum(uploads: Mapping[int, np.ndarray], responses, survivors: set[int]
         got = shares.get((v, kind), {})
         if len(got) < threshold:
             raise ProtocolAborted(f'{len(got)} shares of client {v}\'s {kind} arrived, fewer '
-                                  f'than the threshold {threshold}')
+                                  f'than the threshold {threshold}', 'unmasking')
         return shamir.reconstruct(got, threshold)
 
     for v in survivors:
-        total = (total - prg(secret(v, 'self_seed'), size, bits)) & modulus
+        total += prg(secret(v, 'self_seed'), size, bits)
     for v in dropped:
         key = x25519.X25519PrivateKey.from_private_bytes(secret(v, 'mask_key'))
         for w in graph[v] & survivors:
             mask = prg(pairwise_seed(key, mask_public_keys[w], v, w), size, bits)
-            # w added +mask if w < v, else -mask: remove what w added.
-            total = (total - mask if w < v else total + mask) & modulus
+            if w < v:  # w added +mask (wrapping around, as in `Client.mask`).
+                total += mask
+            else:
+                total -= mask
+    total &= modulus
     return total

@@ -2,7 +2,7 @@
 workers and the shared training loop."""
 
 from fl_tff.simulation.heterogeneity import DeviceHeterogeneity, RoundPlan, plan_round
-from fl_tff.simulation.loop import LAST_ROUND, TIMING_COLUMNS, StopTraining, run_training
+from fl_tff.simulation.loop import LAST_ROUND, TIMING_COLUMNS, ProcessForPlan, StopTraining, run_training
 from fl_tff.simulation.selection import ClientSelector, build_training_selection_fn
 from fl_tff.simulation.worker_data import SIMULATIONS, compose
 from fl_tff.simulation import devices

@@ -31,6 +31,17 @@ class PlannedSelection(Protocol):
         a process composed with a dataset computation), in `plan.participants` order."""
 
 
+@runtime_checkable
+class ProcessForPlan(Protocol):
+    """A process whose round needs the whole plan (who was selected, who contributed), e.g.
+    `fl_tff.secagg.tff_round.SecAggLearningProcess`, whose cohort runs a protocol."""
+
+    def next_for_plan(self, state: Any, client_data: list, plan: Any) -> Any:
+        """One round for `plan.participants`' `client_data`; the output has `state`, `metrics`
+        (None when the round was aborted and the model is unchanged) and `columns` (the round's
+        own metric columns)."""
+
+
 class StopTraining(Exception):
     """Raised by a `before_round` hook to end training before that round (e.g. a spent privacy
     budget); the loop returns normally with the rounds run so far."""
@@ -118,6 +129,10 @@ def run_training(
         if client_states is not None and start_round == 1 and len(client_states):
             raise ValueError('a fresh run needs an empty client-state store; this one holds '
                              f'{len(client_states)} clients\' states from another run')
+    if isinstance(process, ProcessForPlan) and not isinstance(training_selection_fn,
+                                                               PlannedSelection):
+        raise TypeError('this process runs each round for a plan: select clients with a '
+                        'PlannedSelection such as ClientSelector')
     if before_round is not None and not isinstance(training_selection_fn, PlannedSelection):
         raise TypeError('before_round hooks (the privacy ledger and its budget stop, the byte '
                         'ledger) charge each round\'s plan: select clients with a '
@@ -179,12 +194,18 @@ def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_ever
                                       staleness=plan.staleness)
                 versions.put(round_num, process.get_model_weights(output.state),
                              keep=plan.live_versions)
+            elif isinstance(process, ProcessForPlan):
+                output = process.next_for_plan(state, clients, plan)
+                row.update(output.columns)
             else:
                 output = process.next(state, clients)
             if measured is not None:
                 row.update(measured())
             state = output.state
-            row.update(flatten_training_metrics(output.metrics))
+            if output.metrics is None:  # Aborted: the model is unchanged this round.
+                row.update(train_loss=float('nan'), train_accuracy=float('nan'), train_examples=0)
+            else:
+                row.update(flatten_training_metrics(output.metrics))
         else:  # Every selected client dropped out: the model is unchanged this round.
             row.update(train_loss=float('nan'), train_accuracy=float('nan'), train_examples=0)
         row['round_seconds'] = time.monotonic() - t0

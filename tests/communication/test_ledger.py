@@ -20,8 +20,10 @@ def test_byte_counts_for_known_sizes_and_encodings():
     assert row['uplink_bytes'] == 2 * 13868  # The dropped client sends nothing...
     assert row['downlink_bytes'] == 3 * 4 * VALUES  # ...but received the model.
     assert plain.charge(plan)['uplink_bytes_total'] == 4 * 13868
-    secure = ledger.CommunicationLedger([VALUES], VALUES, ledger.secure_encoding(8, weighted=False))
-    assert secure.charge(plan)['uplink_bytes_per_client'] == -(-(8 * VALUES + 1 + 32 + 1 + 12) // 8) == 3472
+    # One secure sum of the values, the weight, the clipped fraction and the count (8 bits
+    # each), plus TFF's count and two clip counts (1 bit each).
+    secure = ledger.CommunicationLedger([VALUES], VALUES, ledger.secure_encoding(8))
+    assert secure.charge(plan)['uplink_bytes_per_client'] == -(-(8 * (VALUES + 3) + 3) // 8) == 3470
     four_bits = ledger.UplinkEncoding('4-bit', 4, 64)
     assert four_bits.client_bytes([VALUES]) == -(-(4 * VALUES + 64) // 8)
 
@@ -30,8 +32,8 @@ def test_every_round_reports_bytes_and_the_summary_bytes_to_the_final_accuracy(t
     config = ExperimentConfig(hidden_units=32, rounds=4, eval_every=2, output_dir=str(tmp_path),
                               secure_agg=True, secure_bits=8, secure_range=1.0)
     result = experiment.run_experiment(config, log=lambda _: None)
-    # Count bit, 32-bit clipped count, 32-bit weight, 4 sums x 3 bits.
-    per_client = -(-(8 * VALUES + 1 + 32 + 32 + 12) // 8)
+    # The values, weight, clipped fraction and count at 8 bits each; TFF's 3 one-bit counts.
+    per_client = -(-(8 * (VALUES + 3) + 3) // 8)
     totals = 0
     for row in result.history:
         assert row['uplink_bytes_per_client'] == per_client

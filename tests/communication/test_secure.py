@@ -122,18 +122,23 @@ def _weights_of_round_1(config, fed):
 
 def test_weighted_secure_mean_bounds_the_update_not_update_times_examples(tff_runtime):
     """Example weights of ~100 used to be multiplied in before the ±R clip, so ~7% of values
-    were clipped at R = 1: the weighted secure mean must be plain weighted FedAvg within its
-    rounding bound K Δ / (2 Σ ŵ)."""
+    were clipped at R = 1: the weighted secure mean N/D must be plain weighted FedAvg within its
+    rounding bound (n Δ / 2 + |N/D| n / (2 L)) / (D - n / (2 L)), L = 2^B - 1 (the weight sum D
+    is rounded too)."""
     weighted = dataclasses.replace(BASE, client_weighting='examples_processed')
     before, plain = _one_round(weighted)
     config = dataclasses.replace(weighted, secure_agg=True, secure_bits=16, secure_range=1.0)
     _, secure = _one_round(config)
     fed = experiment.load_federated_data(config)
     normalized = np.array(_weights_of_round_1(config, fed)) / 1000.0  # max_weight in _process
-    bound = len(normalized) * quantization_step(16, 1.0) / (2 * normalized.sum())
-    assert max(np.abs(a - b).max() for a, b in zip(plain, before)) < 1.0  # Updates fit R = 1.
+    n, levels = len(normalized), 2 ** 16 - 1
+    largest = max(np.abs(a - b).max() for a, b in zip(plain, before))
+    assert largest < 1.0  # Updates fit R = 1.
+    bound = ((n * quantization_step(16, 1.0) / 2 + largest * n / (2 * levels))
+             / (normalized.sum() - n / (2 * levels)))
     error = max(np.abs(a - b).max() for a, b in zip(plain, secure))
     assert error <= bound + 1e-6, (error, bound)
+    assert error > bound / 20  # The bound is tight enough to matter.
 
 
 @pytest.mark.parametrize('secure_range,clipped', [(1.0, 0.0), (1e-5, 0.5)])

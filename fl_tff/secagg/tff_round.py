@@ -1,0 +1,341 @@
+"""The SecAgg protocol (`fl_tff.secagg.protocol`) inside a TFF learning round (`--secagg`).
+
+Where the protocol lives: in our composition of the round, not in the execution context's
+lowering of TFF's secure-sum intrinsics. The masks are per-round secrets that come out of key
+agreement among the round's cohort, and what the server subtracts depends on who dropped at
+which step; a TFF computation is a pure function of its arguments, so a lowering of
+`federated_secure_sum_bitwidth` has nowhere to receive them from. Our composition declares them
+as arguments of `next`: each client's mask CLIENTS-placed, the server's correction SERVER-placed.
+
+A round (`SecAggLearningProcess.next_for_plan`):
+1. The driver plays the protocol's steps 0 and 1 for the round's selected clients (X25519 key
+   advertisement, Shamir shares of each client's secrets encrypted to its neighbours), with the
+   dropouts of `protocol_dropouts`.
+2. Inside TFF's `next`: each client trains (the algorithm's client work), packs its update and
+   weight into one vector of B-bit integers (`fl_tff.communication.secure.Packing`, the same as
+   the structural secure mean) and uploads that vector plus its SecAgg mask modulo 2^M; the
+   server sums the masked uploads (`tff.federated_sum`, the only aggregation of client values in
+   the round), subtracts the correction and decodes the mean.
+3. Step 3 (unmasking): the clients whose masked input arrived hand the server their shares; the
+   server reconstructs the self-mask seeds of those clients and the mask keys of clients that
+   dropped after sharing, and expands the masks left in the sum: the correction.
+   The driver runs it before calling `next`: dropouts are drawn before the round, and the
+   correction depends only on who dropped where, not on any update, so the order of the messages
+   changes nothing the server learns.
+
+When fewer than t clients (or shares) survive a step, the round is aborted: `next` is not
+called, the model is unchanged, and the metrics say at which step and why.
+
+M = the bits of (largest cohort) x (2^B - 1), so the sum of the packed vectors never wraps
+around: the unmasked sum is the exact integer sum, and FedAvg with `--secagg` equals FedAvg with
+the structural secure sum exactly.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fl_tff import composed_process, options
+from fl_tff.communication import ledger, secure
+from fl_tff.secagg import protocol
+
+if TYPE_CHECKING:  # The simulation package imports the algorithms, which import this module.
+    from fl_tff.simulation.heterogeneity import RoundPlan
+
+
+@dataclasses.dataclass(frozen=True)
+class SecAggSettings:
+    """How the round runs the protocol.
+
+    Attributes:
+      threshold_fraction: t = floor(fraction x h) + 1 (a majority at 0.5), where h is the number
+        of holders of each client's shares: the n selected clients, or with SecAgg+ a client's
+        neighbours and itself.
+      neighbours: SecAgg+'s neighbourhood size k (0: every pair).
+      max_cohort: The most clients a round can select (sets the modulus).
+      dropout_rate: The chance that a client whose masked input arrived does not answer the
+        unmasking request (`--dropout_rate`).
+      seed: Seeds the dropout steps and SecAgg+'s graph, per round.
+    """
+
+    threshold_fraction: float = 0.5
+    neighbours: int = 0
+    max_cohort: int = 100
+    dropout_rate: float = 0.0
+    seed: int = 0
+
+    def holders(self, cohort: int) -> int:
+        """How many clients hold shares of each client's secrets (itself included)."""
+        if not self.neighbours:
+            return cohort
+        return min(cohort, 2 * ((self.neighbours + 1) // 2) + 1)  # `protocol.neighbours`' ring.
+
+    def threshold(self, cohort: int) -> int:
+        holders = self.holders(cohort)
+        return min(holders, int(math.floor(self.threshold_fraction * holders)) + 1)
+
+
+@runtime_checkable
+class PackedSecureMean(Protocol):
+    """A secure mean that encodes each client's value and weight as one integer vector."""
+
+    def packing(self, value_type: tff.Type) -> secure.Packing:
+        """The encoding of `value_type` values."""
+
+
+def modulus_bits(bits: int, max_cohort: int) -> int:
+    """M: the sum of `max_cohort` packed vectors (each value < 2^bits) fits in [0, 2^M)."""
+    return int(max_cohort * (2 ** bits - 1)).bit_length()
+
+
+def protocol_dropouts(plan: 'RoundPlan', index: dict[str, int],
+                      settings: SecAggSettings) -> protocol.Dropouts:
+    """Who drops at which protocol step, from the round's plan.
+
+    A selected client that did not contribute (dropped out, a dropped straggler, late, offline)
+    left at one of the first three steps, drawn uniformly: before advertising keys, before
+    sharing, or before its masked input arrived. A contributor's masked input arrived; it fails
+    to answer the unmasking request with probability `dropout_rate`. Seeded by (seed, round).
+    """
+    rng = np.random.default_rng([settings.seed, plan.round_num, 0x5EC466])
+    arrived = {c for c, _ in plan.participants}
+    early = rng.integers(0, 3, size=len(plan.selected))
+    silent = rng.random(len(plan.selected)) < settings.dropout_rate
+    by_step: dict[str, set[int]] = {step: set() for step in protocol.STEPS}
+    for i, client in enumerate(plan.selected):
+        if client not in arrived:
+            by_step[protocol.STEPS[early[i]]].add(index[client])
+        elif silent[i]:
+            by_step['unmasking'].add(index[client])
+    return protocol.Dropouts({k: frozenset(v) for k, v in by_step.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolRoundOutput:
+    """A round's output: TFF's (state, metrics), or the unchanged state and None when the
+    protocol aborted; plus the protocol's own metric columns."""
+
+    state: Any
+    metrics: Any
+    columns: dict[str, float]
+    abort_reason: str = ''
+
+
+class SecAggLearningProcess(composed_process.ComposedNextProcess):
+    """A learning process whose round runs the SecAgg protocol around TFF's `next` (see the
+    module docstring). It keeps the composed process's state, weights and hyperparameters.
+
+    Args:
+      composed: The process with the structural secure mean (same state).
+      next_fn: `(state, client data, masks @CLIENTS, correction @SERVER) -> (state, metrics)`.
+      packing: The clients' encoding.
+      bits: M, the modulus of masks and sums.
+      settings: The protocol's settings.
+      masked_upload: The clients' step-2 computation inside `next_fn`, `(update, weight, mask)
+        -> upload` (for inspection: what the server receives).
+    """
+
+    def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
+                 packing: secure.Packing, bits: int, settings: SecAggSettings,
+                 masked_upload: tff.Computation):
+        super().__init__(composed, next_fn)
+        self.packing, self.bits, self.settings = packing, bits, settings
+        self.masked_upload = masked_upload
+
+    def next_for_plan(self, state: Any, client_data: list, plan: 'RoundPlan',
+                      dropouts: Optional[protocol.Dropouts] = None) -> ProtocolRoundOutput:
+        """One round for `plan`'s participants (`client_data` in `plan.participants` order).
+
+        Args:
+          state: The server state.
+          client_data: The participants' data.
+          plan: The round's plan: its selected clients run the protocol.
+          dropouts: Who drops at which step, by 1-based position in `plan.selected` (default:
+            `protocol_dropouts`); the clients whose masked input arrives must be the plan's
+            participants.
+
+        Returns:
+          The output; when the protocol aborts, the unchanged state and metrics None.
+
+        Raises:
+          ValueError: Data that does not match the participants, more selected clients than the
+            modulus allows, or dropouts that disagree with the plan.
+        """
+        if len(client_data) != len(plan.participants):
+            raise ValueError(f'{len(client_data)} client datasets for {len(plan.participants)} '
+                             'participants')
+        if len(plan.selected) > self.settings.max_cohort:
+            raise ValueError(f'{len(plan.selected)} selected clients, more than the '
+                             f'{self.settings.max_cohort} the modulus 2^{self.bits} allows')
+        index = {client: i + 1 for i, client in enumerate(plan.selected)}
+        if dropouts is None:
+            dropouts = protocol_dropouts(plan, index, self.settings)
+        threshold = self.settings.threshold(len(plan.selected))
+        session = protocol.Session(
+            index.values(), bits=self.bits, threshold=threshold,
+            neighbours_k=self.settings.neighbours or None, dropouts=dropouts,
+            graph_seed=int(np.random.default_rng([self.settings.seed, plan.round_num, 0x6EA])
+                           .integers(2 ** 31)))
+        participants = [index[c] for c, _ in plan.participants]
+        size = self.packing.size
+        try:
+            session.share_keys()
+            if session.arrived() != set(participants):
+                raise ValueError(f'the masked inputs of clients {sorted(session.arrived())} '
+                                 f'would arrive, but the plan\'s participants are '
+                                 f'{sorted(participants)}')
+            masks = session.masks(size, participants)
+            correction = session.unmask(size)
+        except protocol.ProtocolAborted as e:
+            columns = _columns(session, dropouts, threshold, aborted_at=e.step)
+            return ProtocolRoundOutput(state, None, columns, str(e))
+        new_state, metrics = self._next_fn(
+            state, client_data, [masks[u].astype(np.int32) for u in participants],
+            correction.astype(np.int64))
+        return ProtocolRoundOutput(new_state, metrics, _columns(session, dropouts, threshold))
+
+
+def _columns(session: protocol.Session, dropouts: protocol.Dropouts, threshold: int,
+             aborted_at: str = '') -> dict[str, float]:
+    """The protocol's metric columns: abort (the 1-based step, and the clients left after it),
+    dropouts per step, the threshold, the bytes of the protocol's own messages per selected
+    client (keys, encrypted shares, unmasking requests and responses; the masked input is the
+    uplink ledger's) and its compute seconds."""
+    ledger, n = session.ledger, len(session.ids)
+    left = n
+    for step in protocol.STEPS[:protocol.STEPS.index(aborted_at or 'unmasking') + 1]:
+        left -= len(dropouts.by_step.get(step, ()))
+    columns = {'secagg_aborted': int(bool(aborted_at)),
+               'secagg_abort_step': protocol.STEPS.index(aborted_at) + 1 if aborted_at else 0,
+               'secagg_clients_left': left,
+               'secagg_threshold': threshold,
+               'secagg_client_sent_bytes': sum(
+                   size for sent in ledger.sent.values() for step, size in sent.items()
+                   if step != 'masked_input') / n,
+               'secagg_client_received_bytes': sum(
+                   sum(r.values()) for r in ledger.received.values()) / n,
+               'secagg_client_seconds': ledger.client_seconds / n,
+               'secagg_server_seconds': ledger.server_seconds}
+    for step in protocol.STEPS:
+        columns[f'secagg_dropped_{step}'] = len(dropouts.by_step.get(step, ()))
+    return columns
+
+
+def compose_with_secagg(
+        settings: SecAggSettings,
+        model_aggregator: PackedSecureMean,
+        initial_model_weights_fn: tff.Computation,
+        distributor: tff.templates.MeasuredProcess,
+        client_work: tff.learning.templates.ClientWorkProcess,
+        aggregator: tff.templates.AggregationProcess,
+        finalizer: tff.learning.templates.FinalizerProcess,
+) -> SecAggLearningProcess:
+    """TFF's learning-process composition with the SecAgg protocol as its aggregation.
+
+    Args:
+      settings: The protocol's settings.
+      model_aggregator: The structural secure mean (`aggregator` was created from it): its
+        packing encodes the clients' updates.
+      initial_model_weights_fn, distributor, client_work, aggregator, finalizer: The parts of
+        `tff.learning.templates.compose_learning_process`.
+
+    Returns:
+      The process; its state is the composed process's (the structural aggregator's state
+      passes through unchanged).
+
+    Raises:
+      TypeError: `model_aggregator` is not a packed secure mean.
+    """
+    if not isinstance(model_aggregator, PackedSecureMean):
+        raise TypeError('--secagg masks the packed vectors of the secure mean (--secure_agg); '
+                        f'got {type(model_aggregator).__name__}')
+    composed = tff.learning.templates.compose_learning_process(
+        initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
+    state_type = composed.next.type_signature.parameter[0]
+    data_type = composed.next.type_signature.parameter[1]
+    result_type = client_work.next.type_signature.result.result.member
+    packing = model_aggregator.packing(result_type.update)
+    bits = modulus_bits(packing.bits, settings.max_cohort)
+    low_bits = (1 << bits) - 1
+    if bits > 31:
+        raise ValueError(f'{settings.max_cohort} clients x {packing.bits}-bit values need a '
+                         f'{bits}-bit modulus; masks are int32 (at most 31 bits)')
+    mask_type = tff.TensorType(np.int32, [packing.size])  # Masks < 2^M <= 2^31: half the bytes.
+    vector_type = tff.TensorType(np.int64, [packing.size])
+
+    @tff.tensorflow.computation(result_type.update, result_type.update_weight, mask_type)
+    def masked_upload(update, weight, mask):
+        """The client's step-2 message: its packed vector plus its mask, mod 2^M."""
+        packed = tf.cast(packing.encode(update, weight), tf.int64)
+        return tf.bitwise.bitwise_and(packed + tf.cast(mask, tf.int64),
+                                      tf.constant(low_bits, tf.int64))
+
+    @tff.tensorflow.computation(vector_type, vector_type)
+    def unmask_and_decode(masked_sum, correction):
+        """The server's last step: the exact integer sum, decoded to the mean."""
+        total = tf.bitwise.bitwise_and(masked_sum - correction, tf.constant(low_bits, tf.int64))
+        return packing.decode_mean(total)
+
+    @tff.federated_computation(state_type, data_type, tff.FederatedType(mask_type, tff.CLIENTS),
+                               tff.FederatedType(vector_type, tff.SERVER))
+    def next_fn(state, client_data, masks, correction):
+        distributed = distributor.next(state.distributor, state.global_model_weights)
+        work = client_work.next(state.client_work, distributed.result, client_data)
+        uploads = tff.federated_map(masked_upload,
+                                    (work.result.update, work.result.update_weight, masks))
+        mean, clipped = tff.federated_map(unmask_and_decode,
+                                          (tff.federated_sum(uploads), correction))
+        final = finalizer.next(state.finalizer, state.global_model_weights, mean)
+        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+            final.result, distributed.state, work.state, state.aggregator, final.state))
+        metrics = tff.federated_zip(collections.OrderedDict(
+            distributor=distributed.measurements, client_work=work.measurements,
+            aggregator=tff.federated_zip(collections.OrderedDict(
+                secure_clipped_fraction=clipped)),
+            finalizer=final.measurements))
+        return new_state, metrics
+
+    return SecAggLearningProcess(composed, next_fn, packing, bits, settings, masked_upload)
+
+
+def _uplink_encoding(config) -> ledger.UplinkEncoding:
+    """A masked upload: the packed vector's values at M bits each."""
+    bits = modulus_bits(config.secure_bits, secure.max_cohort(config, config.selection()))
+    return ledger.UplinkEncoding(f'secagg {bits}-bit', bits, secure.SIDE_VALUES * bits)
+
+
+SECAGG = options.Registry(
+    'secagg', 'Masks the secure sum of --secure_agg with the SecAgg protocol (Bonawitz et al. '
+    '2017; SecAgg+ neighbourhoods of Bell et al. 2020): clients upload masked vectors, the '
+    'server unmasks only their sum.', [
+        options.Option('off', 'the secure sum is structural (TFF computes it as a plain sum)'),
+        options.Option(
+            'on', 'X25519 key agreement, t-of-n Shamir shares, masked uploads, dropout recovery',
+            params=(options.Param('secagg_threshold', 0.5, 'Shares needed to reconstruct a '
+                                  'client\'s secret: t = floor(f x h) + 1, h = the selected '
+                                  'clients (with --secagg_neighbors=k: k neighbours + itself).',
+                                  minimum=0.0, maximum=1.0, max_open=True),
+                    options.Param('secagg_neighbors', 0, 'SecAgg+: each client masks with k '
+                                  'neighbours on a random ring (0: with every other client).',
+                                  minimum=0)),
+            requires={options.SECURE_SUM: 'masks the packed vectors of the secure mean',
+                      options.MASKED_UPLOADS: 'needs an algorithm whose round can add the '
+                                              'clients\' masks to their uploads'},
+            excludes={options.USER_LEVEL_DP: 'TFF\'s DP aggregator sums the records itself, '
+                                             'so the masks cannot reach them',
+                      options.CLIENT_STATE: 'client state composes its own round',
+                      options.ASYNCHRONOUS: 'a buffer of asynchronous updates has no cohort '
+                                            'to share keys in'},
+            uplink_encoding=lambda config, weighted: _uplink_encoding(config),
+            client_extras=lambda config, masked_labels: {'secagg': SecAggSettings(
+                threshold_fraction=config.secagg_threshold, neighbours=config.secagg_neighbors,
+                max_cohort=secure.max_cohort(config, config.selection()),
+                dropout_rate=config.dropout_rate, seed=config.seed)}),
+    ], default=False, boolean=True)

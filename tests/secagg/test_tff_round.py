@@ -1,0 +1,234 @@
+"""The SecAgg protocol inside TFF's round (`--secagg`): FedAvg with it equals FedAvg with the
+structural secure sum exactly, with dropouts at every step up to n - t; beyond, the round aborts
+and the model is unchanged; what the clients' TFF computation uploads is uniform modulo 2^M and
+uncorrelated with their packed update; the compiled round aggregates only masked vectors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import stats
+from tensorflow_federated.python.core.impl.compiler import tree_analysis
+
+from fl_tff import experiment, simulation
+from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.secagg import protocol, tff_round
+from fl_tff.simulation.heterogeneity import RoundPlan
+from tests.helpers import float_tensor_shapes
+
+BASE = ExperimentConfig(hidden_units=32, clients_per_round=8, client_epochs=1, seed=3,
+                        secure_agg=True, secure_bits=12, client_weighting='uniform')
+WEIGHT_SHAPES = {(64, 32), (32, 32), (32, 10), (32,), (10,)}
+N = 8  # Selected clients; t = floor(0.5 x 8) + 1 = 5, so up to n - t = 3 dropouts recover.
+
+
+def _build(config):
+    fed = experiment.load_federated_data(config)
+    model_fn, _ = experiment.build_model(config, fed)
+    process = experiment.build_process(config, model_fn, max_weight=1000.0)
+    select = simulation.build_training_selection_fn(
+        fed.train, clients_per_round=config.clients_per_round, epochs=1,
+        batch_size=config.client_batch_size, seed=config.seed)
+    return process, select
+
+
+@pytest.fixture(scope='module')
+def processes(tff_runtime):
+    """(structural, with the protocol, the selector) for uniform and weighted means."""
+    out = {}
+    for weighting in ('uniform', 'examples'):
+        config = dataclasses.replace(BASE, client_weighting=weighting)
+        structural, select = _build(config)
+        masked, _ = _build(dataclasses.replace(config, secagg=True))
+        out[weighting] = structural, masked, select
+    return out
+
+
+def _round(select, participants):
+    """A plan whose N selected clients are round 1's, of which `participants` contribute, and
+    their data."""
+    plan = select.plan(1)
+    assert len(plan.selected) == N
+    chosen = [(c, e) for c, e in plan.participants if c in participants]
+    plan = RoundPlan(1, plan.selected, tuple(chosen), dropped=N - len(chosen))
+    return plan, [select.client_round(t) for t in select.client_inputs(plan)]
+
+
+def _weights(process, state):
+    return process.get_model_weights(state).trainable
+
+
+def _dropouts(step, count):
+    """`count` clients (positions in the selection) dropping at `step`; a client that drops
+    before its masked input arrives is not a participant."""
+    return protocol.Dropouts({step: frozenset(range(N - count + 1, N + 1))})
+
+
+@pytest.mark.parametrize('weighting', ['uniform', 'examples'])
+@pytest.mark.parametrize('step,count', [(None, 0)] + [(step, count) for step in protocol.STEPS
+                                                      for count in (1, 3)])  # 3 = n - t.
+def test_fedavg_with_the_protocol_equals_the_structural_secure_sum_exactly(
+        processes, weighting, step, count):
+    structural, masked, select = processes[weighting]
+    plan = select.plan(1)
+    dropouts = _dropouts(step, count) if step else protocol.Dropouts()
+    early = set() if step in (None, 'unmasking') else set(plan.selected[N - count:])
+    plan, data = _round(select, set(plan.selected) - early)
+    state = masked.initialize()
+    out = masked.next_for_plan(state, data, plan, dropouts=dropouts)
+    assert out.columns['secagg_aborted'] == 0
+    assert out.columns[f'secagg_dropped_{step}' if step else 'secagg_dropped_unmasking'] == count
+    expected = structural.next(structural.initialize(), data)
+    for got, want, before in zip(_weights(masked, out.state), _weights(structural, expected.state),
+                                 _weights(masked, state)):
+        np.testing.assert_array_equal(got, want)
+        assert not np.array_equal(got, before)  # The round did train.
+
+
+def test_secagg_plus_neighbourhoods_give_the_same_model(processes, tff_runtime):
+    """k = 4 neighbours on a ring: each client's secrets have 5 holders, t = 3."""
+    structural, _, select = processes['uniform']
+    sparse, _ = _build(dataclasses.replace(BASE, secagg=True, secagg_neighbors=4))
+    assert sparse.settings.threshold(N) == 3
+    plan = select.plan(1)
+    plan, data = _round(select, set(plan.selected) - {plan.selected[-1]})
+    out = sparse.next_for_plan(sparse.initialize(), data, plan, dropouts=_dropouts('share_keys', 1))
+    assert out.columns['secagg_aborted'] == 0
+    expected = structural.next(structural.initialize(), data)
+    for got, want in zip(_weights(sparse, out.state), _weights(structural, expected.state)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('step', protocol.STEPS)
+def test_more_than_n_minus_t_dropouts_abort_the_round_and_leave_the_model_unchanged(
+        processes, step):
+    _, masked, select = processes['uniform']
+    plan = select.plan(1)
+    count = N - masked.settings.threshold(N) + 1
+    early = set() if step == 'unmasking' else set(plan.selected[N - count:])
+    plan, data = _round(select, set(plan.selected) - early)
+    state = masked.initialize()
+    out = masked.next_for_plan(state, data, plan, dropouts=_dropouts(step, count))
+    assert out.metrics is None and 'fewer than the threshold 5' in out.abort_reason
+    assert out.columns['secagg_aborted'] == 1
+    assert protocol.STEPS[out.columns['secagg_abort_step'] - 1] == step
+    assert out.columns['secagg_clients_left'] == N - count == 4
+    for got, before in zip(_weights(masked, out.state), _weights(masked, state)):
+        np.testing.assert_array_equal(got, before)
+
+
+def test_dropouts_that_disagree_with_the_plan_are_refused(processes):
+    _, masked, select = processes['uniform']
+    plan, data = _round(select, set(select.plan(1).selected))
+    with pytest.raises(ValueError, match='participants are'):
+        masked.next_for_plan(masked.initialize(), data, plan,
+                             dropouts=_dropouts('masked_input', 1))
+
+
+def test_what_the_clients_upload_is_uniform_and_uncorrelated_with_their_update(processes):
+    """The clients' TFF computation of step 2, fed the masks of real protocol runs: its uploads
+    are uniform modulo 2^M (chi-square over 64 bins) and uncorrelated with the packed update,
+    while with zero masks the same tests find the update."""
+    _, masked, _ = processes['uniform']
+    packing, bits = masked.packing, masked.bits
+    size, rng = packing.size, np.random.default_rng(0)
+    update_type = masked.masked_upload.type_signature.parameter[0]
+    shapes = [t.shape for t in _flat_types(update_type)]
+    uploads, plain, packed = [], [], []
+    for run in range(6):  # 6 runs x 5 clients x ~1,500 values.
+        session = protocol.Session(range(1, 6), bits=bits, threshold=3)
+        session.share_keys()
+        masks = session.masks(size)
+        for u in range(1, 6):
+            update = [(rng.normal(0, 0.05, s) * u).astype(np.float32) for s in shapes]
+            uploads.append(np.asarray(masked.masked_upload(update, 1.0, masks[u].astype(np.int32))))
+            plain.append(np.asarray(masked.masked_upload(update, 1.0, np.zeros(size, np.int32))))
+    uploads, plain = np.concatenate(uploads), np.concatenate(plain)
+    assert uploads.min() >= 0 and uploads.max() < 2 ** bits
+
+    def uniform_p(samples):
+        return stats.chisquare(np.bincount(samples >> (bits - 6), minlength=64)).pvalue
+    assert uniform_p(uploads) > 1e-3
+    assert abs(np.corrcoef(uploads.astype(float), plain.astype(float))[0, 1]) < 0.05
+    assert uniform_p(plain) < 1e-12  # Unmasked, the packed updates are far from uniform.
+
+
+def _flat_types(type_spec):
+    import tensorflow_federated as tff
+    return tff.structure.flatten(type_spec)
+
+
+def test_the_compiled_round_aggregates_only_masked_vectors(processes):
+    _, masked, _ = processes['uniform']
+    tree = masked.next_computation.to_building_block()
+    assert not tree_analysis.find_secure_aggregation_in_tree(tree)  # No structural sums left.
+    vectors = 0
+    for call in tree_analysis.find_unsecure_aggregation_in_tree(tree):
+        argument = call.argument.type_signature
+        leaked = set(float_tensor_shapes(argument)) & WEIGHT_SHAPES
+        assert not leaked, f'{call.function.compact_representation()} carries updates {leaked}'
+        vectors += f'int64[{masked.packing.size}]' in str(argument)
+    assert vectors == 1  # The sum of the masked uploads.
+    # The masks are an argument of the round, CLIENTS-placed; the correction SERVER-placed.
+    import tensorflow_federated as tff
+    size = masked.packing.size
+    parameters = masked.next_computation.type_signature.parameter
+    assert parameters[2] == tff.FederatedType(tff.TensorType(np.int32, [size]), tff.CLIENTS)
+    assert parameters[3] == tff.FederatedType(tff.TensorType(np.int64, [size]), tff.SERVER)
+
+
+def test_the_protocol_dropouts_follow_the_plan():
+    """Non-participants drop before their masked input arrives (steps 0-2); participants only
+    fail to answer the unmasking request, at --dropout_rate."""
+    selected = tuple(f'c{i}' for i in range(200))
+    plan = RoundPlan(4, selected, tuple((c, 1) for c in selected[:150]), dropped=50)
+    index = {c: i + 1 for i, c in enumerate(selected)}
+    settings = tff_round.SecAggSettings(dropout_rate=0.2, seed=1)
+    dropouts = tff_round.protocol_dropouts(plan, index, settings)
+    early = set().union(*(dropouts.by_step[s] for s in protocol.STEPS[:3]))
+    assert early == set(range(151, 201))
+    assert all(len(dropouts.by_step[s]) > 5 for s in protocol.STEPS[:3])  # Each step is drawn.
+    assert dropouts.by_step['unmasking'] <= set(range(1, 151))
+    assert 15 <= len(dropouts.by_step['unmasking']) <= 45  # ~ 0.2 x 150 = 30.
+    assert tff_round.protocol_dropouts(plan, index, settings) == dropouts  # Seeded.
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(secure_agg=False), '--secure_agg: --secagg masks the packed vectors of the secure mean'),
+    (dict(dp='fixed', noise_multiplier=1.0, clip=0.5),
+     '--dp: --dp=fixed does not combine with --secagg: TFF\'s DP aggregator'),
+    (dict(algorithm='fedsgd'), '--algorithm: --secagg needs an algorithm whose round can add'),
+    (dict(secagg_threshold=1.0), r'--secagg_threshold: must be in \[0, 1\)'),
+])
+def test_bad_secagg_settings_name_the_flag(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(BASE, secagg=True, **overrides).validate()
+
+
+@pytest.mark.slow
+def test_a_run_reports_aborted_rounds_and_keeps_their_model(tff_runtime, tmp_path):
+    """t = n: any dropout aborts; an aborted round's model (so its evaluation) is the last
+    round's, and the run goes on."""
+    config = dataclasses.replace(BASE, secagg=True, secagg_threshold=0.99, dropout_rate=0.04,
+                                 rounds=6, eval_every=1, output_dir=str(tmp_path))
+    lines = []
+    result = experiment.run_experiment(config, log=lines.append)
+    rows = result.history
+    aborted = [i for i, row in enumerate(rows) if row['secagg_aborted']]
+    assert len(aborted) < len(rows) and any(i > 0 for i in aborted), aborted
+    for i in aborted:
+        assert np.isnan(rows[i]['train_loss'])
+        if i > 0:  # Evaluated on the same model as the round before.
+            assert rows[i]['test_accuracy'] == rows[i - 1]['test_accuracy']
+        assert rows[i]['secagg_clients_left'] < rows[i]['secagg_threshold'] == N
+    for i in set(range(len(rows))) - set(aborted):
+        assert np.isfinite(rows[i]['train_loss'])
+        if i > 0:
+            assert rows[i]['test_accuracy'] != rows[i - 1]['test_accuracy']
+    assert all(row['secagg_client_sent_bytes'] > 0 for row in rows)
+    assert sum('secagg ABORTED at' in line for line in lines) == len(aborted)
+    ledger = result.summary['communication']['secagg']
+    assert ledger['rounds_aborted'] == len(aborted)
+    assert ledger['protocol_bytes_sent_total'] == pytest.approx(
+        sum(r['secagg_client_sent_bytes'] * r['selected'] for r in rows))
+    assert result.summary['communication']['uplink_encoding'] == 'secagg 15-bit'  # 8 x 4095.
