@@ -95,8 +95,9 @@ class Packing:
                 tf.cast(weight, tf.float32) * tf.constant(1.0 / self.max_weight, tf.float32),
                 0.0, 1.0)
         scaled = flat * normalized
-        values = tf.cast(tf.round((tf.clip_by_value(scaled, -bound, bound) + bound) / step),
-                         tf.int32)
+        # float32 can round (R + R) / Δ up to 2^B at large B: clamp to the top level.
+        values = tf.minimum(tf.cast(tf.round((tf.clip_by_value(scaled, -bound, bound) + bound)
+                                             / step), tf.int32), levels)
         clipped = tf.reduce_mean(tf.cast(tf.abs(scaled) > bound, tf.float32))
         side = tf.cast(tf.round(tf.stack([normalized * levels, clipped * levels])), tf.int32)
         return tf.concat([values, side, tf.ones([1], tf.int32)], 0)

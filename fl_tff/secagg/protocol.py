@@ -286,6 +286,10 @@ class Session:
         self.clients: dict[int, Client] = {}
         self._keys: dict[int, tuple[bytes, bytes]] = {}
         self.shared: set[int] = set()  # U2: clients that shared their keys.
+        # Clients that dropped out of step 1 themselves: fewer than t of their neighbours
+        # advertised keys (only with SecAgg+ neighbourhoods can this happen while |U1| >= t).
+        self.gave_up: set[int] = set()
+        self.survivors: dict[str, set[int]] = {}  # Who completed each step reached, by step.
 
     def _timed(self, fn):
         start = time.process_time()
@@ -303,7 +307,7 @@ class Session:
         for u in self.ids:
             self.clients[u] = Client(u, self.graph[u], threshold, self.bits)
             self._keys[u] = self._timed(self.clients[u].advertise_keys)
-        u1 = self.dropouts.after('advertise_keys', self.ids)
+        u1 = self.survivors['advertise_keys'] = self.dropouts.after('advertise_keys', self.ids)
         for u in u1:
             ledger.add(ledger.sent, u, 'advertise_keys', 2 * _KEY_BYTES)
         if len(u1) < threshold:
@@ -313,8 +317,11 @@ class Session:
         for u in sorted(u1):
             visible = {v: self._keys[v] for v in self.graph[u] if v in u1}
             ledger.add(ledger.received, u, 'share_keys', 2 * _KEY_BYTES * len(visible))
-            outgoing[u] = self._timed(lambda: self.clients[u].share_keys(visible))
-        u2 = self.dropouts.after('share_keys', u1)
+            try:
+                outgoing[u] = self._timed(lambda: self.clients[u].share_keys(visible))
+            except ProtocolAborted:  # Too few of its neighbours left: it drops out (§4).
+                self.gave_up.add(u)
+        u2 = self.survivors['share_keys'] = self.dropouts.after('share_keys', u1) - self.gave_up
         for u in u2:
             ledger.add(ledger.sent, u, 'share_keys', sum(len(c) for c in outgoing[u].values()))
         if len(u2) < threshold:
@@ -346,6 +353,7 @@ class Session:
           ProtocolAborted: Fewer than `threshold` masked inputs or shares of a secret arrived.
         """
         ledger, u3 = self.ledger, self.arrived()
+        self.survivors['masked_input'] = u3
         for u in u3:
             ledger.add(ledger.sent, u, 'masked_input', size * ((self.bits + 7) // 8))
         if len(u3) < self.threshold:
@@ -353,7 +361,8 @@ class Session:
                                   f'{self.threshold}', 'masked_input')
         dropped = self.shared - u3
         responses: dict[int, dict[int, tuple[str, int]]] = {}
-        for u in sorted(self.dropouts.after('unmasking', u3)):
+        self.survivors['unmasking'] = self.dropouts.after('unmasking', u3)
+        for u in sorted(self.survivors['unmasking']):
             responses[u] = self._timed(lambda: self.clients[u].unmask(u3, dropped))
             ledger.add(ledger.received, u, 'unmasking', 4 * (len(u3) + len(dropped)))
             ledger.add(ledger.sent, u, 'unmasking', (4 + _SHARE_BYTES) * len(responses[u]))

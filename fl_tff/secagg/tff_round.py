@@ -187,34 +187,37 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         size = self.packing.size
         try:
             session.share_keys()
-            if session.arrived() != set(participants):
+            # Participants that gave up in step 1 (too few neighbours) send nothing more.
+            if session.arrived() != set(participants) - session.gave_up:
                 raise ValueError(f'the masked inputs of clients {sorted(session.arrived())} '
                                  f'would arrive, but the plan\'s participants are '
                                  f'{sorted(participants)}')
+            kept = [i for i, u in enumerate(participants) if u not in session.gave_up]
             masks = session.masks(size, participants)
             correction = session.unmask(size)
         except protocol.ProtocolAborted as e:
-            columns = _columns(session, dropouts, threshold, aborted_at=e.step)
+            columns = _columns(session, threshold, aborted_at=e.step)
             return ProtocolRoundOutput(state, None, columns, str(e))
         new_state, metrics = self._next_fn(
-            state, client_data, [masks[u].astype(np.int32) for u in participants],
-            correction.astype(np.int64))
-        return ProtocolRoundOutput(new_state, metrics, _columns(session, dropouts, threshold))
+            state, [client_data[i] for i in kept],
+            [masks[participants[i]].astype(np.int32) for i in kept], correction.astype(np.int64))
+        return ProtocolRoundOutput(new_state, metrics, _columns(session, threshold))
 
 
-def _columns(session: protocol.Session, dropouts: protocol.Dropouts, threshold: int,
-             aborted_at: str = '') -> dict[str, float]:
-    """The protocol's metric columns: abort (the 1-based step, and the clients left after it),
-    dropouts per step, the threshold, the bytes of the protocol's own messages per selected
+def _columns(session: protocol.Session, threshold: int, aborted_at: str = '') -> dict[str, float]:
+    """The protocol's metric columns: abort (the 1-based step) and the clients left after the
+    last step reached, who dropped at each step (those that gave up in step 1 for want of
+    neighbours included), the threshold, the bytes of the protocol's own messages per selected
     client (keys, encrypted shares, unmasking requests and responses; the masked input is the
     uplink ledger's) and its compute seconds."""
     ledger, n = session.ledger, len(session.ids)
-    left = n
-    for step in protocol.STEPS[:protocol.STEPS.index(aborted_at or 'unmasking') + 1]:
-        left -= len(dropouts.by_step.get(step, ()))
+    alive, dropped = set(session.ids), {}
+    for step in protocol.STEPS:
+        after = session.survivors.get(step, alive)  # A step not reached: nobody dropped there.
+        dropped[step], alive = len(alive - after), after
     columns = {'secagg_aborted': int(bool(aborted_at)),
                'secagg_abort_step': protocol.STEPS.index(aborted_at) + 1 if aborted_at else 0,
-               'secagg_clients_left': left,
+               'secagg_clients_left': len(alive),
                'secagg_threshold': threshold,
                'secagg_client_sent_bytes': sum(
                    size for sent in ledger.sent.values() for step, size in sent.items()
@@ -224,7 +227,7 @@ def _columns(session: protocol.Session, dropouts: protocol.Dropouts, threshold: 
                'secagg_client_seconds': ledger.client_seconds / n,
                'secagg_server_seconds': ledger.server_seconds}
     for step in protocol.STEPS:
-        columns[f'secagg_dropped_{step}'] = len(dropouts.by_step.get(step, ()))
+        columns[f'secagg_dropped_{step}'] = dropped[step]
     return columns
 
 
@@ -305,6 +308,22 @@ def compose_with_secagg(
     return SecAggLearningProcess(composed, next_fn, packing, bits, settings, masked_upload)
 
 
+def _check(config, selection: options.Selection) -> None:
+    """With over-selection the server takes only the first K masked inputs: t must not exceed
+    K."""
+    if config.over_selection <= 0:
+        return
+    cohort = secure.max_cohort(config, selection)
+    settings = SecAggSettings(config.secagg_threshold, config.secagg_neighbors)
+    threshold, holders = settings.threshold(cohort), settings.holders(cohort)
+    if threshold > config.clients_per_round:
+        raise options.OptionError(
+            'secagg_threshold', f't = {threshold} of the {cohort} selected clients is more than '
+            f'the {config.clients_per_round} whose masked inputs the server takes with '
+            f'--over_selection, so every round would abort; use --secagg_threshold below '
+            f'{config.clients_per_round / holders:.2f}')
+
+
 def _uplink_encoding(config) -> ledger.UplinkEncoding:
     """A masked upload: the packed vector's values at M bits each."""
     bits = modulus_bits(config.secure_bits, secure.max_cohort(config, config.selection()))
@@ -333,6 +352,7 @@ SECAGG = options.Registry(
                       options.CLIENT_STATE: 'client state composes its own round',
                       options.ASYNCHRONOUS: 'a buffer of asynchronous updates has no cohort '
                                             'to share keys in'},
+            check=_check,
             uplink_encoding=lambda config, weighted: _uplink_encoding(config),
             client_extras=lambda config, masked_labels: {'secagg': SecAggSettings(
                 threshold_fraction=config.secagg_threshold, neighbours=config.secagg_neighbors,

@@ -155,3 +155,15 @@ def test_the_fraction_of_clipped_values_is_reported(tff_runtime, secure_range, c
         assert row['secure_clipped_fraction'] > clipped  # Most update values exceed 1e-5.
     else:
         assert row['secure_clipped_fraction'] == 0.0
+
+
+def test_a_value_clipped_to_the_range_packs_to_the_top_level_at_24_bits(tff_runtime):
+    """In float32, (R + R) / Δ rounds to 2^24 for R = 0.3 at B = 24, one past the top level: a
+    masked sum (which does not clip integers) would overflow its modulus."""
+    import tensorflow as tf
+    from fl_tff.communication.secure import Packing
+    step = quantization_step(24, 0.3)
+    assert int(tf.round(tf.constant(0.6, tf.float32) / tf.constant(step, tf.float32))) == 2 ** 24
+    packed = Packing(24, 0.3, tff.TensorType(np.float32, [3])).encode(
+        tf.constant([5.0, 0.3, -9.0]))
+    assert list(packed.numpy()[:3]) == [2 ** 24 - 1, 2 ** 24 - 1, 0]

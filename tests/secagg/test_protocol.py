@@ -134,3 +134,19 @@ def test_masked_uploads_are_uniform_and_uncorrelated_with_the_input_while_plain_
     # The same tests find the input when it is sent unmasked.
     assert uniform_p(inputs) < 1e-12
     assert np.corrcoef(inputs.astype(float), inputs.astype(float))[0, 1] > 0.99
+
+
+def test_a_client_whose_neighbours_left_drops_out_and_the_rest_still_sum():
+    """SecAgg+ with k = 2, t = 2: when both of a client's ring neighbours fail to advertise
+    keys, that client cannot share its secrets t ways and drops out of step 1 (it does not
+    abort the round); the others' sum is exact."""
+    values = _values(8)
+    graph = protocol.neighbours(sorted(values), 2, 0)
+    lonely = 1
+    gone = graph[lonely]
+    assert len(gone) == 2
+    result = protocol.run(values, bits=BITS, threshold=2, neighbours_k=2,
+                          dropouts=protocol.Dropouts({'advertise_keys': frozenset(gone)}))
+    assert not result.aborted
+    assert set(result.contributors) == set(values) - gone - {lonely}
+    np.testing.assert_array_equal(result.total, _expected(values, result.contributors))

@@ -85,15 +85,18 @@ def test_fedavg_with_the_protocol_equals_the_structural_secure_sum_exactly(
         assert not np.array_equal(got, before)  # The round did train.
 
 
-def test_secagg_plus_neighbourhoods_give_the_same_model(processes, tff_runtime):
-    """k = 4 neighbours on a ring: each client's secrets have 5 holders, t = 3."""
+@pytest.mark.parametrize('step', ['share_keys', 'masked_input'])
+def test_secagg_plus_neighbourhoods_give_the_same_model(processes, tff_runtime, step):
+    """k = 4 neighbours on a ring: each client's secrets have 5 holders, t = 3. A client that
+    drops after sharing leaves pairwise masks the server rebuilds over the sparse graph."""
     structural, _, select = processes['uniform']
     sparse, _ = _build(dataclasses.replace(BASE, secagg=True, secagg_neighbors=4))
     assert sparse.settings.threshold(N) == 3
     plan = select.plan(1)
     plan, data = _round(select, set(plan.selected) - {plan.selected[-1]})
-    out = sparse.next_for_plan(sparse.initialize(), data, plan, dropouts=_dropouts('share_keys', 1))
+    out = sparse.next_for_plan(sparse.initialize(), data, plan, dropouts=_dropouts(step, 1))
     assert out.columns['secagg_aborted'] == 0
+    assert out.columns[f'secagg_dropped_{step}'] == 1
     expected = structural.next(structural.initialize(), data)
     for got, want in zip(_weights(sparse, out.state), _weights(structural, expected.state)):
         np.testing.assert_array_equal(got, want)
@@ -199,6 +202,8 @@ def test_the_protocol_dropouts_follow_the_plan():
      '--dp: --dp=fixed does not combine with --secagg: TFF\'s DP aggregator'),
     (dict(algorithm='fedsgd'), '--algorithm: --secagg needs an algorithm whose round can add'),
     (dict(secagg_threshold=1.0), r'--secagg_threshold: must be in \[0, 1\)'),
+    (dict(over_selection=1.0), '--secagg_threshold: t = 9 of the 16 selected clients is more '
+                               'than the 8 whose masked inputs the server takes'),
 ])
 def test_bad_secagg_settings_name_the_flag(overrides, message):
     with pytest.raises(ConfigError, match=message):
