@@ -53,6 +53,10 @@ LAST_ROUND = 'last_round'
 
 TIMING_COLUMNS = ('round_seconds', 'eval_seconds', 'elapsed_seconds')
 
+# The training columns of a round that trained nothing (everyone dropped, or the secure
+# aggregation protocol aborted): NaN by design, not divergence.
+NO_TRAINING = {'train_loss': float('nan'), 'train_accuracy': float('nan'), 'train_examples': 0}
+
 
 def flatten_training_metrics(metrics) -> Metrics:
     """The scalar columns we report from a LearningProcess's nested metrics.
@@ -203,11 +207,11 @@ def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_ever
                 row.update(measured())
             state = output.state
             if output.metrics is None:  # Aborted: the model is unchanged this round.
-                row.update(train_loss=float('nan'), train_accuracy=float('nan'), train_examples=0)
+                row.update(NO_TRAINING)
             else:
                 row.update(flatten_training_metrics(output.metrics))
         else:  # Every selected client dropped out: the model is unchanged this round.
-            row.update(train_loss=float('nan'), train_accuracy=float('nan'), train_examples=0)
+            row.update(NO_TRAINING)
         row['round_seconds'] = time.monotonic() - t0
         if evaluate:
             t1 = time.monotonic()
