@@ -12,9 +12,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files, models,
-                    options, personalized_evaluation, reporting, round_hooks, runtime, simulation,
-                    weighting)
+from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files,
+                    interrupts, models, options, personalized_evaluation, reporting, round_hooks,
+                    runtime, simulation, weighting)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.algorithms import asynchronous
 from fl_tff.data import client_files, tff_datasets
@@ -292,8 +292,9 @@ def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print,
                                  wait_for_lock=config.wait_for_lock, log=log)
     progress = _Progress()
     try:
-        return _train(config, run, fed_data, model_fn, keras_fn, select, privacy_ledger, epochs,
-                      log, progress, attack, on_round)
+        with interrupts.never_dropped():
+            return _train(config, run, fed_data, model_fn, keras_fn, select, privacy_ledger,
+                          epochs, log, progress, attack, on_round)
     except KeyboardInterrupt:  # Anywhere in the run: say what is on disk.
         raise progress.interrupted(run.path) from None
     finally:
@@ -389,6 +390,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
             checkpointer.maybe_save(new_state, row['round'], force=row['round'] == config.rounds)
             if round_callback is not None:
                 round_callback(row)
+            interrupts.raise_if_dropped()  # The round is on disk: stop here if Ctrl-C was lost.
 
         try:
             state, history = simulation.run_training(

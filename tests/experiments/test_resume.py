@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -116,6 +117,34 @@ def test_ctrl_c_is_one_line_exit_130_and_a_concurrent_run_is_refused_naming_the_
                          if n.startswith('program_state_'))
     assert resume == checkpoints[-1] + 1 and resume > last - 3
     assert live_worker_pids() - before == set()
+
+
+def _drop_a_keyboard_interrupt():
+    """What CI hit: Ctrl-C raised inside a weakref callback, which Python prints and drops."""
+    class Collected:
+        pass
+    obj = Collected()
+    def callback(_):
+        raise KeyboardInterrupt
+    ref = weakref.ref(obj, callback)
+    del obj  # The callback runs now; its KeyboardInterrupt cannot propagate.
+    return ref
+
+
+def test_ctrl_c_that_python_dropped_in_a_weakref_callback_still_stops_after_that_round(
+        tff_runtime, tmp_path, capsys):
+    hook = sys.unraisablehook
+    def on_round(row):
+        if row['round'] == 4:
+            _drop_a_keyboard_interrupt()
+    with pytest.raises(experiment.RunInterrupted) as raised:
+        experiment.run_experiment(_config(tmp_path), log=lambda line: None, on_round=on_round)
+    assert str(raised.value) == ('interrupted after round 4; rerun the same command to resume '
+                                 'from round 4')
+    (run_dir,) = tmp_path.iterdir()
+    assert [int(r['round']) for r in _rows(run_dir)] == [1, 2, 3, 4]
+    assert 'Exception ignored' not in capsys.readouterr().err  # Remembered, not printed.
+    assert sys.unraisablehook is hook  # Outside a run, whatever hook was there is back.
 
 
 def test_a_larger_rounds_extends_a_finished_run_past_a_corrupted_newest_checkpoint(
