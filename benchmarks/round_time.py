@@ -294,9 +294,12 @@ def _main() -> None:
                                      model_aggregator=build_model_aggregator(config, max_weight=float(n)),
                                      **extras),
                         data.dataset_computation), data.select, select=data.select if extras else None))
+                # As the driver runs it: the worker reads each client's control variate from
+                # a file beside the client files (`StatefulLearningProcess.reading_states_from`).
                 makers['scaffold'] = ('SCAFFOLD', lambda: _rounds(
                     simulation.compose(build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
-                                                      server_optimizer=_sgd(1.0)),
+                                                      server_optimizer=_sgd(1.0)).reading_states_from(
+                                           os.path.join(directory, 'client_states')),
                                        data.dataset_computation),
                     data.select, select=data.select))
             variants = {name: make() for key, (name, make) in makers.items()

@@ -349,6 +349,9 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                                     max(fed_data.train_sizes.values()), epochs),
                                 dataset_computation=select.dataset_computation(train_files))
         client_states, versions = None, None
+        if isinstance(process, client_state.StatefulLearningProcess):
+            # Each worker reads its clients' states beside their data; new ones come back.
+            process = process.reading_states_from(os.path.join(data_dir, 'client_states'))
         if isinstance(process, client_state.ProcessWithClientState):
             client_states = client_state.ClientStateStore(process.initial_client_state())
             cleanup.callback(client_states.close)

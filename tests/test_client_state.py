@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow_federated as tff
 
 from fl_tff import client_state, experiment, simulation
 from fl_tff.config import ExperimentConfig
@@ -34,7 +35,7 @@ def test_the_store_spills_beyond_its_memory_bound_and_snapshots_everything(tmp_p
 
 
 def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_interface(
-        tff_runtime):
+        tff_runtime, tmp_path):
     config = ExperimentConfig(model='logreg', num_clients=8, clients_per_round=4,
                               client_epochs=1, compression='topk', compression_k=0.1,
                               error_feedback=True, client_weighting='examples_processed')
@@ -53,15 +54,37 @@ def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_in
                          client_states=states)
     again = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=1,
                          client_states=states)
-    for a, b in zip(first.client_states, again.client_states):
-        for x, y in zip(a, b):
+    # States read from files in the worker (with the per-client seeds error feedback also takes).
+    from_files = process.reading_states_from(str(tmp_path / 'states')).next(
+        state, plan_rounds(select, plan), client_ids=ids, round_num=1, client_states=states)
+    for a, b, c in zip(first.client_states, again.client_states, from_files.client_states):
+        for x, y, z in zip(a, b, c):
             np.testing.assert_array_equal(x, y)
+            np.testing.assert_array_equal(x, z)
     # Top-10% leaves most of each update behind: the residuals are the new client states.
     assert all(np.any(s[0]) for s in first.client_states)
     assert all(not np.any(s[0]) for s in states)  # The inputs were not modified.
     with pytest.raises(ValueError, match='one each per participant'):
         process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=1,
                      client_states=states[:1])
+
+
+def test_a_state_file_reads_back_every_dtype_and_shape_and_strings_are_refused(
+        tff_runtime, tmp_path):
+    state_type = tff.StructType([
+        ('weights', tff.TensorType(np.float32, [3, 2])), ('count', tff.TensorType(np.int64, [])),
+        ('mask', tff.TensorType(np.bool_, [4])), ('empty', tff.TensorType(np.float32, [0])),
+        ('wide', tff.TensorType(np.float64, [2]))])
+    state = [np.arange(6, dtype=np.float32).reshape(3, 2), np.int64(-7),
+             np.array([True, False, True, True]), np.zeros([0], np.float32),
+             np.array([1e300, -2.5])]
+    read = client_state.build_state_reader(state_type)(
+        client_state._write_state(str(tmp_path / 'state.bin'), state))
+    for name, expected in zip(('weights', 'count', 'mask', 'empty', 'wide'), state):
+        np.testing.assert_array_equal(read[name], expected)
+        assert np.asarray(read[name]).dtype == np.asarray(expected).dtype
+    with pytest.raises(TypeError, match='cannot be read from a file'):
+        client_state.build_state_reader(tff.StructType([tff.TensorType(np.str_, [])]))
 
 
 def test_saving_and_loading_a_snapshot_keep_the_memory_bound_and_a_closed_store_refuses(tmp_path):

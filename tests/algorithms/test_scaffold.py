@@ -59,13 +59,25 @@ def _run_scaffold(process, select, rounds):
     return state, stored
 
 
-def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, keras_fn):
+def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, keras_fn, tmp_path):
     model_fn, select = setup
     process = build_scaffold(model_fn, num_clients=NUM_CLIENTS, client_optimizer=SGD(LR),
                              server_optimizer=SGD(1.0),
                              weighting=tff.learning.ClientWeighting.UNIFORM)
     initial = process.get_model_weights(process.initialize())
     state, stored = _run_scaffold(process, select, 3)
+    # The same rounds with the control variates read from files inside the worker: identical.
+    from_files = process.reading_states_from(str(tmp_path / 'states'))
+    assert from_files.next_computation.type_signature.parameter[2].member.dtype.type is np.str_
+    state_f, stored_f = _run_scaffold(from_files, select, 3)
+    for a, b in zip(process.get_model_weights(state).trainable,
+                    from_files.get_model_weights(state_f).trainable):
+        np.testing.assert_array_equal(a, b)
+    assert stored_f.keys() == stored.keys()
+    for cid in stored:
+        for a, b in zip(stored[cid], stored_f[cid]):
+            np.testing.assert_array_equal(a, b)
+    assert list((tmp_path / 'states').iterdir()) == []  # Each round's files are gone after it.
 
     x = [np.asarray(w) for w in initial.trainable]
     c = [np.zeros_like(w) for w in x]
