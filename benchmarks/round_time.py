@@ -48,7 +48,7 @@ import tensorflow_federated as tff
 
 from benchmarks.workload import BATCH, HIDDEN, LR, peak_rss_mib
 from benchmarks import workload
-from fl_tff import runtime, simulation
+from fl_tff import runtime, simulation, worker_values
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
 from fl_tff.config import ExperimentConfig
@@ -118,6 +118,14 @@ class _Workload:
         self.dataset_computation = self.select.dataset_computation(self.files)
         self.batched = [tf.data.Dataset.from_tensor_slices(
             collections.OrderedDict(x=x, y=y)).batch(BATCH) for x, y in zip(self.xs, self.ys)]
+        self._values_dir = os.path.join(directory, 'client_values')
+
+    def compose(self, process):
+        """`process` as the driver runs it: composed with the worker's dataset computation, and
+        reading per-client values (client states, SecAgg masks) from files in the worker."""
+        if isinstance(process, worker_values.ReadsValuesFromFiles):
+            process = process.reading_values_from(self._values_dir)
+        return simulation.compose(process, self.dataset_computation)
 
 
 def _rounds(process, inputs, select=None):
@@ -288,19 +296,14 @@ def _main() -> None:
                     for _, option in config.selection().items():
                         if option.client_extras is not None:
                             extras.update(option.client_extras(config, ()))
-                    makers[name] = (name, lambda config=config, extras=extras: _rounds(simulation.compose(
+                    makers[name] = (name, lambda config=config, extras=extras: _rounds(data.compose(
                         build_fedavg(model_fn, client_optimizer=_sgd(LR), server_optimizer=_sgd(1.0),
                                      weighting=config.option('client_weighting').build(padding_labels=()),
                                      model_aggregator=build_model_aggregator(config, max_weight=float(n)),
-                                     **extras),
-                        data.dataset_computation), data.select, select=data.select if extras else None))
-                # As the driver runs it: the worker reads each client's control variate from
-                # a file beside the client files (`StatefulLearningProcess.reading_states_from`).
+                                     **extras)), data.select, select=data.select if extras else None))
                 makers['scaffold'] = ('SCAFFOLD', lambda: _rounds(
-                    simulation.compose(build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
-                                                      server_optimizer=_sgd(1.0)).reading_states_from(
-                                           os.path.join(directory, 'client_states')),
-                                       data.dataset_computation),
+                    data.compose(build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
+                                                server_optimizer=_sgd(1.0))),
                     data.select, select=data.select))
             variants = {name: make() for key, (name, make) in makers.items()
                         if _ONLY.value in ('', key)}

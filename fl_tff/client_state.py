@@ -18,13 +18,9 @@ checkpoints and evaluators are unchanged. (A process with client state cannot ru
 `tff.simulation.run_training_process`, whose `next` takes data only.)
 
 How states reach the clients: by default `next` hands them to TFF, which serializes every
-selected client's state into the request to the worker, and costs the driver several copies of
-it (at K = 50 with a 2NN's 200k floats per state, about 0.5 s of a 3 s round).
-`reading_states_from(directory)` gives the same process with a TFF computation in front of
-`next` that reads each client's state from a file in `directory` inside the worker: `next`
-writes the participants' states there for the round (one raw file per client, removed after the
-round) and sends paths. The new states come back through TFF as before, so the simulation still
-owns and stores them; the results are identical (a test compares them bit for bit).
+selected client's state into its request to the worker. `reading_values_from(directory)` gives
+the same process whose workers read them from files instead (`fl_tff.worker_values`); the new
+states come back through TFF as before, so the simulation still owns and stores them.
 """
 
 from __future__ import annotations
@@ -40,10 +36,9 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process
+from fl_tff import composed_process, worker_values
 
 # A client's state as the store keeps it: its tensors, flattened in the state type's order.
 FlatState = list[np.ndarray]
@@ -93,43 +88,19 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
         self._state_type, self._client_inputs = client_state_type, client_inputs
         self._initial = initial_client_state or [
             np.zeros(t.shape, t.dtype) for t in tff.structure.flatten(client_state_type)]
-        self._state_dir: Optional[str] = None  # Set by `reading_states_from`.
+        self._state_dir: Optional[str] = None  # Set by `reading_values_from`.
 
     def initial_client_state(self) -> FlatState:
         return [t.copy() for t in self._initial]
 
-    def reading_states_from(self, directory: str) -> 'StatefulLearningProcess':
-        """The same process whose clients read their states inside the worker from files that
-        `next` writes in `directory` (see the module docstring). The workers must see
-        `directory` at the same path (the run's client-files directory is such a place).
-
-        Args:
-          directory: Where each round's state files go (created if missing).
-
-        Returns:
-          A process of the same class with the same state, weights and results.
+    def reading_values_from(self, directory: str) -> 'StatefulLearningProcess':
+        """The same process whose workers read the participants' states from files that `next`
+        writes in `directory` for each round (implements `worker_values.ReadsValuesFromFiles`).
 
         Raises:
-          TypeError: A client state tensor whose dtype cannot be read back from raw bytes.
+          TypeError: A client state dtype that raw bytes cannot carry.
         """
-        if self._state_dir is not None:
-            raise ValueError(f'this process already reads client states from {self._state_dir}')
-        read_state = build_state_reader(self._state_type)
-        inner = self._next_fn
-        params = list(inner.type_signature.parameter)
-        paths_type = tff.FederatedType(np.str_, tff.CLIENTS)
-
-        if len(params) == 3:
-            @tff.federated_computation(params[0], params[1], paths_type)
-            def next_fn(state, client_data, state_paths):
-                return inner(state, client_data, tff.federated_map(read_state, state_paths))
-        else:
-            @tff.federated_computation(params[0], params[1], paths_type, params[3])
-            def next_fn(state, client_data, state_paths, client_inputs):
-                return inner(state, client_data, tff.federated_map(read_state, state_paths),
-                             client_inputs)
-
-        process = self.with_next(next_fn)
+        process = self.with_next(worker_values.read_from_paths(self._next_fn, 2))
         process._state_dir = directory
         return process
 
@@ -145,55 +116,10 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
                       for s in client_states]
             new_state, metrics, new_states = self._next_fn(state, client_data, packed, *inputs)
         else:
-            os.makedirs(self._state_dir, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix='round_', dir=self._state_dir) as round_dir:
-                paths = [_write_state(os.path.join(round_dir, f'{i}.bin'), s)
-                         for i, s in enumerate(client_states)]
+            with worker_values.round_files(self._state_dir, client_states) as paths:
                 new_state, metrics, new_states = self._next_fn(state, client_data, paths, *inputs)
         return StatefulOutput(new_state, metrics, [
             [np.asarray(t) for t in tff.structure.flatten(s)] for s in new_states])
-
-
-# decode_raw's dtypes: what a state file can hold.
-_RAW_DTYPES = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
-               np.uint8, np.uint16, np.complex64, np.complex128, np.bool_)
-
-
-def _write_state(path: str, state: FlatState) -> str:
-    """Writes a client's state as its tensors' little-endian bytes, one after another."""
-    with open(path, 'wb') as f:
-        for tensor in state:
-            tensor = np.asarray(tensor)
-            f.write(np.ascontiguousarray(tensor, tensor.dtype.newbyteorder('<')).data)
-    return path
-
-
-def build_state_reader(state_type: tff.Type) -> tff.Computation:
-    """A `tff.tensorflow.computation` path -> the client state of `state_type` written at
-    `path` by `_write_state` (what runs in the worker).
-
-    Raises:
-      TypeError: A tensor of `state_type` whose dtype cannot be read back from raw bytes.
-    """
-    tensors = tff.structure.flatten(state_type)
-    for t in tensors:
-        if t.dtype.type not in _RAW_DTYPES:
-            raise TypeError(f'client state dtype {t.dtype} cannot be read from a file; '
-                            f'supported: {", ".join(np.dtype(d).name for d in _RAW_DTYPES)}')
-    sizes = [int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype.type).itemsize
-             for t in tensors]
-    offsets = np.cumsum([0, *sizes[:-1]]).tolist()
-
-    @tff.tensorflow.computation(np.str_)
-    def read_state(path):
-        content = tf.io.read_file(path)
-        flat = [tf.reshape(tf.io.decode_raw(tf.strings.substr(content, offset, size),
-                                            tf.as_dtype(t.dtype.type), little_endian=True),
-                           t.shape)
-                for t, offset, size in zip(tensors, offsets, sizes)]
-        return tff.structure.pack_sequence_as(state_type, flat)
-
-    return read_state
 
 
 class ClientStateStore:

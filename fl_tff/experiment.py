@@ -14,7 +14,7 @@ import tensorflow_federated as tff
 
 from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files,
                     interrupts, models, options, personalized_evaluation, reporting, round_hooks,
-                    runtime, simulation, weighting)
+                    runtime, simulation, weighting, worker_values)
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.algorithms import asynchronous
 from fl_tff.data import client_files, tff_datasets
@@ -349,9 +349,9 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                                     max(fed_data.train_sizes.values()), epochs),
                                 dataset_computation=select.dataset_computation(train_files))
         client_states, versions = None, None
-        if isinstance(process, client_state.StatefulLearningProcess):
-            # Each worker reads its clients' states beside their data; new ones come back.
-            process = process.reading_states_from(os.path.join(data_dir, 'client_states'))
+        if isinstance(process, worker_values.ReadsValuesFromFiles):
+            # Each worker reads its clients' states (or SecAgg masks) beside their data.
+            process = process.reading_values_from(os.path.join(data_dir, 'client_values'))
         if isinstance(process, client_state.ProcessWithClientState):
             client_states = client_state.ClientStateStore(process.initial_client_state())
             cleanup.callback(client_states.close)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow_federated as tff
 
 from fl_tff import client_state, experiment, simulation
 from fl_tff.config import ExperimentConfig
@@ -55,7 +54,7 @@ def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_in
     again = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=1,
                          client_states=states)
     # States read from files in the worker (with the per-client seeds error feedback also takes).
-    from_files = process.reading_states_from(str(tmp_path / 'states')).next(
+    from_files = process.reading_values_from(str(tmp_path / 'states')).next(
         state, plan_rounds(select, plan), client_ids=ids, round_num=1, client_states=states)
     for a, b, c in zip(first.client_states, again.client_states, from_files.client_states):
         for x, y, z in zip(a, b, c):
@@ -67,24 +66,6 @@ def test_a_process_with_client_state_has_a_pure_next_and_the_learning_process_in
     with pytest.raises(ValueError, match='one each per participant'):
         process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=1,
                      client_states=states[:1])
-
-
-def test_a_state_file_reads_back_every_dtype_and_shape_and_strings_are_refused(
-        tff_runtime, tmp_path):
-    state_type = tff.StructType([
-        ('weights', tff.TensorType(np.float32, [3, 2])), ('count', tff.TensorType(np.int64, [])),
-        ('mask', tff.TensorType(np.bool_, [4])), ('empty', tff.TensorType(np.float32, [0])),
-        ('wide', tff.TensorType(np.float64, [2]))])
-    state = [np.arange(6, dtype=np.float32).reshape(3, 2), np.int64(-7),
-             np.array([True, False, True, True]), np.zeros([0], np.float32),
-             np.array([1e300, -2.5])]
-    read = client_state.build_state_reader(state_type)(
-        client_state._write_state(str(tmp_path / 'state.bin'), state))
-    for name, expected in zip(('weights', 'count', 'mask', 'empty', 'wide'), state):
-        np.testing.assert_array_equal(read[name], expected)
-        assert np.asarray(read[name]).dtype == np.asarray(expected).dtype
-    with pytest.raises(TypeError, match='cannot be read from a file'):
-        client_state.build_state_reader(tff.StructType([tff.TensorType(np.str_, [])]))
 
 
 def test_saving_and_loading_a_snapshot_keep_the_memory_bound_and_a_closed_store_refuses(tmp_path):

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options
+from fl_tff import composed_process, options, worker_values
 from fl_tff.communication import ledger, secure
 from fl_tff.secagg import protocol
 
@@ -148,6 +148,15 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         super().__init__(composed, next_fn)
         self.packing, self.bits, self.settings = packing, bits, settings
         self.masked_upload = masked_upload
+        self._masks_dir: Optional[str] = None  # Set by `reading_values_from`.
+
+    def reading_values_from(self, directory: str) -> 'SecAggLearningProcess':
+        """The same process whose workers read each client's mask from a file that
+        `next_for_plan` writes in `directory` for the round (implements
+        `worker_values.ReadsValuesFromFiles`)."""
+        process = self.with_next(worker_values.read_from_paths(self._next_fn, 2))
+        process._masks_dir = directory
+        return process
 
     def next_for_plan(self, state: Any, client_data: list, plan: 'RoundPlan',
                       dropouts: Optional[protocol.Dropouts] = None) -> ProtocolRoundOutput:
@@ -198,9 +207,15 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         except protocol.ProtocolAborted as e:
             columns = _columns(session, threshold, aborted_at=e.step)
             return ProtocolRoundOutput(state, None, columns, str(e))
-        new_state, metrics = self._next_fn(
-            state, [client_data[i] for i in kept],
-            [masks[participants[i]].astype(np.int32) for i in kept], correction.astype(np.int64))
+        uploads = [client_data[i] for i in kept]
+        client_masks = [masks[participants[i]].astype(np.int32) for i in kept]
+        if self._masks_dir is None:
+            new_state, metrics = self._next_fn(state, uploads, client_masks,
+                                               correction.astype(np.int64))
+        else:
+            with worker_values.round_files(self._masks_dir, [[m] for m in client_masks]) as paths:
+                new_state, metrics = self._next_fn(state, uploads, paths,
+                                                   correction.astype(np.int64))
         return ProtocolRoundOutput(new_state, metrics, _columns(session, threshold))
 
 

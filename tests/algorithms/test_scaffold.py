@@ -67,7 +67,7 @@ def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, kera
     initial = process.get_model_weights(process.initialize())
     state, stored = _run_scaffold(process, select, 3)
     # The same rounds with the control variates read from files inside the worker: identical.
-    from_files = process.reading_states_from(str(tmp_path / 'states'))
+    from_files = process.reading_values_from(str(tmp_path / 'states'))
     assert from_files.next_computation.type_signature.parameter[2].member.dtype.type is np.str_
     state_f, stored_f = _run_scaffold(from_files, select, 3)
     for a, b in zip(process.get_model_weights(state).trainable,

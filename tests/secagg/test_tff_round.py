@@ -85,6 +85,21 @@ def test_fedavg_with_the_protocol_equals_the_structural_secure_sum_exactly(
         assert not np.array_equal(got, before)  # The round did train.
 
 
+def test_masks_read_from_files_in_the_worker_give_the_same_model(processes, tmp_path):
+    """As the driver runs it: each client's mask travels as a file its worker reads."""
+    _, masked, select = processes['examples']
+    from_files = masked.reading_values_from(str(tmp_path / 'masks'))
+    assert from_files.next_computation.type_signature.parameter[2].member.dtype.type is np.str_
+    plan = select.plan(1)
+    plan, data = _round(select, set(plan.selected) - {plan.selected[-1]})
+    dropouts = _dropouts('share_keys', 1)
+    shipped = masked.next_for_plan(masked.initialize(), data, plan, dropouts=dropouts)
+    read = from_files.next_for_plan(masked.initialize(), data, plan, dropouts=dropouts)
+    for got, want in zip(_weights(masked, read.state), _weights(masked, shipped.state)):
+        np.testing.assert_array_equal(got, want)
+    assert list((tmp_path / 'masks').iterdir()) == []
+
+
 @pytest.mark.parametrize('step', ['share_keys', 'masked_input'])
 def test_secagg_plus_neighbourhoods_give_the_same_model(processes, tff_runtime, step):
     """k = 4 neighbours on a ring: each client's secrets have 5 holders, t = 3. A client that
