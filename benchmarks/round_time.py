@@ -13,7 +13,8 @@ Prints the first round (trace) separately, the steady-state median seconds per r
 ratios to (c), the weight difference between (a) and (s) (the same rounds), and peak RSS.
 
 With `--features`: DP-FedAvg (fixed clip), secure FedAvg (structural, and with the SecAgg
-protocol's masked uploads), 8-bit compression and SCAFFOLD, each
+protocol's masked uploads), 8-bit compression and SCAFFOLD (and SCAFFOLD with its client
+states inside TFF's request, the transport before `fl_tff.worker_values`), each
 built by the library from its options and composed as the driver composes it, against (a) and
 (c). With `--memory`: each of (a), (b), (c) alone in its own process (RSS is per process). With
 `--workers`: FedAvg on one local worker against two (TFF's mergeable context, as `--workers`
@@ -301,10 +302,14 @@ def _main() -> None:
                                      weighting=config.option('client_weighting').build(padding_labels=()),
                                      model_aggregator=build_model_aggregator(config, max_weight=float(n)),
                                      **extras)), data.select, select=data.select if extras else None))
+                scaffold = lambda: build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
+                                                  server_optimizer=_sgd(1.0))
                 makers['scaffold'] = ('SCAFFOLD', lambda: _rounds(
-                    data.compose(build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
-                                                server_optimizer=_sgd(1.0))),
-                    data.select, select=data.select))
+                    data.compose(scaffold()), data.select, select=data.select))
+                # The control variates inside TFF's request instead (before worker_values).
+                makers['scaffold_request'] = ('SCAFFOLD, states in the request', lambda: _rounds(
+                    simulation.compose(scaffold(), data.dataset_computation), data.select,
+                    select=data.select))
             variants = {name: make() for key, (name, make) in makers.items()
                         if _ONLY.value in ('', key)}
             times = _interleave(variants, _ROUNDS.value)

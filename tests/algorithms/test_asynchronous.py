@@ -78,7 +78,7 @@ def _plain_updates(keras_fn, select, async_select, initial, rounds, server_updat
 
 
 def test_fedbuff_equals_its_paper_update_with_stale_clients(tff_runtime, setup, keras_fn,
-                                                            skewed_digits):
+                                                            skewed_digits, tmp_path):
     model_fn, select = setup
     # Real client sizes and spread-out devices: buffers hold stale updates.
     clock = _clock(select, skewed_digits.train_sizes, sigma=1.0, seed=2)
@@ -87,6 +87,11 @@ def test_fedbuff_equals_its_paper_update_with_stale_clients(tff_runtime, setup, 
     process = build_fedbuff(model_fn, concurrency=4, buffer_size=2, client_optimizer=SGD(LR),
                             server_optimizer=SGD(1.0))
     weights, _ = _run(process, async_select, 5)
+    # Start weights read from files inside the worker (as the driver runs it): identical.
+    from_files, _ = _run(process.reading_values_from(str(tmp_path / 'starts')), async_select, 5)
+    for a, b in zip(weights.trainable, from_files.trainable):
+        np.testing.assert_array_equal(a, b)
+    assert list((tmp_path / 'starts').iterdir()) == []
 
     def fedbuff(x, plan, starts, trained):
         # x - sum_i w_i s(tau_i) (start_i - trained_i) / sum_i w_i, s = 1/sqrt(1 + tau).
