@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, worker_values
+from fl_tff import composed_process
 
 # A client's state as the store keeps it: its tensors, flattened in the state type's order.
 FlatState = list[np.ndarray]
@@ -88,21 +88,9 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
         self._state_type, self._client_inputs = client_state_type, client_inputs
         self._initial = initial_client_state or [
             np.zeros(t.shape, t.dtype) for t in tff.structure.flatten(client_state_type)]
-        self._state_dir: Optional[str] = None  # Set by `reading_values_from`.
 
     def initial_client_state(self) -> FlatState:
         return [t.copy() for t in self._initial]
-
-    def reading_values_from(self, directory: str) -> 'StatefulLearningProcess':
-        """The same process whose workers read the participants' states from files that `next`
-        writes in `directory` for each round (implements `worker_values.ReadsValuesFromFiles`).
-
-        Raises:
-          TypeError: A client state dtype that raw bytes cannot carry.
-        """
-        process = self.with_next(worker_values.read_from_paths(self._next_fn, 2))
-        process._state_dir = directory
-        return process
 
     def next(self, state: Any, client_data: list, *, client_ids: Sequence[str], round_num: int,
              client_states: Sequence[FlatState]) -> StatefulOutput:
@@ -111,13 +99,9 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
             raise ValueError(f'{len(client_ids)} client ids, {len(client_data)} datasets and '
                              f'{len(client_states)} client states: one each per participant')
         inputs = () if self._client_inputs is None else (self._client_inputs(round_num, client_ids),)
-        if self._state_dir is None:
-            packed = [tff.structure.pack_sequence_as(self._state_type, list(s))
-                      for s in client_states]
-            new_state, metrics, new_states = self._next_fn(state, client_data, packed, *inputs)
-        else:
-            with worker_values.round_files(self._state_dir, client_states) as paths:
-                new_state, metrics, new_states = self._next_fn(state, client_data, paths, *inputs)
+        packed = [tff.structure.pack_sequence_as(self._state_type, list(s)) for s in client_states]
+        new_state, metrics, new_states = self._next_with_values(
+            state, client_data, packed, *inputs, flatten=tff.structure.flatten)
         return StatefulOutput(new_state, metrics, [
             [np.asarray(t) for t in tff.structure.flatten(s)] for s in new_states])
 

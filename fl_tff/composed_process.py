@@ -5,14 +5,19 @@ TFF's `LearningProcess` fixes `next(state, client_data)`. Processes whose round 
 the same parts; `ComposedNextProcess` keeps the composed process's `initialize`, weights and
 hyperparameters, so checkpoints and evaluators are unchanged, and implements
 `fl_tff.simulation.worker_data.ComposableNext` (its `next` can be composed with a dataset
-computation).
+computation) and `fl_tff.worker_values.ReadsValuesFromFiles`: the per-client values its `next`
+takes after the client data (states, start weights, masks) can reach the workers as files.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import tensorflow_federated as tff
+
+from fl_tff import worker_values
 
 
 class ComposedNextProcess:
@@ -30,6 +35,7 @@ class ComposedNextProcess:
         self.set_model_weights = composed.set_model_weights
         self.get_hparams = composed.get_hparams
         self.set_hparams = composed.set_hparams
+        self._values_dir: Optional[str] = None  # Set by `reading_values_from`.
 
     @property
     def next_computation(self) -> tff.Computation:
@@ -42,3 +48,23 @@ class ComposedNextProcess:
         process = copy.copy(self)  # Keeps the subclass and its extras.
         process._next_fn = next_fn
         return process
+
+    def reading_values_from(self, directory: str):
+        """The same process whose workers read the per-client values of `next` (its third
+        parameter, after the client data) from files written in `directory` for each round.
+
+        Raises:
+          TypeError: A value dtype that raw bytes cannot carry.
+        """
+        process = self.with_next(worker_values.read_from_paths(self._next_fn, 2))
+        process._values_dir = directory
+        return process
+
+    def _next_with_values(self, state: Any, client_data: list, values: Sequence[Any], *rest: Any,
+                          flatten: Callable[[Any], Sequence[Any]]) -> Any:
+        """`next_fn(state, client_data, values, *rest)`, the values as they are or, after
+        `reading_values_from`, as the paths of files holding each one's `flatten`ed tensors."""
+        if self._values_dir is None:
+            return self._next_fn(state, client_data, list(values), *rest)
+        with worker_values.round_files(self._values_dir, [flatten(v) for v in values]) as paths:
+            return self._next_fn(state, client_data, paths, *rest)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import psutil
@@ -92,3 +93,15 @@ def to_batches(client_round):
 def plan_rounds(select, plan) -> list:
     """The rounds of `plan`'s participants (see `client_rounds`)."""
     return [select.client_round(task) for task in select.client_inputs(plan)]
+
+
+def raise_in_a_weakref_callback(exc_type) -> None:
+    """Raises `exc_type` inside a weakref callback, which Python cannot propagate: it hands it to
+    `sys.unraisablehook` (what CI hit with a Ctrl-C during garbage collection)."""
+    class Collected:
+        pass
+    obj = Collected()
+    def callback(_):
+        raise exc_type
+    ref = weakref.ref(obj, callback)  # pylint: disable=unused-variable
+    del obj  # The callback runs now.

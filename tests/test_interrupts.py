@@ -1,22 +1,11 @@
 """Ctrl-C that Python drops (raised in a weakref callback) is raised again, nothing else changes."""
 
 import sys
-import weakref
 
 import pytest
 
 from fl_tff import interrupts
-
-
-def _raise_in_a_weakref_callback(exc_type):
-    class Collected:
-        pass
-    obj = Collected()
-    def callback(_):
-        raise exc_type
-    ref = weakref.ref(obj, callback)
-    del obj
-    return ref
+from tests.helpers import raise_in_a_weakref_callback
 
 
 def test_a_dropped_keyboard_interrupt_is_raised_once_at_the_next_check_and_not_printed():
@@ -25,7 +14,7 @@ def test_a_dropped_keyboard_interrupt_is_raised_once_at_the_next_check_and_not_p
     try:
         with interrupts.never_dropped():
             interrupts.raise_if_dropped()  # Nothing dropped yet: no-op.
-            _raise_in_a_weakref_callback(KeyboardInterrupt)
+            raise_in_a_weakref_callback(KeyboardInterrupt)
             with pytest.raises(KeyboardInterrupt):
                 interrupts.raise_if_dropped()
             interrupts.raise_if_dropped()  # Raised once, then forgotten.
@@ -39,11 +28,11 @@ def test_other_dropped_exceptions_reach_the_previous_hook_and_the_hook_is_restor
     before, sys.unraisablehook = sys.unraisablehook, seen.append
     try:
         with interrupts.never_dropped():
-            _raise_in_a_weakref_callback(ValueError)
+            raise_in_a_weakref_callback(ValueError)
             interrupts.raise_if_dropped()
         assert [u.exc_type for u in seen] == [ValueError]
         assert sys.unraisablehook == seen.append
-        _raise_in_a_weakref_callback(KeyboardInterrupt)  # Outside: the previous hook gets it.
+        raise_in_a_weakref_callback(KeyboardInterrupt)  # Outside: the previous hook gets it.
         assert [u.exc_type for u in seen] == [ValueError, KeyboardInterrupt]
     finally:
         sys.unraisablehook = before

@@ -12,13 +12,13 @@ keeps the start weights (`VersionStore`).
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options, worker_values
+from fl_tff import composed_process, options
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 
@@ -66,14 +66,6 @@ class AsyncLearningProcess(composed_process.ComposedNextProcess):
                  next_fn: tff.Computation, scale_fn: Callable[[int], float]):
         super().__init__(composed, next_fn)
         self._scale_fn = scale_fn
-        self._weights_dir: Optional[str] = None  # Set by `reading_values_from`.
-
-    def reading_values_from(self, directory: str) -> 'AsyncLearningProcess':
-        """The same process whose workers read each client's start weights from a file that
-        `next` writes in `directory` (implements `worker_values.ReadsValuesFromFiles`)."""
-        process = self.with_next(worker_values.read_from_paths(self._next_fn, 2))
-        process._weights_dir = directory
-        return process
 
     def scale(self, staleness: int) -> float:
         """The factor an update of `staleness` is scaled by."""
@@ -88,11 +80,8 @@ class AsyncLearningProcess(composed_process.ComposedNextProcess):
             raise ValueError(f'{len(client_data)} clients, {len(start_weights)} start weights and '
                              f'{len(staleness)} staleness values: one each per buffered update')
         scales = [np.float32(self._scale_fn(int(s))) for s in staleness]
-        if self._weights_dir is None:
-            return self._next_fn(state, client_data, list(start_weights), scales)
-        flat = [[*w.trainable, *w.non_trainable] for w in start_weights]
-        with worker_values.round_files(self._weights_dir, flat) as paths:
-            return self._next_fn(state, client_data, paths, scales)
+        return self._next_with_values(state, client_data, start_weights, scales,
+                                      flatten=lambda w: [*w.trainable, *w.non_trainable])
 
 
 def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.ClientWorkProcess,

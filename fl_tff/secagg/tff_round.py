@@ -23,8 +23,8 @@ A round (`SecAggLearningProcess.next_for_plan`):
    correction depends only on who dropped where, not on any update, so the order of the messages
    changes nothing the server learns.
 
-Each client's mask reaches its worker as a file the worker reads (`reading_values_from`,
-`fl_tff.worker_values`; the simulation plays every client, so the masks are in the driver's
+Each client's mask reaches its worker as a file the worker reads (`reading_values_from` of
+`fl_tff.composed_process`, `fl_tff.worker_values`; the simulation plays every client, so the masks are in the driver's
 memory anyway), not inside TFF's request: at K = 50 that request carried 40 MB of masks.
 
 When fewer than t clients (or shares) survive a step, the round is aborted: `next` is not
@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options, worker_values
+from fl_tff import composed_process, options
 from fl_tff.communication import ledger, secure
 from fl_tff.secagg import protocol
 
@@ -152,15 +152,6 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         super().__init__(composed, next_fn)
         self.packing, self.bits, self.settings = packing, bits, settings
         self.masked_upload = masked_upload
-        self._masks_dir: Optional[str] = None  # Set by `reading_values_from`.
-
-    def reading_values_from(self, directory: str) -> 'SecAggLearningProcess':
-        """The same process whose workers read each client's mask from a file that
-        `next_for_plan` writes in `directory` for the round (implements
-        `worker_values.ReadsValuesFromFiles`)."""
-        process = self.with_next(worker_values.read_from_paths(self._next_fn, 2))
-        process._masks_dir = directory
-        return process
 
     def next_for_plan(self, state: Any, client_data: list, plan: 'RoundPlan',
                       dropouts: Optional[protocol.Dropouts] = None) -> ProtocolRoundOutput:
@@ -213,13 +204,8 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
             return ProtocolRoundOutput(state, None, columns, str(e))
         data = [client_data[i] for i in kept]
         client_masks = [masks[participants[i]].astype(np.int32) for i in kept]
-        if self._masks_dir is None:
-            new_state, metrics = self._next_fn(state, data, client_masks,
-                                               correction.astype(np.int64))
-        else:
-            with worker_values.round_files(self._masks_dir, [[m] for m in client_masks]) as paths:
-                new_state, metrics = self._next_fn(state, data, paths,
-                                                   correction.astype(np.int64))
+        new_state, metrics = self._next_with_values(
+            state, data, client_masks, correction.astype(np.int64), flatten=lambda m: [m])
         return ProtocolRoundOutput(new_state, metrics, _columns(session, threshold))
 
 

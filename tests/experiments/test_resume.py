@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import weakref
 
 import numpy as np
 import pytest
@@ -19,7 +18,8 @@ from fl_tff.algorithms import build_fedavg
 from fl_tff.config import ExperimentConfig
 from fl_tff.simulation import TIMING_COLUMNS
 from fl_tff.data import client_rounds
-from tests.helpers import REPO_ROOT, live_worker_pids, run_driver_in_process
+from tests.helpers import (REPO_ROOT, live_worker_pids, raise_in_a_weakref_callback,
+                           run_driver_in_process)
 
 def _rows(run_dir):
     with open(os.path.join(run_dir, reporting.METRICS_FILE)) as f:
@@ -119,24 +119,12 @@ def test_ctrl_c_is_one_line_exit_130_and_a_concurrent_run_is_refused_naming_the_
     assert live_worker_pids() - before == set()
 
 
-def _drop_a_keyboard_interrupt():
-    """What CI hit: Ctrl-C raised inside a weakref callback, which Python prints and drops."""
-    class Collected:
-        pass
-    obj = Collected()
-    def callback(_):
-        raise KeyboardInterrupt
-    ref = weakref.ref(obj, callback)
-    del obj  # The callback runs now; its KeyboardInterrupt cannot propagate.
-    return ref
-
-
 def test_ctrl_c_that_python_dropped_in_a_weakref_callback_still_stops_after_that_round(
         tff_runtime, tmp_path, capsys):
     hook = sys.unraisablehook
     def on_round(row):
         if row['round'] == 4:
-            _drop_a_keyboard_interrupt()
+            raise_in_a_weakref_callback(KeyboardInterrupt)  # What CI hit.
     with pytest.raises(experiment.RunInterrupted) as raised:
         experiment.run_experiment(_config(tmp_path), log=lambda line: None, on_round=on_round)
     assert str(raised.value) == ('interrupted after round 4; rerun the same command to resume '
