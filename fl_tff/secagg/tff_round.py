@@ -24,8 +24,9 @@ A round (`SecAggLearningProcess.next_for_plan`):
    changes nothing the server learns.
 
 Each client's mask reaches its worker as a file the worker reads (`reading_values_from` of
-`fl_tff.composed_process`, `fl_tff.worker_values`; the simulation plays every client, so the masks are in the driver's
-memory anyway), not inside TFF's request: at K = 50 that request carried 40 MB of masks.
+`fl_tff.composed_process`, `fl_tff.worker_values`; the simulation plays every client, so the
+masks are in the driver's memory anyway), not inside TFF's request: at K = 50 that request
+carried 40 MB of masks.
 
 When fewer than t clients (or shares) survive a step, the round is aborted: `next` is not
 called, the model is unchanged, and the metrics say at which step and why.
