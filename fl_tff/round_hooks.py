@@ -51,12 +51,22 @@ class SendsPartOfModel(Protocol):
         """Positions (in the trainable tensors) of the tensors a client update carries."""
 
 
+@runtime_checkable
+class ChoosesUploaders(Protocol):
+    """A process in whose round some participants may send no update (e.g.
+    `fl_tff.secagg.tff_round.SecAggLearningProcess`: none when its protocol aborts before the
+    masked inputs)."""
+
+    def uploaders(self, plan: Any) -> list:
+        """The participants of `plan` whose update is sent, decided from the plan alone."""
+
+
 def build_communication_ledger(config: ExperimentConfig, weights,
                                process: Any = None) -> communication.CommunicationLedger:
     """Byte counts for `weights` (a ModelWeights) under the uplink encoding of the first selected
     option that declares one (float32 otherwise); each update carries the algorithm's
     `uplink_model_copies` model-sized tensors, or the tensors a `SendsPartOfModel` process
-    names."""
+    names; a `ChoosesUploaders` process says who sends one."""
     selection = config.selection()
     weighted = options.UNIFORM_WEIGHTS not in selection['client_weighting'].provides
     hook = selection.first('uplink_encoding')
@@ -66,7 +76,8 @@ def build_communication_ledger(config: ExperimentConfig, weights,
         sizes = [sizes[i] for i in process.uplink_positions]
     return communication.CommunicationLedger(
         sizes * selection['algorithm'].uplink_model_copies,
-        int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding)
+        int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding,
+        uploaders=process.uploaders if isinstance(process, ChoosesUploaders) else None)
 
 
 def task_bytes(config: ExperimentConfig, model_fn) -> tuple[int, int]:

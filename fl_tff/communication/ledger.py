@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from fl_tff.simulation.heterogeneity import RoundPlan
 
@@ -86,10 +86,18 @@ def distributed_dp_encoding(bits: int) -> UplinkEncoding:
 
 class CommunicationLedger:
     """Per-round and running byte counts for a model whose trainable tensors have
-    `update_sizes` values and whose weights have `broadcast_values` values in all."""
+    `update_sizes` values and whose weights have `broadcast_values` values in all.
 
-    def __init__(self, update_sizes: Sequence[int], broadcast_values: int, uplink: UplinkEncoding):
+    Every selected client downloads the model; every participant uploads an update, or only
+    those `uploaders(plan)` names (a round in which some participants send nothing, e.g. a
+    SecAgg round whose protocol aborted before the masked inputs). `uploaders` must depend on
+    the plan alone: rounds are charged before they run, and charged again on resume.
+    """
+
+    def __init__(self, update_sizes: Sequence[int], broadcast_values: int, uplink: UplinkEncoding,
+                 uploaders: Optional[Callable[[RoundPlan], Sequence[Any]]] = None):
         self.update_sizes, self.broadcast_values, self.uplink = list(update_sizes), broadcast_values, uplink
+        self.uploaders = uploaders
         self.uplink_total = self.downlink_total = 0
 
     @property
@@ -103,7 +111,8 @@ class CommunicationLedger:
     def charge(self, plan: RoundPlan) -> dict[str, int]:
         """Records the round's traffic; returns its metric columns."""
         down = self.downlink_client_bytes * len(plan.selected)
-        up = self.uplink_client_bytes * len(plan.participants)
+        senders = plan.participants if self.uploaders is None else self.uploaders(plan)
+        up = self.uplink_client_bytes * len(senders)
         self.downlink_total += down
         self.uplink_total += up
         return {'downlink_bytes': down, 'uplink_bytes': up,

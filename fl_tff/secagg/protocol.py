@@ -166,7 +166,7 @@ class Client:
         """Encrypted shares for each neighbour that advertised keys: {v: ciphertext}."""
         self._public = {v: pk for v, pk in public_keys.items() if v in self.neighbours}
         holders = sorted([*self._public, self.id])  # It keeps one share of each itself.
-        if len(holders) < self.threshold:
+        if not enough_holders(len(holders), self.threshold):
             raise ProtocolAborted(f'client {self.id}: {len(holders) - 1} neighbours advertised '
                                   f'keys, too few for the threshold {self.threshold}',
                                   'share_keys')
@@ -248,6 +248,43 @@ class Dropouts:
         return set(alive) - set(self.by_step.get(step, ()))
 
 
+def enough_holders(holders: int, threshold: int) -> bool:
+    """Whether a client can share its secrets t-of-n among `holders` clients (itself included);
+    with fewer it drops out of step 1 (Bonawitz et al. §4)."""
+    return holders >= threshold
+
+
+@dataclasses.dataclass(frozen=True)
+class KeySharing:
+    """Who completes steps 0 and 1. It follows from who drops and the graph alone, no key is
+    needed to know it, so a byte ledger can bill a round (or replay it on resume) without
+    running the cryptography.
+
+    Attributes:
+      advertised: U1, the clients that advertised keys.
+      gave_up: Clients of U1 with fewer than t holders among their neighbours in U1 and
+        themselves: they drop out of step 1 themselves (only with SecAgg+ neighbourhoods).
+      shared: U2, the clients that shared their keys.
+      aborted_at: '' or the step after which fewer than t clients were left.
+    """
+
+    advertised: frozenset[int]
+    gave_up: frozenset[int]
+    shared: frozenset[int]
+    aborted_at: str
+
+
+def key_sharing(ids: Iterable[int], graph: Mapping[int, frozenset[int]], threshold: int,
+                dropouts: Dropouts) -> KeySharing:
+    """Steps 0 and 1's survivors among `ids` (`graph`: each client's neighbours)."""
+    u1 = frozenset(dropouts.after('advertise_keys', ids))
+    if len(u1) < threshold:
+        return KeySharing(u1, frozenset(), frozenset(), 'advertise_keys')
+    gave_up = frozenset(u for u in u1 if not enough_holders(len(graph[u] & u1) + 1, threshold))
+    u2 = frozenset(dropouts.after('share_keys', u1) - gave_up)
+    return KeySharing(u1, gave_up, u2, '' if len(u2) >= threshold else 'share_keys')
+
+
 @dataclasses.dataclass
 class Result:
     """One protocol run: the sum (None when aborted), who contributed, the costs."""
@@ -298,33 +335,34 @@ class Session:
         return out
 
     def share_keys(self) -> None:
-        """Steps 0 and 1 (the server relays the neighbours' keys, then the ciphertexts).
+        """Steps 0 and 1 (the server relays the neighbours' keys, then the ciphertexts), with
+        the survivors of `key_sharing`.
 
         Raises:
           ProtocolAborted: Fewer than `threshold` clients advertised or shared keys.
         """
         ledger, threshold = self.ledger, self.threshold
+        plan = key_sharing(self.ids, self.graph, threshold, self.dropouts)
         for u in self.ids:
             self.clients[u] = Client(u, self.graph[u], threshold, self.bits)
             self._keys[u] = self._timed(self.clients[u].advertise_keys)
-        u1 = self.survivors['advertise_keys'] = self.dropouts.after('advertise_keys', self.ids)
+        u1 = self.survivors['advertise_keys'] = set(plan.advertised)
         for u in u1:
             ledger.add(ledger.sent, u, 'advertise_keys', 2 * _KEY_BYTES)
-        if len(u1) < threshold:
+        if plan.aborted_at == 'advertise_keys':
             raise ProtocolAborted(f'{len(u1)} clients advertised keys, fewer than the threshold '
                                   f'{threshold}', 'advertise_keys')
         outgoing: dict[int, dict[int, bytes]] = {}
         for u in sorted(u1):
             visible = {v: self._keys[v] for v in self.graph[u] if v in u1}
             ledger.add(ledger.received, u, 'share_keys', 2 * _KEY_BYTES * len(visible))
-            try:
+            if u not in plan.gave_up:  # Those would refuse: too few of their neighbours left.
                 outgoing[u] = self._timed(lambda: self.clients[u].share_keys(visible))
-            except ProtocolAborted:  # Too few of its neighbours left: it drops out (§4).
-                self.gave_up.add(u)
-        u2 = self.survivors['share_keys'] = self.dropouts.after('share_keys', u1) - self.gave_up
+        self.gave_up = set(plan.gave_up)
+        u2 = self.survivors['share_keys'] = set(plan.shared)
         for u in u2:
             ledger.add(ledger.sent, u, 'share_keys', sum(len(c) for c in outgoing[u].values()))
-        if len(u2) < threshold:
+        if plan.aborted_at == 'share_keys':
             raise ProtocolAborted(f'{len(u2)} clients shared keys, fewer than the threshold '
                                   f'{threshold}', 'share_keys')
         for v in u2:

@@ -186,8 +186,7 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         session = protocol.Session(
             index.values(), bits=self.bits, threshold=threshold,
             neighbours_k=self.settings.neighbours or None, dropouts=dropouts,
-            graph_seed=int(np.random.default_rng([self.settings.seed, plan.round_num, 0x6EA])
-                           .integers(2 ** 31)))
+            graph_seed=self._graph_seed(plan))
         participants = [index[c] for c, _ in plan.participants]
         size = self.packing.size
         try:
@@ -208,6 +207,27 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         new_state, metrics = self._next_with_values(
             state, data, client_masks, correction.astype(np.int64), flatten=lambda m: [m])
         return ProtocolRoundOutput(new_state, metrics, _columns(session, threshold))
+
+    def _graph_seed(self, plan: 'RoundPlan') -> int:
+        """The seed of the round's SecAgg+ graph."""
+        return int(np.random.default_rng([self.settings.seed, plan.round_num, 0x6EA])
+                   .integers(2 ** 31))
+
+    def uploaders(self, plan: 'RoundPlan') -> list:
+        """The participants whose masked input is sent in `plan`'s round (with the dropouts of
+        `protocol_dropouts`): none when the protocol aborts at step 0 or 1, and not those that
+        gave up in step 1 for want of neighbours. Decided from the plan alone, as
+        `next_for_plan` decides it (`protocol.key_sharing`), so a byte ledger can bill a round
+        before it runs and replay it on resume."""
+        index = {client: i + 1 for i, client in enumerate(plan.selected)}
+        cohort = len(plan.selected)
+        graph = protocol.neighbours(list(index.values()), self.settings.neighbours or None,
+                                    self._graph_seed(plan))
+        sharing = protocol.key_sharing(index.values(), graph, self.settings.threshold(cohort),
+                                       protocol_dropouts(plan, index, self.settings))
+        if sharing.aborted_at:
+            return []
+        return [client for client, _ in plan.participants if index[client] not in sharing.gave_up]
 
 
 def _columns(session: protocol.Session, threshold: int, aborted_at: str = '') -> dict[str, float]:

@@ -44,3 +44,16 @@ def test_every_round_reports_bytes_and_the_summary_bytes_to_the_final_accuracy(t
     reached = result.summary['communication']['bytes_to_final_accuracy']
     assert reached['uplink_bytes'] <= totals and reached['test_accuracy'] >= result.summary['final_test_accuracy']
     assert result.summary['communication']['uplink_encoding'] == 'secure 8-bit'
+
+
+def test_only_the_uploaders_a_process_names_are_billed_for_an_update():
+    """E.g. a SecAgg round aborted before the masked inputs: the selected clients received the
+    model, nobody uploaded."""
+    plan = RoundPlan(1, ('a', 'b', 'c'), (('a', 2), ('b', 2)), dropped=1)
+    plain = ledger.CommunicationLedger([VALUES], VALUES, ledger.plain_encoding(weighted=True),
+                                       uploaders=lambda p: [c for c, _ in p.participants][1:])
+    row = plain.charge(plan)
+    assert row['uplink_bytes'] == 13868 and row['downlink_bytes'] == 3 * 4 * VALUES
+    nobody = ledger.CommunicationLedger([VALUES], VALUES, ledger.plain_encoding(weighted=True),
+                                        uploaders=lambda p: [])
+    assert nobody.charge(plan)['uplink_bytes'] == 0

@@ -150,3 +150,45 @@ def test_a_client_whose_neighbours_left_drops_out_and_the_rest_still_sum():
     assert not result.aborted
     assert set(result.contributors) == set(values) - gone - {lonely}
     np.testing.assert_array_equal(result.total, _expected(values, result.contributors))
+
+
+def test_key_sharing_survivors_are_the_rule_written_plainly_and_what_a_run_does():
+    """U1: the clients that advertised keys; a client of U1 with fewer than t - 1 neighbours in
+    U1 gives up; U2: U1 less those that dropped while sharing and those that gave up; fewer
+    than t in U1 (or U2) aborts at that step. A run of the protocol (its cryptography) sums
+    exactly U2 less those that dropped before their masked input."""
+    ids = list(range(1, 11))
+    rng = np.random.default_rng(7)
+    values = _values(10, size=8)
+    outcomes = set()
+    for trial in range(60):
+        k = int(rng.choice([2, 4, 9]))
+        graph = protocol.neighbours(ids, k, seed=trial)
+        t = int(rng.integers(2, 6))
+        drop = [set(rng.choice(ids, int(rng.integers(0, most)), replace=False).tolist())
+                for most in (9, 5, 5)]
+        dropouts = protocol.Dropouts({step: frozenset(d) for step, d in zip(protocol.STEPS, drop)})
+        got = protocol.key_sharing(ids, graph, t, dropouts)
+        u1 = set(ids) - drop[0]
+        gave_up = {u for u in u1 if len([v for v in graph[u] if v in u1]) < t - 1}
+        u2 = u1 - drop[1] - gave_up
+        if len(u1) < t:
+            assert got.aborted_at == 'advertise_keys' and got.advertised == u1
+            outcomes.add('advertise_keys')
+            continue
+        assert (got.advertised, got.gave_up, got.shared) == (u1, gave_up, u2)
+        assert got.aborted_at == ('share_keys' if len(u2) < t else '')
+        outcomes.add(got.aborted_at or ('gave up' if gave_up else 'shared'))
+        if trial % 3 == 0:  # The cryptography agrees (some trials: ~0.02 s each).
+            result = protocol.run(values, bits=BITS, threshold=t, neighbours_k=k,
+                                  dropouts=dropouts, graph_seed=trial)
+            if got.aborted_at:
+                assert result.total is None and 'clients shared keys' in result.aborted
+            elif len(u2 - drop[2]) < t:
+                assert result.total is None and 'masked inputs arrived' in result.aborted
+            elif result.aborted:  # SecAgg+: a secret with fewer than t holders left.
+                assert 'shares of client' in result.aborted
+            else:
+                assert set(result.contributors) == u2 - drop[2]
+                outcomes.add('summed')
+    assert outcomes == {'advertise_keys', 'share_keys', 'gave up', 'shared', 'summed'}, outcomes

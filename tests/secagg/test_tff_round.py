@@ -135,6 +135,25 @@ def test_more_than_n_minus_t_dropouts_abort_the_round_and_leave_the_model_unchan
         np.testing.assert_array_equal(got, before)
 
 
+def test_the_uploaders_billed_are_the_clients_whose_masked_input_the_round_sends(processes):
+    """3 of 8 participate (t = 5): the round aborts at the step where the fifth of the others
+    dropped. Before step 2 nobody sends a masked input; from step 2 on, the participants did."""
+    _, masked, select = processes['uniform']
+    first = select.plan(1)
+    participants = first.participants[:3]
+    plan, data = _round(select, {c for c, _ in participants})
+    steps = set()
+    for round_num in range(1, 25):
+        plan = RoundPlan(round_num, first.selected, participants, dropped=N - 3)
+        out = masked.next_for_plan(masked.initialize(), data, plan)
+        step = out.columns['secagg_abort_step']
+        steps.add(step)
+        assert masked.uploaders(plan) == ([] if step <= 2 else [c for c, _ in participants])
+    assert steps == {1, 2, 3}, steps
+    full = RoundPlan(1, first.selected, first.participants, dropped=0)
+    assert masked.uploaders(full) == [c for c, _ in first.participants]
+
+
 def test_dropouts_that_disagree_with_the_plan_are_refused(processes):
     _, masked, select = processes['uniform']
     plan, data = _round(select, set(select.plan(1).selected))
@@ -246,6 +265,10 @@ def test_a_run_reports_aborted_rounds_and_keeps_their_model(tff_runtime, tmp_pat
         if i > 0:
             assert rows[i]['test_accuracy'] != rows[i - 1]['test_accuracy']
     assert all(row['secagg_client_sent_bytes'] > 0 for row in rows)
+    for row in rows:  # A round aborted before step 2 sent no masked input.
+        sent = 0 if 0 < row['secagg_abort_step'] <= 2 else row['clients']
+        assert row['uplink_bytes'] == sent * row['uplink_bytes_per_client']
+    assert {row['secagg_abort_step'] for row in rows} & {1, 2}
     assert sum('secagg ABORTED at' in line for line in lines) == len(aborted)
     ledger = result.summary['communication']['secagg']
     assert ledger['rounds_aborted'] == len(aborted)
