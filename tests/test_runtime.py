@@ -83,3 +83,26 @@ def test_separate_runtime_stops_cleanly_and_leaves_default_runtime_working(tff_r
     tff_runtime.install()
     assert double(3) == 6
     assert pid not in live_worker_pids()
+
+
+def _environment(pid: int) -> dict[str, str]:
+    with open(f'/proc/{pid}/environ', 'rb') as f:
+        pairs = [item.split(b'=', 1) for item in f.read().split(b'\0') if b'=' in item]
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+def test_the_worker_runs_one_thread_per_op_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv('TF_NUM_INTRAOP_THREADS', raising=False)
+    workers = []
+    try:
+        workers.append(runtime.WorkerProcess().start())
+        workers.append(runtime.WorkerProcess(intra_op_threads=None).start())
+        monkeypatch.setenv('TF_NUM_INTRAOP_THREADS', '2')  # The user's own setting wins.
+        workers.append(runtime.WorkerProcess().start())
+        first, tf_default, users = (_environment(w.pid) for w in workers)
+        assert first['TF_NUM_INTRAOP_THREADS'] == '1'
+        assert 'TF_NUM_INTRAOP_THREADS' not in tf_default
+        assert users['TF_NUM_INTRAOP_THREADS'] == '2'
+    finally:
+        for worker in workers:
+            worker.stop()
