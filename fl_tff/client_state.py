@@ -19,8 +19,9 @@ checkpoints and evaluators are unchanged. (A process with client state cannot ru
 
 How states reach the clients: by default `next` hands them to TFF, which serializes every
 selected client's state into its request to the worker. `reading_values_from(directory)` gives
-the same process whose workers read them from files instead (`fl_tff.worker_values`); the new
-states come back through TFF as before, so the simulation still owns and stores them.
+the same process whose workers read them from files instead, and write the new states to files
+the driver reads back (`fl_tff.worker_values`). Either way `next` takes the states and returns
+the new ones, and the simulation owns and stores them.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class StatefulOutput:
 
 
 class StatefulLearningProcess(composed_process.ComposedNextProcess):
-    """A `LearningProcess` composition whose `next` also carries client states.
+    """A `LearningProcess` composition whose `next` also carries client states (in and out:
+    after `reading_values_from`, both travel as files).
 
     Args:
       composed: The process without client state (same server state), for `initialize`,
@@ -79,6 +81,8 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
         None when the clients take none.
       initial_client_state: A client's first state, flattened (default: zeros of the type).
     """
+
+    RETURNED_VALUES_AT = 2  # The participants' new client states.
 
     def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
                  client_state_type: tff.Type,
@@ -102,8 +106,7 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
         packed = [tff.structure.pack_sequence_as(self._state_type, list(s)) for s in client_states]
         new_state, metrics, new_states = self._next_with_values(
             state, client_data, packed, *inputs, flatten=tff.structure.flatten)
-        return StatefulOutput(new_state, metrics, [
-            [np.asarray(t) for t in tff.structure.flatten(s)] for s in new_states])
+        return StatefulOutput(new_state, metrics, list(new_states))
 
 
 class ClientStateStore:

@@ -15,6 +15,7 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow_federated as tff
 
 from fl_tff import worker_values
@@ -27,6 +28,10 @@ class ComposedNextProcess:
       composed: A `LearningProcess` with the same server state.
       next_fn: The federated computation of a round (its signature is the subclass's).
     """
+
+    # The position in `next_fn`'s result of a new value per client (CLIENTS-placed) that
+    # travels back as files too, or None (a subclass whose round returns one sets it).
+    RETURNED_VALUES_AT: Optional[int] = None
 
     def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation):
         self._composed, self._next_fn = composed, next_fn
@@ -51,20 +56,38 @@ class ComposedNextProcess:
 
     def reading_values_from(self, directory: str):
         """The same process whose workers read the per-client values of `next` (its third
-        parameter, after the client data) from files written in `directory` for each round.
+        parameter, after the client data) from files written in `directory` for each round,
+        and write there the new per-client values its round returns (`RETURNED_VALUES_AT`).
 
         Raises:
           TypeError: A value dtype that raw bytes cannot carry.
         """
-        process = self.with_next(worker_values.read_from_paths(self._next_fn, 2))
+        process = self.with_next(worker_values.read_from_paths(
+            self._next_fn, 2, self.RETURNED_VALUES_AT))
         process._values_dir = directory
+        if self.RETURNED_VALUES_AT is not None:
+            process._returned_type = (
+                self._next_fn.type_signature.result[self.RETURNED_VALUES_AT].member)
         return process
 
     def _next_with_values(self, state: Any, client_data: list, values: Sequence[Any], *rest: Any,
                           flatten: Callable[[Any], Sequence[Any]]) -> Any:
         """`next_fn(state, client_data, values, *rest)`, the values as they are or, after
-        `reading_values_from`, as the paths of files holding each one's `flatten`ed tensors."""
+        `reading_values_from`, as the paths of files holding each one's `flatten`ed tensors.
+        The result's new per-client values (`RETURNED_VALUES_AT`), if any, come back
+        `flatten`ed, as lists of numpy arrays, either way."""
+        at = self.RETURNED_VALUES_AT
         if self._values_dir is None:
-            return self._next_fn(state, client_data, list(values), *rest)
-        with worker_values.round_files(self._values_dir, [flatten(v) for v in values]) as paths:
-            return self._next_fn(state, client_data, paths, *rest)
+            result = self._next_fn(state, client_data, list(values), *rest)
+            if at is None:
+                return result
+            returned = [[np.asarray(t) for t in flatten(v)] for v in result[at]]
+        else:
+            with worker_values.round_files(self._values_dir,
+                                           [flatten(v) for v in values]) as paths:
+                result = self._next_fn(state, client_data, paths, *rest)
+                if at is None:
+                    return result
+                returned = [worker_values.read_written(p, self._returned_type)
+                            for p in result[at]]
+        return tuple(returned if i == at else r for i, r in enumerate(result))

@@ -350,7 +350,8 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                                 dataset_computation=select.dataset_computation(train_files))
         client_states, versions = None, None
         if isinstance(process, worker_values.ReadsValuesFromFiles):
-            # Each worker reads its clients' states (or SecAgg masks) beside their data.
+            # Each worker reads its clients' states (or SecAgg masks) beside their data, and
+            # writes the new states there for the driver.
             process = process.reading_values_from(os.path.join(data_dir, 'client_values'))
         if isinstance(process, client_state.ProcessWithClientState):
             client_states = client_state.ClientStateStore(process.initial_client_state())

@@ -69,6 +69,7 @@ def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, kera
     # The same rounds with the control variates read from files inside the worker: identical.
     from_files = process.reading_values_from(str(tmp_path / 'states'))
     assert from_files.next_computation.type_signature.parameter[2].member.dtype.type is np.str_
+    assert from_files.next_computation.type_signature.result[2].member.dtype.type is np.str_
     state_f, stored_f = _run_scaffold(from_files, select, 3)
     for a, b in zip(process.get_model_weights(state).trainable,
                     from_files.get_model_weights(state_f).trainable):
