@@ -14,7 +14,7 @@ ratios to (c), the weight difference between (a) and (s) (the same rounds), and 
 
 With `--features`: DP-FedAvg (fixed clip), secure FedAvg (structural, and with the SecAgg
 protocol's masked uploads), 8-bit compression and SCAFFOLD (and SCAFFOLD with its client
-states inside TFF's request, the transport before `fl_tff.worker_values`), each
+states inside TFF's request and response, the transport before `fl_tff.worker_values`), each
 built by the library from its options and composed as the driver composes it, against (a) and
 (c). With `--memory`: each of (a), (b), (c) alone in its own process (RSS is per process). With
 `--workers`: FedAvg on one local worker against two (TFF's mergeable context, as `--workers`
@@ -306,7 +306,7 @@ def _main() -> None:
                                                   server_optimizer=_sgd(1.0))
                 makers['scaffold'] = ('SCAFFOLD', lambda: _rounds(
                     data.compose(scaffold()), data.select, select=data.select))
-                # The control variates inside TFF's request instead (before worker_values).
+                # The control variates inside TFF's request and response (before worker_values).
                 makers['scaffold_request'] = ('SCAFFOLD, states in the request', lambda: _rounds(
                     simulation.compose(scaffold(), data.dataset_computation), data.select,
                     select=data.select))
