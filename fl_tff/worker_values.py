@@ -96,7 +96,7 @@ def build_writer(value_type: tff.Type) -> tff.Computation:
       TypeError: A tensor of `value_type` whose dtype raw bytes cannot carry.
     """
     _layout(value_type)
-    if np.little_endian is False:  # tf.bitcast gives the host's byte order.
+    if not np.little_endian:  # tf.bitcast gives the host's byte order.
         raise TypeError('value files are little-endian; this host is not')
 
     @tff.tensorflow.computation(value_type, np.str_)

@@ -342,27 +342,27 @@ class Session:
           ProtocolAborted: Fewer than `threshold` clients advertised or shared keys.
         """
         ledger, threshold = self.ledger, self.threshold
-        plan = key_sharing(self.ids, self.graph, threshold, self.dropouts)
+        sharing = key_sharing(self.ids, self.graph, threshold, self.dropouts)
         for u in self.ids:
             self.clients[u] = Client(u, self.graph[u], threshold, self.bits)
             self._keys[u] = self._timed(self.clients[u].advertise_keys)
-        u1 = self.survivors['advertise_keys'] = set(plan.advertised)
+        u1 = self.survivors['advertise_keys'] = set(sharing.advertised)
         for u in u1:
             ledger.add(ledger.sent, u, 'advertise_keys', 2 * _KEY_BYTES)
-        if plan.aborted_at == 'advertise_keys':
+        if sharing.aborted_at == 'advertise_keys':
             raise ProtocolAborted(f'{len(u1)} clients advertised keys, fewer than the threshold '
                                   f'{threshold}', 'advertise_keys')
         outgoing: dict[int, dict[int, bytes]] = {}
         for u in sorted(u1):
             visible = {v: self._keys[v] for v in self.graph[u] if v in u1}
             ledger.add(ledger.received, u, 'share_keys', 2 * _KEY_BYTES * len(visible))
-            if u not in plan.gave_up:  # Those would refuse: too few of their neighbours left.
+            if u not in sharing.gave_up:  # Those would refuse: too few of their neighbours left.
                 outgoing[u] = self._timed(lambda: self.clients[u].share_keys(visible))
-        self.gave_up = set(plan.gave_up)
-        u2 = self.survivors['share_keys'] = set(plan.shared)
+        self.gave_up = set(sharing.gave_up)
+        u2 = self.survivors['share_keys'] = set(sharing.shared)
         for u in u2:
             ledger.add(ledger.sent, u, 'share_keys', sum(len(c) for c in outgoing[u].values()))
-        if plan.aborted_at == 'share_keys':
+        if sharing.aborted_at == 'share_keys':
             raise ProtocolAborted(f'{len(u2)} clients shared keys, fewer than the threshold '
                                   f'{threshold}', 'share_keys')
         for v in u2:

@@ -122,6 +122,11 @@ def protocol_dropouts(plan: 'RoundPlan', index: dict[str, int],
     return protocol.Dropouts({k: frozenset(v) for k, v in by_step.items()})
 
 
+def _positions(plan: 'RoundPlan') -> dict[str, int]:
+    """The protocol's id of each selected client: its 1-based position in the selection."""
+    return {client: i + 1 for i, client in enumerate(plan.selected)}
+
+
 @dataclasses.dataclass(frozen=True)
 class ProtocolRoundOutput:
     """A round's output: TFF's (state, metrics), or the unchanged state and None when the
@@ -179,7 +184,7 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         if len(plan.selected) > self.settings.max_cohort:
             raise ValueError(f'{len(plan.selected)} selected clients, more than the '
                              f'{self.settings.max_cohort} the modulus 2^{self.bits} allows')
-        index = {client: i + 1 for i, client in enumerate(plan.selected)}
+        index = _positions(plan)
         if dropouts is None:
             dropouts = protocol_dropouts(plan, index, self.settings)
         threshold = self.settings.threshold(len(plan.selected))
@@ -219,7 +224,7 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         gave up in step 1 for want of neighbours. Decided from the plan alone, as
         `next_for_plan` decides it (`protocol.key_sharing`), so a byte ledger can bill a round
         before it runs and replay it on resume."""
-        index = {client: i + 1 for i, client in enumerate(plan.selected)}
+        index = _positions(plan)
         cohort = len(plan.selected)
         graph = protocol.neighbours(list(index.values()), self.settings.neighbours or None,
                                     self._graph_seed(plan))
