@@ -213,8 +213,10 @@ def _workers_benchmark(data: _Workload, k: int, n: int) -> None:
     """FedAvg on one local worker against two, through `--workers`' mergeable context."""
     workers = [runtime.WorkerProcess().start() for _ in range(2)]
     try:
-        contexts = {'one worker': runtime.RemoteRuntime([workers[0].address]).start(),
-                    'two workers': runtime.RemoteRuntime([w.address for w in workers]).start()}
+        contexts = {  # As --workers runs them: merges on a worker of the driver's own.
+            'one worker': runtime.RemoteRuntime([workers[0].address], merge_on_driver=True).start(),
+            'two workers': runtime.RemoteRuntime([w.address for w in workers],
+                                                 merge_on_driver=True).start()}
         process = simulation.compose(build_fedavg(workload.model_fn, client_optimizer=_sgd(LR),
                                                   server_optimizer=_sgd(1.0)),
                                      data.dataset_computation)

@@ -52,6 +52,8 @@ import grpc
 import portpicker
 import tensorflow_federated as tff
 
+from fl_tff import remote_rounds
+
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_OPTIONS = [
     ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
@@ -207,13 +209,19 @@ class WorkerProcess:
             atexit.unregister(self.stop)
 
 
-def _remote_executor_factory(channel: grpc.Channel, default_clients: int):
+def _remote_executor_factory(channel: grpc.Channel, default_clients: int,
+                             executor_class: type = tff.framework.RemoteExecutor,
+                             created: Optional[list] = None):
+    """TFF's executor factory over `channel`: one `executor_class` per cardinality (each also
+    appended to `created`, so that its owner can close them)."""
     stub = tff.framework.RemoteExecutorGrpcStub(channel)
 
     def stack_fn(cardinalities):
         if cardinalities.get(tff.CLIENTS) is None:
             cardinalities[tff.CLIENTS] = default_clients
-        executor = tff.framework.RemoteExecutor(stub)
+        executor = executor_class(stub)
+        if created is not None:
+            created.append(executor)
         executor.set_cardinalities(cardinalities)
         return executor
 
@@ -322,32 +330,57 @@ class RemoteRuntime:
     sub-round per worker and the partial aggregates merged (TFF's mergeable form, which
     covers computations with one aggregation layer; secure sums do not compile to it).
     The workers belong to whoever started them (e.g. `experiments.launch_workers`).
-    `bytes_sent()` counts what this process sent to each worker."""
+    `bytes_sent()` counts what this process sent to each worker.
+
+    Each worker receives each distinct computation once (`remote_rounds.CachingRemoteExecutor`).
+    With `merge_on_driver`, the merge of partial aggregates and the server update run on a
+    worker of this process's own (`remote_rounds.MergingContext`), so the remote workers
+    receive only the model state and their clients' tasks each round; its output goes to
+    `log_path`.
+    """
 
     def __init__(self, addresses: list[str], *, default_num_clients: int = 0,
-                 num_subrounds: Optional[int] = None):
+                 num_subrounds: Optional[int] = None, merge_on_driver: bool = False,
+                 log_path: Optional[str] = None):
         if not addresses:
             raise ValueError('RemoteRuntime needs at least one worker address')
         self.addresses = list(addresses)
         self._num_subrounds = num_subrounds
         self._default_num_clients = default_num_clients
+        self._merge_on_driver, self._log_path = merge_on_driver, log_path
         self._channels: list[grpc.Channel] = []
         self._counters: list[_BytesSent] = []
+        self._merger: Optional[WorkerProcess] = None
+        self._executors: list = []  # Closed before the channels: they hold cached values.
         self.context = None
-        self.worker_pids: list[int] = []  # None of its own.
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of the workers this runtime owns (the merging worker, if any)."""
+        return [self._merger.pid] if self._merger is not None and self._merger.pid else []
+
+    def _context(self, channel: grpc.Channel) -> tff.framework.AsyncExecutionContext:
+        return tff.framework.AsyncExecutionContext(
+            executor_fn=_remote_executor_factory(channel, self._default_num_clients,
+                                                 remote_rounds.CachingRemoteExecutor,
+                                                 self._executors),
+            compiler_fn=tff.backends.native.desugar_and_transform_to_native, **_CONTEXT_ARGS)
 
     def start(self) -> 'RemoteRuntime':
         """Checks every worker accepts connections, then installs the mergeable context."""
         check_workers_reachable(self.addresses)
         self._channels = [grpc.insecure_channel(a, _GRPC_OPTIONS) for a in self.addresses]
         self._counters = [_BytesSent() for _ in self._channels]
-        contexts = [tff.framework.AsyncExecutionContext(
-            executor_fn=_remote_executor_factory(grpc.intercept_channel(channel, counter),
-                                                 self._default_num_clients),
-            compiler_fn=tff.backends.native.desugar_and_transform_to_native, **_CONTEXT_ARGS)
-            for channel, counter in zip(self._channels, self._counters)]
-        self.context = tff.backends.native.create_mergeable_comp_execution_context(
-            contexts, num_subrounds=self._num_subrounds)
+        contexts = [self._context(grpc.intercept_channel(channel, counter))
+                    for channel, counter in zip(self._channels, self._counters)]
+        if self._merge_on_driver:
+            self._merger = WorkerProcess(log_path=self._log_path).start()
+            self._channels.append(grpc.insecure_channel(self._merger.address, _GRPC_OPTIONS))
+            self.context = remote_rounds.MergingContext(
+                contexts, self._context(self._channels[-1]), num_subrounds=self._num_subrounds)
+        else:
+            self.context = tff.backends.native.create_mergeable_comp_execution_context(
+                contexts, num_subrounds=self._num_subrounds)
         self.install()
         return self
 
@@ -360,12 +393,20 @@ class RemoteRuntime:
         return [counter.total for counter in self._counters]
 
     def stop(self) -> None:
-        """Uninstalls the context and closes the connections (the workers keep running)."""
+        """Uninstalls the context and closes the connections; the remote workers keep running,
+        the merging worker of its own stops."""
         _uninstall(self.context)
         self.context = None
+        for executor in self._executors:  # Their values on the workers go while we can reach them.
+            with contextlib.suppress(grpc.RpcError, ValueError):
+                executor.close()
+        self._executors = []
         for channel in self._channels:
             channel.close()
         self._channels = []
+        if self._merger is not None:
+            self._merger.stop()
+            self._merger = None
 
 
 def _install(context, what: str) -> None:
@@ -463,7 +504,9 @@ def runtime_for(workers: Sequence[str] = (), subrounds: int = 1,
 
     With `subrounds` > 1 each round runs as that many sequential sub-rounds per worker through
     TFF's mergeable context (partial aggregates merged): a cohort's clients are not all held
-    by a worker at once. Locally the mergeable context drives this process's own worker.
+    by a worker at once. Locally the mergeable context drives this process's own worker; with
+    `workers`, a worker of this process's own merges the partial aggregates and finishes each
+    round (its output goes to `log_path` among `kwargs`).
     """
     if not workers:
         with local_runtime(**kwargs) as rt:
@@ -478,7 +521,8 @@ def runtime_for(workers: Sequence[str] = (), subrounds: int = 1,
                 rt.install()
         return
     rt = RemoteRuntime(list(workers),
-                       num_subrounds=subrounds * len(workers) if subrounds > 1 else None).start()
+                       num_subrounds=subrounds * len(workers) if subrounds > 1 else None,
+                       merge_on_driver=True, log_path=kwargs.get('log_path')).start()
     try:
         yield rt
     finally:

@@ -13,7 +13,7 @@ import pytest
 from fl_tff import experiment, runtime
 from fl_tff.config import ConfigError, ExperimentConfig
 
-BASE = ExperimentConfig(dataset='digits', model='2nn', hidden_units=32, num_clients=12,
+BASE = ExperimentConfig(dataset='digits', model='2nn', hidden_units=200, num_clients=12,
                         clients_per_round=6, rounds=2, eval_every=2, seed=5)
 
 
@@ -49,6 +49,13 @@ def test_two_workers_match_one_process(tff_runtime, tmp_path, two_workers, overr
     assert remote_run.summary['final_test_accuracy'] == pytest.approx(
         local_run.summary['final_test_accuracy'], abs=1e-6)
     assert min(used) > 0.2, f'both workers must train clients (CPU seconds {used})'
+    # Each worker receives the model state and its clients' tasks: each computation only in
+    # round 1, and no partial aggregates (the driver's own worker merges them).
+    weight_bytes = sum(4 * np.size(t) for t in remote_run.final_weights.trainable
+                       + remote_run.final_weights.non_trainable)
+    first, second = remote_run.history
+    assert second['worker_bytes_sent_max'] <= 1.05 * weight_bytes
+    assert first['worker_bytes_sent_max'] > 1.5 * weight_bytes
 
 
 @pytest.mark.parametrize('overrides,flag', [
