@@ -62,7 +62,8 @@ def test_merging_on_the_driver_leaves_the_workers_only_their_sub_rounds(tff_runt
             sent[merge_on_driver] = calls[-1][1]
     finally:
         other.stop()
-    # TFF's context sends the merge steps to one of the workers; merged on the driver, each
-    # worker receives what the other one did there: its clients' values and a call.
-    assert max(sent[False]) > 2 * min(sent[False])
-    assert abs(sent[True][0] - sent[True][1]) <= 4 and max(sent[True]) <= min(sent[False])
+    # TFF's context sends the merge steps to one of the workers (over 4x the other's bytes
+    # here); merged on the driver, each worker receives about what the other one did there:
+    # its clients' values and a call (value ids vary the sizes by a few bytes).
+    assert max(sent[False]) > 4 * min(sent[False])
+    assert max(sent[True]) < 1.2 * min(sent[False]) and max(sent[True]) < 1.2 * min(sent[True])
