@@ -3,6 +3,7 @@ per-client accuracy distributions (on training clients' test examples or on held
 
 from __future__ import annotations
 
+import collections
 from typing import Callable, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff.models.losses import numpy_mask
-from fl_tff.models.model_fn import ModelFn, accuracy_metric
+from fl_tff.models.model_fn import KerasModelFn, ModelFn, accuracy_metric
 
 # Upper bound on logits held at once (floats): next-word models have 10,004 classes per position.
 _MAX_LOGITS = 1 << 24
@@ -71,12 +72,14 @@ class CentralizedEvaluator:
 class FederatedEvaluator:
     """TFF's federated evaluation (`build_fed_eval`) of given weights over every test client.
 
-    The evaluation computation is built once; each call only sets the weights and runs it.
+    The evaluation computation is built once per model architecture in a process (it takes the
+    weights as an argument: a sweep or a study evaluates many runs of one model with it); each
+    call only sets the weights and runs it.
     """
 
     def __init__(self, model_fn: ModelFn, test_data: tff.simulation.datasets.ClientData,
                  batch_size: int = 64):
-        self._process = tff.learning.algorithms.build_fed_eval(model_fn)
+        self._process = _fed_eval(model_fn)
         self._datasets = [test_data.create_tf_dataset_for_client(c).batch(batch_size)
                           for c in test_data.client_ids]
 
@@ -87,6 +90,23 @@ class FederatedEvaluator:
         return {'fed_eval_loss': float(current['loss']),
                 'fed_eval_accuracy': accuracy_metric(current),
                 'fed_eval_clients': len(self._datasets)}
+
+
+_FED_EVAL: collections.OrderedDict = collections.OrderedDict()  # Key -> process, newest last.
+_FED_EVAL_KEPT = 8
+
+
+def _fed_eval(model_fn: ModelFn) -> tff.learning.templates.LearningProcess:
+    """`build_fed_eval(model_fn)`, reused for a model with the same `computation_key`."""
+    key = model_fn.computation_key if isinstance(model_fn, KerasModelFn) else None
+    if key is None:
+        return tff.learning.algorithms.build_fed_eval(model_fn)
+    if key not in _FED_EVAL:
+        _FED_EVAL[key] = tff.learning.algorithms.build_fed_eval(model_fn)
+        while len(_FED_EVAL) > _FED_EVAL_KEPT:
+            _FED_EVAL.popitem(last=False)
+    _FED_EVAL.move_to_end(key)
+    return _FED_EVAL[key]
 
 
 class PerClientEvaluator:

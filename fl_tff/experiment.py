@@ -22,12 +22,14 @@ from fl_tff.data import client_files, tff_datasets
 
 @dataclasses.dataclass
 class ExperimentResult:
-    """What a finished run leaves: its directory, per-round metrics and final model weights."""
+    """What a finished run leaves: its directory, per-round metrics, the final model weights and
+    the process's final server state (what its last checkpoint holds)."""
 
     run_dir: str
     history: list[dict[str, Any]]
     final_weights: tff.learning.models.ModelWeights
     summary: dict[str, Any]
+    final_state: Any = None
 
 
 def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
@@ -102,6 +104,21 @@ def build_model(config: ExperimentConfig, fed_data: data.FederatedData):
         config.model, fed_data.element_spec, fed_data.num_classes, seed=config.seed,
         masked_labels=fed_data.masked_labels, accuracy_masked_labels=fed_data.accuracy_masked_labels,
         **({'hidden_units': config.hidden_units} if config.hidden_units else {}))
+
+
+def check_model(config: ExperimentConfig, model_fn: models.ModelFn) -> None:
+    """The selected options' checks against the model (`Option.check_model`), run before any
+    run directory exists.
+
+    Raises:
+      ConfigError: A setting the model does not allow (e.g. more personal layers than it has).
+    """
+    for _, option in config.selection().items():
+        if option.check_model is not None:
+            try:
+                option.check_model(config, model_fn)
+            except options.OptionError as e:
+                raise ConfigError(e.flag, str(e)) from e
 
 
 def build_clock(config: ExperimentConfig, fed_data: data.FederatedData,
@@ -276,13 +293,7 @@ def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print,
     fed_data = load_federated_data(config)
     model_fn, keras_fn = build_model(config, fed_data)
     epochs = config.local_epochs()
-    selection = config.selection()
-    for _, option in selection.items():
-        if option.check_model is not None:
-            try:
-                option.check_model(config, model_fn)
-            except options.OptionError as e:
-                raise ConfigError(e.flag, str(e)) from e
+    check_model(config, model_fn)
     attack = build_attack(config, fed_data)
     select = build_selector(config, fed_data, model_fn, epochs, attack)
     privacy_ledger = round_hooks.build_privacy_ledger(config, select, fed_data.train_sizes,
@@ -446,7 +457,7 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
     log(f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds']} rounds "
         f"({summary['seconds_this_session']:.0f}s); metrics in "
         f"{os.path.join(run_dir, reporting.METRICS_FILE)}")
-    return ExperimentResult(run_dir, history, final_weights, summary)
+    return ExperimentResult(run_dir, history, final_weights, summary, final_state=state)
 
 
 def _bytes_to_workers(rt: runtime.RemoteRuntime) -> Callable[[], Callable[[], dict[str, int]]]:

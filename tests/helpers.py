@@ -12,11 +12,19 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def live_worker_pids() -> set[int]:
-    """PIDs of running (non-zombie) TFF worker_binary processes; read-only, for assertions."""
+    """PIDs of running (non-zombie) TFF worker_binary processes started by this test process or
+    its subprocesses (they inherit its `FL_TFF_TEST_SESSION`, see conftest.py), so another
+    pytest-xdist process's workers do not count; read-only, for assertions."""
+    session = os.environ.get('FL_TFF_TEST_SESSION')
     pids = set()
     for p in psutil.process_iter(['name', 'status']):
-        if p.info['name'] == 'worker_binary' and p.info['status'] != psutil.STATUS_ZOMBIE:
-            pids.add(p.pid)
+        if p.info['name'] != 'worker_binary' or p.info['status'] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if session is None or p.environ().get('FL_TFF_TEST_SESSION') == session:
+                pids.add(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
     return pids
 
 
@@ -65,6 +73,13 @@ def run_driver_in_process(main, argv: list[str]) -> int:
         flags.FLAGS.unparse_flags()
 
 
+def run_driver_refusal(main, argv: list[str]) -> int:
+    """`run_driver_in_process` for input the driver must refuse before any work (exit 2): not an
+    integration helper, so such tests stay in the fast tier; should the driver not refuse, the
+    tier guard of conftest.py fails the test when it reaches TFF's worker."""
+    return run_driver_in_process(main, argv)
+
+
 def client_rounds(select, round_num: int) -> list:
     """The rounds (`fl_tff.data.client_rounds`) of `select`'s clients in `round_num`, built here:
     the data a process that is not composed with the dataset computation takes."""
@@ -105,3 +120,100 @@ def raise_in_a_weakref_callback(exc_type) -> None:
         raise exc_type
     ref = weakref.ref(obj, callback)  # pylint: disable=unused-variable
     del obj  # The callback runs now.
+
+
+class Figures:
+    """What every matplotlib figure saved while it is installed showed: per figure, its pixel
+    size and one `Panel` per axes (what the test asserts on, rather than a file's size)."""
+
+    def __init__(self, monkeypatch):
+        from matplotlib.figure import Figure
+        self.saved: list[dict] = []
+        original = Figure.savefig
+
+        def savefig(figure, *args, **kwargs):
+            renderer = figure.canvas.get_renderer()
+            box = figure.bbox
+            titles = [t for t in [*figure.texts, *(ax.title for ax in figure.axes)] if t.get_text()]
+            self.saved.append({
+                'suptitle': figure.get_suptitle(),
+                'panels': [Panel.of(ax) for ax in figure.axes if ax.get_label() != '<colorbar>'],
+                # Every title drawn within the figure's edges (none cut off).
+                'titles_inside': all(box.x0 <= e.x0 and e.x1 <= box.x1 for e in
+                                     (t.get_window_extent(renderer) for t in titles))})
+            return original(figure, *args, **kwargs)
+        monkeypatch.setattr(Figure, 'savefig', savefig)
+
+    def only(self) -> dict:
+        (figure,) = self.saved
+        return figure
+
+
+class Panel:
+    """One axes of a saved figure: labels, scales, legend entries and each labelled line's
+    points (lines without a label, like a box's median bar, are kept under their index)."""
+
+    def __init__(self, title, xlabel, ylabel, xscale, yscale, legend, lines, texts, images):
+        self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
+        self.xscale, self.yscale, self.legend = xscale, yscale, legend
+        self.lines, self.texts, self.images = lines, texts, images
+
+    @classmethod
+    def of(cls, ax) -> 'Panel':
+        lines = {}
+        for i, line in enumerate(ax.get_lines()):
+            label = line.get_label()
+            key = label if label and not label.startswith('_') else i
+            lines[key] = (list(np.asarray(line.get_xdata(), dtype=float)),
+                          list(np.asarray(line.get_ydata(), dtype=float)))
+        legend = ax.get_legend()
+        return cls(ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale(),
+                   ax.get_yscale(), [t.get_text() for t in legend.get_texts()] if legend else [],
+                   lines, [t.get_text() for t in ax.texts],
+                   [np.asarray(im.get_array()) for im in ax.get_images()])
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) in pixels, read back from the PNG file's header."""
+    import struct
+    with open(path, 'rb') as f:
+        header = f.read(24)
+    assert header[:8] == b'\x89PNG\r\n\x1a\n' and header[12:16] == b'IHDR', f'{path} is not a PNG'
+    return struct.unpack('>II', header[16:24])
+
+
+def valid_choices(registry) -> str:
+    """The valid-choices list an error about an unknown choice of `registry` prints (taken from
+    the registry, so adding an option edits no test)."""
+    return ', '.join(sorted(registry.names))
+
+
+class PlainSgd:
+    """A Keras model of `keras_fn` with one compiled plain-SGD step on it (loss, gradient by
+    autodiff, w <- w - lr g): the papers' local updates written plainly, in TF. Build one per
+    round of a plain algorithm and reuse it for its clients (`load` their start weights): the
+    step is traced once. (Not across tests: a model TFF's builders make in a graph invalidates
+    Keras models made before it.)"""
+
+    def __init__(self, keras_fn, lr: float):
+        import tensorflow as tf
+        self.model = keras_fn()
+        loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        variables = self.model.trainable_variables
+
+        @tf.function(reduce_retracing=True)
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, self.model(x, training=True))
+            for v, g in zip(variables, tape.gradient(loss, variables)):
+                v.assign_sub(lr * g)
+
+        self.step = step
+
+    def load(self, weights) -> 'PlainSgd':
+        for v, w in zip(self.model.trainable_variables, weights):
+            v.assign(w)
+        return self
+
+    def weights(self) -> list:
+        return [v.numpy() for v in self.model.trainable_variables]

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from fl_tff import plotting, reproductions
+from fl_tff import plotting, reporting, reproductions
+from tests.helpers import Figures, png_size
 
 
 @pytest.mark.parametrize('name', sorted(reproductions.STUDIES))
@@ -15,23 +16,45 @@ def test_every_study_has_valid_configs(tmp_path, name):
 
 
 def test_unknown_study_lists_choices(tmp_path):
-    with pytest.raises(ValueError, match='unknown study .nope.; valid choices: adaptive_optimizers, async, byzantine, compression_uplink, dp_privacy_utility, fedavg_vs_fedsgd, fedprox_stragglers, personalization, qffl_fairness, scaffold_heterogeneity'):
+    with pytest.raises(ValueError, match=f"unknown study 'nope'; valid choices: "
+                       f"{', '.join(sorted(reproductions.STUDIES))}$"):
         reproductions.study_configs('nope', str(tmp_path))
 
 
-def test_plot_skips_missing_and_non_finite_points(tmp_path):
+def test_plot_skips_missing_and_non_finite_points(tmp_path, monkeypatch):
+    figures = Figures(monkeypatch)
     path = str(tmp_path / 'p.png')
     rows = [{'round': 1, 'loss': 1.0}, {'round': 2}, {'round': 3, 'loss': float('nan')},
             {'round': 4, 'loss': 0.5}]
     plotting.plot_curves({'a': rows}, ['loss'], path, title='t', log_scale=['loss'],
                          hlines={'loss': 0.7})
-    assert os.path.getsize(path) > 1000
+    assert png_size(path) == (5.5 * 110, 4 * 110)
+    figure = figures.only()
+    (panel,) = figure['panels']
+    assert figure['suptitle'] == 't' and (panel.xlabel, panel.ylabel) == ('round', 'loss')
+    # A title longer than the figure is wide wraps instead of running off its edges.
+    title = reproductions.STUDIES['async'].title
+    plotting.plot_curves({'a': rows}, ['loss'], path, title=title)
+    assert figures.saved[-1]['suptitle'].split() == title.split()
+    assert '\n' in figures.saved[-1]['suptitle'] and figures.saved[-1]['titles_inside']
+    assert panel.yscale == 'log' and panel.legend == ['a', 'target 0.7']
+    assert panel.lines['a'] == ([1.0, 4.0], [1.0, 0.5])
+    assert panel.lines['target 0.7'][1] == [0.7, 0.7]
 
 
-@pytest.mark.slow
-def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path):
+def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path, monkeypatch):
+    figures = Figures(monkeypatch)
     out = reproductions.run_study('fedprox_stragglers', str(tmp_path), rounds=4, log=lambda _: None)
-    assert os.path.getsize(out['png']) > 1000
+    study = reproductions.STUDIES['fedprox_stragglers']
+    panels = figures.only()['panels']
+    assert [p.ylabel for p in panels] == [m.replace('_', ' ') for m in study.plot_metrics]
+    for label, _ in study.variants:  # Each variant's line is its metrics.csv, evaluations only.
+        rows = reporting.read_metrics(out['run_dirs'][label])
+        for panel, metric in zip(panels, study.plot_metrics):
+            xs, ys = panel.lines[label]
+            expected = [(r['round'], r[metric]) for r in rows if r.get(metric) is not None]
+            assert xs == [x for x, _ in expected] == [2, 4]
+            assert ys == pytest.approx([y for _, y in expected])
     text = open(out['markdown']).read()
     assert '| FedProx mu=1, partial work |' in text and '--rounds=4' in text
     assert [r['run'] for r in out['rows']] == [label for label, _ in
@@ -41,7 +64,7 @@ def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path):
     assert partial['clients aggregated per round (mean)'] == '10.00'
 
 
-def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path):
+def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path, monkeypatch):
     def stats(prefix, mean):
         return {f'{prefix}_{s}': mean + d for s, d in
                 (('mean', 0.0), ('p10', -0.2), ('p50', 0.05), ('p90', 0.1), ('worst10pct', -0.3))}
@@ -58,8 +81,16 @@ def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path):
     assert rows['fedper']['personalized by'] == 'its personal part (FedRecon: reconstructed)'
     assert rows['fedper']['personalized worst10pct'] == '0.400'
     path = str(tmp_path / 'p.png')
+    figures = Figures(monkeypatch)
     reproductions._plot_personalization(histories, path, 'title')
-    assert os.path.getsize(path) > 1000
+    assert png_size(path) == (6 * 110, 4.5 * 110)  # Two runs x two boxes: the minimum width.
+    (panel,) = figures.only()['panels']
+    assert panel.title == 'title' and panel.ylabel == 'per-client test accuracy'
+    assert panel.legend == ['global model', 'personalized', 'mean', 'mean of the worst 10%']
+    # Per box: its median bar, mean dot and worst-10% triangle (y values from the last rows).
+    drawn = [y for key, (_, ys) in panel.lines.items() if isinstance(key, int) for y in ys]
+    assert drawn == pytest.approx([0.55, 0.55, 0.5, 0.2, 0.65, 0.65, 0.6, 0.3,  # fedavg
+                                   0.45, 0.45, 0.4, 0.1, 0.75, 0.75, 0.7, 0.4])  # fedper
 
 
 def test_async_table_counts_simulated_time_and_client_updates_to_the_target():
@@ -110,6 +141,7 @@ def test_tuned_study_keeps_the_grid_point_with_the_best_mean_over_seeds(tmp_path
                                            {'server_learning_rate': [1.0]}), seeds=2))
     monkeypatch.setitem(reproductions.STUDIES, 'tuned', study)
     monkeypatch.setattr(sweep, 'run_grid', fake_run_grid)
+    figures = Figures(monkeypatch)
     out = reproductions.run_study('tuned', str(tmp_path), log=lambda _: None)
     # Every grid point x seed was asked for, seeds counted from the base seed.
     assert calls[0] == [({'server_learning_rate': v}, s) for v in (0.1, 1.0, 3.0) for s in (5, 6)]
@@ -125,7 +157,13 @@ def test_tuned_study_keeps_the_grid_point_with_the_best_mean_over_seeds(tmp_path
     assert [r['selected by'] for r in out['grid']] == ['0.6750', '0.6800', '', '']
     text = open(out['markdown']).read()
     assert 'Every grid point, 2 seeds each' in text and 'grid: server_learning_rate=0.1,1.0,3.0' in text
-    assert os.path.getsize(out['png']) > 1000
+    # Only 'a' finished: its chosen point's two seeds (identical here) are its band's mean.
+    accuracy, loss = figures.only()['panels']
+    assert set(accuracy.lines) == {'a (2 seeds)', 'target 0.8'}
+    assert accuracy.lines['a (2 seeds)'] == ([2.0 * (i + 1) for i in range(10)],
+                                             pytest.approx([0.5] * 9 + [0.86]))
+    assert loss.yscale == 'log' and loss.lines['a (2 seeds)'][1] == pytest.approx(
+        [0.5] * 9 + [0.14])
 
 
 def test_adaptive_table_reports_mean_and_std_over_seeds_and_seeds_that_reached_the_target():
@@ -137,11 +175,16 @@ def test_adaptive_table_reports_mean_and_std_over_seeds_and_seeds_that_reached_t
     assert never['rounds to 80%'] == 'not reached (0/1 seeds)'
 
 
-def test_seed_band_plot_uses_rounds_every_seed_has(tmp_path):
+def test_seed_band_plot_uses_rounds_every_seed_has(tmp_path, monkeypatch):
+    figures = Figures(monkeypatch)
     path = str(tmp_path / 'bands.png')
     plotting.plot_seed_bands({'a': [_rows(0.1, 0.2), _rows(0.3)], 'empty': [[{'round': 1}]]},
                              ['test_accuracy'], path, title='t', hlines={'test_accuracy': 0.5})
-    assert os.path.getsize(path) > 1000
+    assert png_size(path) == (5.5 * 110, 4 * 110)
+    (panel,) = figures.only()['panels']
+    # Round 2 is the only one both seeds of 'a' have: mean (0.1 + 0.3) / 2; 'empty' has none.
+    assert panel.lines['a (2 seeds)'] == ([2.0], [pytest.approx(0.2)])
+    assert set(panel.lines) == {'a (2 seeds)', 'target 0.5'} and panel.xlabel == 'round'
 
 
 def test_a_tuned_study_needs_one_grid_per_variant(tmp_path, monkeypatch):

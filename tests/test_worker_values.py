@@ -54,7 +54,7 @@ def test_a_value_the_worker_writes_reads_back_in_the_driver_for_every_dtype_and_
 
 
 def test_round_files_are_removed_after_the_round_and_only_clients_values_become_paths(
-        tmp_path):
+        federated_tracing, tmp_path):
     with worker_values.round_files(str(tmp_path / 'values'), [[np.ones(3, np.float32)]] * 2) as paths:
         assert [np.fromfile(p, np.float32).tolist() for p in paths] == [[1.0] * 3] * 2
     assert list((tmp_path / 'values').iterdir()) == []

@@ -1,5 +1,6 @@
 """Plot and sweep tools, progress reporting."""
 
+import csv
 import dataclasses
 import io
 import json
@@ -9,6 +10,7 @@ import pytest
 
 from fl_tff import reporting, run_plots, sweep
 from fl_tff.config import ConfigError, ExperimentConfig
+from tests.helpers import Figures, png_size
 
 
 def _fake_run(path, **config):
@@ -20,13 +22,24 @@ def _fake_run(path, **config):
     return str(path)
 
 
-def test_plot_runs_labels_by_differing_settings_and_adds_byte_axis(tmp_path):
+def test_plot_runs_labels_by_differing_settings_and_adds_byte_axis(tmp_path, monkeypatch):
     a = _fake_run(tmp_path / 'a', client_learning_rate=0.1, rounds=2)
     b = _fake_run(tmp_path / 'b', client_learning_rate=0.2, rounds=2)
     assert run_plots.legend_labels([run_plots.load_run(a)[0], run_plots.load_run(b)[0]]) == [
         'client_learning_rate=0.1', 'client_learning_rate=0.2']
+    figures = Figures(monkeypatch)
     out = run_plots.plot_runs([a, b], str(tmp_path / 'p.png'))
-    assert os.path.getsize(out) > 1000
+    # Two metrics (columns) against the round and against the uplink bytes (rows).
+    assert png_size(out) == (2 * 5.5 * 110, 2 * 4 * 110)
+    panels = figures.only()['panels']
+    assert [(p.xlabel, p.ylabel, p.yscale) for p in panels] == [
+        ('round', 'test accuracy', 'linear'), ('round', 'train loss', 'log'),
+        ('uplink bytes', 'test accuracy', 'linear'), ('uplink bytes', 'train loss', 'log')]
+    for label in ('client_learning_rate=0.1', 'client_learning_rate=0.2'):
+        assert panels[0].lines[label] == ([2.0], [0.6])  # Round 1 was not evaluated.
+        assert panels[1].lines[label] == ([1.0, 2.0], [2.0, 1.5])
+        assert panels[3].lines[label] == ([100.0, 200.0], [2.0, 1.5])
+        assert label in panels[0].legend
 
 
 def test_plot_rejects_a_directory_that_is_not_a_run(tmp_path):
@@ -75,16 +88,23 @@ def test_progress_bar_in_a_terminal_and_plain_lines_otherwise():
     assert len(lines) == 1 and lines[0].startswith('round 1/4')
 
 
-def test_a_diverging_sweep_point_is_recorded_and_the_sweep_still_summarizes(tff_runtime, tmp_path):
+def test_a_diverging_sweep_point_is_recorded_and_the_sweep_still_summarizes(tff_runtime, tmp_path,
+                                                                          monkeypatch):
     base = ExperimentConfig(output_dir=str(tmp_path), rounds=2, eval_every=1)
+    figures = Figures(monkeypatch)
     out = sweep.run_sweep(base, {'client_learning_rate': [0.05, 50.0]}, 1, 's', log=lambda _: None)
     rows = {r['setting']: r for r in out['rows']}
     assert rows['client_learning_rate=50.0']['status'] == 'diverged: seed 0 at round 1'
     assert rows['client_learning_rate=50.0']['seeds'] == 0
     assert rows['client_learning_rate=0.05']['status'] == 'ok'
     assert rows['client_learning_rate=0.05']['seeds'] == 1
-    for name in ('summary.md', 'summary.csv', 'sweep.png'):
-        assert os.path.getsize(os.path.join(out['dir'], name)) > 0
+    # The plot shows the finished point only, evaluated after rounds 1 and 2.
+    accuracy, loss = figures.only()['panels']
+    assert set(accuracy.lines) == {'client_learning_rate=0.05'}
+    assert accuracy.lines['client_learning_rate=0.05'][0] == [1.0, 2.0]
+    assert png_size(os.path.join(out['dir'], 'sweep.png')) == (2 * 5.5 * 110, 4 * 110)
+    with open(os.path.join(out['dir'], 'summary.csv')) as f:
+        assert [r['status'] for r in csv.DictReader(f)] == ['ok', 'diverged: seed 0 at round 1']
     assert 'diverged: seed 0 at round 1' in open(os.path.join(out['dir'], 'summary.md')).read()
 
 
@@ -94,7 +114,9 @@ def test_a_diverging_reproduction_variant_is_a_table_row(tff_runtime, tmp_path, 
     monkeypatch.setitem(reproductions.STUDIES, 'tiny', dataclasses.replace(
         study, base={**study.base, 'rounds': 2},
         variants=(('FedAvg', {}), ('FedAvg, lr 50', {'client_learning_rate': 50.0}))))
+    figures = Figures(monkeypatch)
     out = reproductions.run_study('tiny', str(tmp_path), log=lambda _: None)
     assert [r['status'] for r in out['rows']] == ['ok', 'diverged at round 1']
     assert '| FedAvg, lr 50 |' in open(out['markdown']).read()
-    assert os.path.getsize(out['png']) > 1000
+    for panel in figures.only()['panels']:  # The diverged variant has no line.
+        assert [k for k in panel.lines if not str(k).startswith('target')] == ['FedAvg']

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -37,10 +37,22 @@ class KerasModelFn:
     """
 
     def __init__(self, keras_fn: Callable[[], tf.keras.Model], input_spec,
-                 masked_labels: Sequence[int] = (), accuracy_masked_labels: Sequence[int] = ()):
+                 masked_labels: Sequence[int] = (), accuracy_masked_labels: Sequence[int] = (),
+                 architecture: Optional[tuple] = None):
         self.keras_fn, self.input_spec = keras_fn, input_spec
         self._masked = tuple(masked_labels)
         self._accuracy_masked = self._masked + tuple(accuracy_masked_labels)
+        self._architecture = architecture
+
+    @property
+    def computation_key(self) -> Optional[tuple]:
+        """What a TFF computation over this model's variables depends on (architecture, input
+        spec, loss and metrics; not the seed of its initial weights), or None when unknown
+        (a Keras factory of the caller's own): computations that take the weights as an
+        argument, like federated evaluation, can be built once per key."""
+        if self._architecture is None:
+            return None
+        return (self._architecture, repr(self.input_spec), self._masked, self._accuracy_masked)
 
     def loss(self) -> tf.keras.losses.Loss:
         """A new loss object."""
@@ -62,12 +74,16 @@ class KerasModelFn:
 
 def build_model_fn(keras_fn: Callable[[], tf.keras.Model], input_spec,
                    masked_labels: Sequence[int] = (),
-                   accuracy_masked_labels: Sequence[int] = ()) -> KerasModelFn:
+                   accuracy_masked_labels: Sequence[int] = (),
+                   architecture: Optional[tuple] = None) -> KerasModelFn:
     """Wraps a Keras factory for TFF (see `KerasModelFn`).
 
-    `input_spec` is the spec of a *batched* client dataset element (see `batched_input_spec`).
+    `input_spec` is the spec of a *batched* client dataset element (see `batched_input_spec`);
+    `architecture` identifies what `keras_fn` builds, seed aside (see
+    `KerasModelFn.computation_key`).
     """
-    return KerasModelFn(keras_fn, input_spec, masked_labels, accuracy_masked_labels)
+    return KerasModelFn(keras_fn, input_spec, masked_labels, accuracy_masked_labels,
+                        architecture)
 
 
 def model_fn_for_dataset(model_name: str, element_spec, num_classes: int, seed: int = 0,
@@ -80,8 +96,10 @@ def model_fn_for_dataset(model_name: str, element_spec, num_classes: int, seed: 
     """
     keras_fn = keras_model_factory(model_name, element_spec['x'].shape, num_classes, seed,
                                    **model_kwargs)
+    architecture = (model_name, tuple(element_spec['x'].shape), num_classes,
+                    tuple(sorted(model_kwargs.items())))
     return build_model_fn(keras_fn, batched_input_spec(element_spec), masked_labels,
-                          accuracy_masked_labels), keras_fn
+                          accuracy_masked_labels, architecture), keras_fn
 
 
 def accuracy_metric(metrics) -> float:

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import simulation
@@ -10,7 +9,7 @@ from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.fedasync import build_fedasync
 from fl_tff.algorithms.fedbuff import build_fedbuff
 from fl_tff.simulation import devices, worker_data
-from tests.helpers import max_abs_diff, to_batches
+from tests.helpers import PlainSgd, max_abs_diff, to_batches
 
 SGD = tff.learning.optimizers.build_sgdm
 LR = 0.05
@@ -48,29 +47,23 @@ def test_fedbuff_with_whole_cohort_buffers_equals_synchronous_fedavg(tff_runtime
     assert [row['staleness_max'] for row in buff_rows] == [0, 0, 0]
 
 
-def _train_plainly(keras_fn, start, client_round):
-    """The client's local SGD in eager Keras: (trained weights, examples processed)."""
-    model = keras_fn()
-    for v, w in zip(model.trainable_variables, start):
-        v.assign(w)
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def _train_plainly(sgd, start, client_round):
+    """The client's local SGD written plainly: (trained weights, examples processed)."""
+    sgd.load(start)
     examples = 0
     for batch in to_batches(client_round):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(batch['y'], model(batch['x'], training=True))
-        for v, g in zip(model.trainable_variables,
-                        tape.gradient(loss, model.trainable_variables)):
-            v.assign_sub(LR * g)
+        sgd.step(batch['x'], batch['y'])
         examples += int(batch['y'].shape[0])
-    return [v.numpy() for v in model.trainable_variables], examples
+    return sgd.weights(), examples
 
 
 def _plain_updates(keras_fn, select, async_select, initial, rounds, server_update):
     """Server updates from each buffered client's own start version (the papers' algorithms)."""
     versions = {0: [np.asarray(t) for t in initial]}
+    sgd = PlainSgd(keras_fn, LR)
     for n in range(1, rounds + 1):
         plan = async_select.plan(n)
-        trained = [_train_plainly(keras_fn, versions[v], select.client_round(task))
+        trained = [_train_plainly(sgd, versions[v], select.client_round(task))
                    for v, task in zip(plan.start_versions, async_select.client_inputs(plan))]
         versions[n] = server_update(versions[n - 1], plan, [versions[v] for v in plan.start_versions],
                                     trained)

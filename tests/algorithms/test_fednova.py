@@ -2,14 +2,13 @@
 FedAvg when every client takes the same number of local steps."""
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.fednova import build_fednova
 from fl_tff.data import client_rounds as rounds_lib
 from tests.algorithms.test_fedavg import run_rounds
-from tests.helpers import client_rounds, max_abs_diff, to_batches
+from tests.helpers import PlainSgd, client_rounds, max_abs_diff, to_batches
 
 SGD = tff.learning.optimizers.build_sgdm
 LR = 0.05
@@ -17,22 +16,16 @@ LR = 0.05
 
 def _plain_round(keras_fn, x, rounds_data):
     """x - tau_eff sum_i p_i (x - y_i) / tau_i, p_i = examples processed / their sum."""
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     ds, taus, ps = [], [], []
+    sgd = PlainSgd(keras_fn, LR)
     for data in rounds_data:
-        model = keras_fn()
-        for v, t in zip(model.trainable_variables, x):
-            v.assign(t)
+        sgd.load(x)
         batches = list(to_batches(data))
         for b in batches:
-            with tf.GradientTape() as tape:
-                loss = loss_fn(b['y'], model(b['x'], training=True))
-            for v, g in zip(model.trainable_variables,
-                            tape.gradient(loss, model.trainable_variables)):
-                v.assign_sub(LR * g)
+            sgd.step(b['x'], b['y'])
         taus.append(len(batches))
         ps.append(sum(int(b['y'].shape[0]) for b in batches))
-        ds.append([(a - v.numpy()) / len(batches) for a, v in zip(x, model.trainable_variables)])
+        ds.append([(a - v) / len(batches) for a, v in zip(x, sgd.weights())])
     p = np.array(ps, float) / sum(ps)
     tau_eff = float(np.dot(p, taus))
     return [a - tau_eff * sum(pi * d[i] for pi, d in zip(p, ds)) for i, a in enumerate(x)]

@@ -24,23 +24,28 @@ def test_mu_zero_is_exactly_fedavg(tff_runtime, setup):
 
 
 def _reference_fedprox_round(keras_fn, weights, datasets, mu, lr, weighting):
-    """The paper's FedProx round in plain eager TF: each client runs SGD on
+    """The paper's FedProx round in plain TF: each client runs SGD on
     loss + (mu/2)||w - w_global||^2 (gradient by autodiff), the server averages."""
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = keras_fn()
+    global_w = [tf.constant(w) for w in weights]
+
+    @tf.function(reduce_retracing=True)  # One SGD step; the loop over batches stays in Python.
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+            loss += mu / 2 * tf.add_n([tf.reduce_sum(tf.square(v - g))
+                                       for v, g in zip(model.trainable_variables, global_w)])
+        grads = tape.gradient(loss, model.trainable_variables)
+        for v, g in zip(model.trainable_variables, grads):
+            v.assign_sub(lr * g)
+
     deltas, client_weights = [], []
     for ds in datasets:
-        model = keras_fn()
         model.set_weights(weights)
-        global_w = [tf.constant(w) for w in weights]
         n = 0
         for batch in ds:
-            with tf.GradientTape() as tape:
-                loss = loss_fn(batch['y'], model(batch['x'], training=True))
-                loss += mu / 2 * tf.add_n([tf.reduce_sum(tf.square(v - g))
-                                           for v, g in zip(model.trainable_variables, global_w)])
-            grads = tape.gradient(loss, model.trainable_variables)
-            for v, g in zip(model.trainable_variables, grads):
-                v.assign_sub(lr * g)
+            step(batch['x'], batch['y'])
             n += int(batch['y'].shape[0])
         deltas.append([w - v.numpy() for w, v in zip(weights, model.trainable_variables)])
         client_weights.append(float(n) if weighting == tff.learning.ClientWeighting.NUM_EXAMPLES else 1.0)

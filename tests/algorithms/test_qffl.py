@@ -8,7 +8,7 @@ import tensorflow_federated as tff
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.qffl import build_qffl
 from tests.algorithms.test_fedavg import run_rounds
-from tests.helpers import client_rounds, max_abs_diff, to_batches
+from tests.helpers import PlainSgd, client_rounds, max_abs_diff, to_batches
 
 SGD = tff.learning.optimizers.build_sgdm
 LR = 0.05
@@ -19,21 +19,16 @@ def _plain_round(keras_fn, w, rounds_data, q):
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     lipschitz = 1.0 / LR
     deltas, hs = [], []
+    sgd = PlainSgd(keras_fn, LR)
     for data in rounds_data:
-        model = keras_fn()
-        for v, t in zip(model.trainable_variables, w):
-            v.assign(t)
+        sgd.load(w)
         batches = list(to_batches(data))
-        losses = [float(loss_fn(b['y'], model(b['x'], training=False))) for b in batches]
+        losses = [float(loss_fn(b['y'], sgd.model(b['x'], training=False))) for b in batches]
         sizes = [int(b['y'].shape[0]) for b in batches]
         f_k = float(np.dot(losses, sizes) / np.sum(sizes))  # F_k(w) on the round's examples.
         for b in batches:
-            with tf.GradientTape() as tape:
-                loss = loss_fn(b['y'], model(b['x'], training=True))
-            for v, g in zip(model.trainable_variables,
-                            tape.gradient(loss, model.trainable_variables)):
-                v.assign_sub(LR * g)
-        delta_w = [lipschitz * (a - v.numpy()) for a, v in zip(w, model.trainable_variables)]
+            sgd.step(b['x'], b['y'])
+        delta_w = [lipschitz * (a - v) for a, v in zip(w, sgd.weights())]
         deltas.append([f_k ** q * d for d in delta_w])
         hs.append(q * f_k ** (q - 1) * sum(float(np.sum(d * d)) for d in delta_w)
                   + lipschitz * f_k ** q)

@@ -1,4 +1,4 @@
-"""SCAFFOLD: parity with the paper's Algorithm 1 (option II) written plainly in eager TF."""
+"""SCAFFOLD: parity with the paper's Algorithm 1 (option II) written plainly in TF."""
 
 import dataclasses
 
@@ -24,18 +24,24 @@ def _reference_round(keras_fn, x, c, client_cs, ids, datasets):
     x by the mean of y - x and c by the sum of (c_i+ - c_i) over N."""
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     zeros = [np.zeros_like(w) for w in x]
+    model = keras_fn()
+
+    @tf.function(reduce_retracing=True)  # One corrected SGD step; the loop stays in Python.
+    def step(inputs, labels, c, ci):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(inputs, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        for v, g, cc, cci in zip(model.trainable_variables, grads, c, ci):
+            v.assign_sub(LR * (g - cci + cc))
+
     dys, dcs = [], []
     for cid, ds in zip(ids, datasets):
-        model = keras_fn()
         model.set_weights(x)
         ci = client_cs.get(cid, zeros)
         steps = 0
         for batch in ds:
-            with tf.GradientTape() as tape:
-                loss = loss_fn(batch['y'], model(batch['x'], training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            for v, g, cc, cci in zip(model.trainable_variables, grads, c, ci):
-                v.assign_sub(LR * (g - cci + cc))
+            step(batch['x'], batch['y'], [tf.constant(t) for t in c],
+                 [tf.constant(t) for t in ci])
             steps += 1
         y = [v.numpy() for v in model.trainable_variables]
         new_ci = [cci - cc + (xx - yy) / (steps * LR) for cci, cc, xx, yy in zip(ci, c, x, y)]

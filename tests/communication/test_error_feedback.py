@@ -44,7 +44,13 @@ def test_keeping_everything_is_plain_fedavg(tff_runtime, tmp_path):
     plain = _run(tmp_path, 'plain')
     kept = _run(tmp_path, 'ef', compression='topk', compression_k=1.0, error_feedback=True)
     np.testing.assert_allclose(_flat(kept.final_weights), _flat(plain.final_weights), atol=1e-6)
-    assert kept.history[-1]['uplink_bytes_per_client'] > plain.history[-1]['uplink_bytes_per_client']
+    # Counted from the tensors (2NN of width 32 on 8x8 digits): float32 values plus the 32-bit
+    # weight; top-k adds each kept value's index, ceil(log2 n) bits in a tensor of n values.
+    sizes = [64 * 32, 32, 32 * 32, 32, 32 * 10, 10]
+    index_bits = [11, 5, 10, 5, 9, 4]
+    assert plain.history[-1]['uplink_bytes_per_client'] == (32 * sum(sizes) + 32) // 8 == 13868
+    assert kept.history[-1]['uplink_bytes_per_client'] == -(
+        -(32 + sum(n * (32 + b) for n, b in zip(sizes, index_bits))) // 8) == 18369
 
 
 def test_residuals_are_checkpointed_and_a_resume_matches_an_uninterrupted_run(tff_runtime, tmp_path):

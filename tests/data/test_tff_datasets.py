@@ -1,44 +1,15 @@
 """TFF's SQLite datasets load offline from tiny files in the same format; a missing file is one
 clear error naming it."""
 
-import sqlite3
-
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from fl_tff import experiment
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
+from tests.tff_files import example as _example, write_shakespeare, write_sqlite
 
 RNG = np.random.default_rng(0)
-
-
-def _example(features: dict) -> bytes:
-    def feature(v):
-        if isinstance(v, bytes):
-            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-        v = np.asarray(v)
-        if v.dtype.kind == 'f':
-            return tf.train.Feature(float_list=tf.train.FloatList(value=v.ravel()))
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=v.ravel()))
-    return tf.train.Example(features=tf.train.Features(
-        feature={k: feature(v) for k, v in features.items()})).SerializeToString()
-
-
-def write_sqlite(path, splits: dict[str, dict[str, list[bytes]]]) -> None:
-    """A database in TFF's SqlClientData format."""
-    con = sqlite3.connect(path)
-    con.execute('CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT NULL, '
-                'serialized_example_proto BLOB NOT NULL)')
-    con.execute('CREATE TABLE client_metadata (client_id TEXT NOT NULL, split_name TEXT NOT NULL, '
-                'num_examples INTEGER NOT NULL)')
-    for split, clients in splits.items():
-        for cid, protos in clients.items():
-            con.executemany('INSERT INTO examples VALUES (?, ?, ?)', [(split, cid, p) for p in protos])
-            con.execute('INSERT INTO client_metadata VALUES (?, ?, ?)', (cid, split, len(protos)))
-    con.commit()
-    con.close()
 
 
 def _emnist_split(n_clients, n_examples, classes):
@@ -58,10 +29,7 @@ def data_dir(tmp_path_factory):
                                               'coarse_label': [int(RNG.integers(20))]})
                                     for _ in range(m)] for i in range(n)}
     write_sqlite(d / 'cifar100.sqlite', {'train': cifar(3, 6), 'test': cifar(3, 2)})
-    # Shakespeare: each client's lines repeat a short pattern (learnable next characters).
-    plays = lambda n, lines: {f'PLAY_{i}': [_example({'snippets': ('to be or not ' * 9).encode()})
-                                            for _ in range(lines)] for i in range(n)}
-    write_sqlite(d / 'shakespeare.sqlite', {'train': plays(4, 6), 'test': plays(4, 1)})
+    write_shakespeare(d)
     so = lambda n, m: {f'{i:08d}': [_example({
         'tokens': SO_SENTENCE, 'creation_date': b'2010-01-01', 'score': [1], 'tags': b'python',
         'title': b'a title', 'type': b'question'}) for _ in range(m)] for i in range(n)}

@@ -49,7 +49,6 @@ def _popen(module, out, *extra, env=None):
                             start_new_session=True)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('extra', [{}, dict(compression='topk', compression_k=0.1,
                                             error_feedback=True),
                                    dict(algorithm='ditto', ditto_lambda=0.5),
@@ -90,7 +89,6 @@ def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupte
     assert not [n for n in os.listdir(run_dir / 'checkpoints') if n.startswith('.partial')]
 
 
-@pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_a_concurrent_run_is_refused_naming_the_pid(
         tff_runtime, tmp_path, capsys):
     from experiments import train

@@ -48,7 +48,8 @@ def test_two_workers_match_one_process(tff_runtime, tmp_path, two_workers, overr
     assert np.abs(remote - local).max() <= 1e-5
     assert remote_run.summary['final_test_accuracy'] == pytest.approx(
         local_run.summary['final_test_accuracy'], abs=1e-6)
-    assert min(used) > 0.2, f'both workers must train clients (CPU seconds {used})'
+    # Each trains half of the clients: a share of the CPU time both used, whatever the speed.
+    assert min(used) > 0.25 * sum(used), f'both workers must train clients (CPU seconds {used})'
     # Each worker receives the model state and its clients' tasks: each computation only in
     # round 1, and no partial aggregates (the driver's own worker merges them).
     weight_bytes = sum(4 * np.size(t) for t in remote_run.final_weights.trainable

@@ -19,14 +19,16 @@ from fl_tff.simulation.heterogeneity import RoundPlan
 from tests.helpers import max_abs_diff
 
 
-def _dp_accounting_epsilon(z, per_tree, rounds, delta):
+def _dp_accounting_epsilon(z, per_tree, rounds, delta, per_epoch=None):
+    """Every tree composed; with `per_epoch`, one tree (the epoch's longest) per epoch
+    (dp_accounting directly)."""
     accountant = dp_accounting.rdp.RdpAccountant(
         neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
-    full, rest = divmod(rounds, per_tree)
+    full, rest = divmod(rounds, per_epoch or per_tree)
     for _ in range(full):
         accountant.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(z, per_tree))
     if rest:
-        accountant.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(z, rest))
+        accountant.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(z, min(per_tree, rest)))
     return accountant.get_epsilon(delta)
 
 
@@ -44,6 +46,30 @@ def test_the_tree_ledger_charges_dp_accountings_tree_events(z, per_tree):
                                                abs=1e-6)
     assert ledger.spent() == pytest.approx(_dp_accounting_epsilon(z, per_tree, 23, 1e-5), abs=1e-6)
     assert 'no sampling or shuffling' in ledger.statement()
+
+
+def test_trees_shorter_than_an_epoch_are_charged_once_per_epoch_while_clients_join_once_per_epoch():
+    """Epochs of 12 rounds, trees of 3: each client joins once per epoch, so one client's data
+    enters one tree per epoch (parallel composition); charging every tree overstates ε."""
+    z, per_tree, per_epoch, delta = 1.0, 3, 12, 1e-5
+    ledger = tree.TreeLedger(z, per_tree, delta, rounds_per_epoch=per_epoch)
+    every_tree = tree.TreeLedger(z, per_tree, delta)
+    for r in range(1, 31):
+        clients = [f'c{(r - 1) % per_epoch}']  # One new client per round, each once per epoch.
+        row = ledger.charge(_plan(r, clients))
+        every_tree.charge(_plan(r, clients))
+        assert row['epsilon'] == pytest.approx(
+            _dp_accounting_epsilon(z, per_tree, r, delta, per_epoch), abs=1e-6)
+    assert ledger.spent() < every_tree.spent() / 2  # 3 trees charged instead of 10.
+    assert every_tree.spent() == pytest.approx(_dp_accounting_epsilon(z, per_tree, 30, delta),
+                                               abs=1e-6)
+    assert 'one tree per epoch of 12 rounds' in ledger.statement()
+    assert ledger.summary()['charged'] == 'one tree per epoch'
+    # A client seen twice in one epoch (in two trees): from then on every tree is charged.
+    ledger.charge(_plan(31, ['c0']))  # Round 31 opens epoch 3's third tree; c0 was in round 25.
+    assert ledger.spent() == pytest.approx(_dp_accounting_epsilon(z, per_tree, 31, delta),
+                                           abs=1e-6)
+    assert 'every tree composed' in ledger.statement()
 
 
 def test_the_tree_ledger_refuses_a_client_twice_in_one_tree_and_allows_it_in_the_next():
@@ -155,7 +181,6 @@ def test_asynchronous_algorithms_refuse_epochs_of_the_population():
     assert e.value.name == 'client_sampling' and 'slots free up' in str(e.value)
 
 
-@pytest.mark.slow
 def test_a_dp_ftrl_run_reports_its_tree_guarantee(tff_runtime, tmp_path):
     config = ExperimentConfig(**BASE, rounds=7, eval_every=7, tree_restart=5,
                               output_dir=str(tmp_path)).validate()
@@ -165,3 +190,29 @@ def test_a_dp_ftrl_run_reports_its_tree_guarantee(tff_runtime, tmp_path):
     assert privacy['epsilon'] == pytest.approx(_dp_accounting_epsilon(1.0, 5, 7, 1e-5), abs=1e-6)
     assert 'assumes no sampling or shuffling' in privacy['statement']
     assert result.summary['final_test_accuracy'] > 0.1
+
+
+def test_the_privacy_calculator_in_tree_mode_equals_the_ledger_of_a_run():
+    """`experiments.privacy_calculator --dp=tree`: the ε the run's ledger charges for the same
+    population, cohort, restarts and rounds (each client once per epoch), and the noise a
+    target ε needs."""
+    from fl_tff.privacy import calculator
+    population, cohort, restart, rounds, z = 40, 4, 5, 23, 1.2
+    ledger = tree.TreeLedger(z, restart, 1e-5, rounds_per_epoch=10)
+    for r in range(1, rounds + 1):
+        ledger.charge(_plan(r, [f'c{(4 * (r - 1) + i) % 40}' for i in range(4)]))
+    result = calculator.calculate_tree(noise_multiplier=z, rounds=rounds, delta=1e-5,
+                                       population=population, cohort=cohort,
+                                       tree_restart=restart)
+    assert result['epsilon_rdp'] == pytest.approx(ledger.spent(), abs=1e-9)
+    assert result['epsilon_rdp'] == pytest.approx(
+        _dp_accounting_epsilon(z, restart, rounds, 1e-5, 10), abs=1e-6)
+    solved = calculator.calculate_tree(noise_multiplier=0, rounds=rounds, delta=1e-5,
+                                       population=population, cohort=cohort,
+                                       tree_restart=restart, target_epsilon=result['epsilon_rdp'])
+    assert solved['noise_multiplier'] == pytest.approx(z, rel=1e-3)
+    assert 'tree aggregation (DP-FTRL), 4 of 40 clients' in calculator.format_result(result, False)
+    with pytest.raises(calculator.CalculatorError, match='--tree_restart: must divide the epoch '
+                                                         'of 10 rounds'):
+        calculator.calculate_tree(noise_multiplier=1, rounds=5, delta=1e-5, population=40,
+                                  cohort=4, tree_restart=3)

@@ -91,7 +91,7 @@ def _sequence_types(type_spec):
     return found
 
 
-def test_the_composed_next_takes_tasks_and_no_client_data(skewed_digits):
+def test_the_composed_next_takes_tasks_and_no_client_data(federated_tracing, skewed_digits):
     model_fn = experiment.build_model(BASE, skewed_digits)[0]
     select = simulation.build_training_selection_fn(skewed_digits.train, clients_per_round=2,
                                                     epochs=1, batch_size=8, seed=0)
