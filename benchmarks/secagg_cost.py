@@ -12,7 +12,14 @@ One client drops after sharing keys (its pairwise masks must be recovered). Ever
 this process, one client after another; the printed ratios compare with the masked upload
 itself, measured in the same run.
 
+It also times the server's Shamir reconstruction alone, full graph, t = n // 2 + 1: every
+survivor's self-mask seed and the dropped client's mask key from the shares of the n - 1 who
+answer, with the Lagrange weights computed once per set of holders (`shamir.lagrange_weights`)
+against interpolating each secret from scratch (t^2 operations and t inverses per secret, as
+before), both in the same run.
+
   .venv/bin/python -m benchmarks.secagg_cost --clients=10,50,200 --size=100000
+  .venv/bin/python -m benchmarks.secagg_cost --clients= --reconstruction=160,320 --plot=
 """
 
 from __future__ import annotations
@@ -31,6 +38,45 @@ _SIZE = flags.DEFINE_integer('size', 100_000, 'Values per update (the 2NN: about
 _BITS = flags.DEFINE_integer('bits', 32, 'Bits per value (the sum is mod 2^bits).',
                              lower_bound=1, upper_bound=62)
 _PLOT = flags.DEFINE_string('plot', 'docs/secagg_cost.png', 'Where the plot goes ("" for none).')
+_RECONSTRUCTION = flags.DEFINE_list('reconstruction', ['160', '320'],
+                                    'Cohorts n whose Shamir reconstruction alone is timed.')
+
+
+def _interpolate_each(shares: dict[int, int], threshold: int) -> bytes:
+    """Per-secret Lagrange interpolation at 0, the server's cost before the weights were shared
+    (the baseline of the reconstruction timing)."""
+    from fl_tff.secagg import shamir
+    points = sorted(shares.items())[:threshold]
+    secret = 0
+    for i, (xi, yi) in enumerate(points):
+        numerator = denominator = 1
+        for j, (xj, _) in enumerate(points):
+            if i != j:
+                numerator = numerator * (-xj) % shamir.PRIME
+                denominator = denominator * (xi - xj) % shamir.PRIME
+        secret = (secret + yi * numerator * pow(denominator, -1, shamir.PRIME)) % shamir.PRIME
+    return secret.to_bytes(shamir.SECRET_BYTES, 'big')
+
+
+def reconstruction(n: int) -> dict:
+    """Seconds to reconstruct a round's n secrets (n - 1 self-mask seeds and one mask key) from
+    the shares of the n - 1 clients that answer, both ways."""
+    import secrets
+    import time
+    from fl_tff.secagg import shamir
+    holders, threshold = list(range(1, n + 1)), n // 2 + 1
+    values = [secrets.token_bytes(shamir.SECRET_BYTES) for _ in holders]
+    answered = [{x: y for x, y in shamir.split(v, threshold, holders).items() if x != n}
+                for v in values]
+    shamir.lagrange_weights.cache_clear()
+    start = time.process_time()
+    shared = [shamir.reconstruct(a, threshold) for a in answered]
+    fast = time.process_time() - start
+    start = time.process_time()
+    each = [_interpolate_each(a, threshold) for a in answered]
+    slow = time.process_time() - start
+    assert shared == each == values
+    return dict(n=n, t=threshold, seconds=fast, baseline_seconds=slow)
 
 
 def neighbourhood(n: int) -> int:
@@ -76,9 +122,14 @@ def main(argv):
                   f"sent {row['sent'] / 1e3:.1f} kB received {row['received'] / 1e3:.1f} kB  "
                   f"(masked upload {row['upload'] / 1e3:.0f} kB; protocol/upload "
                   f"{(row['sent'] + row['received']) / row['upload']:.3f})", flush=True)
+    for n in (int(c) for c in _RECONSTRUCTION.value):
+        r = reconstruction(n)
+        print(f"reconstruction n={r['n']:4d} t={r['t']:3d}: {r['seconds']:.3f} s with the "
+              f"weights computed once, {r['baseline_seconds']:.2f} s interpolating each secret "
+              f"(ratio {r['baseline_seconds'] / r['seconds']:.0f}x)", flush=True)
     print(f'machine: {platform.machine()}, {os.cpu_count()} cores, '
           f'Python {platform.python_version()}')
-    if _PLOT.value:
+    if _PLOT.value and rows:
         from fl_tff import plotting
         plotting.plot_curves(
             {label: [r for r in rows if r['graph'] == label] for label in ('full graph', 'SecAgg+')},

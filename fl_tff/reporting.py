@@ -273,11 +273,17 @@ def format_round_line(row: dict[str, Any], total_rounds: int, start_round: int =
         if key in row:  # Beside the global model's per-client mean, as the reader compares them.
             parts.append(f'client acc global {row["client_acc_mean"]:.4f} {label} {row[key]:.4f}')
             break
-    if row.get('secagg_aborted'):  # Which step lost too many clients, against t.
+    if row.get('secagg_aborted'):  # Which step lost too many clients (or holders), against t.
         step = protocol.STEPS[int(row['secagg_abort_step']) - 1]
-        parts.append(f'secagg ABORTED at {step}: {int(row["secagg_clients_left"])} of '
-                     f'{int(row["selected"])} clients left, threshold '
+        client, left = int(row.get('secagg_abort_client', 0)), int(row['secagg_abort_left'])
+        who = (f'{left} of {int(row["selected"])} clients left' if not client else
+               f'the neighbourhood of selected client #{client} has {left} share holders left')
+        parts.append(f'secagg ABORTED at {step}: {who}, threshold '
                      f'{int(row["secagg_threshold"])}; model unchanged')
+    if row.get('secagg_exposed_sums'):  # SecAgg+ cut apart by dropouts: partial sums leak.
+        parts.append(f'secagg: the server learns {int(row["secagg_exposed_sums"])} partial '
+                     f'sum(s), the smallest of {int(row["secagg_smallest_exposed_group"])} '
+                     'clients')
     if 'epsilon' in row:
         parts.append(f'eps {row["epsilon"]:.3g}')
     if 'uplink_bytes_total' in row:

@@ -47,11 +47,20 @@ _SHARE_BYTES = 66  # A share of GF(2^521 - 1) fits 66 bytes.
 
 
 class ProtocolAborted(Exception):
-    """Too few clients survived a step for the server to learn the sum; `step` names it."""
+    """Too few clients survived a step for the server to learn the sum.
 
-    def __init__(self, message: str, step: str = ''):
+    Attributes:
+      step: The step (see STEPS).
+      client: The client whose neighbourhood (SecAgg+) or whose secret lacked holders; None when
+        the whole cohort fell below the threshold.
+      left: How many clients (or share holders of `client`) were left.
+      threshold: t.
+    """
+
+    def __init__(self, message: str, step: str = '', *, client: Optional[int] = None,
+                 left: int = 0, threshold: int = 0):
         super().__init__(message)
-        self.step = step
+        self.step, self.client, self.left, self.threshold = step, client, left, threshold
 
 
 class UnmaskRefused(Exception):
@@ -142,6 +151,7 @@ class Client:
     sends them)."""
 
     def __init__(self, client_id: int, neighbours_: Iterable[int], threshold: int, bits: int):
+        check_threshold(threshold)
         self.id, self.threshold, self.bits = client_id, threshold, bits
         self.neighbours = frozenset(neighbours_)
         self._c_key = x25519.X25519PrivateKey.generate()
@@ -218,9 +228,17 @@ class Client:
         """Its shares: of b_v for each v in `survivors`, of s_v^SK for each v in `dropped`.
 
         Raises:
-          UnmaskRefused: A client named in both roles, now or across requests.
+          UnmaskRefused: Fewer than t survivors named among itself and its neighbours (the
+            server could then learn a sum of fewer clients than the threshold protects,
+            Bonawitz et al. §4, round 4), or a client named in both roles, now or across
+            requests.
         """
         survivors, dropped = set(survivors), set(dropped)
+        named = len(survivors & (self.neighbours | {self.id}))
+        if named < self.threshold:
+            raise UnmaskRefused(f'client {self.id}: the unmasking request names {named} '
+                                f'survivors among its neighbourhood, fewer than the threshold '
+                                f'{self.threshold}')
         if self.id in dropped:
             raise UnmaskRefused(f'client {self.id}: named as dropped, but it sent its masked '
                                 'input; its mask key would reveal its input')
@@ -246,6 +264,37 @@ class Dropouts:
 
     def after(self, step: str, alive: Iterable[int]) -> set[int]:
         return set(alive) - set(self.by_step.get(step, ()))
+
+
+def check_threshold(threshold: int) -> None:
+    """t >= 2: with t = 1 every Shamir share would be the secret itself.
+
+    Raises:
+      ValueError: A smaller t.
+    """
+    if threshold < shamir.MIN_THRESHOLD:
+        raise ValueError(f'the threshold must be at least {shamir.MIN_THRESHOLD} (with t = 1 '
+                         f'every share is the secret itself), got {threshold}')
+
+
+def components(graph: Mapping[int, frozenset[int]], members: Iterable[int]) -> list[frozenset[int]]:
+    """The connected components of `graph` restricted to `members`, largest first.
+
+    Masks cancel within a component of the clients whose masked input the server sums, so the
+    server learns the sum of each component: one component is the whole sum (what the protocol
+    promises); more expose partial sums (SecAgg+ with too small a k, cut apart by dropouts).
+    """
+    left, out = set(members), []
+    while left:
+        start = left.pop()
+        component, frontier = {start}, [start]
+        while frontier:
+            for v in graph[frontier.pop()] & left:
+                left.discard(v)
+                component.add(v)
+                frontier.append(v)
+        out.append(frozenset(component))
+    return sorted(out, key=lambda c: (-len(c), min(c)))
 
 
 def enough_holders(holders: int, threshold: int) -> bool:
@@ -277,6 +326,7 @@ class KeySharing:
 def key_sharing(ids: Iterable[int], graph: Mapping[int, frozenset[int]], threshold: int,
                 dropouts: Dropouts) -> KeySharing:
     """Steps 0 and 1's survivors among `ids` (`graph`: each client's neighbours)."""
+    check_threshold(threshold)
     u1 = frozenset(dropouts.after('advertise_keys', ids))
     if len(u1) < threshold:
         return KeySharing(u1, frozenset(), frozenset(), 'advertise_keys')
@@ -327,6 +377,9 @@ class Session:
         # advertised keys (only with SecAgg+ neighbourhoods can this happen while |U1| >= t).
         self.gave_up: set[int] = set()
         self.survivors: dict[str, set[int]] = {}  # Who completed each step reached, by step.
+        # The components of the graph among the clients whose masked input arrived: the server
+        # learns each one's sum (`components`).
+        self.components: list[frozenset[int]] = []
 
     def _timed(self, fn):
         start = time.process_time()
@@ -351,7 +404,8 @@ class Session:
             ledger.add(ledger.sent, u, 'advertise_keys', 2 * _KEY_BYTES)
         if sharing.aborted_at == 'advertise_keys':
             raise ProtocolAborted(f'{len(u1)} clients advertised keys, fewer than the threshold '
-                                  f'{threshold}', 'advertise_keys')
+                                  f'{threshold}', 'advertise_keys', left=len(u1),
+                                  threshold=threshold)
         outgoing: dict[int, dict[int, bytes]] = {}
         for u in sorted(u1):
             visible = {v: self._keys[v] for v in self.graph[u] if v in u1}
@@ -364,7 +418,7 @@ class Session:
             ledger.add(ledger.sent, u, 'share_keys', sum(len(c) for c in outgoing[u].values()))
         if sharing.aborted_at == 'share_keys':
             raise ProtocolAborted(f'{len(u2)} clients shared keys, fewer than the threshold '
-                                  f'{threshold}', 'share_keys')
+                                  f'{threshold}', 'share_keys', left=len(u2), threshold=threshold)
         for v in u2:
             incoming = {u: outgoing[u][v] for u in u2 if v in outgoing[u]}
             ledger.add(ledger.received, v, 'share_keys', sum(len(c) for c in incoming.values()))
@@ -396,8 +450,27 @@ class Session:
             ledger.add(ledger.sent, u, 'masked_input', size * ((self.bits + 7) // 8))
         if len(u3) < self.threshold:
             raise ProtocolAborted(f'{len(u3)} masked inputs arrived, fewer than the threshold '
-                                  f'{self.threshold}', 'masked_input')
+                                  f'{self.threshold}', 'masked_input', left=len(u3),
+                                  threshold=self.threshold)
+        # An honest client refuses a request naming fewer than t survivors in its
+        # neighbourhood (`Client.unmask`); the server does not send one.
+        for u in sorted(u3):
+            named = len(u3 & (self.graph[u] | {u}))
+            if named < self.threshold:
+                raise ProtocolAborted(
+                    f"client {u}'s neighbourhood: {named} of its share holders sent masked "
+                    f'inputs, fewer than the threshold {self.threshold}', 'masked_input',
+                    client=u, left=named, threshold=self.threshold)
         dropped = self.shared - u3
+        for v in sorted(dropped):  # Its mask key is needed to remove its masks with U3.
+            named = len(u3 & self.graph[v])
+            if named < self.threshold:
+                raise ProtocolAborted(
+                    f"client {v}'s neighbourhood: {named} of its share holders sent masked "
+                    f'inputs, fewer than the threshold {self.threshold} needed to remove the '
+                    'masks of a client that dropped', 'masked_input', client=v, left=named,
+                    threshold=self.threshold)
+        self.components = components(self.graph, u3)
         responses: dict[int, dict[int, tuple[str, int]]] = {}
         self.survivors['unmasking'] = self.dropouts.after('unmasking', u3)
         for u in sorted(self.survivors['unmasking']):
@@ -475,8 +548,9 @@ def server_masks(responses, survivors: set[int], dropped: set[int],
     def secret(v, kind):
         got = shares.get((v, kind), {})
         if len(got) < threshold:
-            raise ProtocolAborted(f'{len(got)} shares of client {v}\'s {kind} arrived, fewer '
-                                  f'than the threshold {threshold}', 'unmasking')
+            raise ProtocolAborted(f"client {v}'s neighbourhood: {len(got)} shares of its "
+                                  f'{kind} arrived, fewer than the threshold {threshold}',
+                                  'unmasking', client=v, left=len(got), threshold=threshold)
         return shamir.reconstruct(got, threshold)
 
     for v in survivors:

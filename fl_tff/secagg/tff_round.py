@@ -49,7 +49,7 @@ import tensorflow_federated as tff
 
 from fl_tff import composed_process, options
 from fl_tff.communication import ledger, secure
-from fl_tff.secagg import protocol
+from fl_tff.secagg import protocol, shamir
 
 if TYPE_CHECKING:  # The simulation package imports the algorithms, which import this module.
     from fl_tff.simulation.heterogeneity import RoundPlan
@@ -65,15 +65,12 @@ class SecAggSettings:
         neighbours and itself.
       neighbours: SecAgg+'s neighbourhood size k (0: every pair).
       max_cohort: The most clients a round can select (sets the modulus).
-      dropout_rate: The chance that a client whose masked input arrived does not answer the
-        unmasking request (`--dropout_rate`).
       seed: Seeds the dropout steps and SecAgg+'s graph, per round.
     """
 
     threshold_fraction: float = 0.5
     neighbours: int = 0
     max_cohort: int = 100
-    dropout_rate: float = 0.0
     seed: int = 0
 
     def holders(self, cohort: int) -> int:
@@ -83,8 +80,10 @@ class SecAggSettings:
         return min(cohort, 2 * ((self.neighbours + 1) // 2) + 1)  # `protocol.neighbours`' ring.
 
     def threshold(self, cohort: int) -> int:
+        """t, at least 2 (with t = 1 a share is the secret): a cohort of one client aborts."""
         holders = self.holders(cohort)
-        return min(holders, int(math.floor(self.threshold_fraction * holders)) + 1)
+        return max(shamir.MIN_THRESHOLD,
+                   min(holders, int(math.floor(self.threshold_fraction * holders)) + 1))
 
 
 @runtime_checkable
@@ -102,23 +101,31 @@ def modulus_bits(bits: int, max_cohort: int) -> int:
 
 def protocol_dropouts(plan: 'RoundPlan', index: dict[str, int],
                       settings: SecAggSettings) -> protocol.Dropouts:
-    """Who drops at which protocol step, from the round's plan.
+    """Who drops at which protocol step, from the round's plan: the one drop point each
+    dropout drew (`RoundPlan.drop_points`), so a run with and without SecAgg loses the same
+    clients.
 
-    A selected client that did not contribute (dropped out, a dropped straggler, late, offline)
-    left at one of the first three steps, drawn uniformly: before advertising keys, before
-    sharing, or before its masked input arrived. A contributor's masked input arrived; it fails
-    to answer the unmasking request with probability `dropout_rate`. Seeded by (seed, round).
+    - A dropout before training left during the key exchange that precedes it: before
+      advertising its keys or before sharing them (drawn uniformly, seeded by (seed, round)).
+    - A dropout before its upload, and any other selected client that was not aggregated (a
+      dropped straggler, late, gone offline), left before its masked input arrived.
+    - A dropout after its upload is a contributor: its masked input arrived, and it does not
+      answer the unmasking request.
     """
     rng = np.random.default_rng([settings.seed, plan.round_num, 0x5EC466])
+    key_exchange = rng.integers(0, 2, size=len(plan.selected))
     arrived = {c for c, _ in plan.participants}
-    early = rng.integers(0, 3, size=len(plan.selected))
-    silent = rng.random(len(plan.selected)) < settings.dropout_rate
     by_step: dict[str, set[int]] = {step: set() for step in protocol.STEPS}
     for i, client in enumerate(plan.selected):
-        if client not in arrived:
-            by_step[protocol.STEPS[early[i]]].add(index[client])
-        elif silent[i]:
+        point = plan.drop_point(client)
+        if point == 'after_upload':
             by_step['unmasking'].add(index[client])
+        elif client in arrived:
+            continue
+        elif point == 'before_training':
+            by_step[protocol.STEPS[key_exchange[i]]].add(index[client])
+        else:
+            by_step['masked_input'].add(index[client])
     return protocol.Dropouts({k: frozenset(v) for k, v in by_step.items()})
 
 
@@ -205,8 +212,7 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
             masks = session.masks(size, participants)
             correction = session.unmask(size)
         except protocol.ProtocolAborted as e:
-            columns = _columns(session, threshold, aborted_at=e.step)
-            return ProtocolRoundOutput(state, None, columns, str(e))
+            return ProtocolRoundOutput(state, None, _columns(session, threshold, e), str(e))
         data = [client_data[i] for i in kept]
         client_masks = [masks[participants[i]].astype(np.int32) for i in kept]
         new_state, metrics = self._next_with_values(
@@ -235,21 +241,37 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         return [client for client, _ in plan.participants if index[client] not in sharing.gave_up]
 
 
-def _columns(session: protocol.Session, threshold: int, aborted_at: str = '') -> dict[str, float]:
-    """The protocol's metric columns: abort (the 1-based step) and the clients left after the
-    last step reached, who dropped at each step (those that gave up in step 1 for want of
-    neighbours included), the threshold, the bytes of the protocol's own messages per selected
-    client (keys, encrypted shares, unmasking requests and responses; the masked input is the
-    uplink ledger's) and its compute seconds."""
+def _columns(session: protocol.Session, threshold: int,
+             aborted: Optional[protocol.ProtocolAborted] = None) -> dict[str, float]:
+    """The protocol's metric columns.
+
+    - Abort: the 1-based step, the client whose neighbourhood (SecAgg+) or secret lacked share
+      holders (its 1-based position in the selection; 0: the whole cohort fell below t) and how
+      many clients (or holders) were left against the threshold.
+    - The clients left after the last step reached and who dropped at each step (those that
+      gave up in step 1 for want of neighbours included).
+    - What the server learns in a completed round: the sums of the connected components of the
+      graph among the clients whose masked input arrived (`protocol.components`):
+      `secagg_exposed_sums` partial sums besides the total (0: only the total) and the size of
+      the smallest group whose sum it learns (`secagg_smallest_exposed_group`, 0 when none).
+    - The bytes of the protocol's own messages per selected client (keys, encrypted shares,
+      unmasking requests and responses; the masked input is the uplink ledger's) and its
+      compute seconds.
+    """
     ledger, n = session.ledger, len(session.ids)
     alive, dropped = set(session.ids), {}
     for step in protocol.STEPS:
         after = session.survivors.get(step, alive)  # A step not reached: nobody dropped there.
         dropped[step], alive = len(alive - after), after
-    columns = {'secagg_aborted': int(bool(aborted_at)),
-               'secagg_abort_step': protocol.STEPS.index(aborted_at) + 1 if aborted_at else 0,
+    exposed = [] if aborted is not None or len(session.components) < 2 else session.components
+    columns = {'secagg_aborted': int(aborted is not None),
+               'secagg_abort_step': protocol.STEPS.index(aborted.step) + 1 if aborted else 0,
+               'secagg_abort_client': (aborted.client or 0) if aborted else 0,
+               'secagg_abort_left': aborted.left if aborted else 0,
                'secagg_clients_left': len(alive),
                'secagg_threshold': threshold,
+               'secagg_exposed_sums': max(0, len(exposed) - 1),
+               'secagg_smallest_exposed_group': min((len(c) for c in exposed), default=0),
                'secagg_client_sent_bytes': sum(
                    size for sent in ledger.sent.values() for step, size in sent.items()
                    if step != 'masked_input') / n,
@@ -339,13 +361,84 @@ def compose_with_secagg(
     return SecAggLearningProcess(composed, next_fn, packing, bits, settings, masked_upload)
 
 
+# SecAgg+'s graph must stay connected among the clients whose masked input arrives: else the
+# server learns the sum of each piece. The chance that a round cuts it may be at most 2^-40
+# (statistical security sigma = 40, the level Bell et al. 2020 choose their concrete
+# parameters for).
+SECURITY_BITS = 40
+AUTO_NEIGHBOURS = -1  # --secagg_neighbors=-1: the smallest k that keeps that promise.
+
+
+def disconnection_bound(cohort: int, k: int, loss: float) -> float:
+    """An upper bound on the chance that the ring graph of `protocol.neighbours` (each client
+    joined to h = ceil(k / 2) on each side) falls apart among the clients whose masked input
+    arrives, when each of the `cohort` clients is lost independently with probability `loss`.
+
+    The survivors stay connected unless at least two gaps between ring-consecutive survivors
+    hold h or more lost clients in a row. A gap starts after client i with probability
+    p = (1 - loss) loss^h, and two gaps within h of each other cannot both start, so
+    P(two or more) <= E[B (B - 1)] / 2 <= (cohort p)^2 / 2. Every pair (k = 0, or k >= n - 1)
+    never falls apart.
+    """
+    if k <= 0 or k >= cohort - 1:
+        return 0.0
+    h = (k + 1) // 2
+    return min(1.0, (cohort * (1.0 - loss) * loss ** h) ** 2 / 2)
+
+
+def safe_neighbours(cohort: int, loss: float) -> int:
+    """The smallest even k whose `disconnection_bound` is at most 2^-SECURITY_BITS; 0 (every
+    pair) when no k below n - 1 achieves it."""
+    for k in range(2, cohort - 1, 2):
+        if disconnection_bound(cohort, k, loss) <= 2.0 ** -SECURITY_BITS:
+            return k
+    return 0
+
+
+def expected_loss(config, selection: options.Selection) -> float:
+    """The share of selected clients whose masked input does not arrive, from the settings:
+    dropouts before their upload (2/3 of --dropout_rate), dropped stragglers and the clients
+    over-selection leaves out (availability and deadlines are not foreseen: the per-round
+    `secagg_exposed_sums` metric reports what happened)."""
+    stragglers = config.straggler_fraction if selection.has(options.DROPS_CLIENTS) else 0.0
+    kept = ((1 - 2 * config.dropout_rate / 3) * (1 - stragglers)
+            / (1 + config.over_selection))
+    return 1 - kept
+
+
+def neighbourhood_size(config) -> int:
+    """k for the round's graph: --secagg_neighbors, with -1 resolved by `safe_neighbours`."""
+    if config.secagg_neighbors != AUTO_NEIGHBOURS:
+        return config.secagg_neighbors
+    selection = config.selection()
+    return safe_neighbours(secure.max_cohort(config, selection), expected_loss(config, selection))
+
+
 def _check(config, selection: options.Selection) -> None:
-    """With over-selection the server takes only the first K masked inputs: t must not exceed
-    K."""
+    """t >= 2 needs two clients a round; SecAgg+'s k keeps the graph connected (or the user
+    allows it not to); with over-selection the server takes only the first K masked inputs, so
+    t must not exceed K."""
+    if config.clients_per_round < 2:
+        raise options.OptionError('clients_per_round', '--secagg needs at least 2 clients per '
+                                  'round: the sum of one client is its input')
+    cohort = secure.max_cohort(config, selection)
+    k = neighbourhood_size(config)
+    if k > 0 and not config.secagg_allow_weak_graph:
+        loss = expected_loss(config, selection)
+        bound, safe = disconnection_bound(cohort, k, loss), safe_neighbours(cohort, loss)
+        if bound > 2.0 ** -SECURITY_BITS:
+            raise options.OptionError(
+                'secagg_neighbors', f'k = {k} lets the clients lost each round ({loss:.0%} of '
+                f'{cohort}) cut the graph apart with probability up to {bound:.1e} per round, '
+                f'and the server then learns the sums of its pieces; use k >= {safe}'
+                if safe else f'k = {k} lets the clients lost each round ({loss:.0%} of '
+                f'{cohort}) cut the graph apart with probability up to {bound:.1e} per round, '
+                'and the server then learns the sums of its pieces; no k below n - 1 keeps it '
+                f'under 2^-{SECURITY_BITS} here: use 0 (every pair), or '
+                '--secagg_allow_weak_graph to study the leak')
     if config.over_selection <= 0:
         return
-    cohort = secure.max_cohort(config, selection)
-    settings = SecAggSettings(config.secagg_threshold, config.secagg_neighbors)
+    settings = SecAggSettings(config.secagg_threshold, k)
     threshold, holders = settings.threshold(cohort), settings.holders(cohort)
     if threshold > config.clients_per_round:
         raise options.OptionError(
@@ -369,12 +462,22 @@ SECAGG = options.Registry(
         options.Option(
             'on', 'X25519 key agreement, t-of-n Shamir shares, masked uploads, dropout recovery',
             params=(options.Param('secagg_threshold', 0.5, 'Shares needed to reconstruct a '
-                                  'client\'s secret: t = floor(f x h) + 1, h = the selected '
-                                  'clients (with --secagg_neighbors=k: k neighbours + itself).',
-                                  minimum=0.0, maximum=1.0, max_open=True),
+                                  'client\'s secret: t = floor(f x h) + 1 (at least 2), h = the '
+                                  'selected clients (with --secagg_neighbors=k: k neighbours + '
+                                  'itself); f >= 0.5 keeps t > h / 2, the condition of Bonawitz '
+                                  'et al. against an honest-but-curious server.',
+                                  minimum=0.5, maximum=1.0, max_open=True),
                     options.Param('secagg_neighbors', 0, 'SecAgg+: each client masks with k '
-                                  'neighbours on a random ring (0: with every other client).',
-                                  minimum=0)),
+                                  'neighbours on a random ring (0: with every other client; -1: '
+                                  'the smallest k that keeps the graph connected among the '
+                                  'clients whose masked input arrives, failing with probability '
+                                  f'at most 2^-{SECURITY_BITS} per round at the round\'s expected '
+                                  'losses). A smaller k is refused: dropouts could cut the graph '
+                                  'and expose partial sums.', minimum=AUTO_NEIGHBOURS),
+                    options.Param('secagg_allow_weak_graph', False, 'Run SecAgg+ with a k '
+                                  'that dropouts may cut apart (to study the leak: the metrics '
+                                  'secagg_exposed_sums and secagg_smallest_exposed_group say what '
+                                  'the server learns each round).')),
             requires={options.SECURE_SUM: 'masks the packed vectors of the secure mean',
                       options.MASKED_UPLOADS: 'needs an algorithm whose round can add the '
                                               'clients\' masks to their uploads'},
@@ -386,7 +489,7 @@ SECAGG = options.Registry(
             check=_check,
             uplink_encoding=lambda config, weighted: _uplink_encoding(config),
             client_extras=lambda config, masked_labels: {'secagg': SecAggSettings(
-                threshold_fraction=config.secagg_threshold, neighbours=config.secagg_neighbors,
-                max_cohort=secure.max_cohort(config, config.selection()),
-                dropout_rate=config.dropout_rate, seed=config.seed)}),
+                threshold_fraction=config.secagg_threshold,
+                neighbours=neighbourhood_size(config),
+                max_cohort=secure.max_cohort(config, config.selection()), seed=config.seed)}),
     ], default=False, boolean=True)

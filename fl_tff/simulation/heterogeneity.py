@@ -3,7 +3,11 @@
 As in the FedProx paper (Li et al. 2020, section 5.2), a fixed fraction of each round's
 selected clients are stragglers that can only run a random number of local epochs in [1, E).
 With policy `drop` they are discarded (FedAvg's behaviour); with `partial` their partial work
-is aggregated (FedProx's). Dropouts return nothing. Over-selection samples ceil(K (1 + r))
+is aggregated (FedProx's). A dropout (`dropout_rate`) leaves at one point of the round, drawn
+once, uniformly among `DROP_POINTS`: before training or before its upload it returns nothing;
+after its upload its update counts (it only misses what comes after, e.g. SecAgg's unmasking),
+so a rate r loses 2r/3 of the updates, and runs with and without SecAgg see the same clients
+drop. Over-selection samples ceil(K (1 + r))
 clients and aggregates the first K to finish under a simulated per-client time: the device
 clock's task time (`fl_tff.simulation.devices`) when one is given, else examples x epochs x a
 per-client slowness drawn once from LogNormal(0, 1). With a clock, a round also has a simulated
@@ -28,6 +32,10 @@ STRAGGLER_POLICIES = options.Registry('straggler_policy', 'What happens to strag
     options.Option('drop', 'discarded (FedAvg\'s behaviour)', provides={options.DROPS_CLIENTS}),
     options.Option('partial', 'their partial work is aggregated (FedProx\'s)'),
 ], default='drop')
+
+
+# Where a dropout leaves its round, each as likely: the first two lose its update.
+DROP_POINTS = ('before_training', 'before_upload', 'after_upload')
 
 
 class HeterogeneityError(ValueError):
@@ -72,7 +80,7 @@ class RoundPlan:
     round_num: int
     selected: tuple[str, ...]
     participants: tuple[tuple[str, int], ...]  # (client id, local epochs)
-    dropped: int = 0       # selected clients that returned nothing
+    dropped: int = 0       # dropouts that returned nothing (before training or upload)
     stragglers: int = 0    # selected clients that could not finish E epochs
     partial: int = 0       # stragglers whose partial work is aggregated
     late: int = 0          # finished after the first K (over-selection) or the deadline
@@ -80,12 +88,20 @@ class RoundPlan:
     sim_seconds: float = float('nan')  # simulated duration of the round (with a device clock)
     sim_time: float = float('nan')     # simulated time at the round's end (with a device clock)
     malicious: Optional[int] = None    # aggregated clients that attack (with an attack)
+    # (client id, one of DROP_POINTS) of each dropout; an 'after_upload' one is a participant.
+    drop_points: tuple[tuple[str, str], ...] = ()
+
+    def drop_point(self, client: str) -> Optional[str]:
+        """Where `client` dropped out of the round (None: it did not)."""
+        return dict(self.drop_points).get(client)
 
     def counts(self) -> dict[str, Any]:
         """Per-round counts for the metrics file."""
         out = {'selected': len(self.selected), 'aggregated': len(self.participants),
                'dropped': self.dropped, 'stragglers': self.stragglers, 'partial': self.partial,
                'late': self.late}
+        if self.drop_points:
+            out['dropped_after_upload'] = sum(p == 'after_upload' for _, p in self.drop_points)
         if not math.isnan(self.sim_seconds):
             out.update(offline=self.offline, sim_round_seconds=self.sim_seconds,
                        sim_time=self.sim_time)
@@ -115,7 +131,10 @@ def plan_round(round_num: int, selected: Sequence[str], *, clients_per_round: in
     h = heterogeneity
     rng = np.random.default_rng([seed, round_num, 0x5EED])
     n = len(selected)
-    dropped = rng.random(n) < h.dropout_rate
+    dropout = rng.random(n) < h.dropout_rate
+    # The drop point, from its own generator: the draws below are the same as without it.
+    points = np.random.default_rng([seed, round_num, 0xD209]).integers(0, len(DROP_POINTS), n)
+    dropped = dropout & (points < DROP_POINTS.index('after_upload'))
     straggler_idx = rng.choice(n, size=int(round(h.straggler_fraction * n)), replace=False)
     is_straggler = np.zeros(n, bool)
     is_straggler[straggler_idx] = True
@@ -156,6 +175,7 @@ def plan_round(round_num: int, selected: Sequence[str], *, clients_per_round: in
         round_num=round_num, selected=tuple(selected), participants=participants,
         dropped=int(dropped.sum()), stragglers=int(is_straggler.sum()),
         partial=sum(1 for i in survivors if is_straggler[i]), late=late, offline=offline,
+        drop_points=tuple((selected[i], DROP_POINTS[points[i]]) for i in range(n) if dropout[i]),
         **timing)
 
 

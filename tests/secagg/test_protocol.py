@@ -106,12 +106,80 @@ def test_an_honest_client_refuses_to_reveal_both_secrets_of_one_client():
     for v, c in clients.items():
         c.receive_shares({u: out[u][v] for u in values if u != v})
     with pytest.raises(protocol.UnmaskRefused, match=r'both secrets of client\(s\) \[2\]'):
-        clients[1].unmask(survivors={2, 3}, dropped={2})
+        clients[1].unmask(survivors={2, 3, 4}, dropped={2})
     # Across requests: having revealed a share of client 2's self mask, it will not reveal
     # client 2's mask key.
     assert clients[1].unmask(survivors={2, 3, 4, 5}, dropped=set())[2][0] == 'self_seed'
-    with pytest.raises(protocol.UnmaskRefused):
-        clients[1].unmask(survivors=set(), dropped={2})
+    with pytest.raises(protocol.UnmaskRefused, match=r'both secrets of client\(s\) \[2\]'):
+        clients[1].unmask(survivors={3, 4, 5}, dropped={2})
+
+
+def _clients_after_sharing(n, t, k=None, seed=0):
+    ids = list(range(1, n + 1))
+    graph = protocol.neighbours(ids, k, seed)
+    clients = {u: protocol.Client(u, graph[u], t, BITS) for u in ids}
+    keys = {u: c.advertise_keys() for u, c in clients.items()}
+    out = {u: c.share_keys({v: keys[v] for v in graph[u]}) for u, c in clients.items()}
+    for v, c in clients.items():
+        c.receive_shares({u: out[u][v] for u in ids if v in out[u]})
+    return clients, graph
+
+
+def test_a_client_refuses_an_unmasking_request_naming_fewer_than_t_survivors():
+    """Bonawitz et al. §4, round 4: with fewer than t survivors named, the server could learn
+    the sum of fewer clients than t protects. With SecAgg+ the count is over the client's own
+    neighbourhood (itself and its neighbours)."""
+    clients, _ = _clients_after_sharing(6, 4)
+    with pytest.raises(protocol.UnmaskRefused, match='names 3 survivors .* fewer than the '
+                                                     'threshold 4'):
+        clients[1].unmask(survivors={1, 2, 3}, dropped={4, 5, 6})
+    assert len(clients[2].unmask(survivors={1, 2, 3, 4}, dropped={5, 6})) == 6
+    sparse, graph = _clients_after_sharing(12, 3, k=4, seed=2)
+    far = set(range(1, 13)) - graph[1] - {1}  # Eight clients none of which holds 1's shares.
+    with pytest.raises(protocol.UnmaskRefused, match='names 2 survivors among its neighbourhood'):
+        sparse[1].unmask(survivors=far | {1, min(graph[1])}, dropped=set())
+
+
+def test_a_threshold_of_one_is_refused_everywhere():
+    """With t = 1 every Shamir share is the secret itself."""
+    secret = secrets.token_bytes(32)
+    shares = shamir.split(secret, 2, [1, 2, 3])
+    assert all(share != int.from_bytes(secret, 'big') for share in shares.values())
+    with pytest.raises(shamir.ShamirError, match=r'threshold must be in \[2, 3\]'):
+        shamir.split(secret, 1, [1, 2, 3])
+    with pytest.raises(ValueError, match='at least 2'):
+        protocol.Client(1, [2, 3], 1, BITS)
+    with pytest.raises(ValueError, match='at least 2'):
+        protocol.run(_values(3), bits=BITS, threshold=1)
+
+
+def _lagrange_at_zero(points):
+    """The secret written plainly: sum_i y_i prod_{j != i} x_j / (x_j - x_i) mod p."""
+    total = 0
+    for i, (xi, yi) in enumerate(points):
+        term = yi
+        for j, (xj, _) in enumerate(points):
+            if i != j:
+                term = term * xj * pow(xj - xi, -1, shamir.PRIME) % shamir.PRIME
+        total = (total + term) % shamir.PRIME
+    return total
+
+
+def test_reconstruction_weights_are_computed_once_per_holder_set_and_interpolate_exactly():
+    holders = list(range(1, 41))
+    secrets_ = [secrets.token_bytes(32) for _ in range(30)]
+    shared = [shamir.split(secret, 21, holders) for secret in secrets_]
+    shamir.lagrange_weights.cache_clear()
+    for secret, shares in zip(secrets_, shared):
+        answers = {x: shares[x] for x in holders[5:]}  # The same 35 holders answer each time.
+        assert shamir.reconstruct(answers, 21) == secret
+        lowest = sorted(answers.items())[:21]
+        assert _lagrange_at_zero(lowest) == int.from_bytes(secret, 'big')
+    info = shamir.lagrange_weights.cache_info()
+    assert (info.misses, info.hits) == (1, 29)
+    # Other holders give other weights, and the same secret.
+    assert shamir.reconstruct({x: shared[0][x] for x in holders[:21]}, 21) == secrets_[0]
+    assert shamir.lagrange_weights.cache_info().misses == 2
 
 
 def test_masked_uploads_are_uniform_and_uncorrelated_with_the_input_while_plain_ones_are_not():
@@ -186,8 +254,8 @@ def test_key_sharing_survivors_are_the_rule_written_plainly_and_what_a_run_does(
                 assert result.total is None and 'clients shared keys' in result.aborted
             elif len(u2 - drop[2]) < t:
                 assert result.total is None and 'masked inputs arrived' in result.aborted
-            elif result.aborted:  # SecAgg+: a secret with fewer than t holders left.
-                assert 'shares of client' in result.aborted
+            elif result.aborted:  # SecAgg+: a neighbourhood with fewer than t holders left.
+                assert "'s neighbourhood" in result.aborted
             else:
                 assert set(result.contributors) == u2 - drop[2]
                 outcomes.add('summed')

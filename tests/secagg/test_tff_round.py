@@ -137,14 +137,19 @@ def test_more_than_n_minus_t_dropouts_abort_the_round_and_leave_the_model_unchan
 
 def test_the_uploaders_billed_are_the_clients_whose_masked_input_the_round_sends(processes):
     """3 of 8 participate (t = 5): the round aborts at the step where the fifth of the others
-    dropped. Before step 2 nobody sends a masked input; from step 2 on, the participants did."""
+    dropped. Before step 2 nobody sends a masked input; from step 2 on, the participants did.
+    The others drop before training (a key-exchange step) in some rounds, before their upload
+    in others."""
     _, masked, select = processes['uniform']
     first = select.plan(1)
     participants = first.participants[:3]
     plan, data = _round(select, {c for c, _ in participants})
+    others = [c for c in first.selected if c not in {c for c, _ in participants}]
     steps = set()
     for round_num in range(1, 25):
-        plan = RoundPlan(round_num, first.selected, participants, dropped=N - 3)
+        point = 'before_upload' if round_num % 3 == 0 else 'before_training'
+        plan = RoundPlan(round_num, first.selected, participants, dropped=N - 3,
+                         drop_points=tuple((c, point) for c in others))
         out = masked.next_for_plan(masked.initialize(), data, plan)
         step = out.columns['secagg_abort_step']
         steps.add(step)
@@ -215,19 +220,51 @@ def test_the_compiled_round_aggregates_only_masked_vectors(processes):
 
 
 def test_the_protocol_dropouts_follow_the_plan():
-    """Non-participants drop before their masked input arrives (steps 0-2); participants only
-    fail to answer the unmasking request, at --dropout_rate."""
+    """One drop point per dropout, drawn with the plan (`RoundPlan.drop_points`): before
+    training, a key-exchange step (0 or 1); before its upload, or not aggregated for another
+    reason, step 2; after its upload, step 3 (a contributor that does not answer). Nobody else
+    drops: `--dropout_rate` is not drawn a second time."""
     selected = tuple(f'c{i}' for i in range(200))
-    plan = RoundPlan(4, selected, tuple((c, 1) for c in selected[:150]), dropped=50)
+    points = tuple((c, ('before_training', 'before_upload', 'after_upload')[i % 3])
+                   for i, c in enumerate(selected[:60]))
+    gone = {c for c, p in points if p != 'after_upload'}
+    late = set(selected[60:70])  # E.g. stragglers dropped by the policy.
+    participants = tuple((c, 1) for c in selected if c not in gone | late)
+    plan = RoundPlan(4, selected, participants, dropped=len(gone), drop_points=points)
     index = {c: i + 1 for i, c in enumerate(selected)}
-    settings = tff_round.SecAggSettings(dropout_rate=0.2, seed=1)
+    settings = tff_round.SecAggSettings(seed=1)
     dropouts = tff_round.protocol_dropouts(plan, index, settings)
-    early = set().union(*(dropouts.by_step[s] for s in protocol.STEPS[:3]))
-    assert early == set(range(151, 201))
-    assert all(len(dropouts.by_step[s]) > 5 for s in protocol.STEPS[:3])  # Each step is drawn.
-    assert dropouts.by_step['unmasking'] <= set(range(1, 151))
-    assert 15 <= len(dropouts.by_step['unmasking']) <= 45  # ~ 0.2 x 150 = 30.
+    by_point = {p: {index[c] for c, q in points if q == p} for p in ('before_training',
+                                                                   'before_upload', 'after_upload')}
+    assert dropouts.by_step['advertise_keys'] | dropouts.by_step['share_keys'] == \
+        by_point['before_training']
+    assert dropouts.by_step['advertise_keys'] and dropouts.by_step['share_keys']  # Both drawn.
+    assert dropouts.by_step['masked_input'] == by_point['before_upload'] | {index[c] for c in late}
+    assert dropouts.by_step['unmasking'] == by_point['after_upload']
     assert tff_round.protocol_dropouts(plan, index, settings) == dropouts  # Seeded.
+    calm = RoundPlan(4, selected, tuple((c, 1) for c in selected))
+    assert not any(tff_round.protocol_dropouts(calm, index, settings).by_step.values())
+
+
+def test_secagg_and_nosecagg_runs_drop_the_same_clients_and_train_the_same_model(tff_runtime,
+                                                                                   tmp_path):
+    """With --dropout_rate both runs lose the same updates (the plan draws each dropout's
+    point once) and, no round aborting, the protocol's sum is the structural secure sum."""
+    settings = dict(dropout_rate=0.2, rounds=3, eval_every=3, num_clients=20, seed=2)
+    runs = {}
+    for secagg in (False, True):
+        config = dataclasses.replace(BASE, secagg=secagg, output_dir=str(tmp_path / str(secagg)),
+                                     **settings)
+        runs[secagg] = experiment.run_experiment(config, log=lambda _: None)
+    plain, masked = runs[False].history, runs[True].history
+    assert not any(row['secagg_aborted'] for row in masked)
+    late = lambda row: row.get('dropped_after_upload', 0)
+    for a, b in zip(plain, masked):
+        assert (a['aggregated'], a['dropped'], late(a)) == (b['aggregated'], b['dropped'], late(b))
+        assert b['secagg_dropped_unmasking'] == late(b)
+    assert sum(row['dropped'] for row in plain) > 0 and sum(map(late, plain)) > 0
+    for got, want in zip(runs[True].final_weights.trainable, runs[False].final_weights.trainable):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize('overrides,message', [
@@ -235,7 +272,7 @@ def test_the_protocol_dropouts_follow_the_plan():
     (dict(dp='fixed', noise_multiplier=1.0, clip=0.5),
      '--dp: --dp=fixed does not combine with --secagg: TFF\'s DP aggregator'),
     (dict(algorithm='fedsgd'), '--algorithm: --secagg needs an algorithm whose round can add'),
-    (dict(secagg_threshold=1.0), r'--secagg_threshold: must be in \[0, 1\)'),
+    (dict(secagg_threshold=1.0), r'--secagg_threshold: must be in \[0.5, 1\)'),
     (dict(over_selection=1.0), '--secagg_threshold: t = 9 of the 16 selected clients is more '
                                'than the 8 whose masked inputs the server takes'),
 ])
@@ -244,7 +281,6 @@ def test_bad_secagg_settings_name_the_flag(overrides, message):
         dataclasses.replace(BASE, secagg=True, **overrides).validate()
 
 
-@pytest.mark.slow
 def test_a_run_reports_aborted_rounds_and_keeps_their_model(tff_runtime, tmp_path):
     """t = n: any dropout aborts; an aborted round's model (so its evaluation) is the last
     round's, and the run goes on."""
@@ -265,9 +301,13 @@ def test_a_run_reports_aborted_rounds_and_keeps_their_model(tff_runtime, tmp_pat
         if i > 0:
             assert rows[i]['test_accuracy'] != rows[i - 1]['test_accuracy']
     assert all(row['secagg_client_sent_bytes'] > 0 for row in rows)
+    # A masked upload: the 2NN's 3466 values, the weight, the clipped fraction and the count
+    # packed at M = 15 bits each (12-bit values summed by up to 8 clients).
+    per_client = -(-15 * (64 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10 + 3) // 8)
     for row in rows:  # A round aborted before step 2 sent no masked input.
         sent = 0 if 0 < row['secagg_abort_step'] <= 2 else row['clients']
-        assert row['uplink_bytes'] == sent * row['uplink_bytes_per_client']
+        assert row['uplink_bytes_per_client'] == per_client == 6505
+        assert row['uplink_bytes'] == sent * per_client
     assert {row['secagg_abort_step'] for row in rows} & {1, 2}
     assert sum('secagg ABORTED at' in line for line in lines) == len(aborted)
     ledger = result.summary['communication']['secagg']

@@ -5,8 +5,8 @@ import pytest
 
 from fl_tff import models, simulation
 from fl_tff.algorithms import build_fedprox
-from fl_tff.simulation.heterogeneity import DeviceHeterogeneity, plan_round
-from tests.helpers import plan_rounds, to_batches
+from fl_tff.simulation.heterogeneity import STRAGGLER_POLICIES, DeviceHeterogeneity, plan_round
+from tests.helpers import plan_rounds, to_batches, valid_choices
 
 IDS = [f'client_{i:05d}' for i in range(40)]
 SIZES = {cid: 10 + 7 * i for i, cid in enumerate(IDS)}
@@ -37,9 +37,24 @@ def test_stragglers_are_a_fixed_fraction_and_policy_decides_their_fate():
     assert _plan(round_num=2, straggler_fraction=0.9, straggler_policy='partial') != partial
 
 
-def test_dropout_rate_matches_over_many_rounds():
-    dropped = [_plan(round_num=r, dropout_rate=0.3).dropped for r in range(1, 301)]
-    assert np.mean(dropped) / 10 == pytest.approx(0.3, abs=0.03)
+def test_dropout_rate_matches_over_many_rounds_and_each_dropout_has_one_drop_point():
+    """A rate r of the selected clients drop, each at one point drawn uniformly: before
+    training or before its upload (it returns nothing: 2r/3), or after its upload (its
+    update counts)."""
+    plans = [_plan(round_num=r, dropout_rate=0.3) for r in range(1, 301)]
+    points = [p for plan in plans for _, p in plan.drop_points]
+    assert len(points) / 3000 == pytest.approx(0.3, abs=0.03)
+    for point in ('before_training', 'before_upload', 'after_upload'):
+        assert points.count(point) / len(points) == pytest.approx(1 / 3, abs=0.05)
+    for plan in plans:
+        arrived = {c for c, _ in plan.participants}
+        for client, point in plan.drop_points:
+            assert (client in arrived) == (point == 'after_upload')
+        assert plan.dropped == sum(p != 'after_upload' for _, p in plan.drop_points)
+        assert len(arrived) == 10 - plan.dropped
+    # The drop points leave every other draw of the plan as it was.
+    with_drops = _plan(round_num=7, dropout_rate=0.3, straggler_fraction=0.5)
+    assert with_drops.stragglers == _plan(round_num=7, straggler_fraction=0.5).stragglers == 5
 
 
 def test_over_selection_samples_more_and_keeps_the_first_k_to_finish():
@@ -54,7 +69,8 @@ def test_over_selection_samples_more_and_keeps_the_first_k_to_finish():
 @pytest.mark.parametrize('kwargs,epochs,match', [
     ({'straggler_fraction': 1.5}, 5, r'straggler_fraction must be in \[0, 1\]'),
     ({'straggler_fraction': 0.5}, 1, 'need E >= 2'),
-    ({'straggler_policy': 'wait'}, 5, "unknown straggler_policy 'wait'; valid choices: drop, partial"),
+    ({'straggler_policy': 'wait'}, 5, "unknown straggler_policy 'wait'; valid choices: "
+     + valid_choices(STRAGGLER_POLICIES)),
     ({'dropout_rate': 1.0}, 5, r'dropout_rate must be in \[0, 1\)'),
     ({'over_selection': -0.1}, 5, 'over_selection must be >= 0'),
 ])
