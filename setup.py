@@ -12,7 +12,7 @@ setup(
     version='0.1.0',
     description='Federated learning research framework built on TensorFlow Federated',
     packages=find_packages(include=['fl_tff', 'fl_tff.*', 'experiments', 'experiments.*']),
-    python_requires='>=3.9,<3.12',
+    python_requires='>=3.10,<3.12',
     install_requires=[
         'tensorflow-federated==0.87.0',
         'tensorflow==2.14.1',

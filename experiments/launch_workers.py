@@ -11,9 +11,11 @@ authentication).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 
 from absl import app
@@ -24,7 +26,8 @@ from fl_tff import runtime
 
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', 2, 'Workers to start on this host (>= 1).')
 _PORT = flags.DEFINE_integer('port', 0, 'Port of the first worker, the next ones follow (0: free ports).')
-_LOG_DIR = flags.DEFINE_string('worker_log_dir', '', 'Directory for worker logs (default: temporary files).')
+_LOG_DIR = flags.DEFINE_string('worker_log_dir', '', 'Directory for worker logs (default: a new '
+                               'temporary directory, kept after the workers stop).')
 
 
 def main(argv) -> int:
@@ -42,12 +45,14 @@ def main(argv) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     workers = []
+    # The logs outlive the workers (a temporary directory of their own unless one is given).
+    log_dir = _LOG_DIR.value or tempfile.mkdtemp(prefix='fl_tff_workers_')
     try:
         for i in range(_NUM_WORKERS.value):
             if stop.is_set():
                 return 0
             port = _PORT.value + i if _PORT.value else None
-            log = f'{_LOG_DIR.value}/worker_{i}.log' if _LOG_DIR.value else None
+            log = os.path.join(log_dir, f'worker_{i}.log')
             workers.append(runtime.WorkerProcess(port=port, log_path=log).start())
         host = socket.gethostname()
         print('--workers=' + ','.join(f'{host}:{w.port}' for w in workers), flush=True)

@@ -3,6 +3,8 @@ r"""Privacy calculator: epsilon for a DP configuration, or the noise a target ep
   python -m experiments.privacy_calculator --q=0.01 --noise_multiplier=1.1 --rounds=6000 --delta=1e-5
   python -m experiments.privacy_calculator --population=1000 --cohort=50 --sampling=uniform \
       --target_epsilon=3 --rounds=500 --delta=1e-4
+  python -m experiments.privacy_calculator --dp=tree --population=1000 --cohort=50 \
+      --tree_restart=5 --noise_multiplier=1 --rounds=100 --delta=1e-5
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from absl import flags
 from experiments import flag_parsing
 from fl_tff.privacy import calculator
 
+flags.DEFINE_enum('dp', 'fixed', ['fixed', 'tree'],
+                  'fixed: a sampled Gaussian mechanism per round (--dp=fixed, distributed, dpsgd); '
+                  'tree: DP-FTRL\'s tree aggregation (--dp=tree), each client at most once per '
+                  'epoch of --population // --cohort rounds, as the run\'s ledger charges it.')
+flags.DEFINE_integer('tree_restart', 0, 'With --dp=tree: rounds per tree (0: one epoch).')
 flags.DEFINE_float('q', 0.0, 'Sampling rate (Poisson): the chance a client (or example) joins a round.')
 flags.DEFINE_integer('population', 0, 'Number of clients N (instead of --q; needed for uniform).')
 flags.DEFINE_integer('cohort', 0, 'Clients per round m (expected, for Poisson).')
@@ -31,10 +38,21 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     try:
-        result = calculator.calculate(
-            noise_multiplier=FLAGS.noise_multiplier, rounds=FLAGS.rounds, delta=FLAGS.delta,
-            sampling=FLAGS.sampling, q=FLAGS.q, population=FLAGS.population, cohort=FLAGS.cohort,
-            target_epsilon=FLAGS.target_epsilon)
+        if FLAGS.dp == 'tree':
+            if FLAGS['sampling'].present or FLAGS.q:
+                raise calculator.CalculatorError('--sampling and --q: --dp=tree assumes no '
+                                                 'sampling (each client once per epoch)')
+            result = calculator.calculate_tree(
+                noise_multiplier=FLAGS.noise_multiplier, rounds=FLAGS.rounds, delta=FLAGS.delta,
+                population=FLAGS.population, cohort=FLAGS.cohort,
+                tree_restart=FLAGS.tree_restart, target_epsilon=FLAGS.target_epsilon)
+        else:
+            if FLAGS.tree_restart:
+                raise calculator.CalculatorError('--tree_restart: a setting of --dp=tree')
+            result = calculator.calculate(
+                noise_multiplier=FLAGS.noise_multiplier, rounds=FLAGS.rounds, delta=FLAGS.delta,
+                sampling=FLAGS.sampling, q=FLAGS.q, population=FLAGS.population,
+                cohort=FLAGS.cohort, target_epsilon=FLAGS.target_epsilon)
     except calculator.CalculatorError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -96,7 +96,11 @@ class BaseConfig:
                                          'FedSGD step size).')
     straggler_fraction: float = _field(0.0, 'Fraction of selected clients that are stragglers '
                                        '(random epochs in [1, E)).')
-    dropout_rate: float = _field(0.0, 'Probability that a selected client returns nothing, in [0, 1).')
+    dropout_rate: float = _field(0.0, 'Probability that a selected client drops out of its '
+                                 'round, in [0, 1), at one point drawn uniformly: before training '
+                                 'or before its upload (its update never arrives: 2/3 of the '
+                                 'rate), or after its upload (its update counts; with --secagg it '
+                                 'does not answer the unmasking request).')
     over_selection: float = _field(0.0, 'Select ceil(K (1 + r)) clients and aggregate the first K '
                                    'to finish (r >= 0).')
     round_deadline: float = _field(0.0, 'Simulated seconds after which a synchronous round stops '
@@ -241,6 +245,7 @@ class BaseConfig:
             raise ConfigError('clients_per_round', f'{self.clients_per_round} exceeds --num_clients='
                               f'{self.num_clients}; choose a value in [1, {self.num_clients}]')
         _non_negative('heldout_clients', self.heldout_clients)
+        _non_negative('tree_restart', self.tree_restart)
         _non_negative('finetune_epochs', self.finetune_epochs)
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError('test_fraction', f'must be in (0, 1), got {self.test_fraction}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from typing import Any, Optional, Sequence
 
 import matplotlib
@@ -27,11 +28,17 @@ def plot_curves(histories: dict[str, Sequence[dict[str, Any]]], metrics: Sequenc
     for (x_key, x_label), ax_row in zip(x_axes, axes):
         for ax, metric in zip(ax_row, metrics):
             _panel(ax, histories, x_key, x_label, metric, log_scale, hlines)
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig.get_figwidth()))
     fig.tight_layout()
     with files.atomic_write(path, 'wb') as f:
         fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)
     plt.close(fig)
+
+
+def _fit(title: str, width_inches: float) -> str:
+    """`title` wrapped to lines that fit a figure `width_inches` wide (about 8 characters of
+    matplotlib's title font per inch), so a long title is never cut off at the edges."""
+    return textwrap.fill(title, width=max(20, int(8 * width_inches)))
 
 
 def _panel(ax, histories, x_key, x_label, metric, log_scale, hlines) -> None:
@@ -82,7 +89,7 @@ def plot_distributions(distributions: dict[str, dict[str, dict[str, float]]], pa
     ax.set_xticklabels(list(distributions), rotation=15, ha='right', fontsize=8)
     ax.set_xlim(-0.6, len(distributions) - 0.4)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_fit(title, fig.get_figwidth()))
     ax.grid(alpha=0.3, axis='y')
     ax.legend(fontsize=8, loc='lower right')
     fig.tight_layout()
@@ -115,7 +122,7 @@ def plot_heatmaps(grids: dict[str, dict[str, dict[str, float]]], path: str, *, t
         ax.set_ylabel(rows_label)
         ax.set_title(panel, fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig.get_figwidth()))
     fig.tight_layout()
     with files.atomic_write(path, 'wb') as f:
         fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)
@@ -150,7 +157,7 @@ def plot_seed_bands(histories: dict[str, Sequence[Sequence[dict[str, Any]]]], me
         ax.set_ylabel(metric.replace('_', ' '))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig.get_figwidth()))
     fig.tight_layout()
     with files.atomic_write(path, 'wb') as f:
         fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=110)

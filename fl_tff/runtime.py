@@ -92,7 +92,8 @@ class WorkerProcess:
 
     Args:
       port: Where it listens (default: a free port).
-      log_path: Where its stdout and stderr go (default: a temporary file).
+      log_path: Where its stdout and stderr go (default: a temporary file, removed when the
+        worker stops).
       max_concurrent_computation_calls: The worker's flag of that name (-1: no limit).
       intra_op_threads: TensorFlow's threads per op inside the worker
         (`TF_NUM_INTRAOP_THREADS`). 1 by default: the worker already runs a round's clients
@@ -111,6 +112,7 @@ class WorkerProcess:
         self._intra_op_threads = intra_op_threads
         self._process: Optional[subprocess.Popen] = None
         self._log_file = None
+        self._temporary_log = False
 
     @property
     def pid(self) -> Optional[int]:
@@ -156,9 +158,10 @@ class WorkerProcess:
         if self._process is not None:
             return self
         self.port = self.port or portpicker.pick_unused_port()
-        if self.log_path is None:
+        if self.log_path is None:  # Ours to remove when the worker stops.
             fd, self.log_path = tempfile.mkstemp(prefix='fl_tff_worker_', suffix='.log')
             os.close(fd)
+            self._temporary_log = True
         self._log_file = open(self.log_path, 'ab')
         args = [worker_binary_path(), f'--port={self.port}',
                 f'--max_concurrent_computation_calls={self._max_concurrent}']
@@ -175,6 +178,7 @@ class WorkerProcess:
         try:
             self._wait_until_serving()
         except BaseException:
+            self._temporary_log = False  # The error names the log: it stays.
             self.stop()
             raise
         return self
@@ -205,6 +209,10 @@ class WorkerProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._temporary_log:  # A log the caller did not ask to keep leaves no file behind.
+            with contextlib.suppress(OSError):
+                os.remove(self.log_path)
+            self.log_path, self._temporary_log = None, False
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
@@ -428,6 +436,26 @@ class _StoppedContext(tff.framework.SyncContext):
                            'or use fl_tff.runtime.local_runtime() before running a computation')
 
 
+class _StartsOnFirstUse(tff.framework.SyncContext):
+    """Installed in place of TFF's stock local context when fl_tff is imported (in the importing
+    thread). TFF's starts a `worker_binary` that outlives the process, and when nothing replaced
+    it, it is collected at interpreter shutdown, where its `__del__` prints an "Exception
+    ignored" traceback (after `--helpfull`, or any script that imports fl_tff and exits). The
+    first computation run through this one starts fl_tff's own runtime (`start()`), which then
+    runs it and every later one."""
+
+    def invoke(self, comp, arg):
+        start()
+        return tff.framework.get_context_stack().current.invoke(comp, arg)
+
+
+def _replace_stock_context() -> None:
+    """Puts `_StartsOnFirstUse` where TFF's stock execution context is (see there)."""
+    current = tff.framework.get_context_stack().current
+    if _current is None and isinstance(current, tff.framework.SyncExecutionContext):
+        tff.framework.set_default_context(_StartsOnFirstUse())
+
+
 def drop_stock_context() -> None:
     """Replaces whatever context is installed in this thread with one that refuses to run.
 
@@ -482,6 +510,9 @@ def stop() -> None:
 def current() -> Optional[LocalRuntime]:
     """The running process-wide runtime, or None."""
     return _current
+
+
+_replace_stock_context()
 
 
 @contextlib.contextmanager

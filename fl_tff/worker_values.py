@@ -107,7 +107,8 @@ def build_writer(value_type: tff.Type) -> tff.Computation:
                 tensor = tf.cast(tensor, tf.uint8)
             parts.append(tf.reshape(tf.bitcast(tensor, tf.uint8), [-1]))
         out = tf.strings.join([path, '.out'])
-        written = tf.io.write_file(out, tf.io.serialize_tensor(tf.concat(parts, 0)))
+        content = tf.concat(parts, 0) if parts else tf.zeros([0], tf.uint8)  # E.g. no personal layers.
+        written = tf.io.write_file(out, tf.io.serialize_tensor(content))
         with tf.control_dependencies([written]):
             return tf.identity(out)
 

@@ -106,3 +106,32 @@ def test_the_worker_runs_one_thread_per_op_unless_told_otherwise(monkeypatch):
     finally:
         for worker in workers:
             worker.stop()
+
+
+_IMPORT_AND_RUN = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import tensorflow_federated as tff
+    import fl_tff.config  # Imports the runtime, which replaces TFF's stock context.
+    from fl_tff import runtime
+    if sys.argv[1] == 'run':
+        @tff.tensorflow.computation(np.int32)
+        def add_one(x):
+            return x + 1
+        assert add_one(1) == 2
+        print(runtime.current().worker_pid, flush=True)
+''')
+
+
+@pytest.mark.parametrize('mode', ['import_only', 'run'])
+def test_importing_fl_tff_leaves_no_exit_traceback_and_runs_computations_in_its_own_runtime(mode):
+    """TFF's stock context printed a ServiceManager.__del__ traceback at exit after any script
+    that imported fl_tff (or --helpfull); a computation run without `runtime.start()` now starts
+    fl_tff's own runtime, whose worker does not outlive the script."""
+    result = run_python(['-c', _IMPORT_AND_RUN, mode], timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'Exception ignored' not in result.stderr and 'Traceback' not in result.stderr, (
+        result.stderr[-2000:])
+    for pid in (int(line) for line in result.stdout.split()):
+        assert runtime.wait_for_exit(pid, timeout=10), f'worker {pid} outlived the script'
+    assert len(result.stdout.split()) == (1 if mode == 'run' else 0)

@@ -231,5 +231,9 @@ OPTION = options.Option(
                                'unnoised, outside the DP guarantee',
         options.SECURE_SUM: 'its control-variate deltas are summed in the clear',
         options.COMPRESSED_UPLINK: 'its control-variate deltas are sent uncompressed',
+        options.REPLACES_MEAN: 'its control-variate deltas are averaged outside the model '
+                               'aggregator, so an attacker\'s delta reaches the server '
+                               'variate c unfiltered (under 20% sign-flip x4 SCAFFOLD with Krum '
+                               'or the median diverged by round 14)',
     },
     uplink_model_copies=2, config_fields=('num_clients',))

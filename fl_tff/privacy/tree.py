@@ -9,8 +9,15 @@ The tree restarts every `--tree_restart` rounds (default one epoch of the popula
 
 The guarantee needs no sampling or shuffling: only that each client contributes at most once
 per tree (`--client_sampling=epochs` gives that; the ledger checks it round by round). The
-ledger charges dp_accounting's `SingleEpochTreeAggregationDpEvent` per tree, under its
-"replace with a special record" neighbouring relation.
+ledger charges dp_accounting's `SingleEpochTreeAggregationDpEvent`, under its "replace with a
+special record" neighbouring relation:
+- per epoch of the population, one tree (the epoch's longest), while every client has taken part
+  at most once per epoch: the epoch's trees then run on disjoint sets of clients, so one
+  client's data enters one of them, and the others are independent of it or post-processing of
+  its release (parallel composition, McSherry 2009, "Privacy Integrated Queries" §2.4); with
+  trees shorter than an epoch this is tighter than charging every tree;
+- per tree otherwise (a client seen twice in one epoch, in different trees, or no epoch length
+  given): each tree is its own release, composed.
 
 The aggregator is TFF's `DifferentiallyPrivateFactory` over TF Privacy's `TreeResidualSumQuery`
 (what `DifferentiallyPrivateFactory.tree_aggregation` builds), wrapped in TF Privacy's
@@ -61,37 +68,61 @@ class TreeAggregationFactory(tff.aggregators.UnweightedAggregationFactory):
 
 
 class TreeLedger(ledger_lib.PrivacyLedger):
-    """ε of DP-FTRL: one `SingleEpochTreeAggregationDpEvent` per tree of `rounds_per_tree`
-    rounds (the last one partial), composed; RDP under REPLACE_SPECIAL. Charging a round in
-    which a client takes part a second time in the same tree raises `ParticipationError`."""
+    """ε of DP-FTRL, RDP under REPLACE_SPECIAL (see the module docstring): one
+    `SingleEpochTreeAggregationDpEvent` per epoch of `rounds_per_epoch` rounds while each client
+    takes part at most once per epoch, else one per tree of `rounds_per_tree` rounds (the last
+    one partial), composed. Charging a round in which a client takes part a second time in the
+    same tree raises `ParticipationError`.
+
+    Args:
+      noise_multiplier: z, the noise of each tree node in units of the clip.
+      rounds_per_tree: Rounds between restarts of the tree.
+      delta: δ.
+      target_epsilon: The budget (0: none).
+      rounds_per_epoch: Rounds per epoch of the population, a multiple of `rounds_per_tree`;
+        0 charges every tree.
+    """
 
     level = 'user'
 
     def __init__(self, noise_multiplier: float, rounds_per_tree: int, delta: float,
-                 target_epsilon: float = 0.0):
+                 target_epsilon: float = 0.0, rounds_per_epoch: int = 0):
         check_delta(delta)
         if target_epsilon < 0:
             raise ValueError(f'target epsilon must be >= 0 (0 = none), got {target_epsilon}')
+        if rounds_per_epoch % rounds_per_tree:
+            raise ValueError(f'an epoch of {rounds_per_epoch} rounds is not made of trees of '
+                             f'{rounds_per_tree} rounds')
         self.noise_multiplier, self.rounds_per_tree = noise_multiplier, rounds_per_tree
         self.delta, self.target_epsilon = delta, target_epsilon
+        self.rounds_per_epoch = rounds_per_epoch
         self.trust = 'the server is trusted to add the noise'
         self.rounds = 0
         self._in_tree: set[str] = set()
+        self._in_epoch: set[str] = set()
+        # Whether every client so far took part at most once per epoch (see the module docstring).
+        self.once_per_epoch = rounds_per_epoch > 0
 
-    def event(self, rounds: int) -> dp_accounting.DpEvent:
-        """The dp_accounting event of `rounds` rounds."""
+    def _tree(self, steps: int, count: int = 1) -> list[dp_accounting.DpEvent]:
+        event = dp_accounting.SingleEpochTreeAggregationDpEvent(self.noise_multiplier, steps)
+        return [] if count < 1 else [event if count == 1 else
+                                     dp_accounting.SelfComposedDpEvent(event, count)]
+
+    def event(self, rounds: int, once_per_epoch: Optional[bool] = None) -> dp_accounting.DpEvent:
+        """The dp_accounting event of `rounds` rounds (`once_per_epoch`: whether each client
+        took part at most once per epoch; default: so far)."""
+        if self.once_per_epoch if once_per_epoch is None else once_per_epoch:
+            # One tree per epoch: the epoch's longest.
+            full, rest = divmod(rounds, self.rounds_per_epoch)
+            return dp_accounting.ComposedDpEvent(
+                self._tree(self.rounds_per_tree, full)
+                + (self._tree(min(self.rounds_per_tree, rest)) if rest else []))
         full, rest = divmod(rounds, self.rounds_per_tree)
-        events = []
-        if full:
-            events.append(dp_accounting.SelfComposedDpEvent(
-                dp_accounting.SingleEpochTreeAggregationDpEvent(self.noise_multiplier,
-                                                                self.rounds_per_tree), full))
-        if rest:
-            events.append(dp_accounting.SingleEpochTreeAggregationDpEvent(
-                self.noise_multiplier, rest))
-        return dp_accounting.ComposedDpEvent(events)
+        return dp_accounting.ComposedDpEvent(self._tree(self.rounds_per_tree, full)
+                                             + (self._tree(rest) if rest else []))
 
-    def epsilon(self, rounds: int, accountant: str = 'rdp') -> float:
+    def epsilon(self, rounds: int, accountant: str = 'rdp',
+                once_per_epoch: Optional[bool] = None) -> float:
         if accountant != 'rdp':
             raise ValueError('tree aggregation is accounted with RDP only')
         if rounds <= 0:
@@ -100,7 +131,7 @@ class TreeLedger(ledger_lib.PrivacyLedger):
             return math.inf
         rdp = dp_accounting.rdp.RdpAccountant(
             neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
-        return float(rdp.compose(self.event(rounds)).get_epsilon(self.delta))
+        return float(rdp.compose(self.event(rounds, once_per_epoch)).get_epsilon(self.delta))
 
     def charge(self, plan, *, enforce: bool = True, pld: bool = False) -> dict[str, float]:
         del pld  # dp_accounting's PLD accountant has no tree-aggregation events.
@@ -112,27 +143,36 @@ class TreeLedger(ledger_lib.PrivacyLedger):
                 f'round {plan.round_num}: client(s) {again or ids} would take part twice in one '
                 f'noise tree of {self.rounds_per_tree} rounds; --dp=tree needs each client at '
                 'most once per tree (--client_sampling=epochs)')
-        epsilon = self.epsilon(self.rounds + 1)
+        in_epoch = (set() if not self.rounds_per_epoch or self.rounds % self.rounds_per_epoch == 0
+                    else self._in_epoch)
+        once_per_epoch = self.once_per_epoch and not set(ids) & in_epoch
+        epsilon = self.epsilon(self.rounds + 1, once_per_epoch=once_per_epoch)
         self._enforce(enforce, epsilon, plan.round_num)
         self.rounds += 1
-        self._in_tree = in_tree | set(ids)
+        self._in_tree, self._in_epoch = in_tree | set(ids), in_epoch | set(ids)
+        self.once_per_epoch = once_per_epoch
         return {'epsilon': epsilon}
 
     def pld_columns(self) -> dict[str, float]:
         return {}
 
     def statement(self) -> str:
+        charged = (f'one tree per epoch of {self.rounds_per_epoch} rounds, as each client took '
+                   'part at most once per epoch (parallel composition over the epoch\'s trees)'
+                   if self.once_per_epoch else 'every tree composed')
         return (f'user-level ({self.noise_multiplier:g} noise multiplier, tree aggregation): '
                 f'({self.spent():.4g}, {self.delta:g})-DP for all of any one client\'s data '
                 f'(replacing it with a special record) after {self.rounds} rounds, RDP '
-                f'accounting, with the tree restarted every {self.rounds_per_tree} rounds; it '
-                'assumes no sampling or shuffling of clients, only that each client took part at '
-                f'most once per tree (checked every round); {self.trust}')
+                f'accounting, with the tree restarted every {self.rounds_per_tree} rounds and '
+                f'{charged}; it assumes no sampling or shuffling of clients, only that each '
+                f'client took part at most once per tree (checked every round); {self.trust}')
 
     def summary(self) -> dict:
         return {'level': self.level, 'epsilon': self.spent(), 'delta': self.delta,
                 'noise_multiplier': self.noise_multiplier, 'rounds': self.rounds,
                 'mechanism': 'tree aggregation', 'rounds_per_tree': self.rounds_per_tree,
+                'rounds_per_epoch': self.rounds_per_epoch,
+                'charged': 'one tree per epoch' if self.once_per_epoch else 'every tree',
                 'sampling': 'none assumed (at most once per tree)',
                 'statement': self.statement()}
 
@@ -155,15 +195,21 @@ def _aggregator(config, selection, uniform, max_weight):
         if selection.has(options.SECURE_SUM) else None)
 
 
+def rounds_per_epoch(num_clients: int, clients_per_round: int) -> int:
+    """Rounds per epoch of the population (`--client_sampling=epochs`): N // K."""
+    return max(1, num_clients // clients_per_round)
+
+
 def _ledger(config, select, client_sizes, model_size):
     del select, client_sizes, model_size
     return TreeLedger(config.noise_multiplier, _period(config), config.delta,
-                      config.target_epsilon)
+                      config.target_epsilon,
+                      rounds_per_epoch(config.num_clients, config.clients_per_round))
 
 
 def _check(config, selection) -> None:
     dp_options.check_budget_has_noise(config, selection)
-    epoch = max(1, config.num_clients // config.clients_per_round)
+    epoch = rounds_per_epoch(config.num_clients, config.clients_per_round)
     if config.tree_restart and epoch % config.tree_restart:
         raise options.OptionError('tree_restart', f'must divide the epoch of {epoch} rounds '
                                   f'(--num_clients // --clients_per_round) so that no tree spans '

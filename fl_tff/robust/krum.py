@@ -47,6 +47,18 @@ KRUM = options.Option(
         functools.partial(multi_krum, f=config.byzantine_f, m=1)),
     params=(gathered.BYZANTINE_F,), provides=gathered.CAPABILITIES, check=_check)
 
+def _check_multi_krum(config, selection) -> None:
+    """Besides Krum's cohort: m <= n - f. Averaging more than the n - f updates Multi-Krum may
+    trust lets attackers' updates in (at m = n it is the plain mean, and diverges with it)."""
+    _check(config, selection)
+    most = config.clients_per_round - config.byzantine_f
+    if config.multikrum_m > most:
+        raise options.OptionError(
+            'multikrum_m', f'Multi-Krum averages at most n - f = {most} updates (--clients_per_'
+            f'round={config.clients_per_round}, --byzantine_f={config.byzantine_f}), got '
+            f'{config.multikrum_m}; choose a value in [1, {most}], or 0 for n - f')
+
+
 MULTI_KRUM = options.Option(
     'multikrum', 'Multi-Krum (Blanchard et al. 2017): the mean of the --multikrum_m updates of '
     'lowest Krum score',
@@ -55,4 +67,4 @@ MULTI_KRUM = options.Option(
     params=(gathered.BYZANTINE_F,
             options.Param('multikrum_m', 0, 'Multi-Krum: updates averaged (0: n - f).',
                           minimum=0)),
-    provides=gathered.CAPABILITIES, check=_check)
+    provides=gathered.CAPABILITIES, check=_check_multi_krum)

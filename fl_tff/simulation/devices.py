@@ -226,23 +226,36 @@ def load_profiles(path: str, client_ids: Sequence[str]) -> dict[str, DeviceProfi
     `inf` are instant.
 
     Raises:
-      DeviceProfileError: The file does not read, lacks a column, has a bad value, or has no
-        row for one of `client_ids` (the message names it).
+      DeviceProfileError: The file does not read or is not UTF-8 text, lacks a column, has a
+        row cut short, a bad value or two rows for one client, or has no row for one of
+        `client_ids` (the message names the line).
     """
     try:
-        with open(path, newline='') as f:
+        with open(path, newline='', encoding='utf-8') as f:
             rows = list(csv.DictReader(f))
     except OSError as e:
         raise DeviceProfileError(f'cannot read {path!r}: {e.strerror}') from e
+    except UnicodeDecodeError as e:
+        raise DeviceProfileError(f'{path!r} is not UTF-8 text (byte {e.start}: {e.reason}); '
+                                 'give a CSV file') from e
     missing = [c for c in PROFILE_COLUMNS if rows and c not in rows[0]]
     if not rows or missing:
         raise DeviceProfileError(f'{path!r} needs the columns {", ".join(PROFILE_COLUMNS)}'
                                  + (f' (missing: {", ".join(missing)})' if missing else
                                     ' and one row per client'))
-    profiles = {}
+    profiles, lines = {}, {}
     for line, row in enumerate(rows, start=2):
+        short = [c for c in PROFILE_COLUMNS if row.get(c) is None]
+        if short:
+            raise DeviceProfileError(f'{path!r} line {line} is cut short: no value for '
+                                     f'{", ".join(short)}')
+        client = row['client_id']
+        if client in lines:
+            raise DeviceProfileError(f'{path!r} line {line}: a second row for client {client!r} '
+                                     f'(the first is line {lines[client]}); give one row per client')
+        lines[client] = line
         try:
-            profiles[row['client_id']] = _parse_row(row)
+            profiles[client] = _parse_row(row)
         except (ValueError, TypeError) as e:
             raise DeviceProfileError(f'{path!r} line {line}: {e}') from e
     absent = [c for c in client_ids if c not in profiles]

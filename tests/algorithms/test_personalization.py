@@ -82,6 +82,25 @@ def test_fedper_with_no_personal_layers_equals_fedavg(tff_runtime, setup, fedavg
     assert max_abs_diff(fedper.get_model_weights(state_p).trainable, trained) == 0.0
 
 
+@pytest.mark.parametrize('algorithm', ['fedper', 'fedrep'])
+def test_no_personal_layers_runs_from_the_driver_as_fedavg(tff_runtime, tmp_path, algorithm):
+    """--personal_layers=0 (documented as valid) through the driver's path, where the clients'
+    empty states travel as files: FedPer is then FedAvg exactly; FedRep trains."""
+    import dataclasses
+    from fl_tff import experiment
+    from fl_tff.config import ExperimentConfig
+    base = ExperimentConfig(model='2nn', hidden_units=16, num_clients=6, clients_per_round=3,
+                            rounds=2, eval_every=2, client_epochs=2, output_dir=str(tmp_path),
+                            client_weighting='examples_processed')
+    run = experiment.run_experiment(dataclasses.replace(base, algorithm=algorithm,
+                                                        personal_layers=0), log=lambda _: None)
+    assert np.isfinite(run.history[-1]['train_loss'])
+    if algorithm == 'fedper':
+        plain = experiment.run_experiment(dataclasses.replace(base, algorithm='fedavg'),
+                                          log=lambda _: None)
+        assert max_abs_diff(run.final_weights.trainable, plain.final_weights.trainable) == 0.0
+
+
 def _plain_personal_layers_round(keras_fn, x, heads, ids, datasets, head_steps=None):
     """One round of FedPer (head_steps None) or FedRep written plainly: each client starts from
     the global body and its own head (the global head the first time); FedPer trains all

@@ -62,6 +62,10 @@ def test_a_window_wrapping_the_cycle_chains():
     assert not p.online(5.0) and p.online(19.5)
 
 
+HEADER = (b'client_id,seconds_per_example,downlink_bytes_per_second,uplink_bytes_per_second,'
+          b'availability\n')
+
+
 def test_profiles_file(tmp_path):
     path = tmp_path / 'devices.csv'
     path.write_text('client_id,seconds_per_example,downlink_bytes_per_second,'
@@ -79,6 +83,22 @@ def test_profiles_file(tmp_path):
     bad.write_text(path.read_text().replace('86400:28800-79200', '100:50-20'))
     with pytest.raises(devices.DeviceProfileError, match='line 3'):
         devices.load_profiles(str(bad), ['a'])
+
+
+@pytest.mark.parametrize('content,message', [
+    (b'client_id,seconds_per_example\n\xff\xfe,1\n', r"is not UTF-8 text \(byte 30: invalid start byte\); give a CSV file"),
+    (HEADER + b'a,0.5,0,0,always\nb,0.1,0,0,always\na,9.0,0,0,always\n',
+     r"line 4: a second row for client 'a' \(the first is line 2\)"),
+    (HEADER + b'a,0.5,0,0,always\nb,0.1\n',
+     'line 3 is cut short: no value for downlink_bytes_per_second, uplink_bytes_per_second, '
+     'availability'),
+])
+def test_a_profiles_file_that_is_not_text_repeats_a_client_or_cuts_a_row_is_one_error(
+        tmp_path, content, message):
+    path = tmp_path / 'devices.csv'
+    path.write_bytes(content)
+    with pytest.raises(devices.DeviceProfileError, match=message):
+        devices.load_profiles(str(path), ['a', 'b'])
 
 
 def _clock(seconds, profiles=None):
