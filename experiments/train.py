@@ -27,8 +27,11 @@ def define_flags(config_cls=config_lib.ExperimentConfig, flag_values=flags.FLAGS
 
 
 def config_from_flags(config_cls=config_lib.ExperimentConfig, flag_values=flags.FLAGS):
-    """The config whose fields are the parsed flag values."""
-    return config_cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(config_cls)})
+    """The config of the flags given, the others at the defaults the selected options declare
+    (`fl_tff.config.with_option_defaults`), else at their own."""
+    return config_lib.with_option_defaults(config_cls, {
+        f.name: flag_values[f.name].value for f in dataclasses.fields(config_cls)
+        if flag_values[f.name].present})
 
 
 define_flags()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar, Iterable, Optional, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Optional, Sequence
 
 from fl_tff import options
 from fl_tff.aggregation import AGGREGATORS
@@ -339,6 +339,40 @@ class BaseConfig:
         return self.experiment_name or (
             f'{self.dataset}_{self.algorithm}_{self.model}_{self.resolved_partition()}_'
             f'n{self.num_clients}_k{self.clients_per_round}_s{self.seed}')
+
+
+def with_option_defaults(config_cls: type, given: Mapping[str, Any]) -> BaseConfig:
+    """The config of the `given` settings, every other one at the default its selected options
+    declare (`Option.defaults`, e.g. an algorithm's client weighting), else at the class's.
+
+    An option selected through another's default may declare defaults of its own, so selection
+    and defaults are resolved until they agree. Validation is the caller's (`validate`).
+
+    Raises:
+      ConfigError: Two selected options declare different defaults for a setting not given
+        (naming it: set it).
+    """
+    values = dict(given)
+    for _ in range(len(config_cls.REGISTRIES) + 1):
+        config = config_cls(**values)
+        try:
+            selection = config.selection()
+        except ConfigError:
+            return config  # An unknown choice: `validate` names it.
+        wanted: dict[str, tuple[Any, str]] = {}
+        for kind, option in selection.items():
+            for name, default in option.defaults.items():
+                if name in given:
+                    continue
+                if name in wanted and wanted[name][0] != default.value:
+                    raise ConfigError(name, f'{wanted[name][1]} and {selection.flag_text(kind)} '
+                                      f'want different defaults ({wanted[name][0]!r} and '
+                                      f'{default.value!r}); set --{name}')
+                wanted[name] = (default.value, selection.flag_text(kind))
+        if all(getattr(config, name) == value for name, (value, _) in wanted.items()):
+            return config
+        values.update({name: value for name, (value, _) in wanted.items()})
+    return config_cls(**values)
 
 
 def option_fields(registries: Sequence[options.Registry]) -> list[tuple[str, type, Any]]:

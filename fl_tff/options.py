@@ -96,6 +96,15 @@ CAPABILITIES: dict[str, str] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Default:
+    """A base setting an option prefers, with why: it applies when the user leaves the setting
+    unset (`config.with_option_defaults`; the driver does so for every flag not given)."""
+
+    value: Value
+    why: str
+
+
 class OptionError(ValueError):
     """A setting an option refuses; `flag` names the flag to change."""
 
@@ -173,6 +182,8 @@ class Option:
       check_model: `(config, model_fn) -> None`: checks against the model (run once it is
         built, before any run directory exists); raises `OptionError` naming the flag.
       uplink_model_copies: Model-sized tensors each client update carries (SCAFFOLD: 2).
+      defaults: Base setting name -> `Default`: what this option needs or trains best with
+        where the project's default does not fit (e.g. an algorithm's weighting).
       config_fields: Base settings (not its own parameters) its builder also takes by name, e.g.
         the population size `num_clients`.
     """
@@ -193,6 +204,7 @@ class Option:
     check_model: Optional[Callable[[Any, Any], None]] = None
     uplink_model_copies: int = 1
     config_fields: tuple[str, ...] = ()
+    defaults: Mapping[str, Default] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         unknown = set(self.provides) | set(self.requires) | set(self.excludes)
@@ -276,7 +288,9 @@ class Registry:
 
     def help_text(self) -> str:
         """The flag's help: the kind's help and one line per option."""
-        lines = [o.name + (f': {o.help}' if o.help else '') for o in self.options.values()]
+        lines = [o.name + (f': {o.help}' if o.help else '')
+                 + ''.join(f' (defaults --{n}={d.value})' for n, d in sorted(o.defaults.items()))
+                 for o in self.options.values()]
         if self.boolean:
             return self.help
         return f'{self.help} One of: ' + '; '.join(lines) + '.'
@@ -350,7 +364,9 @@ def markdown_tables(registries: Iterable[Registry]) -> str:
             params = ', '.join(f'`--{p.name}`' for p in option.params) or ''
             caps = [*(sorted(option.provides)),
                     *(f'needs {c}' for c in sorted(option.requires)),
-                    *(f'refuses {c}' for c in sorted(option.excludes))]
+                    *(f'refuses {c}' for c in sorted(option.excludes)),
+                    *(f'defaults `--{name}={d.value}` ({d.why})'
+                      for name, d in sorted(option.defaults.items()))]
             text = option.help.replace('|', '\\|')
             out.append(f'| `{registry.flag_text(option)}` | {text} | {params} | {", ".join(caps)} |')
         out.append('')

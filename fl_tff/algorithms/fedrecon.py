@@ -219,4 +219,6 @@ OPTION = options.Option(
     params=(fedper.PERSONAL_LAYERS,), build=build_fedrecon,
     provides={options.LOCAL_EPOCHS, options.PERSONAL_MODEL},
     requires={options.TFF_WEIGHTING: 'weighs clients as TFF\'s build_fed_recon does'},
+    defaults={'client_weighting': options.Default(
+        'examples_processed', 'TFF\'s build_fed_recon weighs clients by examples processed')},
     check_model=fedper.check_personal_layers)

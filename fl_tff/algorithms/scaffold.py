@@ -236,4 +236,8 @@ OPTION = options.Option(
                                'variate c unfiltered (under 20% sign-flip x4 SCAFFOLD with Krum '
                                'or the median diverged by round 14)',
     },
+    defaults={'client_weighting': options.Default(
+        'uniform', 'the paper averages the sampled clients\' updates uniformly (Algorithm 1); '
+        'with example weights x and c would move by different rules (0.623 against 0.718 test '
+        'accuracy on a shards(1) run)')},
     uplink_model_copies=2, config_fields=('num_clients',))

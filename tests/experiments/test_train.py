@@ -53,7 +53,7 @@ BAD_INPUTS = [
     (['--algorithm=fedfoo'], f'--algorithm: unknown algorithm .fedfoo.; valid choices: {valid_choices(ALGORITHMS)}$'),
     (['--algorithm=fedper', '--personal_layers=3'], r'--personal_layers: personal_layers must be in \[0, 2\] for this model \(3 layers with trainable variables\), got 3 \(--model=2nn\)'),
     (['--algorithm=fedrep', '--head_epochs=2', '--client_epochs=2'], '--head_epochs: --head_epochs=2 leaves no epoch for the body'),
-    (['--algorithm=fedrecon'], r"--client_weighting: --algorithm=fedrecon weighs clients as TFF's build_fed_recon does \(--client_weighting=examples does not\): choose --client_weighting=examples_processed or --client_weighting=uniform"),
+    (['--algorithm=fedrecon', '--client_weighting=examples'], r"--client_weighting: --algorithm=fedrecon weighs clients as TFF's build_fed_recon does \(--client_weighting=examples does not\): choose --client_weighting=examples_processed or --client_weighting=uniform"),
     (['--algorithm=fedprox', '--mu=-1'], '--mu: must be >= 0'),
     (['--server_optimizer=rmsprop'], '--server_optimizer: unknown server_optimizer .rmsprop.'),
     (['--straggler_fraction=1.5'], r'--straggler_fraction: straggler_fraction must be in \[0, 1\]'),
