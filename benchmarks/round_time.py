@@ -49,6 +49,7 @@ import tensorflow_federated as tff
 
 from benchmarks.workload import BATCH, HIDDEN, LR, peak_rss_mib
 from benchmarks import workload
+from fl_tff import rounds as rounds_lib
 from fl_tff import runtime, simulation, worker_values
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
@@ -130,26 +131,24 @@ class _Workload:
 
 
 def _rounds(process, inputs, select=None):
-    """A round function over `inputs(round_num)` (client tasks, rounds or datasets); with
-    `select`, the process keeps client state (ids from the selector's plan) or runs each round
-    for the selector's plan (the SecAgg protocol)."""
-    state, stored, done = [process.initialize()], {}, [0]
+    """A round function over `inputs(round_num)` (client tasks, rounds or datasets), each round
+    the process's `run_round` (`fl_tff.rounds`); with `select`, the plan and the participants'
+    client states (kept here by slot) come from the selector's plan."""
+    rounds = rounds_lib.as_rounds(process)
+    state, stored, done = [rounds.initialize()], {}, [0]
+    slots = rounds.needs.client_states
 
     def round_fn():
         done[0] += 1
-        if select is None:
-            state[0] = process.next(state[0], inputs(done[0])).state
-            return
-        if isinstance(process, simulation.ProcessForPlan):
-            state[0] = process.next_for_plan(state[0], inputs(done[0]), select.plan(done[0])).state
-            return
-        ids = [cid for cid, _ in select.plan(done[0]).participants]
-        out = process.next(state[0], inputs(done[0]), client_ids=ids, round_num=done[0],
-                           client_states=[stored.get(i, process.initial_client_state())
-                                          for i in ids])
+        plan = select.plan(done[0]) if select is not None else None
+        ids = [cid for cid, _ in plan.participants] if plan is not None else []
+        out = rounds.run_round(state[0], inputs(done[0]), rounds_lib.RoundInputs(
+            done[0], plan, ids, {slot: [stored.get((slot, i), initial) for i in ids]
+                                 for slot, initial in slots.items()}))
         state[0] = out.state
-        stored.update(zip(ids, out.client_states))
-    round_fn.weights = lambda: process.get_model_weights(state[0]).trainable
+        for slot, states in out.client_states.items():
+            stored.update({(slot, i): s for i, s in zip(ids, states)})
+    round_fn.weights = lambda: rounds.get_model_weights(state[0]).trainable
     return round_fn
 
 

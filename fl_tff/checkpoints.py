@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tempfile
+import zipfile
 from typing import Any, Optional, Protocol, runtime_checkable
 
 import tensorflow_federated as tff
@@ -50,6 +52,44 @@ class ClientStateStore(Protocol):
 
     def load_client_states(self, path: Optional[str]) -> None:
         """Replaces the states with those saved at `path` (empty when `path` is None)."""
+
+
+class SlotStores:
+    """Several `ClientStateStore`s (a process's client-state slots, asynchronous start weights)
+    saved as one: each one's file inside one zip archive, named after its slot."""
+
+    def __init__(self, stores: dict[str, ClientStateStore]):
+        self._stores = dict(stores)
+
+    def save_client_states(self, path: str) -> None:
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as tmp:
+            with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for slot, store in self._stores.items():
+                    part = os.path.join(tmp, f'{slot}.npz')
+                    store.save_client_states(part)
+                    archive.write(part, f'{slot}.npz')
+
+    def load_client_states(self, path: Optional[str]) -> None:
+        if path is None:
+            for store in self._stores.values():
+                store.load_client_states(None)
+            return
+        with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            for slot, store in self._stores.items():
+                if f'{slot}.npz' not in names:
+                    raise ValueError(f'{path} holds no client states of slot {slot!r}')
+                store.load_client_states(archive.extract(f'{slot}.npz', tmp))
+
+
+def stores_of(stores: dict[str, ClientStateStore]) -> Optional[ClientStateStore]:
+    """What a `Checkpointer` saves for `stores` (slot -> store): nothing, the one store itself (its
+    file as before slots), or all of them (`SlotStores`)."""
+    if not stores:
+        return None
+    if len(stores) == 1:
+        return next(iter(stores.values()))
+    return SlotStores(stores)
 
 
 class CheckpointLoadError(RuntimeError):

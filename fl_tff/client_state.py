@@ -39,10 +39,10 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import composed_process
+from fl_tff import composed_process, rounds
 
 # A client's state as the store keeps it: its tensors, flattened in the state type's order.
-FlatState = list[np.ndarray]
+FlatState = rounds.FlatState
 
 
 @runtime_checkable
@@ -80,6 +80,7 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
       client_inputs: `(round_num, client_ids) -> [input per client]`, deterministic (e.g. seeds);
         None when the clients take none.
       initial_client_state: A client's first state, flattened (default: zeros of the type).
+      slot: The name of its client-state slot (what the simulation stores it under).
     """
 
     RETURNED_VALUES_AT = 2  # The participants' new client states.
@@ -87,14 +88,29 @@ class StatefulLearningProcess(composed_process.ComposedNextProcess):
     def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
                  client_state_type: tff.Type,
                  client_inputs: Optional[Callable[[int, Sequence[str]], list]] = None,
-                 initial_client_state: Optional[FlatState] = None):
+                 initial_client_state: Optional[FlatState] = None, slot: str = 'client_state'):
         super().__init__(composed, next_fn)
         self._state_type, self._client_inputs = client_state_type, client_inputs
         self._initial = initial_client_state or [
             np.zeros(t.shape, t.dtype) for t in tff.structure.flatten(client_state_type)]
+        self.slot = slot
 
     def initial_client_state(self) -> FlatState:
         return [t.copy() for t in self._initial]
+
+    @property
+    def needs(self) -> rounds.RoundNeeds:
+        """Its one client-state slot (`rounds.RoundProcess`)."""
+        return rounds.RoundNeeds(client_states={self.slot: self.initial_client_state()})
+
+    def run_round(self, state: Any, client_data: list,
+                  inputs: rounds.RoundInputs) -> rounds.RoundOutput:
+        """`next` for the round's participants and their states in its slot."""
+        output = self.next(state, client_data, client_ids=inputs.client_ids,
+                           round_num=inputs.round_num,
+                           client_states=inputs.client_states[self.slot])
+        return rounds.RoundOutput(output.state, output.metrics,
+                                  {self.slot: output.client_states})
 
     def next(self, state: Any, client_data: list, *, client_ids: Sequence[str], round_num: int,
              client_states: Sequence[FlatState]) -> StatefulOutput:

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -14,9 +15,9 @@ import tensorflow_federated as tff
 
 from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files,
                     interrupts, models, options, personalized_evaluation, reporting, round_hooks,
-                    runtime, simulation, weighting, worker_values)
+                    rounds, runtime, simulation, weighting, worker_values)
 from fl_tff.config import ConfigError, ExperimentConfig
-from fl_tff.algorithms import asynchronous
+from fl_tff.algorithms import personalization
 from fl_tff.data import client_files, tff_datasets
 
 
@@ -239,7 +240,7 @@ def _check_writable(flag: str, directory: str, path: Optional[str] = None) -> No
 def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
                 model_fn: models.ModelFn, keras_fn,
                 global_train: evaluation.CentralizedEvaluator, process,
-                client_states: Optional[client_state.ClientStateStore],
+                client_states: Mapping[str, client_state.ClientStateStore],
                 attack: Optional[attacks.Attack],
                 ) -> list[Callable[[tff.learning.models.ModelWeights], dict[str, float]]]:
     masks = dict(masked_labels=fed_data.masked_labels,
@@ -255,7 +256,8 @@ def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
                                                         prefix='heldout_acc', **masks))
     personalized = personalized_evaluation.PersonalizedEvaluator(
         keras_fn, model_fn, fed_data.train, fed_data.test, process=process,
-        client_states=client_states, finetune_epochs=config.finetune_epochs,
+        client_states=client_states.get(personalization.PERSONAL_SLOT),
+        finetune_epochs=config.finetune_epochs,
         batch_size=config.client_batch_size, learning_rate=config.client_learning_rate,
         seed=config.seed, heldout_train=fed_data.heldout_train,
         heldout_test=fed_data.heldout_test, **masks)
@@ -359,18 +361,21 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                                         padding_labels=fed_data.masked_labels),
                                     max(fed_data.train_sizes.values()), epochs),
                                 dataset_computation=select.dataset_computation(train_files))
-        client_states, versions = None, None
         if isinstance(process, worker_values.ReadsValuesFromFiles):
             # Each worker reads its clients' states (or SecAgg masks) beside their data, and
             # writes the new states there for the driver.
             process = process.reading_values_from(os.path.join(data_dir, 'client_values'))
-        if isinstance(process, client_state.ProcessWithClientState):
-            client_states = client_state.ClientStateStore(process.initial_client_state())
-            cleanup.callback(client_states.close)
-        if isinstance(process, asynchronous.BufferedProcess):  # Start weights of clients in flight.
-            versions = simulation.VersionStore(process.get_model_weights(process.initialize()))
+        needs = rounds.as_rounds(process).needs
+        client_states = {slot: cleanup.enter_context(contextlib.closing(
+            client_state.ClientStateStore(initial)))
+            for slot, initial in needs.client_states.items()}
+        versions = (simulation.VersionStore(process.get_model_weights(process.initialize()))
+                    if needs.start_weights else None)  # Start weights of clients in flight.
         checkpointer = checkpoints.Checkpointer(run_dir, config.checkpoint_every,
-                                                client_states=client_states if client_states is not None else versions)
+                                                client_states=checkpoints.stores_of(
+                                                    {**client_states, **({
+                                                        'start_weights': versions}
+                                                        if versions is not None else {})}))
         initial_state = process.initialize()
         state, done = checkpointer.latest(initial_state) if run.resuming else (None, 0)
         for skipped in checkpointer.skipped:

@@ -89,11 +89,18 @@ def test_saving_and_loading_a_snapshot_keep_the_memory_bound_and_a_closed_store_
 def test_run_training_refuses_to_resume_client_state_without_its_store():
     from fl_tff.simulation import run_training
 
-    class Stateful:
-        def initial_client_state(self):
-            return _state(0.0)
+    from fl_tff import rounds
 
-        def next(self, state, client_data, *, client_ids, round_num, client_states):
+    class Stateful:
+        needs = rounds.RoundNeeds(client_states={'residual': _state(0.0)})
+
+        def initialize(self):
+            return object()
+
+        def get_model_weights(self, state):
+            raise AssertionError('not reached')
+
+        def run_round(self, state, client_data, inputs):
             raise AssertionError('not reached')
 
     select = simulation.ClientSelector.__new__(simulation.ClientSelector)  # Only its type matters.
@@ -102,5 +109,5 @@ def test_run_training_refuses_to_resume_client_state_without_its_store():
     used = client_state.ClientStateStore(_state(0.0))
     used.update(['a'], [_state(1.0)])
     with pytest.raises(ValueError, match='needs an empty client-state store'):
-        run_training(Stateful(), select, rounds=3, client_states=used)
+        run_training(Stateful(), select, rounds=3, client_states={'residual': used})
     used.close()

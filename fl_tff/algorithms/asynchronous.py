@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options
+from fl_tff import composed_process, options, rounds
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 
@@ -62,10 +62,20 @@ class AsyncLearningProcess(composed_process.ComposedNextProcess):
       scale_fn: staleness -> the factor the client's update is scaled by.
     """
 
+    # Each buffered client's start model, and its staleness from the plan.
+    needs = rounds.RoundNeeds(plan=True, start_weights=True)
+
     def __init__(self, composed: tff.learning.templates.LearningProcess,
                  next_fn: tff.Computation, scale_fn: Callable[[int], float]):
         super().__init__(composed, next_fn)
         self._scale_fn = scale_fn
+
+    def run_round(self, state: Any, client_data: list,
+                  inputs: rounds.RoundInputs) -> rounds.RoundOutput:
+        """One server update: `next` with the start weights and the plan's staleness."""
+        output = self.next(state, client_data, start_weights=inputs.start_weights,
+                           staleness=inputs.plan.staleness)
+        return rounds.RoundOutput(output.state, output.metrics)
 
     def scale(self, staleness: int) -> float:
         """The factor an update of `staleness` is scaled by."""

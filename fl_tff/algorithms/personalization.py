@@ -27,6 +27,8 @@ from fl_tff import client_state
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.models.model_fn import ModelFn
 
+PERSONAL_SLOT = 'personal'  # Each client's personal part (its client-state slot).
+
 # A per-client `tf.function` (global weights, personal state tuple, client round) ->
 # (ClientResult whose update is the tuple of shared-variable deltas, metrics, new personal state).
 ClientFn = Callable[[Any, tuple, tf.data.Dataset], tuple[Any, Any, tuple]]
@@ -190,7 +192,7 @@ def compose_personalized(
 
     initial = tf.nest.flatten(initial_model_weights_fn().trainable)
     return PersonalizedLearningProcess(
-        composed, next_fn, personal_type,
+        composed, next_fn, personal_type, slot=PERSONAL_SLOT,
         initial_client_state=[np.asarray(t) for t in personal_part(initial)],
         client_computation=client_update, personal_weights=personal_weights, shared=shared)
 

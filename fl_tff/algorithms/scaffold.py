@@ -33,6 +33,9 @@ from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
 
 
+CONTROL_VARIATE_SLOT = 'control_variate'  # Each client's c_i (its client-state slot).
+
+
 def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
                         weighting: weighting_lib.Weighting):
     """A `tf.function` (x, c, c_i, dataset) -> (ClientResult, metrics, c_i+, c_i+ - c_i)."""
@@ -218,7 +221,8 @@ def build_scaffold(
             finalizer=tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite))))
         return new_state, measurements, new_cs
 
-    return client_state.StatefulLearningProcess(composed, next_fn, trainable_type)
+    return client_state.StatefulLearningProcess(composed, next_fn, trainable_type,
+                                                slot=CONTROL_VARIATE_SLOT)
 
 
 OPTION = options.Option(

@@ -57,6 +57,9 @@ class ErrorFeedback:
         return np.random.SeedSequence(entropy).generate_state(2, np.uint64).astype(np.int64)
 
 
+RESIDUAL_SLOT = 'residual'  # Each client's error-feedback residual (its client-state slot).
+
+
 def compensate_and_compress(feedback: ErrorFeedback, update, residual, seed, weight=None):
     """(sent, new residual) for one client: sent = C(update + residual) tensor by tensor,
     new residual = update + residual - sent. A client of weight 0 (a zeroed, diverged update)
@@ -118,7 +121,8 @@ def compose_with_error_feedback(
 
     return client_state.StatefulLearningProcess(
         composed, next_fn, update_type,
-        client_inputs=lambda round_num, ids: [feedback.client_seed(round_num, c) for c in ids])
+        client_inputs=lambda round_num, ids: [feedback.client_seed(round_num, c) for c in ids],
+        slot=RESIDUAL_SLOT)
 
 
 ERROR_FEEDBACK = options.Registry(

@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options
+from fl_tff import composed_process, options, rounds
 from fl_tff.communication import ledger, secure
 from fl_tff.secagg import protocol, shamir
 
@@ -159,12 +159,20 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
         -> upload` (for inspection: what the server receives).
     """
 
+    needs = rounds.RoundNeeds(plan=True)  # Its cohort runs the protocol; dropouts are the plan's.
+
     def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
                  packing: secure.Packing, bits: int, settings: SecAggSettings,
                  masked_upload: tff.Computation):
         super().__init__(composed, next_fn)
         self.packing, self.bits, self.settings = packing, bits, settings
         self.masked_upload = masked_upload
+
+    def run_round(self, state: Any, client_data: list,
+                  inputs: rounds.RoundInputs) -> rounds.RoundOutput:
+        """`next_for_plan` for the round's plan; the protocol's columns join the round's."""
+        output = self.next_for_plan(state, client_data, inputs.plan)
+        return rounds.RoundOutput(output.state, output.metrics, columns=output.columns)
 
     def next_for_plan(self, state: Any, client_data: list, plan: 'RoundPlan',
                       dropouts: Optional[protocol.Dropouts] = None) -> ProtocolRoundOutput:

@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
 
 import tensorflow_federated as tff
 
 from fl_tff import client_state
-from fl_tff.algorithms import asynchronous
+from fl_tff import rounds as rounds_lib
 from fl_tff.simulation import async_schedule
-from fl_tff.models.model_fn import accuracy_metric
-
-Metrics = dict[str, Any]
-
-
-@runtime_checkable
-class PlannedSelection(Protocol):
-    """A client selection that plans each round before building its datasets (e.g.
-    `ClientSelector`): the loop reports the plan's participation and passes it to `before_round`
-    hooks (the ledgers)."""
-
-    def plan(self, round_num: int) -> Any:
-        """The round's plan: who is selected and who contributes (`RoundPlan`)."""
-
-    def client_inputs(self, plan: Any) -> list:
-        """What the process's `next` takes for the participants (datasets, or client tasks for
-        a process composed with a dataset computation), in `plan.participants` order."""
-
-
-@runtime_checkable
-class ProcessForPlan(Protocol):
-    """A process whose round needs the whole plan (who was selected, who contributed), e.g.
-    `fl_tff.secagg.tff_round.SecAggLearningProcess`, whose cohort runs a protocol."""
-
-    def next_for_plan(self, state: Any, client_data: list, plan: Any) -> Any:
-        """One round for `plan.participants`' `client_data`; the output has `state`, `metrics`
-        (None when the round was aborted and the model is unchanged) and `columns` (the round's
-        own metric columns)."""
+from fl_tff.simulation import selection as selection_lib
+from fl_tff.simulation.round_metrics import Metrics, flatten_training_metrics
 
 
 class StopTraining(Exception):
@@ -58,42 +32,8 @@ TIMING_COLUMNS = ('round_seconds', 'eval_seconds', 'elapsed_seconds')
 NO_TRAINING = {'train_loss': float('nan'), 'train_accuracy': float('nan'), 'train_examples': 0}
 
 
-def flatten_training_metrics(metrics) -> Metrics:
-    """The scalar columns we report from a LearningProcess's nested metrics.
-
-    When every client's update was non-finite (all dropped, metrics reset) the train loss and
-    accuracy are NaN, not TFF's 0/0 = 0, so a diverged run cannot look like a converged one.
-    """
-    train = metrics['client_work']['train']
-    examples = int(train['num_examples'])
-    row = {'train_loss': float(train['loss']) if examples else float('nan'),
-           'train_accuracy': accuracy_metric(train) if examples else float('nan'),
-           'train_examples': examples}
-    finalizer = metrics.get('finalizer') or {}
-    if 'update_non_finite' in finalizer:
-        row['server_update_skipped'] = int(finalizer['update_non_finite'])
-    dp_query = (metrics.get('aggregator') or {}).get('dp_query_metrics') or {}
-    if 'clip' in dp_query:  # Adaptive clipping's current clip norm.
-        row['dp_clip'] = float(dp_query['clip'])
-    clipped = _find(metrics.get('aggregator'), 'secure_clipped_fraction')
-    if clipped is not None:  # Values clipped to the secure sum's range.
-        row['secure_clipped_fraction'] = float(clipped)
-    return row
-
-
-def _find(metrics, key: str):
-    """The value under `key` anywhere in nested metrics (aggregators nest theirs), or None."""
-    if not isinstance(metrics, Mapping):
-        return None
-    for name, value in metrics.items():
-        found = value if name == key else _find(value, key)
-        if found is not None:
-            return found
-    return None
-
-
 def run_training(
-        process: tff.learning.templates.LearningProcess,
+        process: Any,
         training_selection_fn: Callable[[int], list],
         *,
         rounds: int,
@@ -103,65 +43,68 @@ def run_training(
         initial_state: Any = None,
         start_round: int = 1,
         before_round: Optional[Callable[[Any, bool], Metrics]] = None,
-        client_states: Optional[client_state.ClientStateStore] = None,
+        client_states: Optional[Mapping[str, client_state.ClientStateStore]] = None,
         measure_next: Optional[Callable[[], Callable[[], Metrics]]] = None,
-        versions: Optional[Any] = None,
+        versions: Optional[async_schedule.VersionStore] = None,
 ) -> tuple[Any, list[Metrics]]:
     """Runs rounds `start_round`..`rounds` of `process`; evaluates every `eval_every` rounds and
     at the end.
 
+    Every round is `run_round` of the process as a `fl_tff.rounds.RoundProcess`
+    (`rounds.as_rounds`: a TFF `LearningProcess` runs its `next`), given what its `needs`
+    declare: the round's plan, the participants' states in each client-state slot, looked up in
+    `client_states` (slot -> store; new stores when None) and stored back afterwards (the
+    simulation, not the process, keeps them), and, for asynchronous training, each buffered
+    client's start weights from `versions` (an `async_schedule.VersionStore`; a new one holding
+    the initial weights when None), which then keeps the new weights while clients in flight
+    need them.
+
     `on_round(row, state)` receives each round's flat metrics (after evaluation) and the new
     state, for printing, saving and checkpointing; it may raise to stop the run.
-    For a process whose clients keep state (`client_state.ProcessWithClientState`), the loop
-    looks the participants' states up in `client_states` (a new store when None), passes them
-    to `next` and stores the new ones: the simulation, not the process, keeps them.
-    `measure_next()` is called just before each round's `next` and returns a function called
-    just after it, whose columns join the round's row (e.g. the bytes sent to workers).
-    For an asynchronous process (`asynchronous.BufferedProcess`, with an `AsyncSelector`) a
-    round is one server update: the loop passes each buffered client's start weights from
-    `versions` (an `async_schedule.VersionStore`; a new one holding the initial weights when
-    None) and its staleness, and keeps the new weights while clients in flight need them.
+    `measure_next()` is called just before each round and returns a function called just after
+    it, whose columns join the round's row (e.g. the bytes sent to workers).
     Returns the final state and the rows of the rounds run.
     """
-    if isinstance(process, client_state.ProcessWithClientState):
-        if not isinstance(training_selection_fn, PlannedSelection):
-            raise TypeError('this process keeps client state: select clients with a '
-                            'PlannedSelection such as ClientSelector, which names them')
-        if client_states is None and start_round > 1:
-            raise ValueError('resuming a process with client state needs the store of its '
-                             'checkpoint (client_states=)')
-        if client_states is not None and start_round == 1 and len(client_states):
-            raise ValueError('a fresh run needs an empty client-state store; this one holds '
-                             f'{len(client_states)} clients\' states from another run')
-    if isinstance(process, ProcessForPlan) and not isinstance(training_selection_fn,
-                                                               PlannedSelection):
-        raise TypeError('this process runs each round for a plan: select clients with a '
-                        'PlannedSelection such as ClientSelector')
-    if before_round is not None and not isinstance(training_selection_fn, PlannedSelection):
-        raise TypeError('before_round hooks (the privacy ledger and its budget stop, the byte '
-                        'ledger) charge each round\'s plan: select clients with a '
-                        'PlannedSelection such as ClientSelector, not a plain callable')
-    if isinstance(process, asynchronous.BufferedProcess):
-        if not isinstance(training_selection_fn, async_schedule.AsyncSelector):
+    round_process = rounds_lib.as_rounds(process)
+    needs = round_process.needs
+    selection = selection_lib.as_selection(training_selection_fn)
+    if (needs.client_states or needs.plan or before_round is not None) and not selection.planned:
+        raise TypeError('before_round hooks (the ledgers and the privacy budget stop) charge '
+                        'each round\'s plan, and a process with client state or a protocol over '
+                        'its cohort needs it: select clients with a PlannedSelection such as '
+                        'ClientSelector, which plans and names them')
+    client_states = dict(client_states or {})
+    for slot in needs.client_states:
+        store = client_states.get(slot)
+        if store is None and start_round > 1:
+            raise ValueError(f'resuming a process with client state needs the store of its '
+                             f'checkpoint (client_states={{{slot!r}: ...}})')
+        if store is not None and start_round == 1 and len(store):
+            raise ValueError(f'a fresh run needs an empty client-state store; the one of slot '
+                             f'{slot!r} holds {len(store)} clients\' states from another run')
+    if needs.start_weights:
+        if not selection.buffers:
             raise TypeError('an asynchronous process needs an AsyncSelector, which plans its '
                             'buffers on the simulated clock')
         if versions is None and start_round > 1:
             raise ValueError('resuming an asynchronous run needs the start weights of its '
                              'checkpoint (versions=)')
     with contextlib.ExitStack() as cleanup:
-        if isinstance(process, client_state.ProcessWithClientState) and client_states is None:
-            client_states = client_state.ClientStateStore(process.initial_client_state())
-            cleanup.callback(client_states.close)  # Ours: removed when the loop ends.
-        return _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every,
+        for slot, initial in needs.client_states.items():
+            if slot not in client_states:
+                client_states[slot] = client_state.ClientStateStore(initial)
+                cleanup.callback(client_states[slot].close)  # Ours: removed when the loop ends.
+        return _run_rounds(round_process, selection, rounds, evaluation_fn, eval_every,
                            on_round, initial_state, start_round, before_round, client_states,
                            measure_next, versions)
 
 
-def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_every, on_round,
-                initial_state, start_round, before_round, client_states, measure_next, versions):
+def _run_rounds(process, selection, rounds, evaluation_fn, eval_every, on_round, initial_state,
+                start_round, before_round, client_states, measure_next, versions):
     """The loop of `run_training`, its arguments checked."""
     state = process.initialize() if initial_state is None else initial_state
-    if isinstance(process, asynchronous.BufferedProcess) and versions is None:
+    needs = process.needs
+    if needs.start_weights and versions is None:
         versions = async_schedule.VersionStore(process.get_model_weights(state))
     history: list[Metrics] = []
     start = time.monotonic()
@@ -170,8 +113,8 @@ def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_ever
         row: Metrics = {'round': round_num}
         last = round_num == rounds
         evaluate = evaluation_fn is not None and (round_num % eval_every == 0 or last)
-        if isinstance(training_selection_fn, PlannedSelection):  # Report participation.
-            plan = training_selection_fn.plan(round_num)
+        plan = selection.plan(round_num)
+        if plan is not None:  # Report participation.
             if before_round is not None:
                 try:
                     extra = dict(before_round(plan, evaluate))
@@ -180,29 +123,27 @@ def _run_rounds(process, training_selection_fn, rounds, evaluation_fn, eval_ever
                 last = bool(extra.pop(LAST_ROUND, False)) or last
                 evaluate = evaluation_fn is not None and (evaluate or last)
                 row.update(extra)
-            clients = training_selection_fn.client_inputs(plan)
-            client_ids = [cid for cid, _ in plan.participants]
             row.update(plan.counts())
-        else:
-            clients, client_ids = training_selection_fn(round_num), None
+        clients = selection.clients(round_num, plan)
+        client_ids = [cid for cid, _ in plan.participants] if plan is not None else []
         row['clients'] = len(clients)
         if clients:
             measured = measure_next() if measure_next is not None else None
-            if isinstance(process, client_state.ProcessWithClientState):
-                output = process.next(state, clients, client_ids=client_ids, round_num=round_num,
-                                      client_states=[client_states.get(c) for c in client_ids])
-                client_states.update(client_ids, output.client_states)
-            elif isinstance(process, asynchronous.BufferedProcess):
-                output = process.next(state, clients,
-                                      start_weights=[versions.get(v) for v in plan.start_versions],
-                                      staleness=plan.staleness)
+            inputs = rounds_lib.RoundInputs(
+                round_num, plan, client_ids,
+                {slot: [client_states[slot].get(c) for c in client_ids]
+                 for slot in needs.client_states},
+                [versions.get(v) for v in plan.start_versions] if needs.start_weights else ())
+            output = process.run_round(state, clients, inputs)
+            problem = rounds_lib.check_output(inputs, output, needs)
+            if problem:
+                raise ValueError(f'round {round_num}: {problem}')
+            for slot, states in output.client_states.items():
+                client_states[slot].update(client_ids, states)
+            if needs.start_weights:
                 versions.put(round_num, process.get_model_weights(output.state),
                              keep=plan.live_versions)
-            elif isinstance(process, ProcessForPlan):
-                output = process.next_for_plan(state, clients, plan)
-                row.update(output.columns)
-            else:
-                output = process.next(state, clients)
+            row.update(output.columns)
             if measured is not None:
                 row.update(measured())
             state = output.state

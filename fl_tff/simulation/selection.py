@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -232,3 +232,52 @@ def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData,
                           client_sizes=client_sizes, sampling=sampling,
                           steps_per_epoch=steps_per_epoch, clock=clock,
                           round_deadline=round_deadline, attack=attack)
+
+
+@runtime_checkable
+class PlannedSelection(Protocol):
+    """A client selection that plans each round before building its datasets (e.g.
+    `ClientSelector`): the loop reports the plan's participation, passes it to `before_round`
+    hooks (the ledgers) and to processes that need it."""
+
+    def plan(self, round_num: int) -> Any:
+        """The round's plan: who is selected and who contributes (`RoundPlan`)."""
+
+    def client_inputs(self, plan: Any) -> list:
+        """What the process's `next` takes for the participants (datasets, or client tasks for
+        a process composed with a dataset computation), in `plan.participants` order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """How the loop draws each round's clients: a `PlannedSelection` (a plan, then the
+    participants' inputs), or a plain `round_num -> client data` function (TFF's style: no
+    plan, so no ledgers, client state or protocol).
+
+    Attributes:
+      planned: The planned selection, or None.
+      plain: The plain function, or None.
+      buffers: Whether its plans are asynchronous buffers with the start versions of their
+        clients (an `AsyncSelector`).
+    """
+
+    planned: Optional[PlannedSelection]
+    plain: Optional[Callable[[int], list]]
+    buffers: bool = False
+
+    def plan(self, round_num: int) -> Any:
+        """The round's plan, or None for a plain function."""
+        return None if self.planned is None else self.planned.plan(round_num)
+
+    def clients(self, round_num: int, plan: Any) -> list:
+        """The round's client inputs, for its `plan` (None for a plain function)."""
+        return self.plain(round_num) if self.planned is None else self.planned.client_inputs(plan)
+
+
+def as_selection(selection_fn: Any) -> Selection:
+    """`selection_fn` (a `PlannedSelection`, or a plain `round_num -> client data` function) as
+    the loop draws clients with it."""
+    from fl_tff.simulation.async_schedule import AsyncSelector  # noqa: PLC0415 (it imports us)
+    if isinstance(selection_fn, PlannedSelection):
+        return Selection(selection_fn, None, buffers=isinstance(selection_fn, AsyncSelector))
+    return Selection(None, selection_fn)

@@ -9,7 +9,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.compiler import tree_analysis
 
 from fl_tff import experiment
-from fl_tff.simulation.loop import flatten_training_metrics
+from fl_tff.simulation.round_metrics import flatten_training_metrics
 from fl_tff.communication.secure import SecureQuantizedSumFactory, quantization_step
 from fl_tff.config import ConfigError, ExperimentConfig
 from tests.helpers import client_rounds, float_tensor_shapes
