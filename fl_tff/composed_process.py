@@ -1,8 +1,8 @@
 """A learning process that runs its own `next` computation over a composed process's state.
 
 TFF's `LearningProcess` fixes `next(state, client_data)`. Processes whose round takes more
-(client states, stale start weights, the SecAgg protocol's masks) compose their own `next` from
-the same parts; `ComposedNextProcess` keeps the composed process's `initialize`, weights and
+(client states, stale start weights, the SecAgg protocol's masks) get their `next` from the one
+round composer (`fl_tff.round_composer`) over the same parts; `ComposedNextProcess` keeps the composed process's `initialize`, weights and
 hyperparameters, so checkpoints and evaluators are unchanged, and implements
 `fl_tff.simulation.worker_data.ComposableNext` (its `next` can be composed with a dataset
 computation) and `fl_tff.worker_values.ReadsValuesFromFiles`: the per-client values its `next`

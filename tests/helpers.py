@@ -217,3 +217,28 @@ class PlainSgd:
 
     def weights(self) -> list:
         return [v.numpy() for v in self.model.trainable_variables]
+
+
+def seed_secagg_randomness(monkeypatch, seed: int) -> None:
+    """Makes the SecAgg protocol's secrets (X25519 keys, self-mask seeds, nonces) come from a
+    seeded generator instead of the OS, so a statistical test of its masks gives the same
+    samples every run. Only tests call this: the protocol itself always uses OS randomness."""
+    import types
+
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    from fl_tff.secagg import protocol
+    rng = np.random.default_rng(seed)
+
+    class SeededPrivateKey:
+        @staticmethod
+        def generate():
+            return x25519.X25519PrivateKey.from_private_bytes(rng.bytes(32))
+
+        from_private_bytes = staticmethod(x25519.X25519PrivateKey.from_private_bytes)
+
+    monkeypatch.setattr(protocol, 'x25519', types.SimpleNamespace(
+        X25519PrivateKey=SeededPrivateKey, X25519PublicKey=x25519.X25519PublicKey))
+    monkeypatch.setattr(protocol, 'secrets', types.SimpleNamespace(
+        token_bytes=lambda n: rng.bytes(n), SystemRandom=protocol.secrets.SystemRandom))

@@ -1,8 +1,8 @@
 """What asynchronous algorithms (FedBuff, FedAsync) share: one server update from a buffer of
 client updates, each trained from its own, possibly stale, start model.
 
-`compose_buffered` follows TFF's composition without the distributor: the buffer's clients
-receive their start weights CLIENTS-placed, run the client work (our local SGD), scale their
+`compose_buffered` is TFF's composition (`fl_tff.round_composer`) whose distribute stage is the
+clients' own start weights: the buffer's clients receive them CLIENTS-placed, run the client work (our local SGD), scale their
 update by the server's staleness factor, and the model aggregator (any: secure sums,
 compression, robust) and our finalizer apply them. Which clients are in a buffer, and how stale
 they are, is the simulated clock's business (`fl_tff.simulation.async_schedule`); the loop
@@ -11,14 +11,13 @@ keeps the start weights (`VersionStore`).
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options, rounds
+from fl_tff import composed_process, options, round_composer, rounds
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 
@@ -114,11 +113,9 @@ def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.Clie
     Returns:
       The process.
     """
-    parts = fedavg.learning_parts(model_fn, client_work, server_optimizer, model_aggregator)
-    _, _, _, aggregator, finalizer = parts
-    composed = tff.learning.templates.compose_learning_process(*parts)
-    weights_type = composed.get_model_weights.type_signature.result
-    state_type, data_type = composed.next.type_signature.parameter[:2]
+    parts = round_composer.LearningParts(
+        *fedavg.learning_parts(model_fn, client_work, server_optimizer, model_aggregator))
+    weights_type = parts.distributor.next.type_signature.result.result.member
 
     @tff.tensorflow.computation(weights_type.trainable, np.float32)
     def scaled(update, scale):
@@ -130,24 +127,23 @@ def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.Clie
         return tf.nest.map_structure(lambda u, s, c: (c - s + u) * scale, update,
                                      start.trainable, current.trainable)
 
-    @tff.federated_computation(state_type, data_type, tff.FederatedType(weights_type, tff.CLIENTS),
-                               tff.FederatedType(np.float32, tff.CLIENTS))
-    def next_fn(state, client_data, start_weights, scales):
-        work = client_work.next(state.client_work, start_weights, client_data)
+    def distribute(r: round_composer.Round) -> round_composer.Stage:
+        # No broadcast: each client trains from its own start weights (no distributor metrics).
+        return round_composer.Stage(r.values['start_weights'], r.state.distributor)
+
+    def upload(r: round_composer.Round) -> round_composer.Stage:
+        update, scales = r.work.result.update, r.values['scale']
         if relative_to_current:
-            current = tff.federated_broadcast(state.global_model_weights)
-            update = tff.federated_map(scaled_from_current,
-                                       (work.result.update, start_weights, current, scales))
+            current = tff.federated_broadcast(r.state.global_model_weights)
+            sent = tff.federated_map(scaled_from_current,
+                                     (update, r.values['start_weights'], current, scales))
         else:
-            update = tff.federated_map(scaled, (work.result.update, scales))
-        aggregated = aggregator.next(state.aggregator, update, work.result.update_weight)
-        final = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
-        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
-            final.result, state.distributor, work.state, aggregated.state, final.state))
-        measurements = tff.federated_zip(collections.OrderedDict(
-            client_work=work.measurements, aggregator=aggregated.measurements,
-            finalizer=final.measurements))
-        return tff.learning.templates.LearningProcessOutput(new_state, measurements)
+            sent = tff.federated_map(scaled, (update, scales))
+        return round_composer.Stage((sent, r.work.result.update_weight), ())
+
+    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+        parts, client_values={'start_weights': weights_type, 'scale': tff.TensorType(np.float32)},
+        distribute=distribute, upload=upload))
 
     return AsyncLearningProcess(composed, next_fn, scale_fn)
 

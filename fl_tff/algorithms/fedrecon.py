@@ -78,11 +78,8 @@ class FedReconProcess(tff.learning.templates.LearningProcess):
         @tff.tensorflow.computation(state_type, weights_type)
         def set_model_weights(state, weights):
             trainable = list(weights.trainable)
-            return tff.learning.templates.LearningAlgorithmState(
-                global_model_weights=tff.learning.models.ModelWeights(
-                    [trainable[i] for i in positions], list(weights.non_trainable)),
-                distributor=state.distributor, client_work=state.client_work,
-                aggregator=state.aggregator, finalizer=state.finalizer)
+            return state._replace(global_model_weights=tff.learning.models.ModelWeights(
+                [trainable[i] for i in positions], list(weights.non_trainable)))
 
         super().__init__(inner.initialize, next_fn, get_model_weights, set_model_weights,
                          get_hparams_fn=inner.get_hparams, set_hparams_fn=inner.set_hparams)

@@ -4,9 +4,10 @@ each client keeps as client state (`fl_tff.client_state`), never sent.
 * `personal_mask` splits a model's trainable variables into shared and personal ones by Keras
   layer (the last N layers that have trainable variables are personal: FedPer's and FedRep's
   "head").
-* `compose_personalized` wires TFF's broadcast, a client function that trains from the global
-  model and the client's personal state, the model aggregator (over the shared variables only)
-  and our server finalizer into a `client_state.StatefulLearningProcess`. Only the shared
+* `compose_personalized` composes (`fl_tff.round_composer`) TFF's broadcast, a train stage that
+  trains from the global model and the client's personal state (its client-state slot), the
+  model aggregator (over the shared variables only) and our server finalizer into a
+  `client_state.StatefulLearningProcess`. Only the shared
   variables' update is CLIENTS-placed input to an aggregation; the personal state goes back to
   the client store CLIENTS-placed.
 * `PersonalizedProcess` is the protocol evaluation uses to build a client's own model from the
@@ -23,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import client_state
+from fl_tff import client_state, round_composer
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.models.model_fn import ModelFn
 
@@ -168,27 +169,19 @@ def compose_personalized(
         model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
     aggregator = model_aggregator.create(shared_type, tff.TensorType(np.float32))
     distributor = tff.learning.templates.build_broadcast_process(weights_type)
-    composed = tff.learning.templates.compose_learning_process(
-        initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
-    state_type = composed.next.type_signature.parameter[0]
 
-    @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS),
-                               tff.FederatedType(personal_type, tff.CLIENTS))
-    def next_fn(state, client_data, personal_states):
-        distributed = distributor.next(state.distributor, state.global_model_weights)
-        outputs = tff.federated_map(client_update,
-                                    (distributed.result, personal_states, client_data))
-        result, metrics, new_personal = outputs[0], outputs[1], outputs[2]
-        aggregated = aggregator.next(state.aggregator, result.update, result.update_weight)
-        final = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
-        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
-            final.result, distributed.state, state.client_work, aggregated.state, final.state))
-        measurements = tff.federated_zip(collections.OrderedDict(
-            distributor=distributed.measurements,
-            client_work=tff.federated_zip(collections.OrderedDict(
-                train=metrics_aggregation_fn(metrics))),
-            aggregator=aggregated.measurements, finalizer=final.measurements))
-        return new_state, measurements, new_personal
+    def train(r: round_composer.Round) -> round_composer.Stage:
+        result, metrics, new_personal = tff.federated_map(
+            client_update, (r.distributed.result, r.values[PERSONAL_SLOT], r.client_data))
+        return round_composer.Stage(
+            result, r.state.client_work,
+            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
+            client_states={PERSONAL_SLOT: new_personal})
+
+    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+        round_composer.LearningParts(initial_model_weights_fn, distributor, client_work,
+                                     aggregator, finalizer),
+        client_values={PERSONAL_SLOT: personal_type}, slots=(PERSONAL_SLOT,), train=train))
 
     initial = tf.nest.flatten(initial_model_weights_fn().trainable)
     return PersonalizedLearningProcess(

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, client_state, options
+from fl_tff import aggregation, client_state, options, round_composer
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
@@ -181,13 +181,12 @@ def build_scaffold(
     aggregator = model_aggregator.create(trainable_type, tff.TensorType(np.float32))
     distributor = tff.learning.templates.build_broadcast_process(weights_type)
     finalizer, server_update = _build_finalizer(server_optimizer, weights_type, num_clients)
-    # The composed process (FedAvg's client work; same server state) gives initialize, weights
-    # and hyperparameters; rounds run `next_fn` below.
-    composed = tff.learning.templates.compose_learning_process(
+    # FedAvg's parts give the server state (initialize, weights, hyperparameters); SCAFFOLD's
+    # round replaces their train and finalize stages (below).
+    parts = round_composer.LearningParts(
         initial_model_weights_fn, distributor,
         client_work_lib.build_model_delta_client_work(model_fn, client_optimizer, weighting),
         aggregator, finalizer)
-    state_type = composed.next.type_signature.parameter[0]
 
     @tff.tensorflow.computation(weights_type, trainable_type, trainable_type, data_type)
     def client_update(initial_weights, server_c, client_c, dataset):
@@ -198,28 +197,29 @@ def build_scaffold(
     def control_variate(finalizer_state):
         return finalizer_state[1]
 
-    @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS),
-                               tff.FederatedType(trainable_type, tff.CLIENTS))
-    def next_fn(state, client_data, client_cs):
-        distributed = distributor.next(state.distributor, state.global_model_weights)
-        server_c = tff.federated_broadcast(tff.federated_map(control_variate, state.finalizer))
-        outputs = tff.federated_map(
-            client_update, (distributed.result, server_c, client_cs, client_data))
+    def train(r: round_composer.Round) -> round_composer.Stage:
+        server_c = tff.federated_broadcast(tff.federated_map(control_variate, r.state.finalizer))
+        outputs = tff.federated_map(client_update, (
+            r.distributed.result, server_c, r.values[CONTROL_VARIATE_SLOT], r.client_data))
         result, metrics, new_cs, delta_cs = (outputs[i] for i in range(4))
-        aggregated = aggregator.next(state.aggregator, result.update, result.update_weight)
-        server = tff.federated_map(
-            server_update, (state.finalizer, state.global_model_weights, aggregated.result,
-                            tff.federated_sum(delta_cs)))
+        return round_composer.Stage(
+            result, r.state.client_work,
+            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
+            client_states={CONTROL_VARIATE_SLOT: new_cs}, extra=delta_cs)
+
+    def finalize(r: round_composer.Round) -> round_composer.Stage:
+        # c moves by (1/N) sum dc_i: the sum of the control-variate deltas (`r.work.extra`).
+        server = tff.federated_map(server_update, (
+            r.state.finalizer, r.state.global_model_weights, r.aggregated.result,
+            tff.federated_sum(r.work.extra)))
         new_finalizer_state, new_weights, non_finite = server[0], server[1], server[2]
-        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
-            new_weights, distributed.state, state.client_work, aggregated.state,
-            new_finalizer_state))
-        measurements = tff.federated_zip(collections.OrderedDict(
-            distributor=distributed.measurements,
-            client_work=tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
-            aggregator=aggregated.measurements,
-            finalizer=tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite))))
-        return new_state, measurements, new_cs
+        return round_composer.Stage(
+            new_weights, new_finalizer_state,
+            tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite)))
+
+    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+        parts, client_values={CONTROL_VARIATE_SLOT: trainable_type},
+        slots=(CONTROL_VARIATE_SLOT,), train=train, finalize=finalize))
 
     return client_state.StatefulLearningProcess(composed, next_fn, trainable_type,
                                                 slot=CONTROL_VARIATE_SLOT)

@@ -5,16 +5,15 @@ Each client keeps the part of its updates that compression dropped, e_i, and add
 next update before compressing: send c = C(Δ + e_i), keep e_i ← Δ + e_i − c. Nothing is lost,
 only delayed, which restores convergence of biased compressors such as top-k.
 
-The residual is client state that lives across rounds: this module builds the same composition
-as `tff.learning.templates.compose_learning_process` (and shares its state, so initialize /
-get_model_weights / checkpoints are unchanged) with a `next` that also takes each client's
-residual and seed and returns the new residuals, CLIENTS-placed: the server never sees them.
+The residual is client state that lives across rounds: the round is TFF's composition
+(`fl_tff.round_composer`, same state, so initialize / get_model_weights / checkpoints are
+unchanged) with an upload stage that takes each client's residual and seed and returns the new
+residuals, CLIENTS-placed: the server never sees them.
 It is a `client_state.StatefulLearningProcess`; the simulation keeps the residuals by client id.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import zlib
 
@@ -22,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, client_state, options
+from fl_tff import aggregation, client_state, options, round_composer
 from fl_tff.communication import compression
 
 SPARSIFIERS = ('topk', 'randk')  # The compressions `ErrorFeedback.compress` implements.
@@ -86,38 +85,29 @@ def compose_with_error_feedback(
         aggregator: tff.templates.AggregationProcess,
         finalizer: tff.learning.templates.FinalizerProcess,
 ) -> client_state.StatefulLearningProcess:
-    """TFF's learning-process composition with error-feedback compression between client work
-    and the aggregator (which should be a plain or weighted mean of the sent updates); each
+    """TFF's learning-process composition with error-feedback compression as the upload stage,
+    between client work and the aggregator (which should be a plain or weighted mean of the sent updates); each
     client's residual is its client state (zeros at first), its seed a per-client input."""
-    composed = tff.learning.templates.compose_learning_process(
-        initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
-    state_type = composed.next.type_signature.parameter[0]
-    data_type = composed.next.type_signature.parameter[1]
     update_type = client_work.next.type_signature.result.result.member.update
-    seed_type = tff.TensorType(np.int64, [2])
-
     weight_type = client_work.next.type_signature.result.result.member.update_weight
+    seed_type = tff.TensorType(np.int64, [2])
 
     @tff.tensorflow.computation(update_type, update_type, seed_type, weight_type)
     def client_compress(update, residual, seed, weight):
         return compensate_and_compress(feedback, update, residual, seed, weight)
 
-    @tff.federated_computation(state_type, data_type,
-                               tff.FederatedType(update_type, tff.CLIENTS),
-                               tff.FederatedType(seed_type, tff.CLIENTS))
-    def next_fn(state, client_data, residuals, seeds):
-        distributed = distributor.next(state.distributor, state.global_model_weights)
-        work = client_work.next(state.client_work, distributed.result, client_data)
-        sent, new_residuals = tff.federated_map(
-            client_compress, (work.result.update, residuals, seeds, work.result.update_weight))
-        aggregated = aggregator.next(state.aggregator, sent, work.result.update_weight)
-        final = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
-        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
-            final.result, distributed.state, work.state, aggregated.state, final.state))
-        metrics = tff.federated_zip(collections.OrderedDict(
-            distributor=distributed.measurements, client_work=work.measurements,
-            aggregator=aggregated.measurements, finalizer=final.measurements))
-        return new_state, metrics, new_residuals
+    def upload(r: round_composer.Round) -> round_composer.Stage:
+        sent, new_residuals = tff.federated_map(client_compress, (
+            r.work.result.update, r.values[RESIDUAL_SLOT], r.values['seed'],
+            r.work.result.update_weight))
+        return round_composer.Stage((sent, r.work.result.update_weight), (),
+                                    client_states={RESIDUAL_SLOT: new_residuals})
+
+    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+        round_composer.LearningParts(initial_model_weights_fn, distributor, client_work,
+                                     aggregator, finalizer),
+        client_values={RESIDUAL_SLOT: update_type, 'seed': seed_type}, slots=(RESIDUAL_SLOT,),
+        upload=upload))
 
     return client_state.StatefulLearningProcess(
         composed, next_fn, update_type,

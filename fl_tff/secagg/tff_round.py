@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options, rounds
+from fl_tff import composed_process, options, round_composer, rounds
 from fl_tff.communication import ledger, secure
 from fl_tff.secagg import protocol, shamir
 
@@ -320,10 +320,6 @@ def compose_with_secagg(
     if not isinstance(model_aggregator, PackedSecureMean):
         raise TypeError('--secagg masks the packed vectors of the secure mean (--secure_agg); '
                         f'got {type(model_aggregator).__name__}')
-    composed = tff.learning.templates.compose_learning_process(
-        initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
-    state_type = composed.next.type_signature.parameter[0]
-    data_type = composed.next.type_signature.parameter[1]
     result_type = client_work.next.type_signature.result.result.member
     packing = model_aggregator.packing(result_type.update)
     bits = modulus_bits(packing.bits, settings.max_cohort)
@@ -347,24 +343,24 @@ def compose_with_secagg(
         total = tf.bitwise.bitwise_and(masked_sum - correction, tf.constant(low_bits, tf.int64))
         return packing.decode_mean(total)
 
-    @tff.federated_computation(state_type, data_type, tff.FederatedType(mask_type, tff.CLIENTS),
-                               tff.FederatedType(vector_type, tff.SERVER))
-    def next_fn(state, client_data, masks, correction):
-        distributed = distributor.next(state.distributor, state.global_model_weights)
-        work = client_work.next(state.client_work, distributed.result, client_data)
-        uploads = tff.federated_map(masked_upload,
-                                    (work.result.update, work.result.update_weight, masks))
+    def upload(r: round_composer.Round) -> round_composer.Stage:
+        masked = tff.federated_map(masked_upload, (
+            r.work.result.update, r.work.result.update_weight, r.values['mask']))
+        return round_composer.Stage((masked, None), ())
+
+    def aggregate(r: round_composer.Round) -> round_composer.Stage:
+        # The server sums masked vectors only; its correction unmasks the sum.
+        masked, _ = r.upload.result
         mean, clipped = tff.federated_map(unmask_and_decode,
-                                          (tff.federated_sum(uploads), correction))
-        final = finalizer.next(state.finalizer, state.global_model_weights, mean)
-        new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
-            final.result, distributed.state, work.state, state.aggregator, final.state))
-        metrics = tff.federated_zip(collections.OrderedDict(
-            distributor=distributed.measurements, client_work=work.measurements,
-            aggregator=tff.federated_zip(collections.OrderedDict(
-                secure_clipped_fraction=clipped)),
-            finalizer=final.measurements))
-        return new_state, metrics
+                                          (tff.federated_sum(masked), r.values['correction']))
+        return round_composer.Stage(mean, r.state.aggregator, tff.federated_zip(
+            collections.OrderedDict(secure_clipped_fraction=clipped)))
+
+    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+        round_composer.LearningParts(initial_model_weights_fn, distributor, client_work,
+                                     aggregator, finalizer),
+        client_values={'mask': mask_type}, server_values={'correction': vector_type},
+        upload=upload, aggregate=aggregate))
 
     return SecAggLearningProcess(composed, next_fn, packing, bits, settings, masked_upload)
 

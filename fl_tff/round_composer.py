@@ -1,0 +1,211 @@
+"""One composer for every round: TFF's composition (distributor -> client work -> aggregator ->
+finalizer) with the stages a round may replace, and the per-client and server values it takes.
+
+TFF's `tff.learning.templates.compose_learning_process` fixes `next(state, client_data)`. Rounds
+that need more (client-state slots such as error-feedback residuals, SCAFFOLD's control
+variates and personal layers; start weights and staleness scales of asynchronous clients; the
+SecAgg protocol's masks and the server's correction) declare it here instead of writing their
+own copy of the composer:
+
+* `client_values`: name -> type of a CLIENTS-placed input (one per participant, in the order of
+  the client data); those named in `slots` are client-state slots, whose new values the round
+  returns CLIENTS-placed after the state and metrics, in `slots`' order.
+* `server_values`: name -> type of a SERVER-placed input.
+* stages, each a function of the round traced so far (`Round`) that returns a `Stage`; a stage
+  left as None is TFF's: `distribute` broadcasts the global model, `train` runs the client
+  work, `upload` sends each client's update and weight as they are, `aggregate` runs the
+  aggregator on them and `finalize` the finalizer.
+
+The server state stays TFF's `LearningAlgorithmState` of the same five parts, built here and
+nowhere else, so `initialize`, the model weights, checkpoints and evaluators are those of
+`compose_learning_process` with the same parts.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional
+
+import tensorflow_federated as tff
+
+
+@dataclasses.dataclass
+class Stage:
+    """A stage's output, as federated values.
+
+    Attributes:
+      result: What the next stage receives (the distributor's model per client, the client
+        work's `ClientResult`s, the upload as (value, weight) per client, the aggregate, the new
+        model weights).
+      state: The stage's new state (its part of `LearningAlgorithmState`).
+      measurements: Its metrics, or None to leave its key out of the round's metrics.
+      client_states: Slot -> the participants' new states in it (CLIENTS-placed).
+      extra: Anything a later stage of the same round reads (e.g. SCAFFOLD's control-variate
+        deltas, which its finalizer sums).
+    """
+
+    result: Any
+    state: Any
+    measurements: Any = None
+    client_states: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra: Any = None
+
+
+@dataclasses.dataclass
+class Round:
+    """A round as it is traced: the server state, the client data, the declared values by name,
+    and each stage's output once it has run."""
+
+    state: Any
+    client_data: Any
+    values: dict[str, Any]
+    distributed: Optional[Stage] = None
+    work: Optional[Stage] = None
+    upload: Optional[Stage] = None
+    aggregated: Optional[Stage] = None
+    final: Optional[Stage] = None
+
+
+StageFn = Callable[[Round], Stage]
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningParts:
+    """The five parts of TFF's composition (`compose_learning_process`'s arguments)."""
+
+    initial_model_weights_fn: tff.Computation
+    distributor: tff.templates.MeasuredProcess
+    client_work: tff.learning.templates.ClientWorkProcess
+    aggregator: tff.templates.AggregationProcess
+    finalizer: tff.learning.templates.FinalizerProcess
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundStages:
+    """A round declared as stages (see the module docstring).
+
+    Attributes:
+      parts: TFF's five parts; they give the server state and the default stages.
+      client_values: Name -> TFF type of each CLIENTS-placed input, in `next`'s order.
+      server_values: Name -> TFF type of each SERVER-placed input, after the client ones.
+      slots: The client values that are client-state slots (returned anew, in this order).
+      distribute, train, upload, aggregate, finalize: The stages replaced (None: TFF's).
+    """
+
+    parts: LearningParts
+    client_values: Mapping[str, tff.Type] = dataclasses.field(default_factory=dict)
+    server_values: Mapping[str, tff.Type] = dataclasses.field(default_factory=dict)
+    slots: Sequence[str] = ()
+    distribute: Optional[StageFn] = None
+    train: Optional[StageFn] = None
+    upload: Optional[StageFn] = None
+    aggregate: Optional[StageFn] = None
+    finalize: Optional[StageFn] = None
+
+
+def learning_state(model_weights, distributor, client_work, aggregator, finalizer):
+    """The server state of a round (SERVER-placed parts zipped): TFF's `LearningAlgorithmState`,
+    built here only."""
+    return tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+        model_weights, distributor, client_work, aggregator, finalizer))
+
+
+def _distribute(r: Round, parts: LearningParts) -> Stage:
+    out = parts.distributor.next(r.state.distributor, r.state.global_model_weights)
+    return Stage(out.result, out.state, out.measurements)
+
+
+def _train(r: Round, parts: LearningParts) -> Stage:
+    out = parts.client_work.next(r.state.client_work, r.distributed.result, r.client_data)
+    return Stage(out.result, out.state, out.measurements)
+
+
+def _upload(r: Round, parts: LearningParts) -> Stage:
+    del parts
+    return Stage((r.work.result.update, r.work.result.update_weight), ())
+
+
+def _aggregate(r: Round, parts: LearningParts) -> Stage:
+    value, weight = r.upload.result
+    out = parts.aggregator.next(r.state.aggregator, value, weight)
+    return Stage(out.result, out.state, out.measurements)
+
+
+def _finalize(r: Round, parts: LearningParts) -> Stage:
+    out = parts.finalizer.next(r.state.finalizer, r.state.global_model_weights,
+                               r.aggregated.result)
+    return Stage(out.result, out.state, out.measurements)
+
+
+def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess, tff.Computation]:
+    """The round of `stages`.
+
+    Returns:
+      `(composed, next_fn)`: TFF's composition of the same parts (its `initialize`, weights and
+      hyperparameters are the process's) and the round's federated computation
+      `next_fn(state, client_data, *client values, *server values)`, which returns
+      `LearningProcessOutput(state, metrics)` without slots, else `(state, metrics, *new slot
+      states)`.
+
+    Raises:
+      ValueError: A slot that is not a client value, or value names that repeat or clash
+        with `state` / `client_data`.
+    """
+    parts = stages.parts
+    names = [*stages.client_values, *stages.server_values]
+    if len(set(names)) != len(names) or {'state', 'client_data'} & set(names):
+        raise ValueError(f'value names must be distinct and not state or client_data: {names}')
+    unknown = [s for s in stages.slots if s not in stages.client_values]
+    if unknown:
+        raise ValueError(f'slots {unknown} are not among the client values '
+                         f'{list(stages.client_values)}')
+    composed = tff.learning.templates.compose_learning_process(
+        parts.initial_model_weights_fn, parts.distributor, parts.client_work, parts.aggregator,
+        parts.finalizer)
+    state_type, data_type = composed.next.type_signature.parameter[:2]
+    value_types = [tff.FederatedType(t, tff.CLIENTS) for t in stages.client_values.values()]
+    value_types += [tff.FederatedType(t, tff.SERVER) for t in stages.server_values.values()]
+    def stage(name: str, default: Callable[[Round, LearningParts], Stage]) -> StageFn:
+        custom = getattr(stages, name)
+        return custom if custom is not None else lambda r: default(r, parts)
+
+    run = {name: stage(name, default) for name, default in (
+        ('distribute', _distribute), ('train', _train), ('upload', _upload),
+        ('aggregate', _aggregate), ('finalize', _finalize))}
+
+    # TFF takes no varargs: `next` gets one named parameter per declared value.
+    parameters = ('state', 'client_data', *names)
+    signature = inspect.Signature([
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in parameters])
+
+    def next_body(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        r = Round(bound['state'], bound['client_data'], {name: bound[name] for name in names})
+        r.distributed = run['distribute'](r)
+        r.work = run['train'](r)
+        r.upload = run['upload'](r)
+        r.aggregated = run['aggregate'](r)
+        r.final = run['finalize'](r)
+        new_state = learning_state(r.final.result, r.distributed.state, r.work.state,
+                                   r.aggregated.state, r.final.state)
+        measurements = tff.federated_zip(collections.OrderedDict(
+            (key, stage.measurements) for key, stage in (
+                ('distributor', r.distributed), ('client_work', r.work),
+                ('aggregator', r.aggregated), ('finalizer', r.final))
+            if stage.measurements is not None))
+        if not stages.slots:
+            return tff.learning.templates.LearningProcessOutput(new_state, measurements)
+        new_states = {}
+        for stage in (r.distributed, r.work, r.upload, r.aggregated, r.final):
+            new_states.update(stage.client_states)
+        missing = [s for s in stages.slots if s not in new_states]
+        if missing:
+            raise ValueError(f'no stage returned new states for slots {missing}')
+        return (new_state, measurements, *[new_states[s] for s in stages.slots])
+
+    next_body.__signature__ = signature
+    next_fn = tff.federated_computation(state_type, data_type, *value_types)(next_body)
+    return composed, next_fn
