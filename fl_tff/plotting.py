@@ -69,7 +69,9 @@ def plot_distributions(distributions: dict[str, dict[str, dict[str, float]]], pa
     the worst 10% of clients (the keys `mean`, `p10`, `p50`, `p90`, `worst10pct`)."""
     kinds = list(dict.fromkeys(k for d in distributions.values() for k in d))
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(distributions) * len(kinds)), 4.5))
+    # At most 16 inches wide: many runs get narrower boxes, not a figure no page can show.
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 1.1 * len(distributions) * len(kinds))),
+                                    4.5))
     width = 0.8 / max(1, len(kinds))
     for i, runs in enumerate(distributions.values()):
         for j, kind in enumerate(kinds):
@@ -86,7 +88,8 @@ def plot_distributions(distributions: dict[str, dict[str, dict[str, float]]], pa
     ax.plot([], [], 'ko', label='mean')
     ax.plot([], [], 'kv', label='mean of the worst 10%')
     ax.set_xticks(range(len(distributions)))
-    ax.set_xticklabels(list(distributions), rotation=15, ha='right', fontsize=8)
+    ax.set_xticklabels(list(distributions), rotation=15 if len(distributions) <= 8 else 30,
+                       ha='right', fontsize=8 if len(distributions) <= 8 else 7)
     ax.set_xlim(-0.6, len(distributions) - 0.4)
     ax.set_ylabel(ylabel)
     ax.set_title(_fit(title, fig.get_figwidth()))

@@ -63,6 +63,17 @@ class Study:
     # `histories -> markdown`: more results after the per-run table (e.g. a grid).
     extra_markdown: Optional[Callable[[dict[str, Rows]], str]] = None
     tuning: Optional[Tuning] = None
+    # Without tuning: each variant runs this many seeds (the base seed and the next ones), and
+    # `table` / `plot` take `{label: [rows of each seed]}`, as with tuning.
+    seeds: int = 1
+
+    @property
+    def runs(self) -> Optional[Tuning]:
+        """How each variant is run when it is more than one run: its tuning, or its seeds as
+        a grid of one point per variant; None for one run per variant."""
+        if self.tuning is not None or self.seeds == 1:
+            return self.tuning
+        return Tuning(grids=({},) * len(self.variants), seeds=self.seeds)
 
 
 def _last(rows: Rows, metric: str) -> float:
@@ -219,35 +230,95 @@ def _personalized_kind(last: dict[str, Any]) -> str:
     return 'personal' if 'personal_acc_mean' in last else 'finetuned'
 
 
-def _plot_personalization(histories: dict[str, Rows], path: str, title: str) -> None:
-    """The last evaluation's per-client accuracy distributions, global and personalized."""
+def _last_evaluations(seeds: list[Rows]) -> list[dict[str, Any]]:
+    """Each seed's last row with per-client accuracies."""
+    return [[r for r in rows if 'client_acc_mean' in r][-1] for rows in seeds]
+
+
+def _mean_std(values: list[float]) -> str:
+    return f'{np.mean(values):.3f} ± {np.std(values):.3f}'
+
+
+def _plot_personalization(histories: dict[str, list[Rows]], path: str, title: str) -> None:
+    """The last evaluation's per-client accuracy distributions, global and personalized, each
+    statistic averaged over the seeds."""
     distributions = {}
-    for label, rows in histories.items():
-        last = [r for r in rows if 'client_acc_mean' in r][-1]
-        kind = _personalized_kind(last)
+    for label, seeds in histories.items():
+        lasts = _last_evaluations(seeds)
+        kind = _personalized_kind(lasts[0])
         distributions[label] = {
-            'global model': {s: last[f'client_acc_{s}'] for s in _STATS},
-            'personalized': {s: last[f'{kind}_acc_{s}'] for s in _STATS}}
+            name: {s: float(np.mean([last[f'{prefix}_{s}'] for last in lasts])) for s in _STATS}
+            for name, prefix in (('global model', 'client_acc'),
+                                 ('personalized', f'{kind}_acc'))}
     plotting.plot_distributions(distributions, path, title=title)
 
 
-def _personalization_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
-    """Per-client test accuracy at the last evaluation: the global model's, and each client's
-    personalized model's (personal state, or fine-tuning for FedAvg)."""
+def _personalization_table(histories: dict[str, list[Rows]]) -> list[dict[str, Any]]:
+    """Per-client test accuracy at the last evaluation, mean ± std over the seeds: the global
+    model's, and each client's personalized model's (personal state, or fine-tuning for
+    FedAvg)."""
     out = []
-    for label, rows in histories.items():
-        last = [r for r in rows if 'client_acc_mean' in r][-1]
-        kind = _personalized_kind(last)
-        row: dict[str, Any] = {'run': label}
-        row['global: mean / p10 / worst 10%'] = ' / '.join(
-            f"{last[f'client_acc_{s}']:.3f}" for s in ('mean', 'p10', 'worst10pct'))
+    for label, seeds in histories.items():
+        lasts = _last_evaluations(seeds)
+        kind = _personalized_kind(lasts[0])
+        row: dict[str, Any] = {'run': label, 'seeds': len(lasts)}
         row['personalized by'] = ('its personal part (FedRecon: reconstructed)' if kind == 'personal'
                                   else 'fine-tuning the global model')
-        for stat in _STATS:
-            value = last.get(f'{kind}_acc_{stat}')
-            row[f'personalized {stat}'] = '' if value is None else f'{value:.3f}'
+        for stat in ('mean', 'worst10pct'):
+            row[f'global {stat}'] = _mean_std([last[f'client_acc_{stat}'] for last in lasts])
+        for stat in ('mean', 'p10', 'worst10pct'):
+            row[f'personalized {stat}'] = _mean_std([last[f'{kind}_acc_{stat}'] for last in lasts])
         out.append(row)
     return out
+
+
+# The personalization study's two settings (label -> overrides) and its methods.
+_PERSONALIZATION_SETTINGS = {
+    '2 classes': {},
+    '5 classes, half held out': dict(classes_per_client=5, test_fraction=0.5),
+}
+_PERSONALIZATION_METHODS = (
+    ('FedAvg (+ fine-tuning, 1 epoch)', dict(algorithm='fedavg', finetune_epochs=1)),
+    ('FedPer (1 personal layer)', dict(algorithm='fedper', personal_layers=1)),
+    ('FedRep (1 personal layer, 1 head epoch)', dict(algorithm='fedrep', personal_layers=1,
+                                                     head_epochs=1)),
+    ('Ditto lambda=0.1', dict(algorithm='ditto', ditto_lambda=0.1)),
+    ('Ditto lambda=1', dict(algorithm='ditto', ditto_lambda=1.0)),
+    ('FedRecon (1 local layer)', dict(algorithm='fedrecon', personal_layers=1,
+                                      client_weighting='examples_processed')),
+    ('local training only (Ditto lambda=0)', dict(algorithm='ditto', ditto_lambda=0.0)),
+)
+_GLOBAL_FEDAVG = 'FedAvg (global model)'
+
+
+def _personalization_markdown(histories: dict[str, list[Rows]]) -> str:
+    """What the runs can and cannot show, per setting: each model's mean per-client accuracy
+    (mean ± std over seeds, best first), and which differences exceed the seeds' spread (the
+    two means further apart than the sum of their stds)."""
+    lines = ['What the data can and cannot show (mean per-client accuracy, mean ± std over the '
+             'seeds; "separated" when two means differ by more than the sum of their stds):']
+    for setting in _PERSONALIZATION_SETTINGS:
+        scores = {}
+        for label, seeds in histories.items():
+            if not label.startswith(f'{setting}: '):
+                continue
+            lasts = _last_evaluations(seeds)
+            kind = _personalized_kind(lasts[0])
+            method = label[len(setting) + 2:]
+            scores[method] = [last[f'{kind}_acc_mean'] for last in lasts]
+            if label.endswith(_PERSONALIZATION_METHODS[0][0]):  # FedAvg's own global model too.
+                scores[_GLOBAL_FEDAVG] = [last['client_acc_mean'] for last in lasts]
+        if not scores:
+            continue
+        ranked = sorted(scores, key=lambda m: -np.mean(scores[m]))
+        best = ranked[0]
+        tied = [m for m in ranked[1:] if abs(np.mean(scores[best]) - np.mean(scores[m]))
+                <= np.std(scores[best]) + np.std(scores[m])]
+        lines += ['', f'- **{setting}**: ' + '; '.join(
+            f'{m} {_mean_std(scores[m])}' for m in ranked) + '.',
+            f'  Best: {best}; ' + (f'not separated from it: {", ".join(tied)}.' if tied else
+                                   'separated from every other model.')]
+    return '\n'.join(lines)
 
 
 # The Byzantine grid: each attack (with its strength) against each aggregator.
@@ -482,29 +553,27 @@ STUDIES: dict[str, Study] = {
         hlines={'test_accuracy': SCAFFOLD_TARGETS[-1]},
     ),
     'personalization': Study(
-        title='Digits, 2 classes per client (shards), 50 clients: personalized accuracy',
+        title=('Digits, 50 clients (shards): personalized per-client accuracy with 2 classes per '
+               'client, and with 5 classes and half the examples held out, 3 seeds'),
         claim=('On pathological label splits personalized models beat the global model by a wide '
-               'margin, and Ditto keeps the worst clients best (Li et al. 2021, Table 1; '
-               'Collins et al. 2021; Arivazhagan et al. 2019; Singhal et al. 2021). The global '
-               'model of FedPer, FedRep and FedRecon is the shared layers with the initial '
-               'personal layers.'),
+               'margin and local training alone (Li et al. 2021, Table 1; Collins et al. 2021; '
+               'Arivazhagan et al. 2019; Singhal et al. 2021). Two settings test it: 2 classes per '
+               'client (about 29 training examples each), where a client\'s task is nearly binary, '
+               'and 5 classes per client with half of each client\'s examples held out for its test '
+               '(about 18 training examples each), where a client alone has too little data. The '
+               'global model of FedPer, FedRep and FedRecon is the shared layers with the initial '
+               'personal layers, so only their personalized columns mean anything.'),
         base=dict(dataset='digits', model='2nn', partition='shards', classes_per_client=2,
                   num_clients=50, clients_per_round=10, client_epochs=2, client_batch_size=10,
                   client_learning_rate=0.05, rounds=100, eval_every=10, seed=0),
-        variants=(
-            ('FedAvg (+ fine-tuning, 1 epoch)', dict(algorithm='fedavg', finetune_epochs=1)),
-            ('FedPer (1 personal layer)', dict(algorithm='fedper', personal_layers=1)),
-            ('FedRep (1 personal layer, 1 head epoch)', dict(algorithm='fedrep', personal_layers=1,
-                                                             head_epochs=1)),
-            ('Ditto lambda=0.1', dict(algorithm='ditto', ditto_lambda=0.1)),
-            ('Ditto lambda=1', dict(algorithm='ditto', ditto_lambda=1.0)),
-            ('FedRecon (1 local layer)', dict(algorithm='fedrecon', personal_layers=1,
-                                              client_weighting='examples_processed')),
-            ('local training only (Ditto lambda=0)', dict(algorithm='ditto', ditto_lambda=0.0)),
-        ),
+        variants=tuple((f'{setting}: {label}', {**overrides, **method})
+                       for setting, overrides in _PERSONALIZATION_SETTINGS.items()
+                       for label, method in _PERSONALIZATION_METHODS),
         plot_metrics=(),
         table=_personalization_table,
         plot=_plot_personalization,
+        extra_markdown=_personalization_markdown,
+        seeds=3,
     ),
     'qffl_fairness': Study(
         title='Digits, Dirichlet(0.1), 50 clients: q-FFL against FedAvg',
@@ -609,19 +678,19 @@ def study_configs(name: str, output_dir: str, rounds: Optional[int] = None) -> l
         config = ExperimentConfig(**settings).validate()
         preflight(config)
         configs.append((label, config))
-    if study.tuning is not None:
-        if len(study.tuning.grids) != len(study.variants):
+    if study.runs is not None:
+        if len(study.runs.grids) != len(study.variants):
             raise ValueError(f'study {name!r} has {len(study.variants)} variants but '
-                             f'{len(study.tuning.grids)} tuning grids')
-        _grid_configs(name, study, configs)  # Every grid point is valid too.
+                             f'{len(study.runs.grids)} tuning grids')
+        _grid_configs(name, study, configs)  # Every grid point and seed is valid too.
     return configs
 
 
 def _grid_configs(name: str, study: Study, configs: list[tuple[str, ExperimentConfig]]
                   ) -> list[list[tuple[dict[str, Any], int, ExperimentConfig]]]:
     """Per variant, every (grid point, seed, config) of its tuning grid, validated."""
-    return [sweep.sweep_configs(config, grid, study.tuning.seeds, f'{name}_{i}')
-            for i, ((_, config), grid) in enumerate(zip(configs, study.tuning.grids))]
+    return [sweep.sweep_configs(config, grid, study.runs.seeds, f'{name}_{i}')
+            for i, ((_, config), grid) in enumerate(zip(configs, study.runs.grids))]
 
 
 def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
@@ -630,14 +699,14 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
     and table rows."""
     study = STUDIES.get(name)
     configs = study_configs(name, output_dir, rounds)  # Validates everything before running.
-    grids = _grid_configs(name, study, configs) if study.tuning else None
+    grids = _grid_configs(name, study, configs) if study.runs else None
     os.makedirs(output_dir, exist_ok=True)
     histories, run_dirs, diverged, chosen, grid_rows = {}, {}, {}, {}, []
     for i, (label, config) in enumerate(configs):
         log(f'== {label}')
         if grids is not None:  # Tuned: run the grid x seeds, keep the best point's seeds.
             points = sweep.run_grid(grids[i], log=lambda line: log('   ' + line))
-            scores = {id(p): float(np.mean([study.tuning.select(h) for h in p.histories]))
+            scores = {id(p): float(np.mean([study.runs.select(h) for h in p.histories]))
                       if p.histories and not p.diverged else -math.inf for p in points}
             best = max(points, key=lambda p: scores[id(p)])
             finished = math.isfinite(scores[id(best)])
@@ -648,9 +717,11 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
                 diverged[label] = 'every grid point diverged: ' + ', '.join(
                     f'{p.label} ({"; ".join(p.diverged)})' for p in points)
                 continue
-            histories[label], chosen[label] = best.histories, best.label
+            histories[label] = best.histories
             run_dirs[label] = os.path.join(config.output_dir, f'{name}_{i}')
-            log(f'   chosen: {best.label}')
+            if study.tuning is not None:
+                chosen[label] = best.label
+                log(f'   chosen: {best.label}')
             continue
         try:
             result = run_experiment(config, log=lambda line: None)
@@ -670,6 +741,8 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
     rows = [{'run': label, 'status': diverged[label]}
             if label in diverged else {'run': label, **({'chosen': chosen[label]} if chosen else {}),
                                        **table[label], 'status': 'ok'} for label, _ in configs]
+    if study.tuning is None:  # Seeds only: no grid to show.
+        grid_rows = []
     md = os.path.join(output_dir, f'{name}.md')
     with files.atomic_write(md) as f:
         f.write(_markdown(name, study, configs, rows, rounds, histories, grid_rows))
@@ -679,6 +752,9 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
 def _markdown(name, study, configs, rows, rounds, histories=None, grid_rows=()) -> str:
     header = list(dict.fromkeys(h for r in rows for h in r))  # Every column, in first-seen order.
     lines = [f'# {study.title}', '', f'Claim: {study.claim}', '',
+             *([f'Each run is {study.seeds} seeds ({study.base.get("seed", 0)} to '
+                f'{study.base.get("seed", 0) + study.seeds - 1}): mean ± std over them.', '']
+               if study.tuning is None and study.seeds > 1 else []),
              f'Command: `python -m experiments.reproduce --study={name}'
              + (f' --rounds={rounds}' if rounds else '') + '`', '',
              f'![{name}]({name}.png)', '',

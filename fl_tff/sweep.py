@@ -94,7 +94,7 @@ def run_grid(configs: list[tuple[dict[str, Any], int, ExperimentConfig]],
     points: dict[str, GridPoint] = {}
     for n, (point, seed, config) in enumerate(configs, 1):
         entry = points.setdefault(repr(point), GridPoint(point))
-        log(f'[{n}/{len(configs)}] {entry.label}, seed={seed}')
+        log(f"[{n}/{len(configs)}] {entry.label + ', ' if entry.label else ''}seed={seed}")
         try:
             result = run_experiment(config, log=lambda _: None)
         except DivergenceError as e:

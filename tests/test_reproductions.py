@@ -64,22 +64,27 @@ def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path, monkeyp
     assert partial['clients aggregated per round (mean)'] == '10.00'
 
 
-def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path, monkeypatch):
+def test_personalization_table_and_plot_read_each_seeds_last_evaluation(tmp_path, monkeypatch):
     def stats(prefix, mean):
         return {f'{prefix}_{s}': mean + d for s, d in
                 (('mean', 0.0), ('p10', -0.2), ('p50', 0.05), ('p90', 0.1), ('worst10pct', -0.3))}
-    histories = {
-        'fedavg': [{'round': 1, **stats('client_acc', 0.1), **stats('finetuned_acc', 0.2)},
-                   {'round': 2}, {'round': 3, **stats('client_acc', 0.5),
-                                  **stats('finetuned_acc', 0.6)}],
-        'fedper': [{'round': 3, **stats('client_acc', 0.4), **stats('personal_acc', 0.7)}],
+    histories = {  # Two seeds each.
+        'fedavg': [[{'round': 1, **stats('client_acc', 0.1), **stats('finetuned_acc', 0.2)},
+                    {'round': 2}, {'round': 3, **stats('client_acc', 0.5),
+                                   **stats('finetuned_acc', 0.6)}],
+                   [{'round': 3, **stats('client_acc', 0.7), **stats('finetuned_acc', 0.8)}]],
+        'fedper': [[{'round': 3, **stats('client_acc', 0.4), **stats('personal_acc', 0.7)}],
+                   [{'round': 3, **stats('client_acc', 0.4), **stats('personal_acc', 0.9)}]],
     }
     rows = {r['run']: r for r in reproductions._personalization_table(histories)}
-    assert rows['fedavg']['global: mean / p10 / worst 10%'] == '0.500 / 0.300 / 0.200'
+    assert rows['fedavg']['seeds'] == 2
+    assert rows['fedavg']['global mean'] == '0.600 ± 0.100'  # Last rows: 0.5 and 0.7.
+    assert rows['fedavg']['global worst10pct'] == '0.300 ± 0.100'
     assert rows['fedavg']['personalized by'] == 'fine-tuning the global model'
-    assert rows['fedavg']['personalized mean'] == '0.600'
+    assert rows['fedavg']['personalized mean'] == '0.700 ± 0.100'
     assert rows['fedper']['personalized by'] == 'its personal part (FedRecon: reconstructed)'
-    assert rows['fedper']['personalized worst10pct'] == '0.400'
+    assert rows['fedper']['personalized worst10pct'] == '0.500 ± 0.100'
+    assert rows['fedper']['personalized p10'] == '0.600 ± 0.100'
     path = str(tmp_path / 'p.png')
     figures = Figures(monkeypatch)
     reproductions._plot_personalization(histories, path, 'title')
@@ -87,10 +92,57 @@ def test_personalization_table_and_plot_read_the_last_evaluation(tmp_path, monke
     (panel,) = figures.only()['panels']
     assert panel.title == 'title' and panel.ylabel == 'per-client test accuracy'
     assert panel.legend == ['global model', 'personalized', 'mean', 'mean of the worst 10%']
-    # Per box: its median bar, mean dot and worst-10% triangle (y values from the last rows).
+    # Per box: its median bar, mean dot and worst-10% triangle, each the mean over the seeds.
     drawn = [y for key, (_, ys) in panel.lines.items() if isinstance(key, int) for y in ys]
-    assert drawn == pytest.approx([0.55, 0.55, 0.5, 0.2, 0.65, 0.65, 0.6, 0.3,  # fedavg
-                                   0.45, 0.45, 0.4, 0.1, 0.75, 0.75, 0.7, 0.4])  # fedper
+    assert drawn == pytest.approx([0.65, 0.65, 0.6, 0.3, 0.75, 0.75, 0.7, 0.4,  # fedavg
+                                   0.45, 0.45, 0.4, 0.1, 0.85, 0.85, 0.8, 0.5])  # fedper
+
+
+def test_many_distributions_narrow_their_boxes_instead_of_widening_the_figure(tmp_path):
+    stats = {s: 0.5 for s in ('mean', 'p10', 'p50', 'p90', 'worst10pct')}
+    path = str(tmp_path / 'p.png')
+    plotting.plot_distributions({f'run {i}': {'a': stats, 'b': stats} for i in range(14)}, path,
+                                title='t')
+    assert png_size(path) == (16 * 110, 4.5 * 110)  # 14 runs x 2 boxes would be 30.8 inches.
+
+
+def test_a_study_with_seeds_runs_each_variant_per_seed_and_tabulates_them_all(tmp_path,
+                                                                               monkeypatch):
+    """`Study.seeds` without tuning: every variant runs seeds base..base+n-1, the table gets
+    every seed's history, and the page says so without a grid table."""
+    from fl_tff import sweep
+    ran = []
+
+    class Result:
+        def __init__(self, config):
+            self.history = [{'round': 1, 'seed': config.seed, 'test_accuracy': 0.5}]
+            self.summary = {m: 0.0 for m in sweep.SUMMARY_METRICS}
+
+    def fake_run(config, log):
+        ran.append((config.algorithm, config.seed))
+        return Result(config)
+
+    monkeypatch.setattr(sweep, 'run_experiment', fake_run)
+    tabled = {}
+
+    def table(histories):
+        tabled.update(histories)
+        return [{'run': label, 'n': len(h)} for label, h in histories.items()]
+
+    study = reproductions.Study(
+        title='t', claim='c', base=dict(dataset='digits', model='logreg', rounds=1, seed=4),
+        variants=(('a', dict(algorithm='fedavg')), ('b', dict(algorithm='fedprox', mu=0.1))),
+        plot_metrics=(), table=table, plot=lambda histories, path, title: None, seeds=3)
+    monkeypatch.setitem(reproductions.STUDIES, 'seeded', study)
+    out = reproductions.run_study('seeded', str(tmp_path), log=lambda _: None)
+    assert ran == [('fedavg', 4), ('fedavg', 5), ('fedavg', 6),
+                   ('fedprox', 4), ('fedprox', 5), ('fedprox', 6)]
+    assert {label: [h[0]['seed'] for h in seeds] for label, seeds in tabled.items()} == {
+        'a': [4, 5, 6], 'b': [4, 5, 6]}
+    assert [r['n'] for r in out['rows']] == [3, 3] and out['grid'] == []
+    text = open(out['markdown']).read()
+    assert 'Each run is 3 seeds (4 to 6): mean ± std over them.' in text
+    assert 'Every grid point' not in text and 'chosen' not in text
 
 
 def test_async_table_counts_simulated_time_and_client_updates_to_the_target():
