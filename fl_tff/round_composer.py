@@ -168,6 +168,7 @@ def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess
     state_type, data_type = composed.next.type_signature.parameter[:2]
     value_types = [tff.FederatedType(t, tff.CLIENTS) for t in stages.client_values.values()]
     value_types += [tff.FederatedType(t, tff.SERVER) for t in stages.server_values.values()]
+
     def stage(name: str, default: Callable[[Round, LearningParts], Stage]) -> StageFn:
         custom = getattr(stages, name)
         return custom if custom is not None else lambda r: default(r, parts)
