@@ -16,6 +16,7 @@ from fl_tff import options
 from fl_tff.aggregation import AGGREGATORS
 from fl_tff.attacks import ATTACKS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
+from fl_tff.algorithms.client_optimizers import CLIENT_OPTIMIZERS
 from fl_tff.communication.compression import COMPRESSIONS
 from fl_tff.communication.error_feedback import ERROR_FEEDBACK
 from fl_tff.communication.secure import SECURE_AGGREGATION
@@ -37,8 +38,8 @@ from fl_tff.weighting import CLIENT_WEIGHTINGS
 # option with a model aggregator (or an uplink encoding) supplies it, so DP before the SecAgg
 # protocol's masked uploads before secure aggregation before error feedback before compression before the robust aggregators.
 REGISTRIES: tuple[options.Registry, ...] = (
-    ALGORITHMS, DATASETS, MODELS, PARTITIONS, CLIENT_WEIGHTINGS, SERVER_OPTIMIZERS, DP_MODES,
-    SAMPLINGS, SECAGG, SECURE_AGGREGATION, ERROR_FEEDBACK, COMPRESSIONS, AGGREGATORS, STRAGGLER_POLICIES,
+    ALGORITHMS, DATASETS, MODELS, PARTITIONS, CLIENT_WEIGHTINGS, CLIENT_OPTIMIZERS,
+    SERVER_OPTIMIZERS, DP_MODES, SAMPLINGS, SECAGG, SECURE_AGGREGATION, ERROR_FEEDBACK, COMPRESSIONS, AGGREGATORS, STRAGGLER_POLICIES,
     ATTACKS, SIMULATIONS)
 
 # Field metadata of settings that do not change what a run computes (where files go, how often
@@ -91,7 +92,7 @@ class BaseConfig:
     client_epochs: int = _field(2, 'Local epochs (E) over its data per client per round '
                                 '(algorithms without local epochs: always 1 pass).')
     client_batch_size: int = _field(10, 'Local minibatch size.')
-    client_learning_rate: float = _field(0.05, 'Client SGD learning rate.')
+    client_learning_rate: float = _field(0.05, 'Client learning rate (of --client_optimizer).')
     server_learning_rate: float = _field(1.0, 'Server learning rate (sgd at 1.0 = plain averaging; '
                                          'FedSGD step size).')
     straggler_fraction: float = _field(0.0, 'Fraction of selected clients that are stragglers '

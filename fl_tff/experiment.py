@@ -85,7 +85,8 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
             extras.update(option.client_extras(config, masked_labels))
     process = selection['algorithm'].build(
         model_fn,
-        client_optimizer=tff.learning.optimizers.build_sgdm(config.client_learning_rate),
+        client_optimizer=selection['client_optimizer'].build(
+            config.client_learning_rate, **config.option_params('client_optimizer')),
         server_optimizer=selection['server_optimizer'].build(
             config.server_learning_rate, **config.option_params('server_optimizer'),
             **{name: getattr(config, name)

@@ -54,6 +54,7 @@ IMAGES = 'images'
 CHAR_SEQUENCES = 'char_sequences'
 WORD_SEQUENCES = 'word_sequences'
 PADDED_TOKENS = 'padded_tokens'
+STATEFUL_CLIENT_OPTIMIZER = 'stateful_client_optimizer'
 
 CAPABILITIES: dict[str, str] = {
     LOCAL_EPOCHS: 'clients run local epochs of SGD (stragglers can do partial work)',
@@ -93,6 +94,8 @@ CAPABILITIES: dict[str, str] = {
     CHAR_SEQUENCES: 'examples are character sequences (next-character prediction)',
     WORD_SEQUENCES: 'examples are word sequences (next-word prediction)',
     PADDED_TOKENS: 'labels are token sequences with padding',
+    STATEFUL_CLIENT_OPTIMIZER: 'clients step with an optimizer that has state (momentum, '
+                               'moments), not plain SGD',
 }
 
 

@@ -110,4 +110,7 @@ OPTION = options.Option(
     'a personal model (client state) trained on local loss + (--ditto_lambda/2)||v - w||^2',
     params=(options.Param('ditto_lambda', 1.0, 'Ditto: the pull lambda of each personal model '
                           'towards the global model (0: purely local training).', minimum=0.0),),
-    build=build_ditto, provides=fedper.PERSONALIZED_CAPABILITIES)
+    build=build_ditto, provides=fedper.PERSONALIZED_CAPABILITIES,
+    excludes={options.STATEFUL_CLIENT_OPTIMIZER: 'its personal model takes plain SGD steps on '
+                                                 'the local loss plus the proximal pull (Li et '
+                                                 'al. 2021, Algorithm 1)'})

@@ -110,4 +110,7 @@ OPTION = options.Option(
         options.SECURE_SUM: 'its step count tau_i is a value outside the secure range',
         options.USER_LEVEL_DP: 'clipping and noise would also act on the step count tau_i',
         options.COMPRESSED_UPLINK: 'its step count tau_i would be compressed with the update',
+        options.STATEFUL_CLIENT_OPTIMIZER: 'it normalizes by the count of plain SGD steps; '
+                                           'momentum needs another normalizer (Wang et al. 2020, '
+                                           'Section 4)',
     })

@@ -37,4 +37,7 @@ def build_fedsgd(
 OPTION = options.Option(
     'fedsgd', 'FedSGD (McMahan et al. 2017): one full-data gradient per client, the server '
     'optimizer steps on their mean', build=build_fedsgd,
-    provides=frozenset({options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS}))
+    provides=frozenset({options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS}),
+    excludes={options.STATEFUL_CLIENT_OPTIMIZER: 'its clients compute one gradient and take no '
+                                                 'local step, so a client optimizer would be '
+                                                 'ignored'})

@@ -82,5 +82,8 @@ OPTION = options.Option(
         options.SECURE_SUM: 'TFF\'s builder averages the full-batch gradients in the clear',
         options.USER_LEVEL_DP: 'the full-batch gradients reach the server unclipped and unnoised',
         options.COMPRESSED_UPLINK: 'the full-batch gradients are sent uncompressed',
+        options.STATEFUL_CLIENT_OPTIMIZER: 'its local steps are plain SGD steps with the '
+                                           'server\'s momentum (Karimireddy et al. 2021, '
+                                           'Algorithm 1); the client optimizer is its base SGD',
     },
     uplink_model_copies=2)

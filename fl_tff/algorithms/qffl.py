@@ -112,4 +112,6 @@ OPTION = options.Option(
                                  '--client_weighting=examples: the h_k replace the weights)',
         options.REPLACES_MEAN: 'its step is sum Delta_k / sum h_k, a weighted mean',
         options.SECURE_SUM: 'its weights h_k are unbounded, so no secure-sum range fits them',
+        options.STATEFUL_CLIENT_OPTIMIZER: 'q-FedAvg estimates the Lipschitz constant as '
+                                           'L = 1 / lr of plain SGD (Li et al. 2020, Algorithm 2)',
     })

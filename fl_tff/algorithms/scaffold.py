@@ -231,6 +231,8 @@ OPTION = options.Option(
     build=build_scaffold,
     provides={options.LOCAL_EPOCHS, options.CLIENT_STATE, options.UPDATE_ATTACKS},
     excludes={
+        options.STATEFUL_CLIENT_OPTIMIZER: 'option II computes c_i from plain SGD steps '
+                                           '(c_i+ = c_i - c + (x - y_i) / (K lr))',
         options.USER_LEVEL_DP: 'its control-variate deltas reach the server unclipped and '
                                'unnoised, outside the DP guarantee',
         options.SECURE_SUM: 'its control-variate deltas are summed in the clear',

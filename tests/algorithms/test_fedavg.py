@@ -36,6 +36,34 @@ def run_rounds(process, select, rounds, initial_weights=None):
     return process.get_model_weights(state), metrics
 
 
+@pytest.mark.parametrize('name', ['sgdm', 'adam'])
+def test_client_optimizers_match_tffs_builder_with_the_same_client_optimizer(tff_runtime, setup,
+                                                                              name):
+    """`--client_optimizer`: FedAvg with each stateful client optimizer (its declared defaults)
+    equals TFF's `build_weighted_fed_avg` given the same optimizer (state reset each round, as
+    TFF's builder does), and differs from plain SGD (the optimizer is really used)."""
+    from fl_tff.algorithms.client_optimizers import CLIENT_OPTIMIZERS
+    model_fn, select = setup
+    option = CLIENT_OPTIMIZERS.get(name)
+
+    def client():
+        return option.build(CLIENT_LR, **{p.name: p.default for p in option.params})
+
+    ours = build_fedavg(model_fn, client_optimizer=client(),
+                        server_optimizer=tff.learning.optimizers.build_sgdm(SERVER_LR))
+    reference = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn, client_optimizer_fn=client(),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(SERVER_LR))
+    plain = build_fedavg(model_fn, client_optimizer=tff.learning.optimizers.build_sgdm(CLIENT_LR),
+                         server_optimizer=tff.learning.optimizers.build_sgdm(SERVER_LR))
+    initial = ours.get_model_weights(ours.initialize())
+    ours_w, _ = run_rounds(ours, select, 3, initial)
+    ref_w, _ = run_rounds(reference, select, 3, initial)
+    plain_w, _ = run_rounds(plain, select, 3, initial)
+    assert max_abs_diff(ours_w.trainable, ref_w.trainable) <= 1e-5
+    assert max_abs_diff(ours_w.trainable, plain_w.trainable) > 1e-3
+
+
 @pytest.mark.parametrize('weighting,reference_builder', [
     (tff.learning.ClientWeighting.NUM_EXAMPLES, tff.learning.algorithms.build_weighted_fed_avg),
     (tff.learning.ClientWeighting.UNIFORM, tff.learning.algorithms.build_unweighted_fed_avg),
