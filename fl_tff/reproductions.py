@@ -235,8 +235,8 @@ def _last_evaluations(seeds: list[Rows]) -> list[dict[str, Any]]:
     return [[r for r in rows if 'client_acc_mean' in r][-1] for rows in seeds]
 
 
-def _mean_std(values: list[float]) -> str:
-    return f'{np.mean(values):.3f} ± {np.std(values):.3f}'
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    return f'{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}' if values else ''
 
 
 def _plot_personalization(histories: dict[str, list[Rows]], path: str, title: str) -> None:
@@ -400,10 +400,6 @@ def _byzantine_markdown(histories: dict[str, Rows]) -> str:
 
 
 ADAPTIVE_TARGET = 0.80
-
-
-def _mean_std(values: list[float], digits: int = 3) -> str:
-    return f'{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}' if values else ''
 
 
 def _adaptive_table(histories: dict[str, list[Rows]]) -> list[dict[str, Any]]:
