@@ -93,12 +93,37 @@ def integration_reason(item) -> str | None:
     return None
 
 
+# Names of what costs most (a Python process, a kernel, a driver or whole experiments): tests
+# that use them run first, so that `make test`'s processes end on short tests rather than one
+# of them waiting for the other's last long one.
+LONGEST_FIRST = (frozenset({'run_python', 'subprocess', 'NotebookClient', 'run_driver_in_process',
+                            'launch_local_workers', 'WorkerProcess'}),
+                 frozenset({'run_experiment', 'run_study', 'run_grid'}))
+
+
+def _cost_rank(item, reason: str | None) -> int:
+    """0 for a test that starts processes, 1 for one that runs experiments, 2 for any other
+    integration test, 3 for a fast-tier test."""
+    if reason is None:
+        return 3
+    used = set()
+    for fn in [getattr(item, 'function', None)] + [
+            d.func for defs in (item._fixtureinfo.name2fixturedefs.values()
+                                if getattr(item, '_fixtureinfo', None) else ()) for d in defs]:
+        if fn is not None:
+            used |= names_used(fn)
+    return next((rank for rank, names in enumerate(LONGEST_FIRST) if names & used), 2)
+
+
 def pytest_collection_modifyitems(config, items):
+    ranks = {}
     for item in items:
         reason = integration_reason(item)
         if reason is not None:
             item.add_marker(pytest.mark.integration)
             item.user_properties.append(('integration', reason))
+        ranks[item.nodeid] = _cost_rank(item, reason)
+    items.sort(key=lambda item: ranks[item.nodeid])  # Stable: files keep their order.
 
 
 class MisclassifiedTestError(AssertionError):
