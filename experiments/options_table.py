@@ -19,7 +19,11 @@ def generated_section() -> str:
     """The README section: the option tables and the capabilities they mention."""
     capabilities = '\n'.join(f'| `{name}` | {text} |' for name, text in options.CAPABILITIES.items())
     return (f'{BEGIN}\n{options.markdown_tables(config.REGISTRIES)}\n#### Capabilities\n\n'
-            f'| capability | meaning |\n|---|---|\n{capabilities}\n{END}')
+            f'| capability | meaning |\n|---|---|\n{capabilities}\n\n'
+            '#### Options that do not combine\n\n'
+            'Each refusal as declared by the option that refuses (its `excludes`), with its '
+            'reason; the flags refuse these pairs in one line before any work.\n\n'
+            f'{options.exclusions_table(config.REGISTRIES)}\n{END}')
 
 
 def replace_section(text: str) -> str:

@@ -1,16 +1,20 @@
 """Per-client state as a first-class part of a learning process, kept by the simulation.
 
-TFF's `LearningProcess` has server state only. A `StatefulLearningProcess` adds state that each
-client keeps across rounds (error feedback's residuals; later control variates, personal
-layers):
+TFF's `LearningProcess` has server state only. A round built by the round composer
+(`fl_tff.round_composer`) may declare client-state slots: state that each client keeps across
+rounds (error feedback's residual, SCAFFOLD's control variate, FedDyn's gradient, a personal
+model part). `StagedProcess` is such a round as a process (slots, per-client inputs such as
+seeds, and values a subclass provides, e.g. SecAgg masks); `StatefulLearningProcess` is one
+with at least one slot:
 
-* the process declares the state's type and initial value (`initial_client_state`);
-* its `next(state, client_data, *, client_ids, round_num, client_states)` takes the selected
-  clients' states CLIENTS-placed and returns their new ones CLIENTS-placed, so the server never
-  sees them. `next` is pure: the same inputs give the same outputs, and nothing is stored inside
-  the process (per-client inputs such as random seeds are derived from `round_num` and the ids);
-* the simulation keeps the states in a `ClientStateStore` keyed by client id, which the
-  checkpointer saves beside the server state of the same round and restores on resume.
+* the round declares each slot's type and initial value (zeros unless declared);
+* `next(state, client_data, *, client_ids, round_num, client_states)` takes the selected
+  clients' states in each slot CLIENTS-placed and returns their new ones CLIENTS-placed, so the
+  server never sees them. `next` is pure: the same inputs give the same outputs, and nothing is
+  stored inside the process (per-client inputs such as random seeds are derived from
+  `round_num` and the ids);
+* the simulation keeps each slot's states in a `ClientStateStore` keyed by client id, which
+  the checkpointer saves beside the server state of the same round and restores on resume.
 
 The process otherwise keeps the `LearningProcess` interface (`initialize`, `get_model_weights`,
 `set_model_weights`, `get_hparams`, `set_hparams`) and the composed process's server state, so
@@ -33,13 +37,13 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, rounds
+from fl_tff import composed_process, round_composer, rounds
 
 # A client's state as the store keeps it: its tensors, flattened in the state type's order.
 FlatState = rounds.FlatState
@@ -59,70 +63,157 @@ class ProcessWithClientState(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class StatefulOutput:
-    """A round's output: TFF's (state, metrics) plus the participants' new client states."""
+    """A round's output: TFF's (state, metrics) plus the participants' new client states.
+
+    Attributes:
+      state, metrics: TFF's.
+      client_states: The participants' new states in the process's slot (a process with one
+        slot), or slot -> them (several slots), in the shape `next` was given them.
+      by_slot: Slot -> the participants' new states, whatever the number of slots.
+    """
 
     state: Any
     metrics: Any
-    client_states: list[FlatState]
+    client_states: Any
+    by_slot: Mapping[str, list[FlatState]] = dataclasses.field(default_factory=dict)
 
 
-class StatefulLearningProcess(composed_process.ComposedNextProcess):
-    """A `LearningProcess` composition whose `next` also carries client states (in and out:
-    after `reading_values_from`, both travel as files).
+class StagedProcess(composed_process.ComposedNextProcess):
+    """The round of `stages` (`round_composer.RoundStages`) as a process, with the
+    `LearningParts`' `LearningProcess` interface: it owns the round's client-state slots (none
+    or several), computes its client inputs (e.g. seeds) and runs `next` with the values a
+    subclass provides by name (`PROVIDED`: SecAgg's masks, asynchronous start weights). The
+    per-client values travel packed, as files after `reading_values_from`.
 
     Args:
-      composed: The process without client state (same server state), for `initialize`,
-        weights and hyperparameters.
-      next_fn: A federated computation `(server state, client data, client states
-        @CLIENTS[, client inputs @CLIENTS]) -> (server state, metrics, client states @CLIENTS)`
-        (client inputs only when `client_inputs` is given).
-      client_state_type: The TFF type of one client's state.
-      client_inputs: `(round_num, client_ids) -> [input per client]`, deterministic (e.g. seeds);
-        None when the clients take none.
-      initial_client_state: A client's first state, flattened (default: zeros of the type).
-      slot: The name of its client-state slot (what the simulation stores it under).
+      stages: The round: every client value it declares is a slot, has a `client_inputs`
+        function or is `PROVIDED`; each slot starts from its `initial_states` entry, zeros of
+        its type otherwise.
+
+    Raises:
+      ValueError: A client value nothing supplies.
     """
 
-    RETURNED_VALUES_AT = 2  # The participants' new client states.
+    PROVIDED: tuple[str, ...] = ()  # Client values the subclass supplies each round.
 
-    def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
-                 client_state_type: tff.Type,
-                 client_inputs: Optional[Callable[[int, Sequence[str]], list]] = None,
-                 initial_client_state: Optional[FlatState] = None, slot: str = 'client_state'):
+    def __init__(self, stages: round_composer.RoundStages):
+        unsupplied = [name for name in stages.client_values if name not in stages.slots
+                      and name not in stages.client_inputs and name not in self.PROVIDED]
+        if unsupplied:
+            raise ValueError(f'client values {unsupplied} are neither slots, client inputs nor '
+                             f'provided by {type(self).__name__}')
+        # The participants' new client states (all slots), when the round has any.
+        self.RETURNED_VALUES_AT = 2 if stages.slots else None
+        composed, next_fn = round_composer.compose(stages)
         super().__init__(composed, next_fn)
-        self._state_type, self._client_inputs = client_state_type, client_inputs
-        self._initial = initial_client_state or [
-            np.zeros(t.shape, t.dtype) for t in tff.structure.flatten(client_state_type)]
-        self.slot = slot
-
-    def initial_client_state(self) -> FlatState:
-        return [t.copy() for t in self._initial]
+        self.stages = stages
+        self.slots = tuple(stages.slots)
+        self._initial = {
+            slot: [np.asarray(t) for t in stages.initial_states[slot]]
+            if slot in stages.initial_states else
+            [np.zeros(t.shape, t.dtype) for t in tff.structure.flatten(stages.client_values[slot])]
+            for slot in self.slots}
 
     @property
     def needs(self) -> rounds.RoundNeeds:
-        """Its one client-state slot (`rounds.RoundProcess`)."""
-        return rounds.RoundNeeds(client_states={self.slot: self.initial_client_state()})
+        """Its client-state slots (`rounds.RoundProcess`)."""
+        return rounds.RoundNeeds(client_states={
+            slot: [t.copy() for t in initial] for slot, initial in self._initial.items()})
+
+    def _run_stages(self, state: Any, client_data: list, *,
+                    slot_states: Mapping[str, Sequence[FlatState]],
+                    client_ids: Optional[Sequence[str]] = None, round_num: int = 0,
+                    provided: Optional[Mapping[str, Sequence[Any]]] = None,
+                    server_values: Sequence[Any] = ()) -> tuple[Any, Any, dict]:
+        """`next` for the participants' `client_data`, their states in each slot, the
+        `provided` values (name -> one value per participant, flattened) and the server values;
+        `client_ids` and `round_num` key the client inputs (needed when there are any). Returns
+        (new state, metrics, slot -> the participants' new states)."""
+        provided = provided or {}
+        if set(slot_states) != set(self.slots):
+            raise ValueError(f'client states for slots {sorted(slot_states)}; the process has '
+                             f'{sorted(self.slots)}')
+        if client_ids is None and self.stages.client_inputs:
+            raise ValueError(f'client inputs {list(self.stages.client_inputs)} need client ids')
+        for name, values in {**slot_states, **provided,
+                             **({} if client_ids is None else {'client ids': client_ids})}.items():
+            if len(values) != len(client_data):
+                raise ValueError(f'{len(client_data)} datasets and {len(values)} {name!r}: one '
+                                 'each per participant')
+        inputs = {name: fn(round_num, client_ids) for name, fn in self.stages.client_inputs.items()}
+        by_name = {**slot_states, **inputs, **provided}
+        values = []
+        for i in range(len(client_data)):
+            flat = []
+            for name in self.stages.client_values:
+                value = by_name[name][i]
+                flat.extend(np.asarray(t) for t in
+                            (value if isinstance(value, (list, tuple)) else [value]))
+            values.append(flat)
+        result = self._next_with_values(state, client_data, values, *server_values)
+        if not self.slots:
+            return result.state, result.metrics, {}
+        new_state, metrics, returned = result
+        counts = [len(self._initial[slot]) for slot in self.slots]
+        new_by_slot: dict[str, list[FlatState]] = {slot: [] for slot in self.slots}
+        for flat in returned:
+            start = 0
+            for slot, count in zip(self.slots, counts):
+                new_by_slot[slot].append(list(flat[start:start + count]))
+                start += count
+        return new_state, metrics, new_by_slot
+
+
+class StatefulLearningProcess(StagedProcess):
+    """A `StagedProcess` whose clients keep state: its `next` also carries the participants'
+    states in each of its client-state slots (see the module docstring).
+
+    Raises:
+      ValueError: A round without slots, or a client value nothing supplies.
+    """
+
+    def __init__(self, stages: round_composer.RoundStages):
+        if not stages.slots:
+            raise ValueError('a StatefulLearningProcess needs a client-state slot')
+        super().__init__(stages)
+
+    @property
+    def slot(self) -> str:
+        """The process's one slot (ValueError when it has several)."""
+        if len(self.slots) != 1:
+            raise ValueError(f'this process has client-state slots {list(self.slots)}')
+        return self.slots[0]
+
+    def initial_client_state(self) -> FlatState:
+        """A client's first state in the process's one slot (flattened)."""
+        return [t.copy() for t in self._initial[self.slot]]
 
     def run_round(self, state: Any, client_data: list,
                   inputs: rounds.RoundInputs) -> rounds.RoundOutput:
-        """`next` for the round's participants and their states in its slot."""
+        """`next` for the round's participants and their states in each slot."""
         output = self.next(state, client_data, client_ids=inputs.client_ids,
                            round_num=inputs.round_num,
-                           client_states=inputs.client_states[self.slot])
-        return rounds.RoundOutput(output.state, output.metrics,
-                                  {self.slot: output.client_states})
+                           client_states={s: inputs.client_states[s] for s in self.slots})
+        return rounds.RoundOutput(output.state, output.metrics, output.by_slot)
 
     def next(self, state: Any, client_data: list, *, client_ids: Sequence[str], round_num: int,
-             client_states: Sequence[FlatState]) -> StatefulOutput:
-        """One round; pure (the participants' new states are returned, not stored)."""
-        if not len(client_ids) == len(client_data) == len(client_states):
-            raise ValueError(f'{len(client_ids)} client ids, {len(client_data)} datasets and '
-                             f'{len(client_states)} client states: one each per participant')
-        inputs = () if self._client_inputs is None else (self._client_inputs(round_num, client_ids),)
-        packed = [tff.structure.pack_sequence_as(self._state_type, list(s)) for s in client_states]
-        new_state, metrics, new_states = self._next_with_values(
-            state, client_data, packed, *inputs, flatten=tff.structure.flatten)
-        return StatefulOutput(new_state, metrics, list(new_states))
+             client_states: Any) -> StatefulOutput:
+        """One round; pure (the participants' new states are returned, not stored).
+
+        Args:
+          state: The server state.
+          client_data: The participants' data.
+          client_ids: The participants (for per-client inputs such as seeds).
+          round_num: The round.
+          client_states: The participants' states: a list (one state per participant) for a
+            process with one slot, else slot -> such a list.
+        """
+        by_slot = (dict(client_states) if isinstance(client_states, Mapping)
+                   else {self.slot: client_states})
+        new_state, metrics, new_by_slot = self._run_stages(
+            state, client_data, client_ids=client_ids, round_num=round_num, slot_states=by_slot)
+        shaped = new_by_slot if isinstance(client_states, Mapping) else new_by_slot[self.slot]
+        return StatefulOutput(new_state, metrics, shaped, new_by_slot)
 
 
 class ClientStateStore:

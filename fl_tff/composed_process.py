@@ -12,7 +12,7 @@ takes after the client data (states, start weights, masks) can reach the workers
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -41,6 +41,12 @@ class ComposedNextProcess:
         self.get_hparams = composed.get_hparams
         self.set_hparams = composed.set_hparams
         self._values_dir: Optional[str] = None  # Set by `reading_values_from`.
+        # The types of the per-client values `next` takes (third parameter) and returns.
+        parameters = next_fn.type_signature.parameter
+        self._values_type = (parameters[2].member if parameters is not None
+                             and len(parameters) > 2 else None)
+        self._returned_type = (None if self.RETURNED_VALUES_AT is None else
+                               next_fn.type_signature.result[self.RETURNED_VALUES_AT].member)
 
     @property
     def next_computation(self) -> tff.Computation:
@@ -65,29 +71,40 @@ class ComposedNextProcess:
         process = self.with_next(worker_values.read_from_paths(
             self._next_fn, 2, self.RETURNED_VALUES_AT))
         process._values_dir = directory
-        if self.RETURNED_VALUES_AT is not None:
-            process._returned_type = (
-                self._next_fn.type_signature.result[self.RETURNED_VALUES_AT].member)
         return process
 
-    def _next_with_values(self, state: Any, client_data: list, values: Sequence[Any], *rest: Any,
-                          flatten: Callable[[Any], Sequence[Any]]) -> Any:
-        """`next_fn(state, client_data, values, *rest)`, the values as they are or, after
-        `reading_values_from`, as the paths of files holding each one's `flatten`ed tensors.
-        The result's new per-client values (`RETURNED_VALUES_AT`), if any, come back
-        `flatten`ed, as lists of numpy arrays, either way."""
+    def _next_with_values(self, state: Any, client_data: list,
+                          values: Sequence[Sequence[Any]], *rest: Any) -> Any:
+        """`next_fn(state, client_data, values, *rest)` for `values`, each client's value of
+        `next`'s third parameter flattened (in the order of `tff.structure.flatten` of its
+        type): packed into that type, or, after `reading_values_from`, as the paths of files
+        holding them. The result's new per-client values (`RETURNED_VALUES_AT`), if any, come
+        back flattened the same way, as lists of numpy arrays, either way."""
         at = self.RETURNED_VALUES_AT
         if self._values_dir is None:
-            result = self._next_fn(state, client_data, list(values), *rest)
+            packed = [tff.structure.pack_sequence_as(self._values_type, list(v)) for v in values]
+            result = self._next_fn(state, client_data, packed, *rest)
             if at is None:
                 return result
-            returned = [[np.asarray(t) for t in flatten(v)] for v in result[at]]
+            returned = [flatten_as(self._returned_type, v) for v in result[at]]
         else:
-            with worker_values.round_files(self._values_dir,
-                                           [flatten(v) for v in values]) as paths:
+            with worker_values.round_files(self._values_dir, values) as paths:
                 result = self._next_fn(state, client_data, paths, *rest)
                 if at is None:
                     return result
                 returned = [worker_values.read_written(p, self._returned_type)
                             for p in result[at]]
         return tuple(returned if i == at else r for i, r in enumerate(result))
+
+
+def flatten_as(value_type: tff.Type, value: Any) -> list[np.ndarray]:
+    """`value` (as TFF returns a value of `value_type`: a tensor, or a struct as a `Struct`,
+    mapping, named tuple or sequence) flattened in the order of `tff.structure.flatten` of
+    its type."""
+    if isinstance(value_type, tff.TensorType):
+        return [np.asarray(value)]
+    flat = []
+    for i, (name, element_type) in enumerate(tff.structure.iter_elements(value_type)):
+        element = value[name] if isinstance(value, Mapping) else value[i]
+        flat.extend(flatten_as(element_type, element))
+    return flat

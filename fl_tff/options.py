@@ -184,7 +184,10 @@ class Option:
       preflight: `(config) -> None`: checks that need TFF objects (run before data is loaded).
       check_model: `(config, model_fn) -> None`: checks against the model (run once it is
         built, before any run directory exists); raises `OptionError` naming the flag.
-      uplink_model_copies: Model-sized tensors each client update carries (SCAFFOLD: 2).
+      uplink_model_copies: Model-sized tensors each client update carries through the model
+        aggregator, at the uplink encoding (MIME-lite: 2).
+      uplink_plain_copies: Model-sized tensors each client update also carries outside the
+        model aggregator, as float32 whatever the uplink encoding (SCAFFOLD's dc_i: 1).
       defaults: Base setting name -> `Default`: what this option needs or trains best with
         where the project's default does not fit (e.g. an algorithm's weighting).
       config_fields: Base settings (not its own parameters) its builder also takes by name, e.g.
@@ -206,6 +209,7 @@ class Option:
     preflight: Optional[Callable[[Any], None]] = None
     check_model: Optional[Callable[[Any, Any], None]] = None
     uplink_model_copies: int = 1
+    uplink_plain_copies: int = 0
     config_fields: tuple[str, ...] = ()
     defaults: Mapping[str, Default] = dataclasses.field(default_factory=dict)
 
@@ -374,3 +378,23 @@ def markdown_tables(registries: Iterable[Registry]) -> str:
             out.append(f'| `{registry.flag_text(option)}` | {text} | {params} | {", ".join(caps)} |')
         out.append('')
     return '\n'.join(out)
+
+
+def exclusions_table(registries: Iterable[Registry]) -> str:
+    """The README's list of options that do not combine, from the declarations alone: one row
+    per option and capability it excludes, naming the options (of other kinds) that provide the
+    capability and the declared reason. Settings an option merely needs (`requires`) are not
+    listed: adding them makes the pair run."""
+    registries = list(registries)
+    rows = ['| option | does not combine with | why |', '|---|---|---|']
+    for registry in registries:
+        for option in registry.options.values():
+            for capability, why in sorted(option.excludes.items()):
+                others = [f'`{other.flag_text(o)}`' for other in registries
+                          if other.kind != registry.kind
+                          for o in other.options.values() if capability in o.provides]
+                reason = why.replace('|', '\\|')
+                if others:
+                    rows.append(f'| `{registry.flag_text(option)}` | {", ".join(others)} '
+                                f'({capability}) | {reason} |')
+    return '\n'.join(rows)

@@ -8,9 +8,13 @@ SecAgg protocol's masks and the server's correction) declare it here instead of 
 own copy of the composer:
 
 * `client_values`: name -> type of a CLIENTS-placed input (one per participant, in the order of
-  the client data); those named in `slots` are client-state slots, whose new values the round
-  returns CLIENTS-placed after the state and metrics, in `slots`' order.
-* `server_values`: name -> type of a SERVER-placed input.
+  the client data). `next` takes them packed in one parameter, `client_values`, a struct of
+  these names per client (so they travel to the workers together: `fl_tff.worker_values`);
+  stages read each by name in `Round.values`. Those named in `slots` are client-state slots:
+  the round returns the participants' new values of all slots packed the same way (a struct of
+  the slot names per client, CLIENTS-placed) after the state and metrics.
+* `server_values`: name -> type of a SERVER-placed input, one parameter each after
+  `client_values`.
 * stages, each a function of the round traced so far (`Round`) that returns a `Stage`; a stage
   left as None is TFF's: `distribute` broadcasts the global model, `train` runs the client
   work, `upload` sends each client's update and weight as they are, `aggregate` runs the
@@ -89,9 +93,16 @@ class RoundStages:
 
     Attributes:
       parts: TFF's five parts; they give the server state and the default stages.
-      client_values: Name -> TFF type of each CLIENTS-placed input, in `next`'s order.
-      server_values: Name -> TFF type of each SERVER-placed input, after the client ones.
+      client_values: Name -> TFF type of each CLIENTS-placed input, in the order of the
+        struct `next` takes them in.
+      server_values: Name -> TFF type of each SERVER-placed input, `next`'s parameters after
+        the client values.
       slots: The client values that are client-state slots (returned anew, in this order).
+      client_inputs: Name -> `(round_num, client_ids) -> [one flattened value per client]`
+        for the client values that are neither slots nor supplied by the process itself
+        (deterministic per-client inputs such as seeds).
+      initial_states: Slot -> a client's state in it before it first trains (flattened);
+        zeros of the slot's type for a slot not named.
       distribute, train, upload, aggregate, finalize: The stages replaced (None: TFF's).
     """
 
@@ -99,6 +110,9 @@ class RoundStages:
     client_values: Mapping[str, tff.Type] = dataclasses.field(default_factory=dict)
     server_values: Mapping[str, tff.Type] = dataclasses.field(default_factory=dict)
     slots: Sequence[str] = ()
+    client_inputs: Mapping[str, Callable[[int, Sequence[str]], list]] = dataclasses.field(
+        default_factory=dict)
+    initial_states: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
     distribute: Optional[StageFn] = None
     train: Optional[StageFn] = None
     upload: Optional[StageFn] = None
@@ -140,15 +154,30 @@ def _finalize(r: Round, parts: LearningParts) -> Stage:
     return Stage(out.result, out.state, out.measurements)
 
 
+_DEFAULTS = {'distribute': _distribute, 'train': _train, 'upload': _upload,
+             'aggregate': _aggregate, 'finalize': _finalize}
+
+
+def stage_fn(stages: RoundStages, name: str) -> StageFn:
+    """The stage `name` ('distribute', 'train', 'upload', 'aggregate' or 'finalize') of
+    `stages`: the one it declares, else TFF's over its parts. A wrapper that replaces a stage
+    calls this for the one it wraps."""
+    custom = getattr(stages, name)
+    if custom is not None:
+        return custom
+    default = _DEFAULTS[name]
+    return lambda r: default(r, stages.parts)
+
+
 def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess, tff.Computation]:
     """The round of `stages`.
 
     Returns:
       `(composed, next_fn)`: TFF's composition of the same parts (its `initialize`, weights and
       hyperparameters are the process's) and the round's federated computation
-      `next_fn(state, client_data, *client values, *server values)`, which returns
-      `LearningProcessOutput(state, metrics)` without slots, else `(state, metrics, *new slot
-      states)`.
+      `next_fn(state, client_data[, client_values][, *server values])` (`client_values` when
+      any are declared), which returns `LearningProcessOutput(state, metrics)` without slots,
+      else `(state, metrics, new slot states)`.
 
     Raises:
       ValueError: A slot that is not a client value, or value names that repeat or clash
@@ -156,35 +185,40 @@ def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess
     """
     parts = stages.parts
     names = [*stages.client_values, *stages.server_values]
-    if len(set(names)) != len(names) or {'state', 'client_data'} & set(names):
-        raise ValueError(f'value names must be distinct and not state or client_data: {names}')
+    if len(set(names)) != len(names) or {'state', 'client_data', 'client_values'} & set(names):
+        raise ValueError('value names must be distinct and not state, client_data or '
+                         f'client_values: {names}')
     unknown = [s for s in stages.slots if s not in stages.client_values]
     if unknown:
         raise ValueError(f'slots {unknown} are not among the client values '
                          f'{list(stages.client_values)}')
+    bad_inputs = [n for n in stages.client_inputs
+                  if n not in stages.client_values or n in stages.slots]
+    if bad_inputs:
+        raise ValueError(f'client inputs {bad_inputs} must be client values that are not slots')
     composed = tff.learning.templates.compose_learning_process(
         parts.initial_model_weights_fn, parts.distributor, parts.client_work, parts.aggregator,
         parts.finalizer)
     state_type, data_type = composed.next.type_signature.parameter[:2]
-    value_types = [tff.FederatedType(t, tff.CLIENTS) for t in stages.client_values.values()]
-    value_types += [tff.FederatedType(t, tff.SERVER) for t in stages.server_values.values()]
+    value_types = [tff.FederatedType(t, tff.SERVER) for t in stages.server_values.values()]
+    client_names = list(stages.client_values)
+    if client_names:
+        value_types.insert(0, tff.FederatedType(
+            tff.StructType(list(stages.client_values.items())), tff.CLIENTS))
 
-    def stage(name: str, default: Callable[[Round, LearningParts], Stage]) -> StageFn:
-        custom = getattr(stages, name)
-        return custom if custom is not None else lambda r: default(r, parts)
+    run = {name: stage_fn(stages, name) for name in _DEFAULTS}
 
-    run = {name: stage(name, default) for name, default in (
-        ('distribute', _distribute), ('train', _train), ('upload', _upload),
-        ('aggregate', _aggregate), ('finalize', _finalize))}
-
-    # TFF takes no varargs: `next` gets one named parameter per declared value.
-    parameters = ('state', 'client_data', *names)
+    # TFF takes no varargs: `next` gets one named parameter per server value.
+    parameters = ('state', 'client_data', *(['client_values'] if client_names else []),
+                  *stages.server_values)
     signature = inspect.Signature([
         inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in parameters])
 
     def next_body(*args, **kwargs):
         bound = signature.bind(*args, **kwargs).arguments
-        r = Round(bound['state'], bound['client_data'], {name: bound[name] for name in names})
+        values = {name: bound[name] for name in stages.server_values}
+        values.update({name: getattr(bound['client_values'], name) for name in client_names})
+        r = Round(bound['state'], bound['client_data'], values)
         r.distributed = run['distribute'](r)
         r.work = run['train'](r)
         r.upload = run['upload'](r)
@@ -205,7 +239,8 @@ def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess
         missing = [s for s in stages.slots if s not in new_states]
         if missing:
             raise ValueError(f'no stage returned new states for slots {missing}')
-        return (new_state, measurements, *[new_states[s] for s in stages.slots])
+        return (new_state, measurements, tff.federated_zip(collections.OrderedDict(
+            (s, new_states[s]) for s in stages.slots)))
 
     next_body.__signature__ = signature
     next_fn = tff.federated_computation(state_type, data_type, *value_types)(next_body)

@@ -66,7 +66,8 @@ def build_communication_ledger(config: ExperimentConfig, weights,
     """Byte counts for `weights` (a ModelWeights) under the uplink encoding of the first selected
     option that declares one (float32 otherwise); each update carries the algorithm's
     `uplink_model_copies` model-sized tensors, or the tensors a `SendsPartOfModel` process
-    names; a `ChoosesUploaders` process says who sends one."""
+    names, plus its `uplink_plain_copies` as float32; a `ChoosesUploaders` process says who
+    sends one."""
     selection = config.selection()
     weighted = options.UNIFORM_WEIGHTS not in selection['client_weighting'].provides
     hook = selection.first('uplink_encoding')
@@ -77,7 +78,8 @@ def build_communication_ledger(config: ExperimentConfig, weights,
     return communication.CommunicationLedger(
         sizes * selection['algorithm'].uplink_model_copies,
         int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding,
-        uploaders=process.uploaders if isinstance(process, ChoosesUploaders) else None)
+        uploaders=process.uploaders if isinstance(process, ChoosesUploaders) else None,
+        plain_sizes=sizes * selection['algorithm'].uplink_plain_copies)
 
 
 def task_bytes(config: ExperimentConfig, model_fn) -> tuple[int, int]:

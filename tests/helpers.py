@@ -242,3 +242,38 @@ def seed_secagg_randomness(monkeypatch, seed: int) -> None:
         X25519PrivateKey=SeededPrivateKey, X25519PublicKey=x25519.X25519PublicKey))
     monkeypatch.setattr(protocol, 'secrets', types.SimpleNamespace(
         token_bytes=lambda n: rng.bytes(n), SystemRandom=protocol.secrets.SystemRandom))
+
+
+def numpy_top_k(value, fraction):
+    """`value` with all but its ceil(fraction n) largest magnitudes zeroed (at least one)."""
+    flat = value.ravel()
+    keep = np.argsort(-np.abs(flat), kind='stable')[:max(1, int(np.ceil(fraction * flat.size)))]
+    sent = np.zeros_like(flat)
+    sent[keep] = flat[keep]
+    return sent.reshape(value.shape)
+
+
+_EXAMPLE_GRADIENTS = {}  # id(model) -> its one-example gradient, traced once.
+
+
+def clipped_mean_gradients(model, inputs, labels, clip):
+    """DP-SGD's gradient without noise, written plainly: each example's cross-entropy gradient,
+    one example at a time, scaled to global L2 norm <= `clip`, summed and divided by the batch
+    size."""
+    import tensorflow as tf
+    if id(model) not in _EXAMPLE_GRADIENTS:
+        @tf.function(reduce_retracing=True)
+        def example_gradient(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.keras.losses.sparse_categorical_crossentropy(
+                    y, model(x, training=True), from_logits=True)[0]
+            return tape.gradient(loss, model.trainable_variables)
+        _EXAMPLE_GRADIENTS[id(model)] = (model, example_gradient)  # Keeps the model alive.
+    example_gradient = _EXAMPLE_GRADIENTS[id(model)][1]
+    total = [tf.zeros_like(v) for v in model.trainable_variables]
+    for i in range(len(labels)):
+        grads = example_gradient(inputs[i:i + 1], labels[i:i + 1])
+        norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
+        scale = tf.minimum(1.0, clip / tf.maximum(norm, 1e-12))
+        total = [t + scale * g for t, g in zip(total, grads)]
+    return [t / len(labels) for t in total]

@@ -1,6 +1,8 @@
 """The one round composer: with no stage replaced it is TFF's composition; declared values and
 slots reach the stages by name and come back in order; bad declarations are refused."""
 
+import collections
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -72,9 +74,13 @@ def test_values_reach_the_stages_by_name_and_slots_come_back_in_order(tff_runtim
     state = composed.initialize()
     data = rounds_of(select, 1)
     scales = [0.0, 1.0, 3.0]
-    new_state, metrics, visits, doubled = next_fn(state, data, [1.0, 5.0, 7.0], scales,
-                                                  [0.0] * 3)
+    values = [collections.OrderedDict(visits=v, scale=s, doubled=0.0)
+              for v, s in zip([1.0, 5.0, 7.0], scales)]
+    new_state, metrics, new_slots = next_fn(state, data, values)
+    visits = [float(c['visits']) for c in new_slots]
+    doubled = [float(c['doubled']) for c in new_slots]
     assert visits == [2.0, 6.0, 8.0] and doubled == [0.0, 2.0, 6.0]
+    assert list(new_slots[0]) == ['visits', 'doubled']  # In the order of `slots`.
     assert set(metrics) == {'distributor', 'client_work', 'aggregator', 'finalizer'}
     # Oracle: each client's delta from TFF's own composition of one client at a time.
     initial = composed.get_model_weights(state)
@@ -101,7 +107,7 @@ class _Unused:
     (dict(client_values={'a': tff.TensorType(np.float32)}, slots=('b',)),
      r"slots \['b'\] are not among the client values \['a'\]"),
     (dict(client_values={'state': tff.TensorType(np.float32)}),
-     'value names must be distinct and not state or client_data'),
+     'value names must be distinct and not state, client_data or client_values'),
     (dict(client_values={'x': tff.TensorType(np.float32)},
           server_values={'x': tff.TensorType(np.float32)}),
      'value names must be distinct'),

@@ -11,8 +11,8 @@ e.g. `dp_sgd` for options that need `DP_SGD_CLIENT`).
 from __future__ import annotations
 
 from fl_tff import options
-from fl_tff.algorithms import (ditto, fedasync, fedavg, fedbuff, fednova, fedper, fedprox, fedrecon,
-                               fedrep, fedsgd, mimelite, qffl, scaffold)
+from fl_tff.algorithms import (ditto, fedasync, fedavg, fedbuff, feddyn, fednova, fedper, fedprox,
+                               fedrecon, fedrep, fedsgd, mimelite, qffl, scaffold)
 from fl_tff.algorithms.fedavg import build_fedavg
 from fl_tff.algorithms.fedprox import build_fedprox
 from fl_tff.algorithms.fedsgd import build_fedsgd
@@ -32,6 +32,7 @@ ALGORITHMS = options.Registry('algorithm', 'Federated algorithm.', [
     qffl.OPTION,
     fednova.OPTION,
     mimelite.OPTION,
+    feddyn.OPTION,
 ], default='fedavg')
 
 

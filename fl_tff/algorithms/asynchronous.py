@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options, round_composer, rounds
+from fl_tff import client_state, options, round_composer, rounds
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 
@@ -49,24 +49,22 @@ class BufferedProcess(Protocol):
         """One server update."""
 
 
-class AsyncLearningProcess(composed_process.ComposedNextProcess):
+class AsyncLearningProcess(client_state.StagedProcess):
     """A learning process for asynchronous training (implements `BufferedProcess` and
     `worker_data.ComposableNext`); `initialize`, weights and hyperparameters are those of the
     synchronous composition with the same parts, so checkpoints and evaluators are unchanged.
 
     Args:
-      composed: The synchronous process with the same state.
-      next_fn: `(state, client data@CLIENTS, start weights@CLIENTS, scale@CLIENTS) ->
-        LearningProcessOutput`.
+      stages: The round; it takes the client values `start_weights` and `scale`.
       scale_fn: staleness -> the factor the client's update is scaled by.
     """
 
+    PROVIDED = ('start_weights', 'scale')  # From the loop's start weights and the plan.
     # Each buffered client's start model, and its staleness from the plan.
     needs = rounds.RoundNeeds(plan=True, start_weights=True)
 
-    def __init__(self, composed: tff.learning.templates.LearningProcess,
-                 next_fn: tff.Computation, scale_fn: Callable[[int], float]):
-        super().__init__(composed, next_fn)
+    def __init__(self, stages: round_composer.RoundStages, scale_fn: Callable[[int], float]):
+        super().__init__(stages)
         self._scale_fn = scale_fn
 
     def run_round(self, state: Any, client_data: list,
@@ -89,8 +87,11 @@ class AsyncLearningProcess(composed_process.ComposedNextProcess):
             raise ValueError(f'{len(client_data)} clients, {len(start_weights)} start weights and '
                              f'{len(staleness)} staleness values: one each per buffered update')
         scales = [np.float32(self._scale_fn(int(s))) for s in staleness]
-        return self._next_with_values(state, client_data, start_weights, scales,
-                                      flatten=lambda w: [*w.trainable, *w.non_trainable])
+        new_state, metrics, _ = self._run_stages(
+            state, client_data, slot_states={}, provided={
+                'start_weights': [[*w.trainable, *w.non_trainable] for w in start_weights],
+                'scale': scales})
+        return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 
 
 def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.ClientWorkProcess,
@@ -141,11 +142,9 @@ def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.Clie
             sent = tff.federated_map(scaled, (update, scales))
         return round_composer.Stage((sent, r.work.result.update_weight), ())
 
-    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+    return AsyncLearningProcess(round_composer.RoundStages(
         parts, client_values={'start_weights': weights_type, 'scale': tff.TensorType(np.float32)},
-        distribute=distribute, upload=upload))
-
-    return AsyncLearningProcess(composed, next_fn, scale_fn)
+        distribute=distribute, upload=upload), scale_fn)
 
 
 # Parameters both asynchronous algorithms take.

@@ -24,6 +24,8 @@ from fl_tff import aggregation, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedper, personalization
+from fl_tff.communication import error_feedback as error_feedback_lib
+from fl_tff.secagg import tff_round
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
 
@@ -69,6 +71,8 @@ def build_ditto(
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+        error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
+        secagg: Optional[tff_round.SecAggSettings] = None,
 ) -> personalization.PersonalizedLearningProcess:
     """Builds Ditto (see the module docstring).
 
@@ -79,6 +83,10 @@ def build_ditto(
       server_optimizer: On the global model's aggregated delta (default SGD at 1.0).
       weighting: Weight of each client's global delta (as FedAvg).
       model_aggregator: Aggregates the global deltas (default: the mean of `weighting`).
+      error_feedback: Sparsify the global delta with a residual kept on each client (a
+        second client-state slot); None: send it as it is.
+      secagg: Mask the global delta with the SecAgg protocol (see
+        `personalization.compose_personalized`).
 
     Returns:
       A `personalization.PersonalizedLearningProcess` whose client state is v.
@@ -102,7 +110,8 @@ def build_ditto(
         model_aggregator=model_aggregator or aggregation.mean_factory(
             weighting_lib.resolve(weighting).uniform),
         personal_weights=lambda weights, v: personalization.replace_trainable(
-            weights, range(count), v))
+            weights, range(count), v),
+        error_feedback=error_feedback, secagg=secagg)
 
 
 OPTION = options.Option(

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, options
+from fl_tff import aggregation, options, round_composer, round_wrappers
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
@@ -46,12 +46,10 @@ def compose_algorithm(
     the packed vectors of `model_aggregator` (a secure mean), and the result is a
     `tff_round.SecAggLearningProcess` (same server state; it runs rounds for a plan).
     """
-    parts = learning_parts(model_fn, client_work, server_optimizer, model_aggregator)
-    if secagg is not None:
-        return tff_round.compose_with_secagg(secagg, model_aggregator, *parts)
-    if error_feedback is not None:
-        return error_feedback_lib.compose_with_error_feedback(error_feedback, *parts)
-    return tff.learning.templates.compose_learning_process(*parts)
+    parts = round_composer.LearningParts(
+        *learning_parts(model_fn, client_work, server_optimizer, model_aggregator))
+    return round_wrappers.build(round_composer.RoundStages(parts), round_wrappers.Wrappers(
+        error_feedback, secagg, model_aggregator))
 
 
 def learning_parts(

@@ -20,6 +20,8 @@ from fl_tff import aggregation, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import personalization
+from fl_tff.communication import error_feedback as error_feedback_lib
+from fl_tff.secagg import tff_round
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
 
@@ -79,6 +81,8 @@ def build_personal_layers(
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+        error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
+        secagg: Optional[tff_round.SecAggSettings] = None,
 ) -> personalization.PersonalizedLearningProcess:
     """FedPer (`head_epochs` None) or FedRep (`head_epochs` >= 0) with the last
     `personal_layers` layers personal; other arguments as `fl_tff.algorithms.build_fedavg`.
@@ -101,7 +105,8 @@ def build_personal_layers(
         model_aggregator=model_aggregator or aggregation.mean_factory(
             weighting_lib.resolve(weighting).uniform),
         personal_weights=lambda weights, head: personalization.replace_trainable(
-            weights, positions, head))
+            weights, positions, head),
+        error_feedback=error_feedback, secagg=secagg)
 
 
 def build_fedper(model_fn: ModelFn, *, personal_layers: int,
@@ -136,10 +141,12 @@ PERSONAL_LAYERS = options.Param(
     'personal_layers', 1, 'FedPer / FedRep: how many of the model\'s last layers (with '
     'trainable variables) are personal: kept on each client, never sent.', minimum=0)
 
-# Personal models compose with the aggregators of the shared part (DP, secure sums and
-# compression act on the shared delta only), not with per-client training options.
+# Personal models compose with the aggregators of the shared part (DP, secure sums, the SecAgg
+# protocol and compression act on the shared delta only, and error feedback keeps its residual
+# as a second client-state slot beside the personal part).
 PERSONALIZED_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.CLIENT_STATE,
-                                       options.PERSONAL_MODEL, options.UPDATE_ATTACKS})
+                                       options.PERSONAL_MODEL, options.UPDATE_ATTACKS,
+                                       options.ERROR_FEEDBACK_CLIENT, options.MASKED_UPLOADS})
 
 OPTION = options.Option(
     'fedper', 'FedPer (Arivazhagan et al. 2019): the last --personal_layers layers stay on each '

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import client_state, round_composer
+from fl_tff import client_state, round_composer, round_wrappers
 from fl_tff.algorithms import finalizer as finalizer_lib
+from fl_tff.communication import error_feedback as error_feedback_lib
+from fl_tff.secagg import tff_round
 from fl_tff.models.model_fn import ModelFn
 
 PERSONAL_SLOT = 'personal'  # Each client's personal part (its client-state slot).
@@ -92,7 +94,9 @@ def compose_personalized(
         model_aggregator: tff.aggregators.AggregationFactory,
         personal_weights: Callable[[tff.learning.models.ModelWeights, client_state.FlatState],
                                    tff.learning.models.ModelWeights],
-) -> 'PersonalizedLearningProcess':
+        error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
+        secagg: Optional[tff_round.SecAggSettings] = None,
+) -> 'PersonalizedLearningProcess | PersonalizedSecAggProcess':
     """A process with personal client state around `make_client_fn`'s client function.
 
     Args:
@@ -105,6 +109,10 @@ def compose_personalized(
         global model receive a zero update, so they keep their initial values).
       model_aggregator: Aggregates the shared deltas (weighted).
       personal_weights: (global weights, client state) -> the client's own model.
+      error_feedback: Sparsify the shared delta with a residual kept on each client (a second
+        slot, `error_feedback.RESIDUAL_SLOT`); None: send it as it is.
+      secagg: Run the SecAgg protocol on the shared delta (`model_aggregator` is then the
+        structural secure mean whose packing it masks); the personal part never leaves.
 
     Returns:
       The process; its `client_computation` is `(weights, personal, round) -> (result,
@@ -178,26 +186,30 @@ def compose_personalized(
             tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
             client_states={PERSONAL_SLOT: new_personal})
 
-    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+    initial = tf.nest.flatten(initial_model_weights_fn().trainable)
+    stages = round_composer.RoundStages(
         round_composer.LearningParts(initial_model_weights_fn, distributor, client_work,
                                      aggregator, finalizer),
-        client_values={PERSONAL_SLOT: personal_type}, slots=(PERSONAL_SLOT,), train=train))
+        client_values={PERSONAL_SLOT: personal_type}, slots=(PERSONAL_SLOT,), train=train,
+        initial_states={PERSONAL_SLOT: [np.asarray(t) for t in personal_part(initial)]})
+    stages, secagg_round = round_wrappers.wrap(stages, round_wrappers.Wrappers(
+        error_feedback, secagg, model_aggregator))
+    personal = dict(client_computation=client_update, personal_weights=personal_weights,
+                    shared=shared)
+    if secagg_round is not None:
+        return PersonalizedSecAggProcess(secagg_round, secagg, **personal)
+    return PersonalizedLearningProcess(stages, **personal)
 
-    initial = tf.nest.flatten(initial_model_weights_fn().trainable)
-    return PersonalizedLearningProcess(
-        composed, next_fn, personal_type, slot=PERSONAL_SLOT,
-        initial_client_state=[np.asarray(t) for t in personal_part(initial)],
-        client_computation=client_update, personal_weights=personal_weights, shared=shared)
 
+class PersonalParts:
+    """What a process whose clients keep a personal part adds (implements `PersonalizedProcess`
+    and `round_hooks.SendsPartOfModel`), to a `StatefulLearningProcess` or a SecAgg process."""
 
-class PersonalizedLearningProcess(client_state.StatefulLearningProcess):
-    """A `StatefulLearningProcess` whose client state is a personal model part (implements
-    `PersonalizedProcess`)."""
+    slot = PERSONAL_SLOT  # Its personal part (it may have other slots, e.g. residuals).
 
-    def __init__(self, *args, client_computation: tff.Computation,
-                 personal_weights: Callable[..., tff.learning.models.ModelWeights],
-                 shared: Sequence[bool], **kwargs):
-        super().__init__(*args, **kwargs)
+    def _set_personal(self, client_computation: tff.Computation,
+                      personal_weights: Callable[..., tff.learning.models.ModelWeights],
+                      shared: Sequence[bool]) -> None:
         self.client_computation = client_computation
         self._personal_weights = personal_weights
         self._shared = tuple(shared)
@@ -211,6 +223,28 @@ class PersonalizedLearningProcess(client_state.StatefulLearningProcess):
     def personal_weights(self, global_weights: tff.learning.models.ModelWeights,
                          client_state: client_state.FlatState) -> tff.learning.models.ModelWeights:
         return self._personal_weights(global_weights, client_state)
+
+
+class PersonalizedLearningProcess(PersonalParts, client_state.StatefulLearningProcess):
+    """A `StatefulLearningProcess` whose client state includes a personal model part."""
+
+    def __init__(self, stages: round_composer.RoundStages, *, client_computation: tff.Computation,
+                 personal_weights: Callable[..., tff.learning.models.ModelWeights],
+                 shared: Sequence[bool]):
+        client_state.StatefulLearningProcess.__init__(self, stages)
+        self._set_personal(client_computation, personal_weights, shared)
+
+
+class PersonalizedSecAggProcess(PersonalParts, tff_round.SecAggLearningProcess):
+    """A SecAgg process (`tff_round.SecAggLearningProcess`) whose client state includes a
+    personal model part: the protocol masks the shared delta only."""
+
+    def __init__(self, secagg: tff_round.SecAggRound, settings: tff_round.SecAggSettings, *,
+                 client_computation: tff.Computation,
+                 personal_weights: Callable[..., tff.learning.models.ModelWeights],
+                 shared: Sequence[bool]):
+        tff_round.SecAggLearningProcess.__init__(self, secagg, settings)
+        self._set_personal(client_computation, personal_weights, shared)
 
 
 def replace_trainable(weights: tff.learning.models.ModelWeights, positions: Sequence[int],

@@ -24,21 +24,25 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, client_state, options, round_composer
+from fl_tff import aggregation, client_state, options, round_composer, round_wrappers
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.algorithms import personalization
+from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 
 CONTROL_VARIATE_SLOT = 'control_variate'  # Each client's c_i (its client-state slot).
 
 
 def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
-                        weighting: weighting_lib.Weighting):
-    """A `tf.function` (x, c, c_i, dataset) -> (ClientResult, metrics, c_i+, c_i+ - c_i)."""
+                        weighting: weighting_lib.Weighting,
+                        gradient_fn: client_work_lib.GradientFn = client_work_lib.mean_loss_gradients):
+    """A `tf.function` (x, c, c_i, dataset) -> (ClientResult, metrics, c_i+, c_i+ - c_i);
+    `gradient_fn` computes each step's gradient g_i (e.g. DP-SGD's)."""
     model = model_fn()
 
     @tf.function
@@ -50,7 +54,7 @@ def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Op
 
         def step(state, batch):
             num_examples, num_steps, opt_state = state
-            grads, output = client_work_lib.mean_loss_gradients(model, batch, trainable)
+            grads, output = gradient_fn(model, batch, trainable)
             grads = tuple(g + d for g, d in zip(grads, correction))  # g - c_i + c
             opt_state, updated = optimizer.next(opt_state, trainable, grads)
             for v, u in zip(trainable, updated):
@@ -138,6 +142,8 @@ def build_scaffold(
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.UNIFORM,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+        error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
+        dp_sgd: Optional[dpsgd.DpSgd] = None,
 ) -> client_state.StatefulLearningProcess:
     """Builds SCAFFOLD (option II control variates) as a process with client state.
 
@@ -150,6 +156,10 @@ def build_scaffold(
       server_optimizer: On the aggregated model delta (default SGD at 1.0, the paper's eta_g = 1).
       weighting: Weight of each client's model delta (default uniform, as the paper).
       model_aggregator: Aggregates model deltas (default: the plain mean of `weighting`).
+      error_feedback: Sparsify the model delta with a residual kept on each client (a second
+        client-state slot beside c_i); dc_i is sent as it is. None: no compression here.
+      dp_sgd: Run example-level DP-SGD as each local step's gradient g_i (c_i, dc_i and the
+        model delta are post-processing of the private steps).
 
     Returns:
       A `client_state.StatefulLearningProcess` whose client state is c_i and whose finalizer
@@ -169,6 +179,8 @@ def build_scaffold(
     personalization.require_plain_sgd(client_optimizer, model_fn, 'SCAFFOLD option II')
     trainable_type = weights_type.trainable
     data_type = client_work_lib.client_round_type(model.input_spec)
+    gradient_fn = (client_work_lib.mean_loss_gradients if dp_sgd is None
+                   else dpsgd.build_dp_sgd_gradient_fn(dp_sgd))
 
     @tff.tensorflow.computation
     def initial_model_weights_fn():
@@ -190,7 +202,7 @@ def build_scaffold(
 
     @tff.tensorflow.computation(weights_type, trainable_type, trainable_type, data_type)
     def client_update(initial_weights, server_c, client_c, dataset):
-        return _scaffold_client_fn(model_fn, client_optimizer, weighting)(
+        return _scaffold_client_fn(model_fn, client_optimizer, weighting, gradient_fn)(
             initial_weights, server_c, client_c, dataset)
 
     @tff.tensorflow.computation(finalizer.initialize.type_signature.result.member)
@@ -217,26 +229,25 @@ def build_scaffold(
             new_weights, new_finalizer_state,
             tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite)))
 
-    composed, next_fn = round_composer.compose(round_composer.RoundStages(
+    return round_wrappers.build(round_composer.RoundStages(
         parts, client_values={CONTROL_VARIATE_SLOT: trainable_type},
-        slots=(CONTROL_VARIATE_SLOT,), train=train, finalize=finalize))
-
-    return client_state.StatefulLearningProcess(composed, next_fn, trainable_type,
-                                                slot=CONTROL_VARIATE_SLOT)
+        slots=(CONTROL_VARIATE_SLOT,), train=train, finalize=finalize),
+        round_wrappers.Wrappers(error_feedback))
 
 
 OPTION = options.Option(
     'scaffold', 'SCAFFOLD (Karimireddy et al. 2020, option II): local SGD corrected by server and '
-    'client control variates (client state); uplink: the model delta and dc_i',
+    'client control variates (client state); uplink: the model delta (through the model '
+    'aggregator: compressed with --compression) and dc_i (float32)',
     build=build_scaffold,
-    provides={options.LOCAL_EPOCHS, options.CLIENT_STATE, options.UPDATE_ATTACKS},
+    provides={options.LOCAL_EPOCHS, options.CLIENT_STATE, options.UPDATE_ATTACKS,
+              options.ERROR_FEEDBACK_CLIENT, options.DP_SGD_CLIENT},
     excludes={
         options.STATEFUL_CLIENT_OPTIMIZER: 'option II computes c_i from plain SGD steps '
                                            '(c_i+ = c_i - c + (x - y_i) / (K lr))',
         options.USER_LEVEL_DP: 'its control-variate deltas reach the server unclipped and '
                                'unnoised, outside the DP guarantee',
         options.SECURE_SUM: 'its control-variate deltas are summed in the clear',
-        options.COMPRESSED_UPLINK: 'its control-variate deltas are sent uncompressed',
         options.REPLACES_MEAN: 'its control-variate deltas are averaged outside the model '
                                'aggregator, so an attacker\'s delta reaches the server '
                                'variate c unfiltered (under 20% sign-flip x4 SCAFFOLD with Krum '
@@ -246,4 +257,6 @@ OPTION = options.Option(
         'uniform', 'the paper averages the sampled clients\' updates uniformly (Algorithm 1); '
         'with example weights x and c would move by different rules (0.623 against 0.718 test '
         'accuracy on a shards(1) run)')},
-    uplink_model_copies=2, config_fields=('num_clients',))
+    # The model delta goes through the model aggregator (compressed when --compression says
+    # so); dc_i is summed beside it, as float32.
+    uplink_model_copies=1, uplink_plain_copies=1, config_fields=('num_clients',))

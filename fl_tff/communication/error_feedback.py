@@ -5,11 +5,11 @@ Each client keeps the part of its updates that compression dropped, e_i, and add
 next update before compressing: send c = C(Δ + e_i), keep e_i ← Δ + e_i − c. Nothing is lost,
 only delayed, which restores convergence of biased compressors such as top-k.
 
-The residual is client state that lives across rounds: the round is TFF's composition
-(`fl_tff.round_composer`, same state, so initialize / get_model_weights / checkpoints are
-unchanged) with an upload stage that takes each client's residual and seed and returns the new
-residuals, CLIENTS-placed: the server never sees them.
-It is a `client_state.StatefulLearningProcess`; the simulation keeps the residuals by client id.
+The residual is client state that lives across rounds: `with_error_feedback` wraps any round's
+upload stage (`fl_tff.round_composer`; FedAvg's, SCAFFOLD's, FedDyn's, a personalized
+algorithm's) with one that takes each client's residual and seed and returns the new residuals,
+CLIENTS-placed: the server never sees them. The residual is a client-state slot of its own
+beside any the algorithm has; the simulation keeps it by client id.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, client_state, options, round_composer
+from fl_tff import aggregation, options, round_composer
 from fl_tff.communication import compression
 
 SPARSIFIERS = ('topk', 'randk')  # The compressions `ErrorFeedback.compress` implements.
@@ -77,42 +77,49 @@ def compensate_and_compress(feedback: ErrorFeedback, update, residual, seed, wei
     return sent, new_residual
 
 
-def compose_with_error_feedback(
-        feedback: ErrorFeedback,
-        initial_model_weights_fn: tff.Computation,
-        distributor: tff.templates.MeasuredProcess,
-        client_work: tff.learning.templates.ClientWorkProcess,
-        aggregator: tff.templates.AggregationProcess,
-        finalizer: tff.learning.templates.FinalizerProcess,
-) -> client_state.StatefulLearningProcess:
-    """TFF's learning-process composition with error-feedback compression as the upload stage,
-    between client work and the aggregator (which should be a plain or weighted mean of the sent updates); each
-    client's residual is its client state (zeros at first), its seed a per-client input."""
-    update_type = client_work.next.type_signature.result.result.member.update
-    weight_type = client_work.next.type_signature.result.result.member.update_weight
+SEED = 'error_feedback_seed'  # Each client's per-round compression seed (a client input).
+
+
+def with_error_feedback(stages: round_composer.RoundStages,
+                        feedback: ErrorFeedback) -> round_composer.RoundStages:
+    """`stages` whose upload is followed by error-feedback compression: each client sends
+    C(update + residual) in place of the update the round's upload stage produced, and keeps
+    the rest as its residual (slot `RESIDUAL_SLOT`, zeros at first; its seed a client input).
+    Whatever else the round uploads (e.g. SCAFFOLD's control-variate deltas) is untouched, and
+    the aggregator should be a plain or weighted mean of the sent updates.
+
+    Raises:
+      ValueError: `stages` already has a residual slot.
+    """
+    if RESIDUAL_SLOT in stages.client_values:
+        raise ValueError(f'the round already has a {RESIDUAL_SLOT!r} client value')
+    result_type = stages.parts.client_work.next.type_signature.result.result.member
+    update_type = stages.parts.aggregator.next.type_signature.parameter[1].member
+    weight_type = result_type.update_weight
     seed_type = tff.TensorType(np.int64, [2])
 
     @tff.tensorflow.computation(update_type, update_type, seed_type, weight_type)
     def client_compress(update, residual, seed, weight):
         return compensate_and_compress(feedback, update, residual, seed, weight)
 
+    previous = round_composer.stage_fn(stages, 'upload')
+
     def upload(r: round_composer.Round) -> round_composer.Stage:
+        before = previous(r)
+        value, weight = before.result
         sent, new_residuals = tff.federated_map(client_compress, (
-            r.work.result.update, r.values[RESIDUAL_SLOT], r.values['seed'],
-            r.work.result.update_weight))
-        return round_composer.Stage((sent, r.work.result.update_weight), (),
-                                    client_states={RESIDUAL_SLOT: new_residuals})
+            value, r.values[RESIDUAL_SLOT], r.values[SEED], weight))
+        return dataclasses.replace(before, result=(sent, weight), client_states={
+            **before.client_states, RESIDUAL_SLOT: new_residuals})
 
-    composed, next_fn = round_composer.compose(round_composer.RoundStages(
-        round_composer.LearningParts(initial_model_weights_fn, distributor, client_work,
-                                     aggregator, finalizer),
-        client_values={RESIDUAL_SLOT: update_type, 'seed': seed_type}, slots=(RESIDUAL_SLOT,),
-        upload=upload))
-
-    return client_state.StatefulLearningProcess(
-        composed, next_fn, update_type,
-        client_inputs=lambda round_num, ids: [feedback.client_seed(round_num, c) for c in ids],
-        slot=RESIDUAL_SLOT)
+    return dataclasses.replace(
+        stages, client_values={**stages.client_values, RESIDUAL_SLOT: update_type,
+                               SEED: seed_type},
+        slots=(*stages.slots, RESIDUAL_SLOT),
+        client_inputs={**stages.client_inputs,
+                       SEED: lambda round_num, ids: [feedback.client_seed(round_num, c)
+                                                     for c in ids]},
+        upload=upload)
 
 
 ERROR_FEEDBACK = options.Registry(
@@ -125,7 +132,7 @@ ERROR_FEEDBACK = options.Registry(
             requires={options.SPARSIFIER: 'keeps what a sparsifier dropped for the next round',
                       options.ERROR_FEEDBACK_CLIENT: 'needs an algorithm whose clients can keep '
                                                      'residuals'},
-            # Clients sparsify (see `compose_with_error_feedback`); the server averages.
+            # Clients sparsify (see `with_error_feedback`); the server averages.
             aggregator=lambda config, selection, uniform, max_weight: aggregation.mean_factory(uniform),
             client_extras=lambda config, masked_labels: {'error_feedback': ErrorFeedback(
                 config.compression, config.compression_k, config.seed)}),

@@ -91,13 +91,17 @@ class CommunicationLedger:
     Every selected client downloads the model; every participant uploads an update, or only
     those `uploaders(plan)` names (a round in which some participants send nothing, e.g. a
     SecAgg round whose protocol aborted before the masked inputs). `uploaders` must depend on
-    the plan alone: rounds are charged before they run, and charged again on resume.
+    the plan alone: rounds are charged before they run, and charged again on resume. An update
+    may also carry tensors of `plain_sizes` values outside its encoding, as 32-bit floats (e.g.
+    SCAFFOLD's control-variate delta, which the model aggregator never sees).
     """
 
     def __init__(self, update_sizes: Sequence[int], broadcast_values: int, uplink: UplinkEncoding,
-                 uploaders: Optional[Callable[[RoundPlan], Sequence[Any]]] = None):
+                 uploaders: Optional[Callable[[RoundPlan], Sequence[Any]]] = None,
+                 plain_sizes: Sequence[int] = ()):
         self.update_sizes, self.broadcast_values, self.uplink = list(update_sizes), broadcast_values, uplink
         self.uploaders = uploaders
+        self.plain_sizes = list(plain_sizes)
         self.uplink_total = self.downlink_total = 0
 
     @property
@@ -106,7 +110,8 @@ class CommunicationLedger:
 
     @property
     def uplink_client_bytes(self) -> int:
-        return self.uplink.client_bytes(self.update_sizes)
+        return (self.uplink.client_bytes(self.update_sizes)
+                + math.ceil(sum(self.plain_sizes) * FLOAT_BITS / 8))
 
     def charge(self, plan: RoundPlan) -> dict[str, int]:
         """Records the round's traffic; returns its metric columns."""

@@ -41,13 +41,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import composed_process, options, round_composer, rounds
+from fl_tff import client_state, options, round_composer, rounds
 from fl_tff.communication import ledger, secure
 from fl_tff.secagg import protocol, shamir
 
@@ -143,39 +144,45 @@ class ProtocolRoundOutput:
     metrics: Any
     columns: dict[str, float]
     abort_reason: str = ''
+    client_states: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
 
 
-class SecAggLearningProcess(composed_process.ComposedNextProcess):
+class SecAggLearningProcess(client_state.StagedProcess):
     """A learning process whose round runs the SecAgg protocol around TFF's `next` (see the
-    module docstring). It keeps the composed process's state, weights and hyperparameters.
+    module docstring). It keeps the composed process's state, weights and hyperparameters, and
+    the round's client-state slots if it has any (a personalized algorithm's personal part):
+    participants whose masked input is not sent keep their states.
 
     Args:
-      composed: The process with the structural secure mean (same state).
-      next_fn: `(state, client data, masks @CLIENTS, correction @SERVER) -> (state, metrics)`.
-      packing: The clients' encoding.
-      bits: M, the modulus of masks and sums.
+      secagg: The round with the protocol (`with_secagg`).
       settings: The protocol's settings.
-      masked_upload: The clients' step-2 computation inside `next_fn`, `(update, weight, mask)
-        -> upload` (for inspection: what the server receives).
     """
 
-    needs = rounds.RoundNeeds(plan=True)  # Its cohort runs the protocol; dropouts are the plan's.
+    PROVIDED = ('mask',)  # Each participant's mask, from the protocol's key agreement.
 
-    def __init__(self, composed: tff.learning.templates.LearningProcess, next_fn: tff.Computation,
-                 packing: secure.Packing, bits: int, settings: SecAggSettings,
-                 masked_upload: tff.Computation):
-        super().__init__(composed, next_fn)
-        self.packing, self.bits, self.settings = packing, bits, settings
-        self.masked_upload = masked_upload
+    def __init__(self, secagg: SecAggRound, settings: SecAggSettings):
+        super().__init__(secagg.stages)
+        self.packing, self.bits, self.settings = secagg.packing, secagg.bits, settings
+        self.masked_upload = secagg.masked_upload
+
+    @property
+    def needs(self) -> rounds.RoundNeeds:
+        """The plan (its cohort runs the protocol; dropouts are the plan's) and the round's
+        client-state slots."""
+        return dataclasses.replace(super().needs, plan=True)
 
     def run_round(self, state: Any, client_data: list,
                   inputs: rounds.RoundInputs) -> rounds.RoundOutput:
         """`next_for_plan` for the round's plan; the protocol's columns join the round's."""
-        output = self.next_for_plan(state, client_data, inputs.plan)
-        return rounds.RoundOutput(output.state, output.metrics, columns=output.columns)
+        output = self.next_for_plan(state, client_data, inputs.plan,
+                                    client_states=inputs.client_states)
+        return rounds.RoundOutput(output.state, output.metrics, output.client_states,
+                                  columns=output.columns)
 
     def next_for_plan(self, state: Any, client_data: list, plan: 'RoundPlan',
-                      dropouts: Optional[protocol.Dropouts] = None) -> ProtocolRoundOutput:
+                      dropouts: Optional[protocol.Dropouts] = None,
+                      client_states: Optional[Mapping[str, Sequence[Any]]] = None,
+                      ) -> ProtocolRoundOutput:
         """One round for `plan`'s participants (`client_data` in `plan.participants` order).
 
         Args:
@@ -185,9 +192,12 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
           dropouts: Who drops at which step, by 1-based position in `plan.selected` (default:
             `protocol_dropouts`); the clients whose masked input arrives must be the plan's
             participants.
+          client_states: Slot -> the participants' states (same order), for a round with
+            client-state slots.
 
         Returns:
-          The output; when the protocol aborts, the unchanged state and metrics None.
+          The output; when the protocol aborts, the unchanged state and metrics None (and no
+          new client states).
 
         Raises:
           ValueError: Data that does not match the participants, more selected clients than the
@@ -221,11 +231,22 @@ class SecAggLearningProcess(composed_process.ComposedNextProcess):
             correction = session.unmask(size)
         except protocol.ProtocolAborted as e:
             return ProtocolRoundOutput(state, None, _columns(session, threshold, e), str(e))
-        data = [client_data[i] for i in kept]
-        client_masks = [masks[participants[i]].astype(np.int32) for i in kept]
-        new_state, metrics = self._next_with_values(
-            state, data, client_masks, correction.astype(np.int64), flatten=lambda m: [m])
-        return ProtocolRoundOutput(new_state, metrics, _columns(session, threshold))
+        states = dict(client_states or {})
+        ids = [c for c, _ in plan.participants]
+        new_state, metrics, new_states = self._run_stages(
+            state, [client_data[i] for i in kept],
+            slot_states={slot: [states[slot][i] for i in kept] for slot in self.slots},
+            client_ids=[ids[i] for i in kept], round_num=plan.round_num,
+            provided={'mask': [masks[participants[i]].astype(np.int32) for i in kept]},
+            server_values=[correction.astype(np.int64)])
+        # A participant whose masked input is not sent (it gave up in step 1) keeps its states.
+        for slot, new in new_states.items():
+            merged = list(states[slot])
+            for i, state_i in zip(kept, new):
+                merged[i] = state_i
+            new_states[slot] = merged
+        return ProtocolRoundOutput(new_state, metrics, _columns(session, threshold),
+                                   client_states=new_states)
 
     def _graph_seed(self, plan: 'RoundPlan') -> int:
         """The seed of the round's SecAgg+ graph."""
@@ -292,36 +313,48 @@ def _columns(session: protocol.Session, threshold: int,
     return columns
 
 
-def compose_with_secagg(
-        settings: SecAggSettings,
-        model_aggregator: PackedSecureMean,
-        initial_model_weights_fn: tff.Computation,
-        distributor: tff.templates.MeasuredProcess,
-        client_work: tff.learning.templates.ClientWorkProcess,
-        aggregator: tff.templates.AggregationProcess,
-        finalizer: tff.learning.templates.FinalizerProcess,
-) -> SecAggLearningProcess:
-    """TFF's learning-process composition with the SecAgg protocol as its aggregation.
+@dataclasses.dataclass(frozen=True)
+class SecAggRound:
+    """A round's stages with the SecAgg protocol as their aggregation (`with_secagg`).
+
+    Attributes:
+      stages: The round: its upload masks what the wrapped upload sends; its aggregate sums
+        the masked vectors and unmasks the sum with the server's correction.
+      packing: The clients' encoding.
+      bits: M, the modulus of masks and sums.
+      masked_upload: The clients' step-2 computation, `(update, weight, mask) -> upload`.
+    """
+
+    stages: round_composer.RoundStages
+    packing: secure.Packing
+    bits: int
+    masked_upload: tff.Computation
+
+
+def with_secagg(stages: round_composer.RoundStages, settings: SecAggSettings,
+                model_aggregator: PackedSecureMean) -> SecAggRound:
+    """`stages` whose upload is masked and whose aggregation is the SecAgg protocol's: each
+    client packs what the round's upload stage sends (the model delta of FedAvg, the shared
+    delta of a personalized algorithm; client-state slots stay on the client) with its weight,
+    adds its mask (a client value) modulo 2^M; the server sums the masked vectors and subtracts
+    its correction (a server value).
 
     Args:
+      stages: The round without the protocol; its aggregator was created from
+        `model_aggregator`, whose state passes through unchanged.
       settings: The protocol's settings.
-      model_aggregator: The structural secure mean (`aggregator` was created from it): its
-        packing encodes the clients' updates.
-      initial_model_weights_fn, distributor, client_work, aggregator, finalizer: The parts of
-        `tff.learning.templates.compose_learning_process`.
-
-    Returns:
-      The process; its state is the composed process's (the structural aggregator's state
-      passes through unchanged).
+      model_aggregator: The structural secure mean: its packing encodes the uploads.
 
     Raises:
       TypeError: `model_aggregator` is not a packed secure mean.
+      ValueError: A modulus beyond 31 bits.
     """
     if not isinstance(model_aggregator, PackedSecureMean):
         raise TypeError('--secagg masks the packed vectors of the secure mean (--secure_agg); '
                         f'got {type(model_aggregator).__name__}')
-    result_type = client_work.next.type_signature.result.result.member
-    packing = model_aggregator.packing(result_type.update)
+    parameters = stages.parts.aggregator.next.type_signature.parameter
+    value_type, weight_type = parameters[1].member, parameters[2].member
+    packing = model_aggregator.packing(value_type)
     bits = modulus_bits(packing.bits, settings.max_cohort)
     low_bits = (1 << bits) - 1
     if bits > 31:
@@ -330,7 +363,7 @@ def compose_with_secagg(
     mask_type = tff.TensorType(np.int32, [packing.size])  # Masks < 2^M <= 2^31: half the bytes.
     vector_type = tff.TensorType(np.int64, [packing.size])
 
-    @tff.tensorflow.computation(result_type.update, result_type.update_weight, mask_type)
+    @tff.tensorflow.computation(value_type, weight_type, mask_type)
     def masked_upload(update, weight, mask):
         """The client's step-2 message: its packed vector plus its mask, mod 2^M."""
         packed = tf.cast(packing.encode(update, weight), tf.int64)
@@ -343,10 +376,13 @@ def compose_with_secagg(
         total = tf.bitwise.bitwise_and(masked_sum - correction, tf.constant(low_bits, tf.int64))
         return packing.decode_mean(total)
 
+    previous = round_composer.stage_fn(stages, 'upload')
+
     def upload(r: round_composer.Round) -> round_composer.Stage:
-        masked = tff.federated_map(masked_upload, (
-            r.work.result.update, r.work.result.update_weight, r.values['mask']))
-        return round_composer.Stage((masked, None), ())
+        before = previous(r)
+        value, weight = before.result
+        masked = tff.federated_map(masked_upload, (value, weight, r.values['mask']))
+        return dataclasses.replace(before, result=(masked, None))
 
     def aggregate(r: round_composer.Round) -> round_composer.Stage:
         # The server sums masked vectors only; its correction unmasks the sum.
@@ -356,13 +392,12 @@ def compose_with_secagg(
         return round_composer.Stage(mean, r.state.aggregator, tff.federated_zip(
             collections.OrderedDict(secure_clipped_fraction=clipped)))
 
-    composed, next_fn = round_composer.compose(round_composer.RoundStages(
-        round_composer.LearningParts(initial_model_weights_fn, distributor, client_work,
-                                     aggregator, finalizer),
-        client_values={'mask': mask_type}, server_values={'correction': vector_type},
-        upload=upload, aggregate=aggregate))
-
-    return SecAggLearningProcess(composed, next_fn, packing, bits, settings, masked_upload)
+    if stages.aggregate is not None:
+        raise ValueError('the round already replaces its aggregation; SecAgg cannot wrap it')
+    return SecAggRound(dataclasses.replace(
+        stages, client_values={**stages.client_values, 'mask': mask_type},
+        server_values={**stages.server_values, 'correction': vector_type},
+        upload=upload, aggregate=aggregate), packing, bits, masked_upload)
 
 
 # SecAgg+'s graph must stay connected among the clients whose masked input arrives: else the
@@ -487,7 +522,6 @@ SECAGG = options.Registry(
                                               'clients\' masks to their uploads'},
             excludes={options.USER_LEVEL_DP: 'TFF\'s DP aggregator sums the records itself, '
                                              'so the masks cannot reach them',
-                      options.CLIENT_STATE: 'client state composes its own round',
                       options.ASYNCHRONOUS: 'a buffer of asynchronous updates has no cohort '
                                             'to share keys in'},
             check=_check,

@@ -11,7 +11,9 @@ from fl_tff.algorithms import build_fedavg, personalization
 from fl_tff.algorithms.ditto import build_ditto
 from fl_tff.algorithms.fedper import build_fedper
 from fl_tff.algorithms.fedrep import build_fedrep
-from tests.helpers import float_tensor_shapes, max_abs_diff, plan_rounds, to_batches
+from fl_tff.communication.error_feedback import ErrorFeedback
+from tests.helpers import (float_tensor_shapes, max_abs_diff, numpy_top_k, plan_rounds,
+                           to_batches)
 
 SGD = tff.learning.optimizers.build_sgdm
 LR = 0.05
@@ -101,11 +103,13 @@ def test_no_personal_layers_runs_from_the_driver_as_fedavg(tff_runtime, tmp_path
         assert max_abs_diff(run.final_weights.trainable, plain.final_weights.trainable) == 0.0
 
 
-def _plain_personal_layers_round(keras_fn, x, heads, ids, datasets, head_steps=None):
+def _plain_personal_layers_round(keras_fn, x, heads, ids, datasets, head_steps=None,
+                                 residuals=None, fraction=None):
     """One round of FedPer (head_steps None) or FedRep written plainly: each client starts from
     the global body and its own head (the global head the first time); FedPer trains all
     variables together, FedRep the head for its first `head_steps[cid]` steps then the body;
-    the server averages the body deltas by examples processed."""
+    the server averages the body deltas by examples processed. With `residuals` (client id ->
+    e_i), each client sends top-k(x - y + e_i) of its body and keeps the rest as e_i."""
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     deltas, weights = [], []
     for cid, ds in zip(ids, datasets):
@@ -123,7 +127,14 @@ def _plain_personal_layers_round(keras_fn, x, heads, ids, datasets, head_steps=N
             n += len(batch['y'])
         y = [v.numpy() for v in model.trainable_variables]
         heads[cid] = y[4:]
-        deltas.append([yy - xx for yy, xx in zip(y[:4], x[:4])])
+        if residuals is None:
+            deltas.append([yy - xx for yy, xx in zip(y[:4], x[:4])])
+        else:
+            corrected = [xx - yy + e for xx, yy, e in zip(
+                x[:4], y[:4], residuals.get(cid, [np.zeros_like(t) for t in x[:4]]))]
+            sent = [numpy_top_k(t, fraction) for t in corrected]
+            residuals[cid] = [t - s for t, s in zip(corrected, sent)]
+            deltas.append([-s for s in sent])
         weights.append(n)
     w = np.array(weights, np.float64) / sum(weights)
     return [xx + sum(wi * d[i] for wi, d in zip(w, deltas)) for i, xx in enumerate(x[:4])] + x[4:]
@@ -162,6 +173,42 @@ def test_three_rounds_equal_the_papers_updates_written_plainly(tff_runtime, setu
     for cid, head in heads.items():
         assert max_abs_diff(stored[cid], head) <= 1e-5
         assert max_abs_diff(stored[cid], x[4:]) > 1e-3  # Heads are personal.
+
+
+def test_fedper_with_error_feedback_equals_the_papers_update_with_compressed_bodies(
+        tff_runtime, setup, keras_fn):
+    """Error feedback joins FedPer as a second client-state slot beside the head: each client
+    sends top-k of its body delta plus its residual; checked against FedPer written plainly
+    with that compression (NumPy top-k)."""
+    model_fn, select = setup
+    fraction = 0.25
+    process = build_fedper(model_fn, personal_layers=1, client_optimizer=SGD(LR),
+                           server_optimizer=SGD(1.0),
+                           error_feedback=ErrorFeedback('topk', fraction))
+    assert process.slots == ('personal', 'residual')
+    state, stored = process.initialize(), {}
+    for r in range(1, 4):
+        plan = select.plan(r)
+        ids = [c for c, _ in plan.participants]
+        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
+                           client_states={slot: [stored.get((slot, i), initial) for i in ids]
+                                          for slot, initial in process.needs.client_states.items()})
+        state = out.state
+        for slot, states in out.client_states.items():
+            stored.update({(slot, i): s for i, s in zip(ids, states)})
+    x = [np.asarray(w) for w in process.get_model_weights(process.initialize()).trainable]
+    heads, residuals = {}, {}
+    for r in range(1, 4):
+        plan = select.plan(r)
+        x = _plain_personal_layers_round(
+            keras_fn, x, heads, [c for c, _ in plan.participants],
+            [to_batches(d) for d in plan_rounds(select, plan)], None, residuals, fraction)
+    assert max(np.abs(t).max() for e in residuals.values() for t in e) > 1e-3  # Owed mass.
+    assert max_abs_diff(process.get_model_weights(state).trainable, x) <= 1e-5
+    for cid in heads:
+        assert max_abs_diff(stored[('personal', cid)], heads[cid]) <= 1e-5
+        assert max_abs_diff(stored[('residual', cid)], residuals[cid]) <= 1e-5
+    assert len(stored[('residual', cid)]) == 4  # The body's tensors only: heads are never sent.
 
 
 @pytest.mark.parametrize('ditto_lambda', [0.0, 1e3])

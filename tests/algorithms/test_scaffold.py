@@ -7,21 +7,28 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import experiment
+from fl_tff import experiment, rounds, simulation
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
+from fl_tff.communication.error_feedback import ErrorFeedback
+from fl_tff.privacy.dpsgd import DpSgd
 from fl_tff.config import ConfigError, ExperimentConfig
 from tests.algorithms.test_fedavg import run_rounds
-from tests.helpers import max_abs_diff, plan_rounds, to_batches
+from tests.helpers import (clipped_mean_gradients, max_abs_diff, numpy_top_k, plan_rounds,
+                           to_batches)
 
 SGD = tff.learning.optimizers.build_sgdm
 LR, NUM_CLIENTS = 0.05, 6
 
 
-def _reference_round(keras_fn, x, c, client_cs, ids, datasets):
+def _reference_round(keras_fn, x, c, client_cs, ids, datasets, residuals=None, fraction=None,
+                     clip=None):
     """One round of Algorithm 1 (Karimireddy et al. 2020), option II, eta_g = 1: clients take
     K steps y <- y - lr (g(y) - c_i + c), c_i+ = c_i - c + (x - y) / (K lr); the server moves
-    x by the mean of y - x and c by the sum of (c_i+ - c_i) over N."""
+    x by the mean of y - x and c by the sum of (c_i+ - c_i) over N. With `residuals` (client id
+    -> e_i), each client sends top-k(x - y + e_i) instead of x - y and keeps the rest as e_i
+    (error feedback; dc_i is sent as it is). With `clip`, g is DP-SGD's gradient without noise
+    (each example's gradient clipped to `clip`, averaged)."""
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     zeros = [np.zeros_like(w) for w in x]
     model = keras_fn()
@@ -40,12 +47,23 @@ def _reference_round(keras_fn, x, c, client_cs, ids, datasets):
         ci = client_cs.get(cid, zeros)
         steps = 0
         for batch in ds:
-            step(batch['x'], batch['y'], [tf.constant(t) for t in c],
-                 [tf.constant(t) for t in ci])
+            if clip is None:
+                step(batch['x'], batch['y'], [tf.constant(t) for t in c],
+                     [tf.constant(t) for t in ci])
+            else:
+                grads = clipped_mean_gradients(model, batch['x'], batch['y'], clip)
+                for v, g, cc, cci in zip(model.trainable_variables, grads, c, ci):
+                    v.assign_sub(LR * (g - cci + cc))
             steps += 1
         y = [v.numpy() for v in model.trainable_variables]
         new_ci = [cci - cc + (xx - yy) / (steps * LR) for cci, cc, xx, yy in zip(ci, c, x, y)]
-        dys.append([yy - xx for yy, xx in zip(y, x)])
+        if residuals is None:
+            dys.append([yy - xx for yy, xx in zip(y, x)])
+        else:
+            corrected = [xx - yy + e for xx, yy, e in zip(x, y, residuals.get(cid, zeros))]
+            sent = [numpy_top_k(t, fraction) for t in corrected]
+            residuals[cid] = [t - s for t, s in zip(corrected, sent)]
+            dys.append([-s for s in sent])
         dcs.append([n - o for n, o in zip(new_ci, ci)])
         client_cs[cid] = new_ci
     new_x = [xx + np.mean([d[i] for d in dys], axis=0) for i, xx in enumerate(x)]
@@ -109,6 +127,87 @@ def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, kera
     assert max_abs_diff(fedavg.trainable, weights.trainable) > 1e-4  # Corrections matter.
 
 
+def test_with_error_feedback_three_rounds_equal_algorithm_1_with_compressed_deltas(
+        tff_runtime, setup, keras_fn):
+    """Error feedback joins SCAFFOLD as a second client-state slot: each client sends
+    top-k(x - y + e_i) and keeps the rest as e_i beside its c_i; dc_i is sent as it is. Checked
+    against Algorithm 1 with that compression written plainly (NumPy top-k)."""
+    model_fn, select = setup
+    fraction = 0.3
+    process = build_scaffold(model_fn, num_clients=NUM_CLIENTS, client_optimizer=SGD(LR),
+                             server_optimizer=SGD(1.0),
+                             weighting=tff.learning.ClientWeighting.UNIFORM,
+                             error_feedback=ErrorFeedback('topk', fraction))
+    assert process.slots == ('control_variate', 'residual')
+    initial = process.get_model_weights(process.initialize())
+    state, stored = process.initialize(), {}
+    for r in range(1, 4):
+        plan = select.plan(r)
+        ids = [c for c, _ in plan.participants]
+        inputs = rounds.RoundInputs(r, plan, ids, {
+            slot: [stored.get((slot, i), initial_state) for i in ids]
+            for slot, initial_state in process.needs.client_states.items()})
+        out = process.run_round(state, plan_rounds(select, plan), inputs)
+        state = out.state
+        for slot, states in out.client_states.items():
+            stored.update({(slot, i): s for i, s in zip(ids, states)})
+
+    x = [np.asarray(w) for w in initial.trainable]
+    c = [np.zeros_like(w) for w in x]
+    client_cs, residuals = {}, {}
+    for r in range(1, 4):
+        plan = select.plan(r)
+        clients = [cid for cid, _ in plan.participants]
+        x, c = _reference_round(keras_fn, x, c, client_cs, clients,
+                                [to_batches(d) for d in plan_rounds(select, plan)],
+                                residuals, fraction)
+    assert max(np.abs(t).max() for e in residuals.values() for t in e) > 1e-3  # Owed mass.
+    assert max_abs_diff(process.get_model_weights(state).trainable, x) <= 1e-5
+    assert max_abs_diff(state.finalizer[1], c) <= 1e-5
+    for cid in client_cs:
+        assert max_abs_diff(stored[('control_variate', cid)], client_cs[cid]) <= 1e-5
+        assert max_abs_diff(stored[('residual', cid)], residuals[cid]) <= 1e-5
+
+
+def test_with_dp_sgd_two_rounds_equal_algorithm_1_with_clipped_gradients(
+        tff_runtime, setup, keras_fn, skewed_digits):
+    """Example-level DP-SGD inside SCAFFOLD: each local step's g_i is the clipped per-example
+    mean (noise 0 here, so the oracle can follow it), corrected by c - c_i as always."""
+    model_fn, _ = setup  # Two clients a round, one epoch: the oracle loops over examples.
+    select = simulation.build_training_selection_fn(
+        skewed_digits.train, clients_per_round=2, epochs=1, batch_size=8, seed=11)
+    process = build_scaffold(model_fn, num_clients=NUM_CLIENTS, client_optimizer=SGD(LR),
+                             server_optimizer=SGD(1.0),
+                             weighting=tff.learning.ClientWeighting.UNIFORM,
+                             dp_sgd=DpSgd(clip=0.05, noise_multiplier=0.0))
+    initial = process.get_model_weights(process.initialize())
+    state, stored = process.initialize(), {}
+    for r in range(1, 3):
+        plan = select.plan(r)
+        ids = list(plan.participants)
+        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
+                           client_states=[stored.get(i, process.initial_client_state())
+                                          for i in ids])
+        state = out.state
+        stored.update(zip(ids, out.client_states))
+    x = [np.asarray(w) for w in initial.trainable]
+    c = [np.zeros_like(w) for w in x]
+    client_cs = {}
+    for r in range(1, 3):
+        plan = select.plan(r)
+        data = [to_batches(d) for d in plan_rounds(select, plan)]
+        if r == 1:  # Clipping is active: round 1 without it ends elsewhere.
+            unclipped, _ = _reference_round(keras_fn, x, c, {}, list(plan.participants), data)
+        x, c = _reference_round(keras_fn, x, c, client_cs, list(plan.participants), data,
+                                clip=0.05)
+        if r == 1:
+            assert max_abs_diff(x, unclipped) > 1e-3
+    assert max_abs_diff(process.get_model_weights(state).trainable, x) <= 1e-5
+    assert max_abs_diff(state.finalizer[1], c) <= 1e-5
+    for cid, expected in client_cs.items():
+        assert max_abs_diff(stored[cid], expected) <= 1e-4
+
+
 def test_refuses_a_client_optimizer_with_momentum(setup):
     model_fn, _ = setup
     with pytest.raises(ValueError, match='plain SGD'):
@@ -146,9 +245,17 @@ def test_driver_path_round_one_is_fedavg_later_rounds_are_not_and_uplink_carries
 @pytest.mark.parametrize('overrides,message', [
     (dict(dp='fixed', noise_multiplier=1.0), '--dp=fixed does not combine with --algorithm=scaffold'),
     (dict(secure_agg=True), 'does not combine with --algorithm=scaffold'),
-    (dict(compression='quantize'), '--compression=quantize does not combine with --algorithm=scaffold'),
     (dict(workers='localhost:1,localhost:2'), 'client state'),
 ])
 def test_driver_refuses_what_scaffold_cannot_do_honestly(overrides, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(BASE, algorithm='scaffold', **overrides).validate()
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(compression='quantize'), dict(compression='topk', error_feedback=True),
+    dict(dp='dpsgd', noise_multiplier=1.0, clip=1.0)])
+def test_compression_error_feedback_and_dp_sgd_combine_with_scaffold(overrides):
+    """The model delta goes through the model aggregator (so it can be compressed), error
+    feedback wraps the upload, DP-SGD is each local step's gradient."""
+    dataclasses.replace(BASE, algorithm='scaffold', **overrides).validate()

@@ -5,6 +5,7 @@ import dataclasses
 import glob
 import os
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -74,6 +75,31 @@ def test_residuals_are_checkpointed_and_a_resume_matches_an_uninterrupted_run(tf
     os.remove(os.path.join(checkpoints, 'client_states_2.npz'))
     with pytest.raises(FileNotFoundError, match='client_states_2.npz is missing'):
         _run(tmp_path, 'resumed', **settings)
+
+
+def test_with_scaffold_two_slots_are_checkpointed_resumed_and_billed(tff_runtime, tmp_path):
+    """SCAFFOLD with top-k and error feedback from the driver: c_i and e_i are two slots of one
+    checkpoint, a resume from round 1 matches the uninterrupted run, and each upload is billed
+    as the top-k model delta plus dc_i in float32."""
+    settings = dict(algorithm='scaffold', client_weighting='uniform', compression='topk',
+                    compression_k=0.05, error_feedback=True, rounds=2, eval_every=2,
+                    checkpoint_every=1)
+    reference = _run(tmp_path, 'reference', **settings)
+    checkpoints = os.path.join(tmp_path, 'reference', 'checkpoints')
+    with zipfile.ZipFile(os.path.join(checkpoints, 'client_states_1.npz')) as archive:
+        assert sorted(archive.namelist()) == ['control_variate.npz', 'residual.npz']
+    _run(tmp_path, 'resumed', **settings)
+    checkpoints = os.path.join(tmp_path, 'resumed', 'checkpoints')
+    for path in glob.glob(os.path.join(checkpoints, '*2*')):
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    resumed = _run(tmp_path, 'resumed', **settings)
+    np.testing.assert_array_equal(_flat(resumed.final_weights), _flat(reference.final_weights))
+    # Uniform weights send no weight; top-k: ceil(0.05 n) values of 32 bits plus their
+    # ceil(log2 n)-bit indices per tensor; dc_i: every value as float32.
+    sizes = [64 * 32, 32, 32 * 32, 32, 32 * 10, 10]
+    index_bits = [11, 5, 10, 5, 9, 4]
+    top_k_bits = sum(-(-n * 5 // 100) * (32 + b) for n, b in zip(sizes, index_bits))
+    assert reference.history[-1]['uplink_bytes_per_client'] == -(-top_k_bits // 8) + 4 * sum(sizes)
 
 
 def test_error_feedback_rescues_aggressive_top_k(tff_runtime, tmp_path):

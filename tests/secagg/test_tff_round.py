@@ -100,6 +100,52 @@ def test_masks_read_from_files_in_the_worker_give_the_same_model(processes, tmp_
     assert list((tmp_path / 'masks').iterdir()) == []
 
 
+@pytest.mark.parametrize('algorithm,slot', [('fedper', 'personal'), ('feddyn', 'dyn_gradient')])
+def test_stateful_algorithms_with_the_protocol_equal_the_structural_secure_sum(
+        tff_runtime, algorithm, slot):
+    """SecAgg with client state: the protocol masks what is uploaded (FedPer's shared delta,
+    FedDyn's delta) and leaves the slots on the clients, so the run equals the one with the
+    structural secure sum bit for bit over two rounds (the second with a dropout before its
+    masked input), client states included; with FedPer no aggregation in the compiled round
+    carries a head-shaped tensor."""
+    config = dataclasses.replace(BASE, algorithm=algorithm,
+                                 **({'personal_layers': 1} if algorithm == 'fedper' else {}))
+    structural, select = _build(config)
+    masked, _ = _build(dataclasses.replace(config, secagg=True))
+    assert masked.slots == (slot,) and masked.needs.plan
+    if algorithm == 'fedper':
+        tree = masked.next_computation.to_building_block()
+        for call in tree_analysis.find_unsecure_aggregation_in_tree(tree):
+            assert not set(float_tensor_shapes(call.argument.type_signature)) & {(32, 10), (10,)}
+    state, reference = masked.initialize(), structural.initialize()
+    heads, reference_heads = {}, {}
+    initial_head = masked.needs.client_states[slot]
+    for round_num, dropped in ((1, 0), (2, 1)):
+        plan = select.plan(round_num)
+        if dropped:  # The last selected client drops before its masked input arrives.
+            chosen = tuple((c, e) for c, e in plan.participants if c != plan.selected[-1])
+            plan = RoundPlan(round_num, plan.selected, chosen, dropped=1)
+        data = [select.client_round(t) for t in select.client_inputs(plan)]
+        ids = [c for c, _ in plan.participants]
+        out = masked.next_for_plan(
+            state, data, plan, dropouts=_dropouts('masked_input', dropped),
+            client_states={slot: [heads.get(c, initial_head) for c in ids]})
+        assert out.columns['secagg_aborted'] == 0
+        expected = structural.next(
+            reference, data, client_ids=ids, round_num=round_num,
+            client_states=[reference_heads.get(c, initial_head) for c in ids])
+        state, reference = out.state, expected.state
+        heads.update(zip(ids, out.client_states[slot]))
+        reference_heads.update(zip(ids, expected.client_states))
+        for got, want in zip(_weights(masked, state), _weights(structural, reference)):
+            np.testing.assert_array_equal(got, want)
+    assert heads.keys() == reference_heads.keys()
+    for client, head in heads.items():
+        for got, want in zip(head, reference_heads[client]):
+            np.testing.assert_array_equal(got, want)
+        assert max(np.abs(g - i).max() for g, i in zip(head, initial_head)) > 1e-4  # Trained.
+
+
 @pytest.mark.parametrize('step', ['share_keys', 'masked_input'])
 def test_secagg_plus_neighbourhoods_give_the_same_model(processes, tff_runtime, step):
     """k = 4 neighbours on a ring: each client's secrets have 5 holders, t = 3. A client that
@@ -217,7 +263,8 @@ def test_the_compiled_round_aggregates_only_masked_vectors(processes):
     import tensorflow_federated as tff
     size = masked.packing.size
     parameters = masked.next_computation.type_signature.parameter
-    assert parameters[2] == tff.FederatedType(tff.TensorType(np.int32, [size]), tff.CLIENTS)
+    assert parameters[2] == tff.FederatedType(
+        tff.StructType([('mask', tff.TensorType(np.int32, [size]))]), tff.CLIENTS)
     assert parameters[3] == tff.FederatedType(tff.TensorType(np.int64, [size]), tff.SERVER)
 
 
