@@ -28,7 +28,7 @@ from fl_tff import client_state, round_composer, round_wrappers
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.secagg import tff_round
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.models.model_fn import KerasModelFn, ModelFn
 
 PERSONAL_SLOT = 'personal'  # Each client's personal part (its client-state slot).
 
@@ -63,14 +63,30 @@ def personal_mask(model_fn: ModelFn, personal_layers: int) -> tuple[bool, ...]:
       ValueError: `personal_layers` < 0, or not fewer than the model's layers with variables
         (at least one layer must stay shared).
     """
-    with tf.Graph().as_default():
-        variables = model_fn().trainable_variables
-    groups = layer_groups(variables)
+    count, groups = _variable_layers(model_fn)
     if not 0 <= personal_layers < len(groups):
         raise ValueError(f'personal_layers must be in [0, {len(groups) - 1}] for this model '
                          f'({len(groups)} layers with trainable variables), got {personal_layers}')
     personal = {i for group in groups[len(groups) - personal_layers:] for i in group}
-    return tuple(i in personal for i in range(len(variables)))
+    return tuple(i in personal for i in range(count))
+
+
+# computation_key -> (number of trainable variables, their layer groups): the variables of a
+# model do not depend on its seed, so the model is built once per architecture.
+_LAYERS: dict[tuple, tuple[int, list[list[int]]]] = {}
+
+
+def _variable_layers(model_fn: ModelFn) -> tuple[int, list[list[int]]]:
+    """(number of trainable variables, `layer_groups` of them) of the model `model_fn` builds."""
+    key = model_fn.computation_key if isinstance(model_fn, KerasModelFn) else None
+    if key is not None and key in _LAYERS:
+        return _LAYERS[key]
+    with tf.Graph().as_default():
+        variables = model_fn().trainable_variables
+    layers = (len(variables), layer_groups(variables))
+    if key is not None:
+        _LAYERS[key] = layers
+    return layers
 
 
 def require_plain_sgd(optimizer: tff.learning.optimizers.Optimizer, model_fn: ModelFn,

@@ -1,5 +1,6 @@
 """Our FedAvg against TFF's built-in algorithms, TFF's simulation tooling, and edge cases."""
 
+import asyncio
 import collections
 
 import numpy as np
@@ -153,10 +154,18 @@ def test_runs_under_tff_run_training_process_with_uniform_sampling(tff_runtime, 
             'sparse_categorical_accuracy']}
 
     releases = tff.program.MemoryReleaseManager()
-    final_state = tff.simulation.run_training_process(
-        process, selection, total_rounds=6, evaluation_fn=evaluation_fn,
-        evaluation_selection_fn=lambda _: test_sets, rounds_per_evaluation=3,
-        metrics_managers=[releases])
+    # TFF's loop takes the thread's current event loop (asyncio.get_event_loop), of which an
+    # earlier asyncio.run in this test process leaves none: give it one, as a script would.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        final_state = tff.simulation.run_training_process(
+            process, selection, total_rounds=6, evaluation_fn=evaluation_fn,
+            evaluation_selection_fn=lambda _: test_sets, rounds_per_evaluation=3,
+            metrics_managers=[releases])
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     released = dict(releases.values())
     assert sorted(released) == list(range(7))
     assert released[6]['evaluation/accuracy'] > released[0]['evaluation/accuracy'] + 0.3
