@@ -85,24 +85,13 @@ def _client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
 def _build_finalizer(server_optimizer: tff.learning.optimizers.Optimizer, weights_type: tff.Type,
                      alpha: float, num_clients: int,
                      ) -> tuple[tff.learning.templates.FinalizerProcess, tff.Computation]:
-    """The finalizer (state: optimizer state and h) and FedDyn's server update.
-
-    The finalizer's own `next` applies a model update and leaves h alone: it serves the composed
-    process's types; a FedDyn round uses the returned server update.
-    """
+    """The finalizer (state: optimizer state and h) and FedDyn's server update."""
+    finalizer = finalizer_lib.build_finalizer_with_server_variable(server_optimizer, weights_type)
     trainable_type = weights_type.trainable
-    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
-                                  tff.types.type_to_tf_tensor_specs(trainable_type))
     apply_update = finalizer_lib.server_update_fn(server_optimizer)
 
-    @tff.tensorflow.computation
-    def init_state():
-        return (server_optimizer.initialize(specs),
-                tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), specs))
-
-    state_type = init_state.type_signature.result
-
-    @tff.tensorflow.computation(state_type, weights_type, trainable_type, np.float32)
+    @tff.tensorflow.computation(finalizer.initialize.type_signature.result.member, weights_type,
+                                trainable_type, np.float32)
     def server_update(state, weights, update, participants):
         opt_state, h = state
         new_h = tf.nest.map_structure(
@@ -113,26 +102,7 @@ def _build_finalizer(server_optimizer: tff.learning.optimizers.Optimizer, weight
         new_h = tf.nest.map_structure(lambda n, o: tf.where(non_finite > 0, o, n), new_h, h)
         return (new_opt_state, new_h), new_weights, non_finite
 
-    @tff.tensorflow.computation(state_type, weights_type, trainable_type)
-    def model_update(state, weights, update):
-        opt_state, h = state
-        new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
-        return (new_opt_state, h), new_weights, non_finite
-
-    @tff.federated_computation
-    def init_fn():
-        return tff.federated_eval(init_state, tff.SERVER)
-
-    @tff.federated_computation(init_fn.type_signature.result,
-                               tff.FederatedType(weights_type, tff.SERVER),
-                               tff.FederatedType(trainable_type, tff.SERVER))
-    def next_fn(state, weights, update):
-        new_state, new_weights, non_finite = tff.federated_map(model_update, (state, weights, update))
-        return tff.templates.MeasuredProcessOutput(
-            new_state, new_weights,
-            tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite)))
-
-    return tff.learning.templates.FinalizerProcess(init_fn, next_fn), server_update
+    return finalizer, server_update
 
 
 def build_feddyn(

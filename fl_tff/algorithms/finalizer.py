@@ -64,3 +64,42 @@ def build_server_update_finalizer(
         return tff.templates.MeasuredProcessOutput(new_state, new_weights, measurements)
 
     return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
+
+
+def build_finalizer_with_server_variable(
+        server_optimizer: tff.learning.optimizers.Optimizer,
+        weights_type: tff.Type) -> tff.learning.templates.FinalizerProcess:
+    """A finalizer whose state is (server optimizer state, a variable shaped like the trainable
+    weights, zeros at first): SCAFFOLD's c, FedDyn's h. Its own `next` applies the model update
+    as `build_server_update_finalizer` does and leaves the variable alone; it gives the composed
+    process its types, and the algorithm's finalize stage moves the variable."""
+    trainable_type = weights_type.trainable
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                  tff.types.type_to_tf_tensor_specs(trainable_type))
+    apply_update = server_update_fn(server_optimizer)
+
+    @tff.tensorflow.computation
+    def init_state():
+        return (server_optimizer.initialize(specs),
+                tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), specs))
+
+    @tff.tensorflow.computation(init_state.type_signature.result, weights_type, trainable_type)
+    def model_update(state, weights, update):
+        opt_state, variable = state
+        new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
+        return (new_opt_state, variable), new_weights, non_finite
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_eval(init_state, tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(weights_type, tff.SERVER),
+                               tff.FederatedType(trainable_type, tff.SERVER))
+    def next_fn(state, weights, update):
+        new_state, new_weights, non_finite = tff.federated_map(model_update, (state, weights, update))
+        return tff.templates.MeasuredProcessOutput(
+            new_state, new_weights,
+            tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite)))
+
+    return tff.learning.templates.FinalizerProcess(init_fn, next_fn)

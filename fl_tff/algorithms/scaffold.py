@@ -84,24 +84,13 @@ def _scaffold_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Op
 
 def _build_finalizer(server_optimizer: tff.learning.optimizers.Optimizer, weights_type: tff.Type,
                      num_clients: int) -> tuple[tff.learning.templates.FinalizerProcess, tff.Computation]:
-    """The finalizer (state: optimizer state and c) and the server update that also moves c.
-
-    The finalizer's own `next` applies a model update and leaves c alone: it serves the composed
-    process's types; a SCAFFOLD round uses the returned server update.
-    """
+    """The finalizer (state: optimizer state and c) and the server update that also moves c."""
+    finalizer = finalizer_lib.build_finalizer_with_server_variable(server_optimizer, weights_type)
     trainable_type = weights_type.trainable
-    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
-                                  tff.types.type_to_tf_tensor_specs(trainable_type))
     apply_update = finalizer_lib.server_update_fn(server_optimizer)
 
-    @tff.tensorflow.computation
-    def init_state():
-        return (server_optimizer.initialize(specs),
-                tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), specs))
-
-    state_type = init_state.type_signature.result
-
-    @tff.tensorflow.computation(state_type, weights_type, trainable_type, trainable_type)
+    @tff.tensorflow.computation(finalizer.initialize.type_signature.result.member, weights_type,
+                                trainable_type, trainable_type)
     def server_update(state, weights, update, sum_delta_c):
         opt_state, c = state
         new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
@@ -112,26 +101,7 @@ def _build_finalizer(server_optimizer: tff.learning.optimizers.Optimizer, weight
             lambda ci, d: tf.where(keep, ci + d / float(num_clients), ci), c, sum_delta_c)
         return (new_opt_state, new_c), new_weights, non_finite
 
-    @tff.tensorflow.computation(state_type, weights_type, trainable_type)
-    def model_update(state, weights, update):
-        opt_state, c = state
-        new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
-        return (new_opt_state, c), new_weights, non_finite
-
-    @tff.federated_computation
-    def init_fn():
-        return tff.federated_eval(init_state, tff.SERVER)
-
-    @tff.federated_computation(init_fn.type_signature.result,
-                               tff.FederatedType(weights_type, tff.SERVER),
-                               tff.FederatedType(trainable_type, tff.SERVER))
-    def next_fn(state, weights, update):
-        new_state, new_weights, non_finite = tff.federated_map(model_update, (state, weights, update))
-        return tff.templates.MeasuredProcessOutput(
-            new_state, new_weights,
-            tff.federated_zip(collections.OrderedDict(update_non_finite=non_finite)))
-
-    return tff.learning.templates.FinalizerProcess(init_fn, next_fn), server_update
+    return finalizer, server_update
 
 
 def build_scaffold(

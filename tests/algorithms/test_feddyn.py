@@ -53,14 +53,10 @@ def _reference_round(keras_fn, x, h, gradients, ids, datasets, clip=None):
     return x, h
 
 
-def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, keras_fn):
-    model_fn, select = setup
-    process = build_feddyn(model_fn, feddyn_alpha=ALPHA, num_clients=NUM_CLIENTS,
-                           client_optimizer=SGD(LR), server_optimizer=SGD(1.0))
-    assert process.slots == ('dyn_gradient',)
-    initial = process.get_model_weights(process.initialize())
+def _run(process, select, rounds):
+    """(state, g_k by client) after `rounds` rounds, the states kept as the simulation does."""
     state, stored = process.initialize(), {}
-    for r in range(1, 4):
+    for r in range(1, rounds + 1):
         plan = select.plan(r)
         ids = list(plan.participants)
         out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
@@ -68,6 +64,16 @@ def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, kera
                                           for i in ids])
         state = out.state
         stored.update(zip(ids, out.client_states))
+    return state, stored
+
+
+def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, keras_fn):
+    model_fn, select = setup
+    process = build_feddyn(model_fn, feddyn_alpha=ALPHA, num_clients=NUM_CLIENTS,
+                           client_optimizer=SGD(LR), server_optimizer=SGD(1.0))
+    assert process.slots == ('dyn_gradient',)
+    initial = process.get_model_weights(process.initialize())
+    state, stored = _run(process, select, 3)
 
     x = [np.asarray(w) for w in initial.trainable]
     h = [np.zeros_like(w) for w in x]
@@ -100,15 +106,7 @@ def test_with_dp_sgd_two_rounds_equal_algorithm_1_with_clipped_gradients(
                            client_optimizer=SGD(LR), server_optimizer=SGD(1.0),
                            dp_sgd=DpSgd(clip=0.05, noise_multiplier=0.0))
     initial = process.get_model_weights(process.initialize())
-    state, stored = process.initialize(), {}
-    for r in range(1, 3):
-        plan = select.plan(r)
-        ids = list(plan.participants)
-        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
-                           client_states=[stored.get(i, process.initial_client_state())
-                                          for i in ids])
-        state = out.state
-        stored.update(zip(ids, out.client_states))
+    state, stored = _run(process, select, 2)
     x = [np.asarray(w) for w in initial.trainable]
     h = [np.zeros_like(w) for w in x]
     gradients = {}

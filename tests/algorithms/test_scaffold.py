@@ -181,15 +181,7 @@ def test_with_dp_sgd_two_rounds_equal_algorithm_1_with_clipped_gradients(
                              weighting=tff.learning.ClientWeighting.UNIFORM,
                              dp_sgd=DpSgd(clip=0.05, noise_multiplier=0.0))
     initial = process.get_model_weights(process.initialize())
-    state, stored = process.initialize(), {}
-    for r in range(1, 3):
-        plan = select.plan(r)
-        ids = list(plan.participants)
-        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
-                           client_states=[stored.get(i, process.initial_client_state())
-                                          for i in ids])
-        state = out.state
-        stored.update(zip(ids, out.client_states))
+    state, stored = _run_scaffold(process, select, 2)
     x = [np.asarray(w) for w in initial.trainable]
     c = [np.zeros_like(w) for w in x]
     client_cs = {}
