@@ -57,10 +57,12 @@ def learning_parts(
         client_work: tff.learning.templates.ClientWorkProcess,
         server_optimizer: tff.learning.optimizers.Optimizer,
         model_aggregator: tff.aggregators.AggregationFactory,
+        finalizer: Optional[tff.learning.templates.FinalizerProcess] = None,
 ) -> tuple:
     """The five parts `tff.learning.templates.compose_learning_process` takes: the initial
     weights, TFF's broadcast, `client_work`, `model_aggregator` over the trainable weights
-    (an unweighted one wrapped to take and ignore the weights) and our server finalizer."""
+    (an unweighted one wrapped to take and ignore the weights) and `finalizer` (default: our
+    server-optimizer finalizer)."""
     with tf.Graph().as_default():
         weights_type = tff.learning.models.weights_type_from_model(model_fn())
 
@@ -74,7 +76,7 @@ def learning_parts(
     aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
     return (initial_model_weights_fn, tff.learning.templates.build_broadcast_process(weights_type),
             client_work, aggregator,
-            finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type))
+            finalizer or finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type))
 
 
 def build_local_sgd_algorithm(

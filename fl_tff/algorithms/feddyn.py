@@ -33,9 +33,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, client_state, options, round_composer, round_wrappers
+from fl_tff import client_state, options, round_composer, round_wrappers
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
+from fl_tff.algorithms import fedavg
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.data import client_rounds
@@ -158,21 +159,13 @@ def build_feddyn(
     loss_gradients = (client_work_lib.mean_loss_gradients if dp_sgd is None
                       else dpsgd.build_dp_sgd_gradient_fn(dp_sgd))
 
-    @tff.tensorflow.computation
-    def initial_model_weights_fn():
-        return tff.learning.models.ModelWeights.from_model(model_fn())
-
-    model_aggregator = model_aggregator or aggregation.mean_factory(
-        weighting_lib.resolve(weighting).uniform)
-    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
-        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
     finalizer, server_update = _build_finalizer(server_optimizer, weights_type, alpha, num_clients)
     # FedAvg's parts give the server state (initialize, weights, hyperparameters); FedDyn's
     # round replaces their train and finalize stages (below).
-    parts = round_composer.LearningParts(
-        initial_model_weights_fn, tff.learning.templates.build_broadcast_process(weights_type),
-        client_work_lib.build_model_delta_client_work(model_fn, client_optimizer, weighting),
-        model_aggregator.create(trainable_type, tff.TensorType(np.float32)), finalizer)
+    parts = round_composer.LearningParts(*fedavg.learning_parts(
+        model_fn, client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
+                                                                weighting),
+        server_optimizer, model_aggregator or fedavg.default_aggregator(weighting), finalizer))
 
     @tff.tensorflow.computation(weights_type, trainable_type, data_type)
     def client_update(initial_weights, gradient_state, dataset):
