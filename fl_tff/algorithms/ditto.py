@@ -28,13 +28,17 @@ from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.secagg import tff_round
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 
 def ditto_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
                     weighting: weighting_lib.Weighting, ditto_lambda: float,
+                    gradient_fn: client_work_lib.GradientFn = client_work_lib.mean_loss_gradients,
                     ) -> personalization.ClientFn:
-    """(global weights w, personal v, round) -> (FedAvg's result and metrics, new v)."""
-    global_training = client_work_lib.build_local_training_fn(model_fn, optimizer, weighting)
+    """(global weights w, personal v, round) -> (FedAvg's result and metrics, new v);
+    `gradient_fn` computes each step's gradient of both models (e.g. DP-SGD's)."""
+    global_training = client_work_lib.build_local_training_fn(model_fn, optimizer, weighting,
+                                                              gradient_fn=gradient_fn)
     model = model_fn()
 
     @tf.function
@@ -49,7 +53,7 @@ def ditto_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimi
         pull = opt_state['learning_rate'] * ditto_lambda  # eta * lambda
 
         def step(state, batch):
-            grads, _ = client_work_lib.mean_loss_gradients(model, batch, trainable)
+            grads, _ = gradient_fn(model, batch, trainable)
             state, updated = optimizer.next(state, trainable, tuple(grads))
             for v, u, w in zip(trainable, updated, anchor):
                 v.assign((u + pull * w) / (1.0 + pull))
@@ -73,6 +77,7 @@ def build_ditto(
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
         secagg: Optional[tff_round.SecAggSettings] = None,
+        dp_sgd: Optional[dpsgd.DpSgd] = None,
 ) -> personalization.PersonalizedLearningProcess:
     """Builds Ditto (see the module docstring).
 
@@ -87,6 +92,7 @@ def build_ditto(
         second client-state slot); None: send it as it is.
       secagg: Mask the global delta with the SecAgg protocol (see
         `personalization.compose_personalized`).
+      dp_sgd: Every local step of both models is a DP-SGD step.
 
     Returns:
       A `personalization.PersonalizedLearningProcess` whose client state is v.
@@ -103,7 +109,8 @@ def build_ditto(
         count = len(model_fn().trainable_variables)
     return personalization.compose_personalized(
         model_fn,
-        lambda: ditto_client_fn(model_fn, client_optimizer, weighting, float(ditto_lambda)),
+        lambda: ditto_client_fn(model_fn, client_optimizer, weighting, float(ditto_lambda),
+                                dpsgd.gradient_fn(dp_sgd)),
         shared=[True] * count,
         personal_part=tuple,
         server_optimizer=server_optimizer,

@@ -24,14 +24,19 @@ from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.secagg import tff_round
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 
 def personal_layers_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
                               weighting: weighting_lib.Weighting, personal: tuple[bool, ...],
-                              head_epochs: Optional[int] = None) -> personalization.ClientFn:
+                              head_epochs: Optional[int] = None,
+                              gradient_fn: client_work_lib.GradientFn = (
+                                  client_work_lib.mean_loss_gradients),
+                              ) -> personalization.ClientFn:
     """The client function of FedPer (`head_epochs` None: all variables train together) or
     FedRep (the head alone for the first `head_epochs` local epochs of the round, then the body
-    alone): (global weights, head, round) -> (body delta, metrics, new head)."""
+    alone): (global weights, head, round) -> (body delta, metrics, new head). `gradient_fn`
+    computes each step's gradient (e.g. DP-SGD's)."""
     model = model_fn()
 
     @tf.function
@@ -47,7 +52,7 @@ def personal_layers_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimiz
 
         def step(state, batch):
             num_examples, opt_state = state
-            grads, output = client_work_lib.mean_loss_gradients(model, batch, trainable)
+            grads, output = gradient_fn(model, batch, trainable)
             opt_state, updated = optimizer.next(opt_state, trainable, tuple(grads))
             if head_examples is None:
                 for v, u in zip(trainable, updated):
@@ -83,9 +88,11 @@ def build_personal_layers(
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
         secagg: Optional[tff_round.SecAggSettings] = None,
+        dp_sgd: Optional[dpsgd.DpSgd] = None,
 ) -> personalization.PersonalizedLearningProcess:
     """FedPer (`head_epochs` None) or FedRep (`head_epochs` >= 0) with the last
-    `personal_layers` layers personal; other arguments as `fl_tff.algorithms.build_fedavg`.
+    `personal_layers` layers personal; other arguments as `fl_tff.algorithms.build_fedavg`
+    (`dp_sgd`: every local step, head and body, is a DP-SGD step).
 
     Raises:
       ValueError: `personal_layers` out of range for the model (see
@@ -98,7 +105,7 @@ def build_personal_layers(
     return personalization.compose_personalized(
         model_fn,
         lambda: personal_layers_client_fn(model_fn, client_optimizer, weighting, personal,
-                                          head_epochs),
+                                          head_epochs, dpsgd.gradient_fn(dp_sgd)),
         shared=[not p for p in personal],
         personal_part=lambda trainable: tuple(t for t, p in zip(trainable, personal) if p),
         server_optimizer=server_optimizer,
@@ -143,10 +150,12 @@ PERSONAL_LAYERS = options.Param(
 
 # Personal models compose with the aggregators of the shared part (DP, secure sums, the SecAgg
 # protocol and compression act on the shared delta only, and error feedback keeps its residual
-# as a second client-state slot beside the personal part).
+# as a second client-state slot beside the personal part), and their clients' local steps can
+# be DP-SGD's.
 PERSONALIZED_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.CLIENT_STATE,
                                        options.PERSONAL_MODEL, options.UPDATE_ATTACKS,
-                                       options.ERROR_FEEDBACK_CLIENT, options.MASKED_UPLOADS})
+                                       options.ERROR_FEEDBACK_CLIENT, options.MASKED_UPLOADS,
+                                       options.DP_SGD_CLIENT})
 
 OPTION = options.Option(
     'fedper', 'FedPer (Arivazhagan et al. 2019): the last --personal_layers layers stay on each '

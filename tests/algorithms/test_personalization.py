@@ -7,11 +7,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.compiler import tree_analysis
 
+from fl_tff import simulation
 from fl_tff.algorithms import build_fedavg, personalization
 from fl_tff.algorithms.ditto import build_ditto
 from fl_tff.algorithms.fedper import build_fedper
 from fl_tff.algorithms.fedrep import build_fedrep
 from fl_tff.communication.error_feedback import ErrorFeedback
+from fl_tff.privacy.dpsgd import DpSgd
 from tests.helpers import (float_tensor_shapes, max_abs_diff, numpy_top_k, plan_rounds,
                            to_batches)
 
@@ -219,6 +221,34 @@ def test_ditto_global_model_equals_fedavg_for_any_lambda(tff_runtime, setup, fed
                         server_optimizer=SGD(1.0))
     state_d, _ = _run(ditto, select, 3)
     assert max_abs_diff(ditto.get_model_weights(state_d).trainable, fedavg_weights[1]) == 0.0
+
+
+@pytest.mark.parametrize('algorithm', ['fedper', 'ditto'])
+def test_with_dp_sgd_the_shared_model_equals_fedavg_with_dp_sgd(tff_runtime, setup,
+                                                               skewed_digits, algorithm):
+    """Example-level DP-SGD in a personalized algorithm's local steps: FedPer without personal
+    layers and Ditto's global model equal FedAvg with the same DP-SGD (clipping and seeded
+    noise) exactly."""
+    model_fn, _ = setup
+    select = simulation.build_training_selection_fn(
+        skewed_digits.train, clients_per_round=2, epochs=1, batch_size=8, seed=11)
+    dp_sgd = DpSgd(clip=0.05, noise_multiplier=1.0)
+    if algorithm == 'fedper':
+        process = build_fedper(model_fn, personal_layers=0, client_optimizer=SGD(LR),
+                               server_optimizer=SGD(1.0), dp_sgd=dp_sgd)
+    else:
+        process = build_ditto(model_fn, ditto_lambda=1.0, client_optimizer=SGD(LR),
+                              server_optimizer=SGD(1.0), dp_sgd=dp_sgd)
+    state, _ = _run(process, select, 2)
+    fedavg = build_fedavg(model_fn, client_optimizer=SGD(LR), server_optimizer=SGD(1.0),
+                          dp_sgd=dp_sgd)
+    reference = fedavg.initialize()
+    initial = fedavg.get_model_weights(reference).trainable
+    for r in range(1, 3):
+        reference = fedavg.next(reference, plan_rounds(select, select.plan(r))).state
+    expected = fedavg.get_model_weights(reference).trainable
+    assert max_abs_diff(expected, initial) > 1e-3
+    assert max_abs_diff(process.get_model_weights(state).trainable, expected) == 0.0
 
 
 def test_ditto_server_state_ignores_personal_models(tff_runtime, setup):
