@@ -277,3 +277,19 @@ def clipped_mean_gradients(model, inputs, labels, clip):
         scale = tf.minimum(1.0, clip / tf.maximum(norm, 1e-12))
         total = [t + scale * g for t, g in zip(total, grads)]
     return [t / len(labels) for t in total]
+
+
+def run_with_client_states(process, select, rounds, stored=None):
+    """(state, client states by id) after `rounds` rounds of a one-slot
+    `StatefulLearningProcess` over `select`'s plans, the states kept as the simulation keeps
+    them (`stored`, updated in place when given)."""
+    state, stored = process.initialize(), ({} if stored is None else stored)
+    for r in range(1, rounds + 1):
+        plan = select.plan(r)
+        ids = list(plan.participants)
+        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
+                           client_states=[stored.get(i, process.initial_client_state())
+                                          for i in ids])
+        state = out.state
+        stored.update(zip(ids, out.client_states))
+    return state, stored

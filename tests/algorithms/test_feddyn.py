@@ -10,7 +10,8 @@ from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.feddyn import build_feddyn
 from tests.algorithms.test_fedavg import run_rounds
 from fl_tff.privacy.dpsgd import DpSgd
-from tests.helpers import clipped_mean_gradients, max_abs_diff, plan_rounds, to_batches
+from tests.helpers import (clipped_mean_gradients, max_abs_diff, plan_rounds,
+                           run_with_client_states, to_batches)
 
 SGD = tff.learning.optimizers.build_sgdm
 LR, ALPHA, NUM_CLIENTS = 0.05, 0.1, 6
@@ -53,27 +54,13 @@ def _reference_round(keras_fn, x, h, gradients, ids, datasets, clip=None):
     return x, h
 
 
-def _run(process, select, rounds):
-    """(state, g_k by client) after `rounds` rounds, the states kept as the simulation does."""
-    state, stored = process.initialize(), {}
-    for r in range(1, rounds + 1):
-        plan = select.plan(r)
-        ids = list(plan.participants)
-        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
-                           client_states=[stored.get(i, process.initial_client_state())
-                                          for i in ids])
-        state = out.state
-        stored.update(zip(ids, out.client_states))
-    return state, stored
-
-
 def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, keras_fn):
     model_fn, select = setup
     process = build_feddyn(model_fn, feddyn_alpha=ALPHA, num_clients=NUM_CLIENTS,
                            client_optimizer=SGD(LR), server_optimizer=SGD(1.0))
     assert process.slots == ('dyn_gradient',)
     initial = process.get_model_weights(process.initialize())
-    state, stored = _run(process, select, 3)
+    state, stored = run_with_client_states(process, select, 3)
 
     x = [np.asarray(w) for w in initial.trainable]
     h = [np.zeros_like(w) for w in x]
@@ -106,7 +93,7 @@ def test_with_dp_sgd_two_rounds_equal_algorithm_1_with_clipped_gradients(
                            client_optimizer=SGD(LR), server_optimizer=SGD(1.0),
                            dp_sgd=DpSgd(clip=0.05, noise_multiplier=0.0))
     initial = process.get_model_weights(process.initialize())
-    state, stored = _run(process, select, 2)
+    state, stored = run_with_client_states(process, select, 2)
     x = [np.asarray(w) for w in initial.trainable]
     h = [np.zeros_like(w) for w in x]
     gradients = {}

@@ -15,26 +15,12 @@ from fl_tff.algorithms.fedrep import build_fedrep
 from fl_tff.communication.error_feedback import ErrorFeedback
 from fl_tff.privacy.dpsgd import DpSgd
 from tests.helpers import (float_tensor_shapes, max_abs_diff, numpy_top_k, plan_rounds,
-                           to_batches)
+                           run_with_client_states, to_batches)
 
 SGD = tff.learning.optimizers.build_sgdm
 LR = 0.05
 HEAD_SHAPES = {(32, 10), (10,)}  # The 2NN's last layer (hidden 32, 10 classes).
 BODY_SHAPES = {(64, 32), (32, 32), (32,)}
-
-
-def _run(process, select, rounds, stored=None):
-    """(state, client states by id) after `rounds` rounds, the states kept as the simulation does."""
-    state, stored = process.initialize(), ({} if stored is None else stored)
-    for r in range(1, rounds + 1):
-        plan = select.plan(r)
-        ids = list(plan.participants)
-        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
-                           client_states=[stored.get(i, process.initial_client_state())
-                                          for i in ids])
-        state = out.state
-        stored.update(zip(ids, out.client_states))
-    return state, stored
 
 
 @pytest.fixture(scope='module')
@@ -81,7 +67,7 @@ def test_fedper_with_no_personal_layers_equals_fedavg(tff_runtime, setup, fedavg
     initial, trained = fedavg_weights
     fedper = build_fedper(model_fn, personal_layers=0, client_optimizer=SGD(LR),
                           server_optimizer=SGD(1.0))
-    state_p, _ = _run(fedper, select, 3)
+    state_p, _ = run_with_client_states(fedper, select, 3)
     assert max_abs_diff(trained, initial) > 1e-2
     assert max_abs_diff(fedper.get_model_weights(state_p).trainable, trained) == 0.0
 
@@ -152,7 +138,7 @@ def test_three_rounds_equal_the_papers_updates_written_plainly(tff_runtime, setu
     else:
         process = build_fedrep(model_fn, personal_layers=1, head_epochs=1,
                                client_optimizer=SGD(LR), server_optimizer=SGD(1.0))
-    state, stored = _run(process, select, 3)
+    state, stored = run_with_client_states(process, select, 3)
     x = [np.asarray(w) for w in process.get_model_weights(process.initialize()).trainable]
     heads = {}
     for r in range(1, 4):
@@ -219,7 +205,7 @@ def test_ditto_global_model_equals_fedavg_for_any_lambda(tff_runtime, setup, fed
     model_fn, select = setup
     ditto = build_ditto(model_fn, ditto_lambda=ditto_lambda, client_optimizer=SGD(LR),
                         server_optimizer=SGD(1.0))
-    state_d, _ = _run(ditto, select, 3)
+    state_d, _ = run_with_client_states(ditto, select, 3)
     assert max_abs_diff(ditto.get_model_weights(state_d).trainable, fedavg_weights[1]) == 0.0
 
 
@@ -239,7 +225,7 @@ def test_with_dp_sgd_the_shared_model_equals_fedavg_with_dp_sgd(tff_runtime, set
     else:
         process = build_ditto(model_fn, ditto_lambda=1.0, client_optimizer=SGD(LR),
                               server_optimizer=SGD(1.0), dp_sgd=dp_sgd)
-    state, _ = _run(process, select, 2)
+    state, _ = run_with_client_states(process, select, 2)
     fedavg = build_fedavg(model_fn, client_optimizer=SGD(LR), server_optimizer=SGD(1.0),
                           dp_sgd=dp_sgd)
     reference = fedavg.initialize()

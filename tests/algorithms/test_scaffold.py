@@ -15,7 +15,7 @@ from fl_tff.privacy.dpsgd import DpSgd
 from fl_tff.config import ConfigError, ExperimentConfig
 from tests.algorithms.test_fedavg import run_rounds
 from tests.helpers import (clipped_mean_gradients, max_abs_diff, numpy_top_k, plan_rounds,
-                           to_batches)
+                           run_with_client_states, to_batches)
 
 SGD = tff.learning.optimizers.build_sgdm
 LR, NUM_CLIENTS = 0.05, 6
@@ -71,30 +71,18 @@ def _reference_round(keras_fn, x, c, client_cs, ids, datasets, residuals=None, f
     return new_x, new_c
 
 
-def _run_scaffold(process, select, rounds):
-    state, stored = process.initialize(), {}
-    for r in range(1, rounds + 1):
-        plan = select.plan(r)
-        ids = list(plan.participants)
-        out = process.next(state, plan_rounds(select, plan), client_ids=ids, round_num=r,
-                           client_states=[stored.get(i, process.initial_client_state()) for i in ids])
-        state = out.state
-        stored.update(zip(ids, out.client_states))
-    return state, stored
-
-
 def test_three_rounds_equal_algorithm_1_written_plainly(tff_runtime, setup, keras_fn, tmp_path):
     model_fn, select = setup
     process = build_scaffold(model_fn, num_clients=NUM_CLIENTS, client_optimizer=SGD(LR),
                              server_optimizer=SGD(1.0),
                              weighting=tff.learning.ClientWeighting.UNIFORM)
     initial = process.get_model_weights(process.initialize())
-    state, stored = _run_scaffold(process, select, 3)
+    state, stored = run_with_client_states(process, select, 3)
     # The same rounds with the control variates read from files inside the worker: identical.
     from_files = process.reading_values_from(str(tmp_path / 'states'))
     assert from_files.next_computation.type_signature.parameter[2].member.dtype.type is np.str_
     assert from_files.next_computation.type_signature.result[2].member.dtype.type is np.str_
-    state_f, stored_f = _run_scaffold(from_files, select, 3)
+    state_f, stored_f = run_with_client_states(from_files, select, 3)
     for a, b in zip(process.get_model_weights(state).trainable,
                     from_files.get_model_weights(state_f).trainable):
         np.testing.assert_array_equal(a, b)
@@ -181,7 +169,7 @@ def test_with_dp_sgd_two_rounds_equal_algorithm_1_with_clipped_gradients(
                              weighting=tff.learning.ClientWeighting.UNIFORM,
                              dp_sgd=DpSgd(clip=0.05, noise_multiplier=0.0))
     initial = process.get_model_weights(process.initialize())
-    state, stored = _run_scaffold(process, select, 2)
+    state, stored = run_with_client_states(process, select, 2)
     x = [np.asarray(w) for w in initial.trainable]
     c = [np.zeros_like(w) for w in x]
     client_cs = {}
