@@ -9,12 +9,12 @@ its own module under `fl_tff.robust`. They ignore client weights.
 
 from __future__ import annotations
 
-import types
 from typing import Any, Callable
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import aggregator_chain as chain
 from fl_tff import options
 from fl_tff.robust import bulyan, gathered, krum, rfa
 
@@ -40,25 +40,6 @@ def trimmed_mean(trim_fraction: float) -> Callable[[tf.Tensor], tf.Tensor]:
     return reduce
 
 
-def mean_factory(uniform: bool, value_sum_factory=None,
-                 weight_sum_factory=None) -> tff.aggregators.AggregationFactory:
-    """The mean of client values: unweighted (`uniform`) or weighted by the clients' weights,
-    summing values (and weights, or counts) with the given factories (default: plain sums)."""
-    if uniform:
-        return tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum_factory,
-                                                     count_sum_factory=weight_sum_factory)
-    return tff.aggregators.MeanFactory(value_sum_factory=value_sum_factory,
-                                       weight_sum_factory=weight_sum_factory)
-
-
-def _robust(build, *capabilities: str, params: tuple[options.Param, ...] = ()):
-    """An aggregator hook `(config, selection, uniform, max_weight) -> factory` over `build`."""
-    def hook(config, selection, uniform, max_weight):
-        del selection, max_weight
-        return build(uniform, **{p.name: getattr(config, p.name) for p in params})
-    return dict(aggregator=hook, params=params, provides=frozenset(capabilities))
-
-
 _CLIP_NORM = options.Param('clip_norm', 1.0, 'L2 norm each update is clipped to.', minimum=0.0,
                            min_open=True)
 _ZEROING_NORM = options.Param('zeroing_norm', 10.0, 'Updates with a larger L2 norm are zeroed.',
@@ -67,23 +48,23 @@ _TRIM_FRACTION = options.Param('trim_fraction', 0.1, 'Fraction trimmed at each e
                                maximum=0.5, max_open=True)
 
 AGGREGATORS = options.Registry('aggregator', 'Aggregation of client updates.', [
-    options.Option('mean', 'weighted (or, with uniform weighting, unweighted) mean',
-                   **_robust(lambda uniform: mean_factory(uniform))),
+    options.Option('mean', 'weighted (or, with uniform weighting, unweighted) mean'
+),
     options.Option('clip', 'each update clipped to L2 norm --clip_norm, then the mean',
-                   **_robust(lambda uniform, clip_norm: tff.aggregators.clipping_factory(
-                       clip_norm, mean_factory(uniform)), options.REPLACES_MEAN,
-                       params=(_CLIP_NORM,))),
+                   params=(_CLIP_NORM,), provides={options.REPLACES_MEAN},
+                   aggregator_layer=chain.Layer(chain.GUARD, lambda params, context, inner: (
+                       tff.aggregators.clipping_factory(params['clip_norm'], inner)))),
     options.Option('zero', 'updates above L2 norm --zeroing_norm zeroed, then the mean',
-                   **_robust(lambda uniform, zeroing_norm: tff.aggregators.zeroing_factory(
-                       zeroing_norm, mean_factory(uniform), norm_order=2.0),
-                       options.REPLACES_MEAN, params=(_ZEROING_NORM,))),
+                   params=(_ZEROING_NORM,), provides={options.REPLACES_MEAN},
+                   aggregator_layer=chain.Layer(chain.GUARD, lambda params, context, inner: (
+                       tff.aggregators.zeroing_factory(params['zeroing_norm'], inner,
+                                                       norm_order=2.0)))),
     options.Option('median', 'coordinate-wise median (unweighted; Yin et al. 2018)',
-                   **_robust(lambda uniform: gathered.GatheredUpdatesFactory(coordinate_median),
-                             options.REPLACES_MEAN, options.SEES_INDIVIDUAL_UPDATES)),
+                   provides=gathered.CAPABILITIES, excludes=gathered.COORDINATE_WISE,
+                   aggregator_layer=gathered.layer(lambda: coordinate_median)),
     options.Option('trimmed_mean', 'coordinate-wise trimmed mean (unweighted; Yin et al. 2018)',
-                   **_robust(lambda uniform, trim_fraction: gathered.GatheredUpdatesFactory(
-                       trimmed_mean(trim_fraction)), options.REPLACES_MEAN,
-                       options.SEES_INDIVIDUAL_UPDATES, params=(_TRIM_FRACTION,))),
+                   params=(_TRIM_FRACTION,), provides=gathered.CAPABILITIES,
+                   excludes=gathered.COORDINATE_WISE, aggregator_layer=gathered.layer(trimmed_mean)),
     krum.KRUM,
     krum.MULTI_KRUM,
     bulyan.OPTION,
@@ -93,13 +74,14 @@ AGGREGATORS = options.Registry('aggregator', 'Aggregation of client updates.', [
 
 def build_model_aggregator(name: str, *, uniform: bool = False,
                            **params: Any) -> tff.aggregators.AggregationFactory:
-    """The aggregator called `name` (see `AGGREGATORS`) with its parameters (defaults for those
-    not given), e.g. `build_model_aggregator('krum', byzantine_f=2)`.
+    """The aggregator called `name` (see `AGGREGATORS`) alone in the chain, with its parameters
+    (defaults for those not given), e.g. `build_model_aggregator('krum', byzantine_f=2)`.
 
     mean: weighted (or, with `uniform`, unweighted) mean. clip: each update's L2 norm clipped to
     `clip_norm`, then the mean. zero: updates with L2 norm above `zeroing_norm` replaced by zeros,
     then the mean. median / trimmed_mean: coordinate-wise, unweighted. krum, multikrum, bulyan,
-    rfa: see `fl_tff.robust`.
+    rfa: see `fl_tff.robust`. With other options (DP, secure sums, compression) the run builds
+    the chain from every selected option's layer (`fl_tff.experiment.build_model_aggregator`).
 
     Raises:
       ValueError: An unknown name, a parameter it does not take, or one out of its range.
@@ -114,4 +96,5 @@ def build_model_aggregator(name: str, *, uniform: bool = False,
         problem = p.problem(values[p.name])
         if problem:
             raise ValueError(f'{p.name} {problem}')
-    return option.aggregator(types.SimpleNamespace(**values), None, uniform, None)
+    layers = [(option.aggregator_layer, values)] if option.aggregator_layer else []
+    return chain.build(layers, chain.Context(uniform=uniform))

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files,
+from fl_tff import (aggregator_chain, attacks, checkpoints, client_state, data, divergence, evaluation, files,
                     interrupts, models, options, personalized_evaluation, reporting, round_hooks,
                     rounds, runtime, simulation, weighting, worker_values)
 from fl_tff.config import ConfigError, ExperimentConfig
@@ -59,13 +59,17 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
 
 def build_model_aggregator(config: ExperimentConfig,
                            max_weight: Optional[float] = None) -> tff.aggregators.AggregationFactory:
-    """The model aggregator: supplied by the first selected option that has one (see
-    `config.REGISTRIES` for the order: DP, secure aggregation, error feedback, compression, then
-    `--aggregator`). `max_weight` bounds a client's weight (`weighting.max_weight`) for the
-    secure weighted mean."""
+    """The model aggregator: the chain of the layers the selected options declare (see
+    `fl_tff.aggregator_chain`), each built from its own parameters and declared base settings.
+    `max_weight` bounds a client's weight (`weighting.max_weight`) for the secure weighted mean."""
     selection = config.selection()
-    uniform = options.UNIFORM_WEIGHTS in selection['client_weighting'].provides
-    return selection.first('aggregator')(config, selection, uniform, max_weight)
+    layers = [(option.aggregator_layer,
+               {**config.option_params(kind),
+                **{name: getattr(config, name) for name in option.config_fields}})
+              for kind, option in selection.items() if option.aggregator_layer is not None]
+    return aggregator_chain.build(layers, aggregator_chain.Context(
+        uniform=selection.has(options.UNIFORM_WEIGHTS), max_weight=max_weight, seed=config.seed,
+        client_encodes=selection.has(options.CLIENT_ENCODES)))
 
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,

@@ -18,7 +18,10 @@ config, but nothing offers declared capabilities with reasons, which the rules a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
+
+if TYPE_CHECKING:
+    from fl_tff import aggregator_chain
 
 Value = Union[bool, int, float, str]
 
@@ -55,6 +58,8 @@ CHAR_SEQUENCES = 'char_sequences'
 WORD_SEQUENCES = 'word_sequences'
 PADDED_TOKENS = 'padded_tokens'
 STATEFUL_CLIENT_OPTIMIZER = 'stateful_client_optimizer'
+CLIENT_ENCODES = 'client_encodes'
+DECODES_AGGREGATE = 'decodes_aggregate'
 
 CAPABILITIES: dict[str, str] = {
     LOCAL_EPOCHS: 'clients run local epochs of SGD (stragglers can do partial work)',
@@ -96,6 +101,10 @@ CAPABILITIES: dict[str, str] = {
     PADDED_TOKENS: 'labels are token sequences with padding',
     STATEFUL_CLIENT_OPTIMIZER: 'clients step with an optimizer that has state (momentum, '
                                'moments), not plain SGD',
+    CLIENT_ENCODES: 'clients encode (compress) their updates in their own work, so the '
+                    'aggregator does not encode them again',
+    DECODES_AGGREGATE: 'the server decodes only the aggregate of the encoded updates (a random '
+                       'rotation inverted once), never each client\'s update',
 }
 
 
@@ -171,9 +180,9 @@ class Option:
       requires: Capability -> why, each provided by another selected option.
       excludes: Capability -> why, provided by no other selected option.
       build: The kind's builder (its signature is documented by the registry's kind).
-      aggregator: `(config, uniform, max_weight) -> AggregationFactory | None`: the model
-        aggregator this option supplies; the first selected option (in registry order) that
-        supplies one wins.
+      aggregator_layer: Its `fl_tff.aggregator_chain.Layer`: where it sits in the model
+        aggregator's chain and how it builds its part, from its own parameters, its
+        `config_fields` and the run's `aggregator_chain.Context`.
       uplink_encoding: `(config, weighted) -> UplinkEncoding | None`: what a client sends; the
         first selected option that defines one wins (default: float32 values).
       client_extras: `(config, masked_labels) -> dict`: keyword arguments it adds to the
@@ -190,7 +199,7 @@ class Option:
         model aggregator, as float32 whatever the uplink encoding (SCAFFOLD's dc_i: 1).
       defaults: Base setting name -> `Default`: what this option needs or trains best with
         where the project's default does not fit (e.g. an algorithm's weighting).
-      config_fields: Base settings (not its own parameters) its builder also takes by name, e.g.
+      config_fields: Base settings (not its own parameters) its builders also take by name, e.g.
         the population size `num_clients`.
     """
 
@@ -201,7 +210,7 @@ class Option:
     requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
     excludes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     build: Optional[Callable[..., Any]] = None
-    aggregator: Optional[Callable[..., Any]] = None
+    aggregator_layer: Optional['aggregator_chain.Layer'] = None
     uplink_encoding: Optional[Callable[..., Any]] = None
     client_extras: Optional[Callable[..., dict]] = None
     privacy_ledger: Optional[Callable[..., Any]] = None

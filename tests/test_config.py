@@ -56,7 +56,7 @@ BAD = [
     ({'dp': 'dpsgd', 'delta': 0.0}, r'--delta: must be in \(0, 1\)'),
     ({'dp': 'dpsgd', 'delta': 1.0}, r'--delta: must be in \(0, 1\)'),
     ({'dp': 'fixed'}, r'--client_weighting: --dp=fixed clips and sums .* \(--client_weighting=examples does not\): choose --client_weighting=uniform'),
-    ({'dp': 'fixed', 'client_weighting': 'uniform', 'aggregator': 'median'}, '--aggregator: --aggregator=median does not combine with --dp=fixed: the DP aggregator is the aggregator'),
+    ({'dp': 'fixed', 'client_weighting': 'uniform', 'aggregator': 'median'}, '--aggregator: --aggregator=median does not combine with --dp=fixed: its noise is calibrated to how much one client can move a sum of clipped updates'),
     ({'dp': 'adaptive', 'client_weighting': 'uniform', 'noise_multiplier': 1.0, 'clients_per_round': 10},
      '--clients_per_round: adaptive clipping at --noise_multiplier=1 needs at least 11 clients per round'),
     ({'dp': 'adaptive', 'client_weighting': 'uniform', 'noise_multiplier': 0.5, 'target_unclipped_quantile': 1.0},

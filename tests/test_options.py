@@ -9,7 +9,7 @@ import tensorflow_federated as tff
 from absl import flags
 
 from experiments import options_table, train
-from fl_tff import aggregation, config, experiment, options
+from fl_tff import aggregator_chain, config, experiment, options
 from fl_tff.algorithms import ALGORITHMS, build_fedavg
 from fl_tff.algorithms.fedavg import LOCAL_SGD_CAPABILITIES
 from tests.helpers import max_abs_diff
@@ -33,8 +33,9 @@ TOY_AGGREGATOR = options.Option(
     params=(options.Param('toy_clip_norm', 1.0, 'Clip norm of toy_clip.', minimum=0.0,
                           min_open=True),),
     provides={options.REPLACES_MEAN},
-    aggregator=lambda cfg, selection, uniform, max_weight: tff.aggregators.clipping_factory(
-        cfg.toy_clip_norm, aggregation.mean_factory(uniform)))
+    aggregator_layer=aggregator_chain.Layer(
+        aggregator_chain.GUARD, lambda params, context, inner: tff.aggregators.clipping_factory(
+            params['toy_clip_norm'], inner)))
 
 SMALL = ['--dataset=digits', '--model=logreg', '--num_clients=6', '--clients_per_round=3',
          '--rounds=2', '--eval_every=2', '--client_epochs=1', '--client_batch_size=32',

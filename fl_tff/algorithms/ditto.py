@@ -20,7 +20,7 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, options
+from fl_tff import aggregator_chain, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedper, personalization
@@ -114,7 +114,7 @@ def build_ditto(
         shared=[True] * count,
         personal_part=tuple,
         server_optimizer=server_optimizer,
-        model_aggregator=model_aggregator or aggregation.mean_factory(
+        model_aggregator=model_aggregator or aggregator_chain.mean_factory(
             weighting_lib.resolve(weighting).uniform),
         personal_weights=lambda weights, v: personalization.replace_trainable(
             weights, range(count), v),

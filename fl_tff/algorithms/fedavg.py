@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, options, round_composer, round_wrappers
+from fl_tff import aggregator_chain, options, round_composer, round_wrappers
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
@@ -27,7 +27,7 @@ from fl_tff.secagg import tff_round
 
 def default_aggregator(weighting: weighting_lib.Weighting) -> tff.aggregators.AggregationFactory:
     """The weighted mean, or the unweighted mean for uniform weighting."""
-    return aggregation.mean_factory(weighting_lib.resolve(weighting).uniform)
+    return aggregator_chain.mean_factory(weighting_lib.resolve(weighting).uniform)
 
 
 def compose_algorithm(

@@ -16,7 +16,7 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, options
+from fl_tff import aggregator_chain, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import personalization
@@ -109,7 +109,7 @@ def build_personal_layers(
         shared=[not p for p in personal],
         personal_part=lambda trainable: tuple(t for t, p in zip(trainable, personal) if p),
         server_optimizer=server_optimizer,
-        model_aggregator=model_aggregator or aggregation.mean_factory(
+        model_aggregator=model_aggregator or aggregator_chain.mean_factory(
             weighting_lib.resolve(weighting).uniform),
         personal_weights=lambda weights, head: personalization.replace_trainable(
             weights, positions, head),

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, options
+from fl_tff import aggregator_chain, options
 from fl_tff.communication import ledger
 
 MIN_BITS, MAX_BITS = 1, 16
@@ -115,26 +115,30 @@ class ClientTransformFactory(tff.aggregators.UnweightedAggregationFactory):
         return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
-def build_compressed_sum(name: str, *, bits: int = 8, k: float = 0.1,
-                         seed: int = 0) -> tff.aggregators.UnweightedAggregationFactory:
-    """The sum factory for compression `name` (see `COMPRESSIONS`; 'none' is a plain sum)."""
+def build_compressed_sum(name: str, *, bits: int = 8, k: float = 0.1, seed: int = 0,
+                         inner: tff.aggregators.UnweightedAggregationFactory | None = None,
+                         ) -> tff.aggregators.UnweightedAggregationFactory:
+    """Compression `name` (see `COMPRESSIONS`) of each client value, decoded before `inner`
+    (default: a plain sum; 'none' is `inner` itself). For `rotate_quantize` the server un-rotates
+    what `inner` returns, so `inner` must commute with rotations (a sum, a mean, Krum, RFA)."""
     check(name, bits, k)
     if name == 'none':
-        return tff.aggregators.SumFactory()
+        return inner or tff.aggregators.SumFactory()
     if name == 'quantize':
-        return ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed)
+        return ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed, inner)
     if name == 'rotate_quantize':
         return tff.aggregators.HadamardTransformFactory(
-            ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed))
+            ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed, inner))
     if name == 'topk':
-        return ClientTransformFactory(lambda v, s: top_k(v, k), seed)
-    return ClientTransformFactory(lambda v, s: random_k(v, k, s), seed)
+        return ClientTransformFactory(lambda v, s: top_k(v, k), seed, inner)
+    return ClientTransformFactory(lambda v, s: random_k(v, k, s), seed, inner)
 
 
 def build_compressed_mean(name: str, *, uniform: bool, bits: int = 8, k: float = 0.1,
                           seed: int = 0) -> tff.aggregators.AggregationFactory:
     """The (weighted) mean whose client values are compressed before summing."""
-    return aggregation.mean_factory(uniform, build_compressed_sum(name, bits=bits, k=k, seed=seed))
+    return aggregator_chain.mean_factory(uniform, build_compressed_sum(name, bits=bits, k=k,
+                                                                       seed=seed))
 
 
 def check(name: str, bits: int, k: float) -> None:
@@ -172,15 +176,19 @@ _K = options.Param('compression_k', 0.1, 'Fraction of each tensor kept by topk /
                    minimum=0.0, maximum=1.0, min_open=True)
 
 
+_ARGUMENTS = {'compression_bits': 'bits', 'compression_k': 'k'}  # Flag -> build_compressed_sum's.
+
+
 def _compressor(name: str, help: str, param: options.Param, *capabilities: str) -> options.Option:
     return options.Option(
         name, help, params=(param,), provides={options.COMPRESSED_UPLINK, *capabilities},
-        excludes={c: 'compression applies to the plain mean; it does not combine with secure '
-                     'aggregation, robust aggregators or user-level DP'
-                  for c in (options.SECURE_SUM, options.REPLACES_MEAN, options.USER_LEVEL_DP)},
-        aggregator=lambda config, selection, uniform, max_weight: build_compressed_mean(
-            name, uniform=uniform, bits=config.compression_bits, k=config.compression_k,
-            seed=config.seed),
+        excludes={options.SECURE_SUM: 'a secure sum already sends every value as a '
+                                      '--secure_bits integer, and its masks make a sparse update '
+                                      'dense: there is nothing left to compress'},
+        aggregator_layer=aggregator_chain.Layer(
+            aggregator_chain.ENCODE, lambda params, context, inner: build_compressed_sum(
+                name, seed=context.seed, inner=inner,
+                **{_ARGUMENTS[flag]: value for flag, value in params.items()})),
         uplink_encoding=lambda config, weighted: uplink_encoding(
             name, weighted, bits=config.compression_bits, k=config.compression_k))
 
@@ -188,7 +196,8 @@ def _compressor(name: str, help: str, param: options.Param, *capabilities: str) 
 COMPRESSIONS = options.Registry('compression', 'Uplink compression of client updates.', [
     options.Option('none', 'float32 updates'),
     _compressor('quantize', 'unbiased stochastic quantization to --compression_bits', _BITS),
-    _compressor('rotate_quantize', 'random Hadamard rotation, then quantize', _BITS),
+    _compressor('rotate_quantize', 'random Hadamard rotation, then quantize', _BITS,
+                options.DECODES_AGGREGATE),
     _compressor('topk', 'keep the --compression_k largest-magnitude fraction of each tensor', _K,
                 options.SPARSIFIER),
     _compressor('randk', 'keep a random --compression_k fraction of each tensor, rescaled', _K,

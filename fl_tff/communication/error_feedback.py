@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregation, options, round_composer
+from fl_tff import options, round_composer
 from fl_tff.communication import compression
 
 SPARSIFIERS = ('topk', 'randk')  # The compressions `ErrorFeedback.compress` implements.
@@ -128,12 +128,11 @@ ERROR_FEEDBACK = options.Registry(
         options.Option('off', 'no residuals'),
         options.Option(
             'on', 'client residuals of what the sparsifier dropped',
-            provides={options.CLIENT_STATE},
+            provides={options.CLIENT_STATE, options.CLIENT_ENCODES},
             requires={options.SPARSIFIER: 'keeps what a sparsifier dropped for the next round',
                       options.ERROR_FEEDBACK_CLIENT: 'needs an algorithm whose clients can keep '
                                                      'residuals'},
-            # Clients sparsify (see `with_error_feedback`); the server averages.
-            aggregator=lambda config, selection, uniform, max_weight: aggregation.mean_factory(uniform),
+            # Clients sparsify (see `with_error_feedback`), so the aggregator does not.
             client_extras=lambda config, masked_labels: {'error_feedback': ErrorFeedback(
                 config.compression, config.compression_k, config.seed)}),
     ], default=False, boolean=True)

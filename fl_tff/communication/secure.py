@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import options
+from fl_tff import aggregator_chain, options
 from fl_tff.communication import ledger
 
 MIN_BITS, MAX_BITS = 1, 24  # The integer sum of up to 2^7 clients stays within int32 at 24 bits.
@@ -278,8 +278,13 @@ SECURE_AGGREGATION = options.Registry(
             excludes={options.REPLACES_MEAN: 'it must see each update, and with --secure_agg the '
                                              'server sees only their sum: use the mean'},
             check=_check,
-            aggregator=lambda config, selection, uniform, max_weight: build_secure_mean(
-                config.secure_bits, config.secure_range, uniform=uniform, max_weight=max_weight),
+            aggregator_layer=aggregator_chain.Layer(
+                aggregator_chain.SUM,
+                lambda params, context, inner: SecureQuantizedSumFactory(
+                    params['secure_bits'], context.value_bound or params['secure_range']),
+                mean=lambda params, context: build_secure_mean(
+                    params['secure_bits'], params['secure_range'], uniform=context.uniform,
+                    max_weight=context.max_weight)),
             uplink_encoding=lambda config, weighted: ledger.secure_encoding(config.secure_bits,
                                                                             SIDE_VALUES)),
     ], default=False, boolean=True)

@@ -17,7 +17,7 @@ from typing import Optional
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from fl_tff import options
+from fl_tff import aggregator_chain, options
 from fl_tff.privacy import dp_options
 from fl_tff.privacy.queries import SeededGaussianSumQuery
 
@@ -68,18 +68,20 @@ def build_dp_aggregator(mode: str, *, noise_multiplier: float, clients_per_round
     raise ValueError(f'no user-level DP aggregator for {mode!r}; valid choices: fixed, adaptive')
 
 
-def _aggregator(mode: str):
-    def build(config, selection, uniform, max_weight):
-        del uniform, max_weight  # User-level DP is unweighted (see UNIFORM_WEIGHTS_NEEDED).
-        from fl_tff.communication import secure
+def _layer(mode: str) -> aggregator_chain.Layer:
+    """The DP mode's reduction: clip, sum (through the chain's sum for 'fixed', e.g. a secure
+    one, whose range is the clip), noise. Compression, if any, acts before the clip, so each
+    record's norm stays within the clip the noise is calibrated to. Unweighted (see
+    UNIFORM_WEIGHTS_NEEDED)."""
+    def build(params, context, inner):
         return build_dp_aggregator(
-            mode, noise_multiplier=config.noise_multiplier,
-            clients_per_round=config.clients_per_round, clip=config.clip, seed=config.seed,
-            target_unclipped_quantile=config.target_unclipped_quantile,
-            clip_learning_rate=config.clip_learning_rate,
-            record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
-            if selection.has(options.SECURE_SUM) else None)
-    return build
+            mode, noise_multiplier=params['noise_multiplier'],
+            clients_per_round=params['clients_per_round'], clip=params['clip'],
+            seed=context.seed, record_sum_factory=inner,
+            **{name: params[name] for name in ('target_unclipped_quantile', 'clip_learning_rate')
+               if name in params})
+    return aggregator_chain.Layer(aggregator_chain.REDUCE, build, takes_sum=mode == 'fixed',
+                                  value_bound=lambda params: params['clip'])
 
 
 def _check_adaptive(config, selection) -> None:
@@ -106,7 +108,8 @@ FIXED = options.Option(
     provides={options.USER_LEVEL_DP, options.FIXED_CLIP_RANGE},
     requires={**dp_options.UNIFORM_WEIGHTS_NEEDED, **dp_options.SAMPLING_NEEDED},
     excludes=dp_options.IS_THE_AGGREGATOR,
-    aggregator=_aggregator('fixed'), privacy_ledger=_ledger, check=dp_options.check_budget_has_noise)
+    aggregator_layer=_layer('fixed'), config_fields=('clients_per_round',), privacy_ledger=_ledger,
+    check=dp_options.check_budget_has_noise)
 
 ADAPTIVE = options.Option(
     'adaptive', 'fixed, with the clip norm moved toward --target_unclipped_quantile (Andrew et al. '
@@ -121,4 +124,5 @@ ADAPTIVE = options.Option(
     excludes={**dp_options.IS_THE_AGGREGATOR,
               options.SECURE_SUM: 'adaptive clipping has no fixed range to quantize to; with '
                                   '--secure_agg use --dp=fixed (its --clip is the range) or dpsgd'},
-    aggregator=_aggregator('adaptive'), privacy_ledger=_ledger, check=_check_adaptive)
+    aggregator_layer=_layer('adaptive'), config_fields=('clients_per_round',),
+    privacy_ledger=_ledger, check=_check_adaptive)

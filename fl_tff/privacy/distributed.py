@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from fl_tff import options
+from fl_tff import aggregator_chain, options
 from fl_tff.privacy import dp_options
 
 # TFF's DistributedDpSumFactory settings we use (fixed clip, discrete Gaussian, Hadamard).
@@ -160,7 +160,11 @@ OPTION = options.Option(
               options.FIXED_COHORT: 'splits the noise into K shares and needs exactly K clients a '
                                     'round'},
     excludes=dp_options.IS_THE_AGGREGATOR, check=_check, preflight=_preflight,
-    aggregator=lambda config, selection, uniform, max_weight: build_distributed_dp_mean(
-        noise_multiplier=config.noise_multiplier, clients_per_round=config.clients_per_round,
-        clip=config.clip, bits=config.secure_bits),
+    # Its clients add noise shares to integers that it sums securely itself: it takes no sum.
+    aggregator_layer=aggregator_chain.Layer(
+        aggregator_chain.REDUCE, lambda params, context, inner: build_distributed_dp_mean(
+            noise_multiplier=params['noise_multiplier'],
+            clients_per_round=params['clients_per_round'], clip=params['clip'],
+            bits=params['secure_bits']), takes_sum=False),
+    config_fields=('clients_per_round',),
     uplink_encoding=_encoding, privacy_ledger=_ledger)

@@ -21,7 +21,10 @@ UNIFORM_WEIGHTS_NEEDED = {options.UNIFORM_WEIGHTS: 'clips and sums each client\'
 # Sampled-Gaussian accounting: its epsilon holds for clients sampled afresh each round.
 SAMPLING_NEEDED = {options.SAMPLED_CLIENTS: 'accounts for clients sampled afresh each round '
                                             '(--dp=tree needs no sampling)'}
-IS_THE_AGGREGATOR = {options.REPLACES_MEAN: 'the DP aggregator is the aggregator: use the mean'}
+IS_THE_AGGREGATOR = {options.REPLACES_MEAN: 'its noise is calibrated to how much one client can '
+                                            'move a sum of clipped updates (the clip norm); '
+                                            'another aggregation rule moves by other amounts: use '
+                                            'the mean'}
 
 
 def check_budget_has_noise(config, selection) -> None:

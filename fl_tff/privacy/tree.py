@@ -35,7 +35,7 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 from tensorflow_privacy.privacy.dp_query import restart_query
 
-from fl_tff import options
+from fl_tff import aggregator_chain, options
 from fl_tff.algorithms import ftrl
 from fl_tff.privacy import dp_options, ledger as ledger_lib
 from fl_tff.privacy.accounting import check_delta
@@ -185,14 +185,14 @@ def _period(config) -> int:
     return ftrl.restart_period(config.num_clients, config.clients_per_round, config.tree_restart)
 
 
-def _aggregator(config, selection, uniform, max_weight):
-    del uniform, max_weight  # User-level DP is unweighted (UNIFORM_WEIGHTS_NEEDED).
-    from fl_tff.communication import secure
+def _aggregator(params, context, inner):
+    """Clip, sum through the chain's sum (e.g. a secure one, whose range is the clip), tree
+    noise; unweighted (UNIFORM_WEIGHTS_NEEDED)."""
     return TreeAggregationFactory(
-        noise_multiplier=config.noise_multiplier, clients_per_round=config.clients_per_round,
-        clip=config.clip, restart_period=_period(config), seed=config.seed,
-        record_sum_factory=secure.SecureQuantizedSumFactory(config.secure_bits, config.clip)
-        if selection.has(options.SECURE_SUM) else None)
+        noise_multiplier=params['noise_multiplier'], clients_per_round=params['clients_per_round'],
+        clip=params['clip'], restart_period=ftrl.restart_period(
+            params['num_clients'], params['clients_per_round'], params['tree_restart']),
+        seed=context.seed, record_sum_factory=inner)
 
 
 def rounds_per_epoch(num_clients: int, clients_per_round: int) -> int:
@@ -226,5 +226,8 @@ OPTION = options.Option(
               options.ONCE_PER_EPOCH: 'needs each client at most once per tree',
               options.FTRL_STEPS: 'releases residuals whose noise cancels only in their running '
                                   'sum, which an FTRL step uses'},
-    excludes=dp_options.IS_THE_AGGREGATOR, aggregator=_aggregator, privacy_ledger=_ledger,
+    excludes=dp_options.IS_THE_AGGREGATOR, privacy_ledger=_ledger,
+    aggregator_layer=aggregator_chain.Layer(aggregator_chain.REDUCE, _aggregator,
+                                            value_bound=lambda params: params['clip']),
+    config_fields=('num_clients', 'clients_per_round', 'tree_restart'),
     check=_check)

@@ -55,6 +55,6 @@ def _check(config, selection) -> None:
 OPTION = options.Option(
     'bulyan', 'Bulyan (El Mhamdi et al. 2018): n - 2f updates chosen by repeated Krum, then per '
     'coordinate the mean of the n - 4f values closest to the median',
-    aggregator=lambda config, selection, uniform, max_weight: gathered.GatheredUpdatesFactory(
-        functools.partial(bulyan, f=config.byzantine_f)),
-    params=(gathered.BYZANTINE_F,), provides=gathered.CAPABILITIES, check=_check)
+    aggregator_layer=gathered.layer(lambda byzantine_f: functools.partial(bulyan, f=byzantine_f)),
+    params=(gathered.BYZANTINE_F,), provides=gathered.CAPABILITIES,
+    excludes=gathered.COORDINATE_WISE, check=_check)

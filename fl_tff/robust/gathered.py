@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import options
+from fl_tff import aggregator_chain, options
 
 # [n clients, d values] -> [d]: the aggregate of the rows.
 MatrixReduce = Callable[[tf.Tensor], tf.Tensor]
@@ -24,6 +24,13 @@ MatrixReduce = Callable[[tf.Tensor], tf.Tensor]
 # What every gathering aggregator declares: it replaces the mean and must see each update, so
 # secure aggregation and DP refuse it by capability.
 CAPABILITIES = frozenset({options.REPLACES_MEAN, options.SEES_INDIVIDUAL_UPDATES})
+
+# What a coordinate-wise rule (median, trimmed mean, Bulyan) refuses: it needs each client's
+# decoded update, coordinate by coordinate. Krum, Multi-Krum and RFA depend only on distances, so
+# they give the same answer on rotated updates.
+COORDINATE_WISE = {options.DECODES_AGGREGATE: 'a coordinate-wise rule needs each client\'s decoded '
+                                              'update, and the server un-rotates only the '
+                                              'aggregate (a rotation mixes every coordinate)'}
 
 
 class GatheredUpdatesFactory(tff.aggregators.UnweightedAggregationFactory):
@@ -100,3 +107,12 @@ def check_cohort(config, flag: str, needed: Callable[[int], int], rule: str) -> 
                                   f'needs {rule} clients per round, i.e. --clients_per_round >= '
                                   f'{needed(f)} (it is {n}); lower --byzantine_f or select more '
                                   'clients')
+
+
+def layer(reduce_fn: Callable[..., MatrixReduce]) -> aggregator_chain.Layer:
+    """The aggregator layer of a gathering rule: `reduce_fn(**its params)` reduces the matrix of
+    the (decoded) client updates."""
+    return aggregator_chain.Layer(
+        aggregator_chain.REDUCE,
+        lambda params, context, inner: GatheredUpdatesFactory(reduce_fn(**params)),
+        takes_sum=False)

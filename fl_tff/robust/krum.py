@@ -43,8 +43,8 @@ def _check(config, selection) -> None:
 
 KRUM = options.Option(
     'krum', 'Krum (Blanchard et al. 2017): the update closest to its n - f - 2 nearest others',
-    aggregator=lambda config, selection, uniform, max_weight: gathered.GatheredUpdatesFactory(
-        functools.partial(multi_krum, f=config.byzantine_f, m=1)),
+    aggregator_layer=gathered.layer(lambda byzantine_f: functools.partial(
+        multi_krum, f=byzantine_f, m=1)),
     params=(gathered.BYZANTINE_F,), provides=gathered.CAPABILITIES, check=_check)
 
 def _check_multi_krum(config, selection) -> None:
@@ -62,8 +62,8 @@ def _check_multi_krum(config, selection) -> None:
 MULTI_KRUM = options.Option(
     'multikrum', 'Multi-Krum (Blanchard et al. 2017): the mean of the --multikrum_m updates of '
     'lowest Krum score',
-    aggregator=lambda config, selection, uniform, max_weight: gathered.GatheredUpdatesFactory(
-        functools.partial(multi_krum, f=config.byzantine_f, m=config.multikrum_m)),
+    aggregator_layer=gathered.layer(lambda byzantine_f, multikrum_m: functools.partial(
+        multi_krum, f=byzantine_f, m=multikrum_m)),
     params=(gathered.BYZANTINE_F,
             options.Param('multikrum_m', 0, 'Multi-Krum: updates averaged (0: n - f).',
                           minimum=0)),

@@ -31,7 +31,7 @@ def geometric_median(matrix: tf.Tensor, iterations: int = 3, nu: float = 1e-6) -
 OPTION = options.Option(
     'rfa', 'RFA (Pillutla et al. 2022): geometric median by --rfa_iterations smoothed Weiszfeld '
     'steps',
-    aggregator=lambda config, selection, uniform, max_weight: gathered.GatheredUpdatesFactory(
-        functools.partial(geometric_median, iterations=config.rfa_iterations)),
+    aggregator_layer=gathered.layer(lambda rfa_iterations: functools.partial(
+        geometric_median, iterations=rfa_iterations)),
     params=(options.Param('rfa_iterations', 3, 'RFA: Weiszfeld iterations.', minimum=1),),
     provides=gathered.CAPABILITIES)

@@ -129,7 +129,7 @@ def test_fedbuff_refuses_a_buffer_larger_than_its_concurrency(setup):
 
 def test_compression_composes_with_a_buffer_and_shortens_uploads_on_the_clock(tff_runtime, setup,
                                                                              skewed_digits):
-    from fl_tff import aggregation, round_hooks
+    from fl_tff import aggregator_chain, round_hooks
     from fl_tff.communication import compression
     from fl_tff.config import ExperimentConfig
     model_fn, select = setup
@@ -138,7 +138,7 @@ def test_compression_composes_with_a_buffer_and_shortens_uploads_on_the_clock(tf
     kwargs = dict(concurrency=4, buffer_size=2, client_optimizer=SGD(LR),
                   server_optimizer=SGD(1.0))
     plain, _ = _run(build_fedbuff(model_fn, **kwargs), async_select, 3)
-    compressed, _ = _run(build_fedbuff(model_fn, model_aggregator=aggregation.mean_factory(
+    compressed, _ = _run(build_fedbuff(model_fn, model_aggregator=aggregator_chain.mean_factory(
         False, compression.build_compressed_sum('quantize', bits=16, seed=1)), **kwargs),
         async_select, 3)
     difference = max_abs_diff(compressed.trainable, plain.trainable)

@@ -86,8 +86,8 @@ def test_uplink_bytes_of_each_encoding():
     (dict(compression='rotate_quantize', compression_bits=17), r'--compression_bits: must be in \[1, 16\]'),
     (dict(compression='topk', compression_k=0.0), r'--compression_k: must be in \(0, 1\], got 0.0'),
     (dict(compression='randk', compression_k=-1.0), r'--compression_k: must be in \(0, 1\], got -1.0'),
-    (dict(compression='quantize', secure_agg=True), '--secure_agg: --secure_agg does not combine with --compression=quantize: compression applies to the plain mean'),
-    (dict(compression='topk', aggregator='median'), '--aggregator: --aggregator=median does not combine with --compression=topk'),
+    (dict(compression='quantize', secure_agg=True), '--secure_agg: --secure_agg does not combine with --compression=quantize: a secure sum already sends every value'),
+    (dict(compression='rotate_quantize', aggregator='median'), '--compression: --compression=rotate_quantize does not combine with --aggregator=median: a coordinate-wise rule needs each client\'s decoded update'),
 ])
 def test_bad_compression_settings_name_the_flag(overrides, message):
     with pytest.raises(ConfigError, match=message):
