@@ -52,6 +52,8 @@ class Context:
         `fl_tff.weighting`).
       max_weight: The largest weight a client can have (a secure weighted mean scales by it).
       seed: The run's seed.
+      cohort: Client updates each aggregation receives: K clients a round, or an asynchronous
+        buffer (user-level DP divides its noised sum by it).
       client_encodes: Clients already encode their updates in their own work (error feedback),
         so the aggregator must not encode them again.
       value_bound: Set by the chain: the bound on each value the reduction hands its sum (DP's
@@ -61,6 +63,7 @@ class Context:
     uniform: bool
     max_weight: Optional[float] = None
     seed: int = 0
+    cohort: int = 1
     client_encodes: bool = False
     value_bound: Optional[float] = None
 

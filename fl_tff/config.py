@@ -196,6 +196,13 @@ class BaseConfig:
         """The selected option's parameters, by name, as its builder takes them."""
         return {p.name: getattr(self, p.name) for p in self.option(kind).params}
 
+    def aggregated_clients(self) -> int:
+        """Client updates each aggregation receives: K = `clients_per_round`, or for an
+        asynchronous algorithm its buffer (`buffer_size`; 1 without one, as FedAsync)."""
+        if options.ASYNCHRONOUS in self.option('algorithm').provides:
+            return self.option_params('algorithm').get('buffer_size', 1)
+        return self.clients_per_round
+
     def local_epochs(self) -> int:
         """Local epochs each client runs: `client_epochs`, or 1 for algorithms without local
         epochs (FedSGD's one gradient pass)."""

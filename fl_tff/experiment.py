@@ -69,7 +69,7 @@ def build_model_aggregator(config: ExperimentConfig,
               for kind, option in selection.items() if option.aggregator_layer is not None]
     return aggregator_chain.build(layers, aggregator_chain.Context(
         uniform=selection.has(options.UNIFORM_WEIGHTS), max_weight=max_weight, seed=config.seed,
-        client_encodes=selection.has(options.CLIENT_ENCODES)))
+        cohort=config.aggregated_clients(), client_encodes=selection.has(options.CLIENT_ENCODES)))
 
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
@@ -176,9 +176,9 @@ def build_selector(config: ExperimentConfig, fed_data: data.FederatedData,
         round_deadline=config.round_deadline, attack=attack)
     if not selection.has(options.ASYNCHRONOUS):
         return rounds
-    params = config.option_params('algorithm')
-    return simulation.AsyncSelector(rounds, clock, concurrency=params['concurrency'],
-                                    buffer_size=params.get('buffer_size', 1),
+    return simulation.AsyncSelector(rounds, clock,
+                                    concurrency=config.option_params('algorithm')['concurrency'],
+                                    buffer_size=config.aggregated_clients(),
                                     dropout_rate=config.dropout_rate, seed=config.seed)
 
 

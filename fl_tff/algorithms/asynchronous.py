@@ -181,7 +181,5 @@ def check_asynchronous(config, selection) -> None:
 
 # What an asynchronous algorithm refuses among the other options, by capability.
 EXCLUDES = {
-    options.USER_LEVEL_DP: 'the privacy ledger assumes rounds of uniformly or Poisson sampled '
-                           'clients; asynchronous participation is neither',
     options.ONCE_PER_EPOCH: 'clients start as slots free up, not in epochs of the population',
 }

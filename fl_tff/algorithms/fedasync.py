@@ -23,6 +23,7 @@ from fl_tff.algorithms import asynchronous
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 
 def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: float = 0.6,
@@ -31,6 +32,7 @@ def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: fl
                    server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
                    weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
                    model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+                   dp_sgd: Optional[dpsgd.DpSgd] = None,
                    ) -> asynchronous.AsyncLearningProcess:
     """Builds FedAsync's server update for one arriving client.
 
@@ -44,6 +46,7 @@ def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: fl
         is applied to the mixing step.
       weighting: Client weight (irrelevant with one client per update).
       model_aggregator: Aggregates the one upload (e.g. a secure sum).
+      dp_sgd: Clients run example-level DP-SGD (`fl_tff.privacy.dpsgd`).
 
     Returns:
       An `asynchronous.AsyncLearningProcess` with a buffer of one.
@@ -61,8 +64,8 @@ def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: fl
 
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    client_work = client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
-                                                                weighting)
+    client_work = client_work_lib.build_model_delta_client_work(
+        model_fn, client_optimizer, weighting, gradient_fn=dpsgd.gradient_fn(dp_sgd))
     return asynchronous.compose_buffered(
         model_fn, client_work, server_optimizer,
         model_aggregator or fedavg.default_aggregator(weighting), scale_fn=scale,
@@ -77,5 +80,5 @@ OPTION = options.Option(
                           'model.', minimum=0.0, maximum=1.0, min_open=True),
             asynchronous.STALENESS_WEIGHTING),
     provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS,
-              options.UPDATE_ATTACKS}, excludes=asynchronous.EXCLUDES,
+              options.UPDATE_ATTACKS, options.DP_SGD_CLIENT}, excludes=asynchronous.EXCLUDES,
     check=asynchronous.check_asynchronous)

@@ -24,6 +24,7 @@ from fl_tff.algorithms import asynchronous
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 
 def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int = 10,
@@ -32,6 +33,7 @@ def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int 
                   server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
                   weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
                   model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+                  dp_sgd: Optional[dpsgd.DpSgd] = None,
                   ) -> asynchronous.AsyncLearningProcess:
     """Builds FedBuff's server update for one buffer (the clock that fills it is the
     simulation's, `fl_tff.simulation.async_schedule`).
@@ -45,6 +47,7 @@ def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int 
       server_optimizer: Applied to the aggregated update (default SGD at 1.0).
       weighting: Client weights of the mean.
       model_aggregator: Aggregates the scaled updates (default: the mean of `weighting`).
+      dp_sgd: Clients run example-level DP-SGD (`fl_tff.privacy.dpsgd`).
 
     Returns:
       An `asynchronous.AsyncLearningProcess`.
@@ -58,8 +61,8 @@ def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int 
     scale(0)  # Raises for an unknown weighting.
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    client_work = client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
-                                                                weighting)
+    client_work = client_work_lib.build_model_delta_client_work(
+        model_fn, client_optimizer, weighting, gradient_fn=dpsgd.gradient_fn(dp_sgd))
     return asynchronous.compose_buffered(
         model_fn, client_work, server_optimizer,
         model_aggregator or fedavg.default_aggregator(weighting), scale_fn=scale)
@@ -81,5 +84,5 @@ OPTION = options.Option(
                           minimum=1),
             asynchronous.STALENESS_WEIGHTING),
     provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS,
-              options.UPDATE_ATTACKS}, excludes=asynchronous.EXCLUDES,
+              options.UPDATE_ATTACKS, options.DP_SGD_CLIENT}, excludes=asynchronous.EXCLUDES,
     check=_check)

@@ -76,7 +76,7 @@ def _layer(mode: str) -> aggregator_chain.Layer:
     def build(params, context, inner):
         return build_dp_aggregator(
             mode, noise_multiplier=params['noise_multiplier'],
-            clients_per_round=params['clients_per_round'], clip=params['clip'],
+            clients_per_round=context.cohort, clip=params['clip'],
             seed=context.seed, record_sum_factory=inner,
             **{name: params[name] for name in ('target_unclipped_quantile', 'clip_learning_rate')
                if name in params})
@@ -87,12 +87,18 @@ def _layer(mode: str) -> aggregator_chain.Layer:
 def _check_adaptive(config, selection) -> None:
     dp_options.check_budget_has_noise(config, selection)
     needed = min_clients_for_adaptive_clipping(config.noise_multiplier)
-    if config.noise_multiplier > 0 and config.clients_per_round < needed:
+    cohort = config.aggregated_clients()
+    if config.noise_multiplier > 0 and cohort < needed:
+        # The setting that sets the cohort: K, a buffer's size, or none (one update at a time).
+        flag = ('clients_per_round' if not selection.has(options.ASYNCHRONOUS) else
+                'buffer_size' if 'buffer_size' in config.option_params('algorithm') else 'dp')
+        where = (f'--{flag}' if flag != 'dp' else
+                 f'--algorithm={config.algorithm} applies one update at a time')
         raise options.OptionError(
-            'clients_per_round', f'adaptive clipping at --noise_multiplier='
-            f'{config.noise_multiplier:g} needs at least {needed} clients per round (TFF\'s '
-            f'clipped-count noise is 0.05 per client and must exceed z/2), got '
-            f'{config.clients_per_round}: raise it, lower the noise or use --dp=fixed')
+            flag, f'adaptive clipping at --noise_multiplier={config.noise_multiplier:g} needs at '
+            f'least {needed} client updates per aggregation (TFF\'s clipped-count noise is 0.05 '
+            f'per client and must exceed z/2), got {cohort} ({where}): raise it, lower the '
+            'noise or use --dp=fixed')
 
 
 def _ledger(config, select, client_sizes, model_size):
@@ -108,7 +114,7 @@ FIXED = options.Option(
     provides={options.USER_LEVEL_DP, options.FIXED_CLIP_RANGE},
     requires={**dp_options.UNIFORM_WEIGHTS_NEEDED, **dp_options.SAMPLING_NEEDED},
     excludes=dp_options.IS_THE_AGGREGATOR,
-    aggregator_layer=_layer('fixed'), config_fields=('clients_per_round',), privacy_ledger=_ledger,
+    aggregator_layer=_layer('fixed'), privacy_ledger=_ledger,
     check=dp_options.check_budget_has_noise)
 
 ADAPTIVE = options.Option(
@@ -124,5 +130,4 @@ ADAPTIVE = options.Option(
     excludes={**dp_options.IS_THE_AGGREGATOR,
               options.SECURE_SUM: 'adaptive clipping has no fixed range to quantize to; with '
                                   '--secure_agg use --dp=fixed (its --clip is the range) or dpsgd'},
-    aggregator_layer=_layer('adaptive'), config_fields=('clients_per_round',),
-    privacy_ledger=_ledger, check=_check_adaptive)
+    aggregator_layer=_layer('adaptive'), privacy_ledger=_ledger, check=_check_adaptive)

@@ -121,7 +121,7 @@ def _preflight(config) -> None:
     option, so this runs in preflight, not in validation)."""
     try:
         check_settings(noise_multiplier=config.noise_multiplier,
-                       clients_per_round=config.clients_per_round, clip=config.clip,
+                       clients_per_round=config.aggregated_clients(), clip=config.clip,
                        bits=config.secure_bits)
     except ValueError as e:
         raise options.OptionError('secure_bits', 'TFF\'s distributed DP refuses these settings '
@@ -133,11 +133,12 @@ def _ledger(config, select, client_sizes, model_size):
     del client_sizes
     if model_size <= 0:
         raise ValueError('distributed DP accounting needs the model size')
-    z = accounting_noise_multiplier(config.noise_multiplier, config.clients_per_round, config.clip,
+    cohort = config.aggregated_clients()
+    z = accounting_noise_multiplier(config.noise_multiplier, cohort, config.clip,
                                     config.secure_bits, model_size)
     return dp_options.user_level_ledger(
         config, select, z,
-        f'no party is trusted with the noise: each of the {config.clients_per_round} clients adds '
+        f'no party is trusted with the noise: each of the {cohort} clients adds '
         f'a discrete Gaussian share before the secure sum (effective multiplier {z:.4g} after '
         'rounding, Kairouz et al. 2021; the secure sum itself is simulated)')
 
@@ -164,7 +165,6 @@ OPTION = options.Option(
     aggregator_layer=aggregator_chain.Layer(
         aggregator_chain.REDUCE, lambda params, context, inner: build_distributed_dp_mean(
             noise_multiplier=params['noise_multiplier'],
-            clients_per_round=params['clients_per_round'], clip=params['clip'],
+            clients_per_round=context.cohort, clip=params['clip'],
             bits=params['secure_bits']), takes_sum=False),
-    config_fields=('clients_per_round',),
     uplink_encoding=_encoding, privacy_ledger=_ledger)

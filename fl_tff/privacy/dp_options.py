@@ -37,7 +37,11 @@ def check_budget_has_noise(config, selection) -> None:
 
 def user_level_ledger(config, select, noise_multiplier: float,
                       trust: str = 'the server is trusted to add the noise') -> ledger.PrivacyLedger:
-    """The ledger of a sampled Gaussian with `noise_multiplier`, sampled as `select` samples."""
+    """The ledger of a sampled Gaussian with `noise_multiplier`, sampled as `select` samples;
+    for an asynchronous algorithm, one Gaussian per participation (no sampling assumed)."""
+    if config.selection().has(options.ASYNCHRONOUS):
+        return ledger.ParticipationLedger(noise_multiplier, config.delta, config.target_epsilon,
+                                          trust)
     mechanism = accounting.SampledGaussian.from_cohort(noise_multiplier, select.sampling,
                                                        select.population, select.cohort)
     return ledger.PrivacyLedger(mechanism, config.delta, config.target_epsilon, trust)

@@ -2,17 +2,21 @@
 selected, with a budget that stops training before the round that would exceed it.
 
 User level (DP-FedAvg): one sampled Gaussian mechanism per round over the client population,
-Poisson or fixed-size sampling as actually done. Example level (DP-SGD on clients): each client
+Poisson or fixed-size sampling as actually done. User level without sampling (asynchronous
+training, where clients arrive as the clock has them): each server update is one Gaussian
+mechanism for each client in it, composed per client over its participations. Example level (DP-SGD on clients): each client
 is charged its own local steps, every step a Poisson-sampled Gaussian with rate
 batch size / client size (the standard DP-SGD analysis); its ε covers its own examples.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from typing import Mapping, Optional
 
+import dp_accounting
 import numpy as np
 
 from fl_tff.privacy.accounting import SampledGaussian, check_delta
@@ -151,6 +155,93 @@ class ExampleLevelLedger(PrivacyLedger):
         if self.steps:
             out['epsilon_per_client'] = {cid: self.client_epsilon(cid) for cid in sorted(self.steps)}
         return out
+
+
+class ParticipationLedger(PrivacyLedger):
+    """User-level ε when clients are not sampled in rounds (FedBuff, FedAsync): each server
+    update clips every update in it to C and adds N(0, (zC)^2) to their sum. For a client with m
+    updates in one server update (a fast client can finish twice while a buffer fills) that is a
+    Gaussian mechanism of sensitivity mC, i.e. of multiplier z / m (add or remove one client).
+    A client's ε composes one such mechanism per server update it took part in (dp_accounting,
+    RDP; PLD too); the reported ε is the largest over clients: that of the client with the
+    largest sum of m^2 (Gaussians compose into one of multiplier z / sqrt(sum m^2)). No
+    amplification by sampling is claimed: arrival on the clock is not random sampling. Assumed:
+    who takes part when does not depend on any client's data (it comes from the simulated
+    devices' clock)."""
+
+    def __init__(self, noise_multiplier: float, delta: float, target_epsilon: float = 0.0,
+                 trust: str = 'the server is trusted to add the noise'):
+        super().__init__(SampledGaussian(noise_multiplier, 'poisson', q=1.0), delta,
+                         target_epsilon, trust)
+        # Client -> (updates per server update m -> server updates with m of its updates).
+        self.participations: dict[str, dict[int, int]] = {}
+
+    def charge(self, plan: RoundPlan, *, enforce: bool = True, pld: bool = False) -> dict[str, float]:
+        counts = {cid: dict(m) for cid, m in self.participations.items()}
+        for cid, m in collections.Counter(cid for cid, _ in plan.participants).items():
+            counts.setdefault(cid, {})
+            counts[cid][m] = counts[cid].get(m, 0) + 1
+        epsilon = self._epsilon(_busiest(counts))
+        self._enforce(enforce, epsilon, plan.round_num)
+        self.participations, self.rounds = counts, self.rounds + 1
+        row = {'epsilon': epsilon, 'max_participations': float(self._most())}
+        if pld:
+            row.update(self.pld_columns())
+        return row
+
+    def _epsilon(self, multiplicities: tuple[tuple[int, int], ...], accountant: str = 'rdp') -> float:
+        return _composed_gaussians_epsilon(self.mechanism.noise_multiplier, multiplicities,
+                                           self.delta, accountant)
+
+    def _most(self) -> int:
+        """Updates of the client with the most, over all server updates."""
+        return max((sum(m * n for m, n in c.items()) for c in self.participations.values()),
+                   default=0)
+
+    def pld_columns(self) -> dict[str, float]:
+        return {'epsilon_pld': self._epsilon(_busiest(self.participations), 'pld')}
+
+    def spent(self) -> float:
+        return self._epsilon(_busiest(self.participations))
+
+    def statement(self) -> str:
+        return (f'user-level ({self.mechanism.noise_multiplier:g} noise multiplier): '
+                f'({self.spent():.4g}, {self.delta:g})-DP for all of any one client\'s data '
+                f'(adding or removing one client) after {self.rounds} server updates, one Gaussian '
+                f'mechanism per server update a client took part in (of sensitivity m C for m of '
+                f'its updates in it; at most {self._most()} updates from any client), RDP '
+                'accounting; no sampling assumed (asynchronous arrival), and who takes part when '
+                f'is assumed independent of the data; {self.trust}')
+
+    def summary(self) -> dict:
+        out = super().summary()
+        out['sampling'] = 'none (asynchronous participation)'
+        out['max_participations'] = self._most()
+        return out
+
+
+def _busiest(counts: Mapping[str, Mapping[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The (m, server updates) of the client whose mechanisms compose to the largest ε: the
+    largest sum of m^2 over its server updates."""
+    if not counts:
+        return ()
+    worst = max(counts.values(), key=lambda c: sum(m * m * n for m, n in c.items()))
+    return tuple(sorted(worst.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _composed_gaussians_epsilon(noise_multiplier: float, multiplicities: tuple[tuple[int, int], ...],
+                                delta: float, accountant: str) -> float:
+    """ε of Gaussian mechanisms of multiplier z / m, `n` of each (m, n), composed."""
+    if not multiplicities:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    event = dp_accounting.ComposedDpEvent([
+        dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(noise_multiplier / m), n)
+        for m, n in multiplicities])
+    kind = SampledGaussian(noise_multiplier, 'poisson', q=1.0).accountant(accountant)
+    return float(kind.compose(event).get_epsilon(delta))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -2,10 +2,14 @@
 
 import math
 
+import dp_accounting
 import pytest
 
+from fl_tff.config import ExperimentConfig
+from fl_tff.privacy import dp_options
 from fl_tff.privacy.accounting import SampledGaussian
-from fl_tff.privacy.ledger import BudgetExhausted, ExampleLevelLedger, PrivacyLedger
+from fl_tff.privacy.ledger import (BudgetExhausted, ExampleLevelLedger, ParticipationLedger,
+                                  PrivacyLedger)
 from fl_tff.simulation.heterogeneity import RoundPlan
 
 
@@ -45,3 +49,46 @@ def test_bad_ledger_values():
     with pytest.raises(ValueError, match=r'delta must be in \(0, 1\)'):
         PrivacyLedger(SampledGaussian(1.0, 'poisson', q=0.1), 0.0)
     assert math.isinf(PrivacyLedger(SampledGaussian(0.0, 'poisson', q=0.1), 1e-5).epsilon(1))
+
+
+def _gaussians_epsilon(z, sensitivities, delta, pld=False):
+    """dp_accounting directly: one Gaussian mechanism of noise z (in units of the clip) per
+    sensitivity (in clips) in the list, composed; add or remove one."""
+    accountant = (dp_accounting.pld.PLDAccountant() if pld else dp_accounting.rdp.RdpAccountant())
+    for s in sensitivities:
+        accountant.compose(dp_accounting.GaussianDpEvent(z / s))
+    return accountant.get_epsilon(delta)
+
+
+def test_asynchronous_ledger_composes_one_gaussian_per_server_update_of_the_busiest_client():
+    # 'a' sends twice into update 3 (a fast client): sensitivity 2C there.
+    updates = [[('a', 1), ('b', 1)], [('a', 1), ('c', 1)], [('a', 1), ('a', 1)], [('b', 1), ('d', 1)],
+               [('b', 1), ('d', 1)], [('c', 1), ('a', 1)]]
+    spent_by_a = [1, 1, 2]  # Sensitivities of a's mechanisms after update 3: the busiest.
+    ledger = ParticipationLedger(2.0, 1e-5,
+                                 target_epsilon=_gaussians_epsilon(2.0, spent_by_a, 1e-5) + 1e-9)
+    expected = [[1], [1, 1], [1, 1, 2], [1, 1, 2], [1, 1, 2]]
+    for n, participants in enumerate(updates[:5], start=1):
+        row = ledger.charge(_plan(n, participants), pld=n == 3)
+        assert row['epsilon'] == pytest.approx(_gaussians_epsilon(2.0, expected[n - 1], 1e-5),
+                                               rel=1e-9)
+    assert row['max_participations'] == 4  # a: 1 + 1 + 2 updates.
+    # b has taken part 3 times with sensitivity C (1 + 1 + 1 < 1 + 1 + 4): within budget; a's
+    # next update is not.
+    assert ledger.spent() == pytest.approx(_gaussians_epsilon(2.0, spent_by_a, 1e-5), rel=1e-9)
+    with pytest.raises(BudgetExhausted, match='stopped before round 6'):
+        ledger.charge(_plan(6, updates[5]))
+    assert ledger.summary()['max_participations'] == 4
+    assert 'no sampling assumed' in ledger.statement()
+    fresh = ParticipationLedger(2.0, 1e-5)
+    for n, participants in enumerate(updates[:3], start=1):
+        fresh.charge(_plan(n, participants))
+    assert fresh.pld_columns()['epsilon_pld'] == pytest.approx(
+        _gaussians_epsilon(2.0, spent_by_a, 1e-5, pld=True), rel=1e-6)
+
+
+def test_an_asynchronous_run_gets_the_participation_ledger():
+    config = ExperimentConfig(algorithm='fedbuff', dp='fixed', client_weighting='uniform',
+                              noise_multiplier=1.5)
+    ledger = dp_options.user_level_ledger(config, None, config.noise_multiplier)
+    assert isinstance(ledger, ParticipationLedger) and ledger.mechanism.noise_multiplier == 1.5

@@ -166,7 +166,7 @@ BASE = dict(dataset='digits', model='logreg', num_clients=10, clients_per_round=
     (dict(dp='fixed', server_optimizer='sgd'), 'client_sampling'),
     (dict(server_optimizer='adam'), 'server_optimizer'),
     (dict(tree_restart=3), 'tree_restart'),
-    (dict(algorithm='fedbuff'), 'dp'),
+    (dict(algorithm='fedbuff'), 'client_sampling'),  # Asynchronous arrival has no epochs.
 ])
 def test_settings_dp_ftrl_cannot_use_name_the_flag(change, flag):
     ExperimentConfig(**BASE).validate()
