@@ -33,12 +33,13 @@ class Wrappers:
     Attributes:
       error_feedback: Error-feedback compression of the upload.
       secagg: The SecAgg protocol's settings.
-      secure_mean: The structural secure mean whose packing SecAgg masks (with `secagg`).
+      model_aggregator: The round's model aggregator, whose packed vectors SecAgg masks (with
+        `secagg`: a `secure.PackedAggregator`, e.g. a secure mean or DP over a secure sum).
     """
 
     error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None
     secagg: Optional[tff_round.SecAggSettings] = None
-    secure_mean: Any = None
+    model_aggregator: Any = None
 
 
 def wrap(stages: round_composer.RoundStages, wrappers: Wrappers,
@@ -49,7 +50,7 @@ def wrap(stages: round_composer.RoundStages, wrappers: Wrappers,
         stages = error_feedback_lib.with_error_feedback(stages, wrappers.error_feedback)
     if wrappers.secagg is None:
         return stages, None
-    secagg_round = tff_round.with_secagg(stages, wrappers.secagg, wrappers.secure_mean)
+    secagg_round = tff_round.with_secagg(stages, wrappers.secagg, wrappers.model_aggregator)
     return secagg_round.stages, secagg_round
 
 

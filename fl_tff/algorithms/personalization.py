@@ -189,9 +189,10 @@ def compose_personalized(
         return inner_finalizer.next(state, weights, tff.federated_map(expand, update))
 
     finalizer = tff.learning.templates.FinalizerProcess(inner_finalizer.initialize, finalizer_next)
-    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
-        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
-    aggregator = model_aggregator.create(shared_type, tff.TensorType(np.float32))
+    weighted = (tff.aggregators.as_weighted_aggregator(model_aggregator)
+                if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory)
+                else model_aggregator)
+    aggregator = weighted.create(shared_type, tff.TensorType(np.float32))
     distributor = tff.learning.templates.build_broadcast_process(weights_type)
 
     def train(r: round_composer.Round) -> round_composer.Stage:

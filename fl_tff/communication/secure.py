@@ -30,7 +30,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from typing import Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -129,46 +129,106 @@ class Packing:
         return self._unflatten(tf.math.divide_no_nan(value_sum, weight_sum)), clipped
 
 
-def _structural_process(packing: Packing, weighted_next: bool,
-                        mean: bool) -> tff.templates.AggregationProcess:
-    """The packed vectors summed by TFF's secure sum, then decoded (a mean or a sum)."""
+@dataclasses.dataclass(frozen=True)
+class PackedAggregation:
+    """An aggregation whose only step from clients to the server is one sum of packed integer
+    vectors: what a secure sum moves (structurally, `structural_process`) and what SecAgg masks
+    (`fl_tff.secagg.tff_round`), with one encoding and one decoding for both.
+
+    Attributes:
+      packing: The vectors' layout.
+      encode: TF function `(value, weight) -> int32 [size]`: a client's vector.
+      decode: TF function `(integer sum as int64, state) -> (result, new state, clipped
+        fraction)`: the server's release from the sum (state None when stateless).
+      initial_state: TF function `() -> state` the server keeps across rounds (DP's noise
+        seed), or None.
+    """
+
+    packing: Packing
+    encode: Callable[[Any, Any], tf.Tensor]
+    decode: Callable[[tf.Tensor, Any], tuple[Any, Any, tf.Tensor]]
+    initial_state: Optional[Callable[[], Any]] = None
+
+
+@runtime_checkable
+class PackedAggregator(Protocol):
+    """An aggregation factory whose processes sum packed vectors (what SecAgg can mask)."""
+
+    def packed(self, value_type: tff.Type) -> PackedAggregation:
+        """The client and server halves for `value_type` values."""
+
+
+def packed_mean_or_sum(packing: Packing, mean: bool) -> PackedAggregation:
+    """The stateless secure mean (Σ value·ŵ / Σ ŵ) or sum of `packing`'s values."""
+    def decode(total, state):
+        del state
+        result, clipped = (packing.decode_mean if mean else packing.decode_sum)(total)
+        return result, None, clipped
+    return PackedAggregation(packing, packing.encode, decode)
+
+
+def structural_process(aggregation: PackedAggregation,
+                       weighted_next: bool) -> tff.templates.AggregationProcess:
+    """The packed vectors summed by TFF's secure sum, then decoded. The process's state is the
+    vector sum's, paired with the aggregation's own state when it keeps one."""
+    packing = aggregation.packing
     value_type = packing.value_type
     int_type = tff.TensorType(np.int32, [packing.size])
     vector_sum = tff.aggregators.SecureSumFactory(packing.levels, 0).create(int_type)
     weight_type = tff.TensorType(np.float32)
+    stateful = aggregation.initial_state is not None
 
     @tff.tensorflow.computation(value_type, weight_type)
     def encode(value, weight):
-        return packing.encode(value, weight)
-
-    @tff.tensorflow.computation(int_type)
-    def decode(total):
-        decode_fn = packing.decode_mean if mean else packing.decode_sum
-        return decode_fn(tf.cast(total, tf.int64))
+        return aggregation.encode(value, weight)
 
     @tff.tensorflow.computation
     def one():
         return tf.constant(1.0, tf.float32)
 
+    if stateful:
+        initial_state = tff.tensorflow.computation(aggregation.initial_state)
+
+        @tff.federated_computation
+        def init_fn():
+            return tff.federated_zip((tff.federated_eval(initial_state, tff.SERVER),
+                                      vector_sum.initialize()))
+
+        @tff.tensorflow.computation(int_type, initial_state.type_signature.result)
+        def decode(total, state):
+            return aggregation.decode(tf.cast(total, tf.int64), state)
+    else:
+        init_fn = vector_sum.initialize
+
+        @tff.tensorflow.computation(int_type)
+        def decode(total):
+            result, _, clipped = aggregation.decode(tf.cast(total, tf.int64), None)
+            return result, clipped
+
     def aggregate(state, value, weight):
-        summed = vector_sum.next(state, tff.federated_map(encode, (value, weight)))
-        result, clipped = tff.federated_map(decode, summed.result)
+        own, sum_state = (state[0], state[1]) if stateful else (None, state)
+        summed = vector_sum.next(sum_state, tff.federated_map(encode, (value, weight)))
+        if stateful:
+            result, new_own, clipped = tff.federated_map(decode, (summed.result, own))
+            new_state = tff.federated_zip((new_own, summed.state))
+        else:
+            (result, clipped), new_state = tff.federated_map(decode, summed.result), summed.state
         measurements = tff.federated_zip(collections.OrderedDict(
             secure_sum=summed.measurements, secure_clipped_fraction=clipped))
-        return tff.templates.MeasuredProcessOutput(summed.state, result, measurements)
+        return tff.templates.MeasuredProcessOutput(new_state, result, measurements)
 
     if weighted_next:
-        @tff.federated_computation(vector_sum.initialize.type_signature.result,
+        @tff.federated_computation(init_fn.type_signature.result,
                                    tff.FederatedType(value_type, tff.CLIENTS),
                                    tff.FederatedType(weight_type, tff.CLIENTS))
         def next_fn(state, value, weight):
             return aggregate(state, value, weight)
     else:
-        @tff.federated_computation(vector_sum.initialize.type_signature.result,
+        @tff.federated_computation(init_fn.type_signature.result,
                                    tff.FederatedType(value_type, tff.CLIENTS))
         def next_fn(state, value):
             return aggregate(state, value, tff.federated_eval(one, tff.CLIENTS))
-    return tff.templates.AggregationProcess(vector_sum.initialize, next_fn)
+    return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
 class SecureQuantizedSumFactory(tff.aggregators.UnweightedAggregationFactory):
@@ -179,8 +239,15 @@ class SecureQuantizedSumFactory(tff.aggregators.UnweightedAggregationFactory):
         _check_bits_and_bound(bits, bound)
         self.bits, self.bound = int(bits), float(bound)
 
+    def packing(self, value_type) -> Packing:
+        """How this sum encodes each client's value."""
+        return Packing(self.bits, self.bound, value_type)
+
+    def packed(self, value_type) -> PackedAggregation:
+        return packed_mean_or_sum(self.packing(value_type), mean=False)
+
     def create(self, value_type) -> tff.templates.AggregationProcess:
-        return _structural_process(Packing(self.bits, self.bound, value_type), False, False)
+        return structural_process(self.packed(value_type), weighted_next=False)
 
 
 class SecureQuantizedMeanFactory(tff.aggregators.WeightedAggregationFactory):
@@ -205,8 +272,11 @@ class SecureQuantizedMeanFactory(tff.aggregators.WeightedAggregationFactory):
         """How this mean encodes each client's value and weight."""
         return Packing(self.bits, self.bound, value_type, self.max_weight)
 
+    def packed(self, value_type) -> PackedAggregation:
+        return packed_mean_or_sum(self.packing(value_type), mean=True)
+
     def create(self, value_type, weight_type=None) -> tff.templates.AggregationProcess:
-        return _structural_process(self.packing(value_type), True, True)
+        return structural_process(self.packed(value_type), weighted_next=True)
 
 
 def _check_bits_and_bound(bits: int, bound: float) -> None:

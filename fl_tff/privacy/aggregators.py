@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
 from fl_tff import aggregator_chain, options
-from fl_tff.privacy import dp_options
+from fl_tff.privacy import dp_options, packed_dp
 from fl_tff.privacy.queries import SeededGaussianSumQuery
 
 # TFF's default std of the noise on the adaptive clipping's clipped count, per expected client.
@@ -54,7 +54,7 @@ def build_dp_aggregator(mode: str, *, noise_multiplier: float, clients_per_round
         query = tfp.NormalizedQuery(
             SeededGaussianSumQuery(clip, clip * noise_multiplier, seed),
             denominator=float(clients_per_round))
-        return tff.aggregators.DifferentiallyPrivateFactory(query, record_sum_factory)
+        return packed_dp.dp_sum_factory(query, record_sum_factory)
     if record_sum_factory is not None:
         raise ValueError(f'{mode!r} DP aggregation takes no record_sum_factory')
     if mode == 'adaptive':

@@ -37,7 +37,8 @@ from tensorflow_privacy.privacy.dp_query import restart_query
 
 from fl_tff import aggregator_chain, options
 from fl_tff.algorithms import ftrl
-from fl_tff.privacy import dp_options, ledger as ledger_lib
+from fl_tff.communication import secure
+from fl_tff.privacy import dp_options, ledger as ledger_lib, packed_dp
 from fl_tff.privacy.accounting import check_delta
 
 
@@ -55,7 +56,7 @@ class TreeAggregationFactory(tff.aggregators.UnweightedAggregationFactory):
         self._z, self._k, self._clip = noise_multiplier, clients_per_round, clip
         self._period, self._seed, self._record_sum = restart_period, seed, record_sum_factory
 
-    def create(self, value_type) -> tff.templates.AggregationProcess:
+    def _factory(self, value_type) -> tff.aggregators.UnweightedAggregationFactory:
         specs = tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape, s.dtype),
                                       tff.types.type_to_tf_tensor_specs(value_type))
         tree = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
@@ -63,8 +64,22 @@ class TreeAggregationFactory(tff.aggregators.UnweightedAggregationFactory):
         query = tfp.NormalizedQuery(
             tfp.RestartQuery(tree, restart_query.PeriodicRoundRestartIndicator(self._period)),
             denominator=float(self._k))
-        return tff.aggregators.DifferentiallyPrivateFactory(query, self._record_sum).create(
-            value_type)
+        return packed_dp.dp_sum_factory(query, self._record_sum)
+
+    def packed(self, value_type) -> secure.PackedAggregation:
+        """Its client and server halves over a packed secure sum (for SecAgg).
+
+        Raises:
+          TypeError: Its records are not summed as packed vectors.
+        """
+        factory = self._factory(value_type)
+        if not isinstance(factory, secure.PackedAggregator):
+            raise TypeError('DP-FTRL sums its records in the clear; SecAgg needs a packed '
+                            'secure sum')
+        return factory.packed(value_type)
+
+    def create(self, value_type) -> tff.templates.AggregationProcess:
+        return self._factory(value_type).create(value_type)
 
 
 class TreeLedger(ledger_lib.PrivacyLedger):

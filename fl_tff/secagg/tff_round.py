@@ -42,7 +42,7 @@ import collections
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -85,14 +85,6 @@ class SecAggSettings:
         holders = self.holders(cohort)
         return max(shamir.MIN_THRESHOLD,
                    min(holders, int(math.floor(self.threshold_fraction * holders)) + 1))
-
-
-@runtime_checkable
-class PackedSecureMean(Protocol):
-    """A secure mean that encodes each client's value and weight as one integer vector."""
-
-    def packing(self, value_type: tff.Type) -> secure.Packing:
-        """The encoding of `value_type` values."""
 
 
 def modulus_bits(bits: int, max_cohort: int) -> int:
@@ -332,29 +324,33 @@ class SecAggRound:
 
 
 def with_secagg(stages: round_composer.RoundStages, settings: SecAggSettings,
-                model_aggregator: PackedSecureMean) -> SecAggRound:
+                model_aggregator: secure.PackedAggregator) -> SecAggRound:
     """`stages` whose upload is masked and whose aggregation is the SecAgg protocol's: each
-    client packs what the round's upload stage sends (the model delta of FedAvg, the shared
-    delta of a personalized algorithm; client-state slots stay on the client) with its weight,
-    adds its mask (a client value) modulo 2^M; the server sums the masked vectors and subtracts
-    its correction (a server value).
+    client encodes what the round's upload stage sends (the model delta of FedAvg, the shared
+    delta of a personalized algorithm; client-state slots stay on the client) as the model
+    aggregator's packed vector (a secure mean's; DP's clipped record), adds its mask (a client
+    value) modulo 2^M; the server sums the masked vectors, subtracts its correction (a server
+    value) and decodes the sum as the aggregator does (a mean; DP's noised release, advancing
+    its state).
 
     Args:
       stages: The round without the protocol; its aggregator was created from
-        `model_aggregator`, whose state passes through unchanged.
+        `model_aggregator`.
       settings: The protocol's settings.
-      model_aggregator: The structural secure mean: its packing encodes the uploads.
+      model_aggregator: An aggregator whose clients send one packed vector
+        (`secure.PackedAggregator`): its encoding is what the clients mask.
 
     Raises:
-      TypeError: `model_aggregator` is not a packed secure mean.
+      TypeError: `model_aggregator` does not sum packed vectors.
       ValueError: A modulus beyond 31 bits.
     """
-    if not isinstance(model_aggregator, PackedSecureMean):
-        raise TypeError('--secagg masks the packed vectors of the secure mean (--secure_agg); '
+    if not isinstance(model_aggregator, secure.PackedAggregator):
+        raise TypeError('--secagg masks the packed vectors of a secure sum (--secure_agg); '
                         f'got {type(model_aggregator).__name__}')
     parameters = stages.parts.aggregator.next.type_signature.parameter
     value_type, weight_type = parameters[1].member, parameters[2].member
-    packing = model_aggregator.packing(value_type)
+    packed = model_aggregator.packed(value_type)
+    packing = packed.packing
     bits = modulus_bits(packing.bits, settings.max_cohort)
     low_bits = (1 << bits) - 1
     if bits > 31:
@@ -362,19 +358,32 @@ def with_secagg(stages: round_composer.RoundStages, settings: SecAggSettings,
                          f'{bits}-bit modulus; masks are int32 (at most 31 bits)')
     mask_type = tff.TensorType(np.int32, [packing.size])  # Masks < 2^M <= 2^31: half the bytes.
     vector_type = tff.TensorType(np.int64, [packing.size])
+    state_type = stages.parts.aggregator.initialize.type_signature.result.member
 
     @tff.tensorflow.computation(value_type, weight_type, mask_type)
     def masked_upload(update, weight, mask):
         """The client's step-2 message: its packed vector plus its mask, mod 2^M."""
-        packed = tf.cast(packing.encode(update, weight), tf.int64)
-        return tf.bitwise.bitwise_and(packed + tf.cast(mask, tf.int64),
+        vector = tf.cast(packed.encode(update, weight), tf.int64)
+        return tf.bitwise.bitwise_and(vector + tf.cast(mask, tf.int64),
                                       tf.constant(low_bits, tf.int64))
 
-    @tff.tensorflow.computation(vector_type, vector_type)
-    def unmask_and_decode(masked_sum, correction):
-        """The server's last step: the exact integer sum, decoded to the mean."""
-        total = tf.bitwise.bitwise_and(masked_sum - correction, tf.constant(low_bits, tf.int64))
-        return packing.decode_mean(total)
+    def unmasked(masked_sum, correction):
+        return tf.bitwise.bitwise_and(masked_sum - correction, tf.constant(low_bits, tf.int64))
+
+    if packed.initial_state is None:
+        @tff.tensorflow.computation(vector_type, vector_type)
+        def unmask_and_decode(masked_sum, correction):
+            """The server's last step: the exact integer sum, decoded."""
+            result, _, clipped = packed.decode(unmasked(masked_sum, correction), None)
+            return result, clipped
+    else:
+        @tff.tensorflow.computation(vector_type, vector_type, state_type)
+        def unmask_and_decode(masked_sum, correction, state):
+            """The server's last step: the exact integer sum, decoded with the aggregator's
+            own state (DP's noise), which advances; the vector sum's state is unchanged."""
+            own, sum_state = state
+            result, new_own, clipped = packed.decode(unmasked(masked_sum, correction), own)
+            return result, (new_own, sum_state), clipped
 
     previous = round_composer.stage_fn(stages, 'upload')
 
@@ -387,9 +396,13 @@ def with_secagg(stages: round_composer.RoundStages, settings: SecAggSettings,
     def aggregate(r: round_composer.Round) -> round_composer.Stage:
         # The server sums masked vectors only; its correction unmasks the sum.
         masked, _ = r.upload.result
-        mean, clipped = tff.federated_map(unmask_and_decode,
-                                          (tff.federated_sum(masked), r.values['correction']))
-        return round_composer.Stage(mean, r.state.aggregator, tff.federated_zip(
+        if packed.initial_state is None:  # Its state (the vector sum's) passes unchanged.
+            (result, clipped), state = tff.federated_map(unmask_and_decode, (
+                tff.federated_sum(masked), r.values['correction'])), r.state.aggregator
+        else:
+            result, state, clipped = tff.federated_map(unmask_and_decode, (
+                tff.federated_sum(masked), r.values['correction'], r.state.aggregator))
+        return round_composer.Stage(result, state, tff.federated_zip(
             collections.OrderedDict(secure_clipped_fraction=clipped)))
 
     if stages.aggregate is not None:
@@ -520,8 +533,10 @@ SECAGG = options.Registry(
             requires={options.SECURE_SUM: 'masks the packed vectors of the secure mean',
                       options.MASKED_UPLOADS: 'needs an algorithm whose round can add the '
                                               'clients\' masks to their uploads'},
-            excludes={options.USER_LEVEL_DP: 'TFF\'s DP aggregator sums the records itself, '
-                                             'so the masks cannot reach them',
+            excludes={options.MODULAR_SECURE_SUM: 'its masks go on fl_tff\'s packed vectors, and '
+                                                  'TFF\'s distributed DP sums its own rotated, '
+                                                  'modular integer shares (masking those is not '
+                                                  'built)',
                       options.ASYNCHRONOUS: 'a buffer of asynchronous updates has no cohort '
                                             'to share keys in'},
             check=_check,

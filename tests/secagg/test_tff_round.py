@@ -146,6 +146,37 @@ def test_stateful_algorithms_with_the_protocol_equal_the_structural_secure_sum(
         assert max(np.abs(g - i).max() for g, i in zip(head, initial_head)) > 1e-4  # Trained.
 
 
+@pytest.mark.parametrize('dp,extra', [('fixed', {}),
+                                      ('tree', dict(client_sampling='epochs',
+                                                    server_optimizer='ftrlm'))])
+def test_user_level_dp_with_the_protocol_equals_dp_over_the_structural_secure_sum(
+        tff_runtime, dp, extra):
+    """dp(secagg(secure_sum)): clients clip their update with the DP query and mask its packed
+    vector; the server unmasks the sum and adds the query's seeded noise. Over two rounds (the
+    second with a dropout before its masked input; the noise's state advancing) the model equals
+    the one of DP over the structural secure sum bit for bit, and the noise acted."""
+    config = dataclasses.replace(BASE, dp=dp, noise_multiplier=1.0, clip=0.5, **extra)
+    structural, select = _build(config)
+    masked, _ = _build(dataclasses.replace(config, secagg=True))
+    noiseless, _ = _build(dataclasses.replace(config, noise_multiplier=0.0))
+    state, reference, quiet = masked.initialize(), structural.initialize(), noiseless.initialize()
+    for round_num, dropped in ((1, 0), (2, 1)):
+        plan = select.plan(round_num)
+        if dropped:
+            chosen = tuple((c, e) for c, e in plan.participants if c != plan.selected[-1])
+            plan = RoundPlan(round_num, plan.selected, chosen, dropped=1)
+        data = [select.client_round(t) for t in select.client_inputs(plan)]
+        out = masked.next_for_plan(state, data, plan, dropouts=_dropouts('masked_input', dropped))
+        assert out.columns['secagg_aborted'] == 0
+        state = out.state
+        reference = structural.next(reference, data).state
+        quiet = noiseless.next(quiet, data).state
+        for got, want in zip(_weights(masked, state), _weights(structural, reference)):
+            np.testing.assert_array_equal(got, want)
+    assert max(np.abs(a - b).max() for a, b in zip(_weights(masked, state),
+                                                   _weights(noiseless, quiet))) > 1e-3
+
+
 @pytest.mark.parametrize('step', ['share_keys', 'masked_input'])
 def test_secagg_plus_neighbourhoods_give_the_same_model(processes, tff_runtime, step):
     """k = 4 neighbours on a ring: each client's secrets have 5 holders, t = 3. A client that
@@ -318,8 +349,8 @@ def test_secagg_and_nosecagg_runs_drop_the_same_clients_and_train_the_same_model
 
 @pytest.mark.parametrize('overrides,message', [
     (dict(secure_agg=False), '--secure_agg: --secagg masks the packed vectors of the secure mean'),
-    (dict(dp='fixed', noise_multiplier=1.0, clip=0.5),
-     '--dp: --dp=fixed does not combine with --secagg: TFF\'s DP aggregator'),
+    (dict(dp='distributed', noise_multiplier=1.0, clip=0.5),
+     '--dp: --dp=distributed does not combine with --secagg: its masks go on fl_tff\'s packed'),
     (dict(algorithm='fedsgd'), '--algorithm: --secagg needs an algorithm whose round can add'),
     (dict(secagg_threshold=1.0), r'--secagg_threshold: must be in \[0.5, 1\)'),
     (dict(over_selection=1.0), '--secagg_threshold: t = 9 of the 16 selected clients is more '
