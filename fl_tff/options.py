@@ -59,6 +59,7 @@ WORD_SEQUENCES = 'word_sequences'
 PADDED_TOKENS = 'padded_tokens'
 STATEFUL_CLIENT_OPTIMIZER = 'stateful_client_optimizer'
 CLIENT_ENCODES = 'client_encodes'
+EXAMPLE_LEVEL_DP = 'example_level_dp'
 DECODES_AGGREGATE = 'decodes_aggregate'
 
 CAPABILITIES: dict[str, str] = {
@@ -101,6 +102,8 @@ CAPABILITIES: dict[str, str] = {
     PADDED_TOKENS: 'labels are token sequences with padding',
     STATEFUL_CLIENT_OPTIMIZER: 'clients step with an optimizer that has state (momentum, '
                                'moments), not plain SGD',
+    EXAMPLE_LEVEL_DP: 'clips and noises each example\'s gradient in the clients\' local steps '
+                      '(DP-SGD)',
     CLIENT_ENCODES: 'clients encode (compress) their updates in their own work, so the '
                     'aggregator does not encode them again',
     DECODES_AGGREGATE: 'the server decodes only the aggregate of the encoded updates (a random '

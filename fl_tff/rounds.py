@@ -84,6 +84,19 @@ class RoundOutput:
 
 
 @runtime_checkable
+class InputValues(Protocol):
+    """Per-participant values a round's stages take from what the simulation hands the round
+    (e.g. an asynchronous buffer's start weights and staleness scales), so that any process
+    running those stages (the plain one, or one with SecAgg) supplies them the same way."""
+
+    names: tuple[str, ...]  # The client values it supplies.
+    needs: RoundNeeds  # What it needs from the simulation.
+
+    def values(self, inputs: RoundInputs) -> dict[str, list]:
+        """Name -> one value per participant (in the order of the client data)."""
+
+
+@runtime_checkable
 class RoundProcess(Protocol):
     """A learning process as the simulation runs it (see the module docstring)."""
 

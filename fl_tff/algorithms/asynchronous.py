@@ -11,15 +11,17 @@ keeps the start weights (`VersionStore`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+import dataclasses
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import client_state, options, round_composer, rounds
+from fl_tff import client_state, options, round_composer, round_wrappers, rounds
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.secagg import tff_round
 
 STALENESS_WEIGHTINGS = ('polynomial', 'constant')
 
@@ -49,6 +51,28 @@ class BufferedProcess(Protocol):
         """One server update."""
 
 
+@dataclasses.dataclass(frozen=True)
+class BufferValues:
+    """A buffer's per-client values (`rounds.InputValues`): each client's start model and the
+    factor its update is scaled by, from its staleness in the plan."""
+
+    scale_fn: Callable[[int], float]
+    names: tuple[str, ...] = ('start_weights', 'scale')
+    needs: rounds.RoundNeeds = rounds.RoundNeeds(plan=True, start_weights=True)
+
+    def of(self, start_weights: Sequence[tff.learning.models.ModelWeights],
+           staleness: Sequence[int]) -> dict[str, list]:
+        """The values for clients that started from `start_weights` with `staleness`."""
+        if len(start_weights) != len(staleness):
+            raise ValueError(f'{len(start_weights)} start weights and {len(staleness)} staleness '
+                             'values: one each per buffered update')
+        return {'start_weights': [[*w.trainable, *w.non_trainable] for w in start_weights],
+                'scale': [np.float32(self.scale_fn(int(s))) for s in staleness]}
+
+    def values(self, inputs: rounds.RoundInputs) -> dict[str, list]:
+        return self.of(inputs.start_weights, inputs.plan.staleness)
+
+
 class AsyncLearningProcess(client_state.StagedProcess):
     """A learning process for asynchronous training (implements `BufferedProcess` and
     `worker_data.ComposableNext`); `initialize`, weights and hyperparameters are those of the
@@ -59,13 +83,14 @@ class AsyncLearningProcess(client_state.StagedProcess):
       scale_fn: staleness -> the factor the client's update is scaled by.
     """
 
-    PROVIDED = ('start_weights', 'scale')  # From the loop's start weights and the plan.
+    PROVIDED = BufferValues.names  # From the loop's start weights and the plan.
     # Each buffered client's start model, and its staleness from the plan.
-    needs = rounds.RoundNeeds(plan=True, start_weights=True)
+    needs = BufferValues.needs
 
     def __init__(self, stages: round_composer.RoundStages, scale_fn: Callable[[int], float]):
         super().__init__(stages)
         self._scale_fn = scale_fn
+        self._values = BufferValues(scale_fn)
 
     def run_round(self, state: Any, client_data: list,
                   inputs: rounds.RoundInputs) -> rounds.RoundOutput:
@@ -83,14 +108,8 @@ class AsyncLearningProcess(client_state.StagedProcess):
              staleness: Sequence[int]) -> tff.learning.templates.LearningProcessOutput:
         """Applies one buffer: client i trains `client_data[i]` from `start_weights[i]`; its
         update is scaled by `scale(staleness[i])`."""
-        if not len(client_data) == len(start_weights) == len(staleness):
-            raise ValueError(f'{len(client_data)} clients, {len(start_weights)} start weights and '
-                             f'{len(staleness)} staleness values: one each per buffered update')
-        scales = [np.float32(self._scale_fn(int(s))) for s in staleness]
         new_state, metrics, _ = self._run_stages(
-            state, client_data, slot_states={}, provided={
-                'start_weights': [[*w.trainable, *w.non_trainable] for w in start_weights],
-                'scale': scales})
+            state, client_data, slot_states={}, provided=self._values.of(start_weights, staleness))
         return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 
 
@@ -98,7 +117,8 @@ def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.Clie
                      server_optimizer: tff.learning.optimizers.Optimizer,
                      model_aggregator: tff.aggregators.AggregationFactory, *,
                      scale_fn: Callable[[int], float],
-                     relative_to_current: bool = False) -> AsyncLearningProcess:
+                     relative_to_current: bool = False,
+                     secagg: Optional[tff_round.SecAggSettings] = None) -> client_state.StagedProcess:
     """The asynchronous process around `client_work` (see the module docstring).
 
     Args:
@@ -110,9 +130,12 @@ def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.Clie
       relative_to_current: Upload `scale x (current - trained)` instead of `scale x (start -
         trained)`: the update moves the current model towards the client's trained one
         (FedAsync's mixing), rather than adding the client's own step (FedBuff).
+      secagg: Run the SecAgg protocol among each buffer's updates (`model_aggregator` is then a
+        packed secure one: a secure mean, or DP over a secure sum).
 
     Returns:
-      The process.
+      The process: an `AsyncLearningProcess`, or with `secagg` a
+      `tff_round.SecAggLearningProcess` that supplies the same buffer values.
     """
     parts = round_composer.LearningParts(
         *fedavg.learning_parts(model_fn, client_work, server_optimizer, model_aggregator))
@@ -142,9 +165,14 @@ def compose_buffered(model_fn: ModelFn, client_work: tff.learning.templates.Clie
             sent = tff.federated_map(scaled, (update, scales))
         return round_composer.Stage((sent, r.work.result.update_weight), ())
 
-    return AsyncLearningProcess(round_composer.RoundStages(
+    stages = round_composer.RoundStages(
         parts, client_values={'start_weights': weights_type, 'scale': tff.TensorType(np.float32)},
-        distribute=distribute, upload=upload), scale_fn)
+        distribute=distribute, upload=upload)
+    if secagg is None:
+        return AsyncLearningProcess(stages, scale_fn)
+    _, secagg_round = round_wrappers.wrap(stages, round_wrappers.Wrappers(
+        secagg=secagg, model_aggregator=model_aggregator))
+    return tff_round.SecAggLearningProcess(secagg_round, secagg, BufferValues(scale_fn))
 
 
 # Parameters both asynchronous algorithms take.

@@ -17,13 +17,14 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
-from fl_tff import options
+from fl_tff import client_state, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import asynchronous
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.privacy import dpsgd
+from fl_tff.secagg import tff_round
 
 
 def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: float = 0.6,
@@ -33,7 +34,8 @@ def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: fl
                    weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
                    model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
                    dp_sgd: Optional[dpsgd.DpSgd] = None,
-                   ) -> asynchronous.AsyncLearningProcess:
+                   secagg: Optional[tff_round.SecAggSettings] = None,
+                   ) -> client_state.StagedProcess:
     """Builds FedAsync's server update for one arriving client.
 
     Args:
@@ -47,9 +49,12 @@ def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: fl
       weighting: Client weight (irrelevant with one client per update).
       model_aggregator: Aggregates the one upload (e.g. a secure sum).
       dp_sgd: Clients run example-level DP-SGD (`fl_tff.privacy.dpsgd`).
+      secagg: Run the SecAgg protocol among each buffer's updates (`model_aggregator` is then
+        a packed secure one).
 
     Returns:
-      An `asynchronous.AsyncLearningProcess` with a buffer of one.
+      An `asynchronous.AsyncLearningProcess` with a buffer of one (with `secagg`, a
+      `tff_round.SecAggLearningProcess`).
 
     Raises:
       ValueError: `async_mixing` not in (0, 1], or an unknown staleness weighting.
@@ -69,7 +74,7 @@ def build_fedasync(model_fn: ModelFn, *, concurrency: int = 20, async_mixing: fl
     return asynchronous.compose_buffered(
         model_fn, client_work, server_optimizer,
         model_aggregator or fedavg.default_aggregator(weighting), scale_fn=scale,
-        relative_to_current=True)
+        relative_to_current=True, secagg=secagg)
 
 
 OPTION = options.Option(
@@ -80,5 +85,5 @@ OPTION = options.Option(
                           'model.', minimum=0.0, maximum=1.0, min_open=True),
             asynchronous.STALENESS_WEIGHTING),
     provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS,
-              options.UPDATE_ATTACKS, options.DP_SGD_CLIENT}, excludes=asynchronous.EXCLUDES,
+              options.UPDATE_ATTACKS, options.DP_SGD_CLIENT, options.MASKED_UPLOADS}, excludes=asynchronous.EXCLUDES,
     check=asynchronous.check_asynchronous)

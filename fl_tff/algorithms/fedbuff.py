@@ -18,13 +18,14 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
-from fl_tff import options
+from fl_tff import client_state, options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import asynchronous
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedavg
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.privacy import dpsgd
+from fl_tff.secagg import tff_round
 
 
 def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int = 10,
@@ -34,7 +35,8 @@ def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int 
                   weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
                   model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
                   dp_sgd: Optional[dpsgd.DpSgd] = None,
-                  ) -> asynchronous.AsyncLearningProcess:
+                  secagg: Optional[tff_round.SecAggSettings] = None,
+                  ) -> client_state.StagedProcess:
     """Builds FedBuff's server update for one buffer (the clock that fills it is the
     simulation's, `fl_tff.simulation.async_schedule`).
 
@@ -48,9 +50,11 @@ def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int 
       weighting: Client weights of the mean.
       model_aggregator: Aggregates the scaled updates (default: the mean of `weighting`).
       dp_sgd: Clients run example-level DP-SGD (`fl_tff.privacy.dpsgd`).
+      secagg: Run the SecAgg protocol among each buffer's updates (`model_aggregator` is then
+        a packed secure one).
 
     Returns:
-      An `asynchronous.AsyncLearningProcess`.
+      An `asynchronous.AsyncLearningProcess` (with `secagg`, a `tff_round.SecAggLearningProcess`).
 
     Raises:
       ValueError: `buffer_size` not in [1, concurrency], or an unknown staleness weighting.
@@ -65,7 +69,7 @@ def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int 
         model_fn, client_optimizer, weighting, gradient_fn=dpsgd.gradient_fn(dp_sgd))
     return asynchronous.compose_buffered(
         model_fn, client_work, server_optimizer,
-        model_aggregator or fedavg.default_aggregator(weighting), scale_fn=scale)
+        model_aggregator or fedavg.default_aggregator(weighting), scale_fn=scale, secagg=secagg)
 
 
 def _check(config, selection) -> None:
@@ -84,5 +88,5 @@ OPTION = options.Option(
                           minimum=1),
             asynchronous.STALENESS_WEIGHTING),
     provides={options.LOCAL_EPOCHS, options.ASYNCHRONOUS,
-              options.UPDATE_ATTACKS, options.DP_SGD_CLIENT}, excludes=asynchronous.EXCLUDES,
+              options.UPDATE_ATTACKS, options.DP_SGD_CLIENT, options.MASKED_UPLOADS}, excludes=asynchronous.EXCLUDES,
     check=_check)

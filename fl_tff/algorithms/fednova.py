@@ -28,12 +28,14 @@ from fl_tff.algorithms import fedavg
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 
 def _fednova_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
-                       weighting: weighting_lib.Weighting):
+                       weighting: weighting_lib.Weighting, dp_sgd: Optional[dpsgd.DpSgd] = None):
     """A `tf.function` (weights, round) -> (ClientResult((d_i, tau_i), weight), metrics)."""
-    local_training = client_work_lib.build_local_training_fn(model_fn, optimizer, weighting)
+    local_training = client_work_lib.build_local_training_fn(
+        model_fn, optimizer, weighting, gradient_fn=dpsgd.gradient_fn(dp_sgd))
 
     @tf.function
     def client_update(initial_weights, dataset):
@@ -52,6 +54,7 @@ def build_fednova(model_fn: ModelFn, *,
                   server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
                   weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
                   model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+                  dp_sgd: Optional[dpsgd.DpSgd] = None,
                   ) -> tff.learning.templates.LearningProcess:
     """Builds FedNova.
 
@@ -61,6 +64,8 @@ def build_fednova(model_fn: ModelFn, *,
       server_optimizer: Applied to tau_eff sum_i p_i d_i (default SGD at 1.0, the paper's rule).
       weighting: p_i (default: examples processed).
       model_aggregator: A (weighted) mean of the extended updates (d_i, tau_i).
+      dp_sgd: Clients run example-level DP-SGD in their local steps (tau_i, their count, is
+        what a FedAvg client's examples-processed weight already reveals).
 
     Returns:
       The learning process.
@@ -75,7 +80,7 @@ def build_fednova(model_fn: ModelFn, *,
         return tff.learning.models.ModelWeights.from_model(model_fn())
 
     client_work = client_work_lib.build_client_work(
-        model_fn, lambda: _fednova_client_fn(model_fn, client_optimizer, weighting))
+        model_fn, lambda: _fednova_client_fn(model_fn, client_optimizer, weighting, dp_sgd))
     # (d_i, tau_i), typed as the client work returns it.
     extended_type = client_work.next.type_signature.result.result.member.update
     model_aggregator = model_aggregator or fedavg.default_aggregator(weighting)
@@ -104,7 +109,7 @@ def build_fednova(model_fn: ModelFn, *,
 OPTION = options.Option(
     'fednova', 'FedNova (Wang et al. 2020): deltas normalized by local steps, rescaled by the '
     'weighted mean step count', build=build_fednova,
-    provides={options.LOCAL_EPOCHS, options.UPDATE_ATTACKS},
+    provides={options.LOCAL_EPOCHS, options.UPDATE_ATTACKS, options.DP_SGD_CLIENT},
     excludes={
         options.REPLACES_MEAN: 'tau_eff and the normalized deltas must be weighted means',
         options.SECURE_SUM: 'its step count tau_i is a value outside the secure range',

@@ -114,4 +114,7 @@ OPTION = options.Option(
         options.SECURE_SUM: 'its weights h_k are unbounded, so no secure-sum range fits them',
         options.STATEFUL_CLIENT_OPTIMIZER: 'q-FedAvg estimates the Lipschitz constant as '
                                            'L = 1 / lr of plain SGD (Li et al. 2020, Algorithm 2)',
+        options.EXAMPLE_LEVEL_DP: 'a q-FedAvg client also sends its loss F_k(w) over all its '
+                                  'examples (in h_k and the update\'s scale), computed without '
+                                  'noise, so DP-SGD\'s guarantee would not cover what it sends',
     })

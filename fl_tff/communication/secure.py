@@ -311,16 +311,18 @@ def build_secure_mean(bits: int, bound: float, *, uniform: bool,
 
 
 def max_cohort(config, selection: options.Selection) -> int:
-    """The most clients a round can sum: K (1 + over-selection) with a fixed cohort, else the
-    population (a cohort without a fixed size, or an asynchronous buffer)."""
-    fixed = selection.has(options.FIXED_COHORT) and not selection.has(options.ASYNCHRONOUS)
-    return (int(math.ceil(config.clients_per_round * (1 + config.over_selection)))
-            if fixed else config.num_clients)
+    """The most updates an aggregation can sum: an asynchronous buffer's size; K (1 +
+    over-selection) with a fixed cohort; else the population (a cohort without a fixed size)."""
+    if selection.has(options.ASYNCHRONOUS):
+        return config.aggregated_clients()
+    if selection.has(options.FIXED_COHORT):
+        return int(math.ceil(config.clients_per_round * (1 + config.over_selection)))
+    return config.num_clients
 
 
 def _check(config, selection: options.Selection) -> None:
-    """The cohort's sum of B-bit integers must fit in int32 (a cohort without a fixed size, or
-    an asynchronous buffer, can be as large as the population); a modular secure sum wraps
+    """The cohort's sum of B-bit integers must fit in int32 (a cohort without a fixed size can
+    be as large as the population); a modular secure sum wraps
     around instead."""
     if selection.has(options.MODULAR_SECURE_SUM):
         return

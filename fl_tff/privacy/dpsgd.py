@@ -85,7 +85,8 @@ def _ledger(config, select, client_sizes, model_size):
 
 OPTION = options.Option(
     'dpsgd', 'example-level DP-SGD on clients (Abadi et al. 2016): per-example clip --clip, noise '
-    'z*C per step', params=dp_options.COMMON, provides={options.STEPS_PER_EPOCH},
+    'z*C per step', params=dp_options.COMMON,
+    provides={options.STEPS_PER_EPOCH, options.EXAMPLE_LEVEL_DP},
     requires={options.DP_SGD_CLIENT: 'runs in the clients\' local SGD'},
     client_extras=lambda config, masked_labels: {
         'dp_sgd': DpSgd(config.clip, config.noise_multiplier, tuple(masked_labels))},

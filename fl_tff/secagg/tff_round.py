@@ -148,32 +148,43 @@ class SecAggLearningProcess(client_state.StagedProcess):
     Args:
       secagg: The round with the protocol (`with_secagg`).
       settings: The protocol's settings.
+      input_values: The other per-participant values the round's stages take from the
+        simulation's inputs (an asynchronous buffer's start weights and scales), if any.
     """
 
     PROVIDED = ('mask',)  # Each participant's mask, from the protocol's key agreement.
 
-    def __init__(self, secagg: SecAggRound, settings: SecAggSettings):
+    def __init__(self, secagg: SecAggRound, settings: SecAggSettings,
+                 input_values: Optional[rounds.InputValues] = None):
+        self._input_values = input_values
+        if input_values is not None:
+            self.PROVIDED = (*type(self).PROVIDED, *input_values.names)
         super().__init__(secagg.stages)
         self.packing, self.bits, self.settings = secagg.packing, secagg.bits, settings
         self.masked_upload = secagg.masked_upload
 
     @property
     def needs(self) -> rounds.RoundNeeds:
-        """The plan (its cohort runs the protocol; dropouts are the plan's) and the round's
-        client-state slots."""
-        return dataclasses.replace(super().needs, plan=True)
+        """The plan (its cohort runs the protocol; dropouts are the plan's), the round's
+        client-state slots, and what its other input values need (start weights)."""
+        extra = self._input_values.needs if self._input_values is not None else rounds.RoundNeeds()
+        return dataclasses.replace(super().needs, plan=True,
+                                   start_weights=extra.start_weights)
 
     def run_round(self, state: Any, client_data: list,
                   inputs: rounds.RoundInputs) -> rounds.RoundOutput:
-        """`next_for_plan` for the round's plan; the protocol's columns join the round's."""
-        output = self.next_for_plan(state, client_data, inputs.plan,
-                                    client_states=inputs.client_states)
+        """`next_for_plan` for the round's cohort (a round's plan; an asynchronous buffer's
+        updates); the protocol's columns join the round's."""
+        output = self.next_for_plan(
+            state, client_data, inputs.plan.as_cohort(), client_states=inputs.client_states,
+            provided={} if self._input_values is None else self._input_values.values(inputs))
         return rounds.RoundOutput(output.state, output.metrics, output.client_states,
                                   columns=output.columns)
 
     def next_for_plan(self, state: Any, client_data: list, plan: 'RoundPlan',
                       dropouts: Optional[protocol.Dropouts] = None,
                       client_states: Optional[Mapping[str, Sequence[Any]]] = None,
+                      provided: Optional[Mapping[str, Sequence[Any]]] = None,
                       ) -> ProtocolRoundOutput:
         """One round for `plan`'s participants (`client_data` in `plan.participants` order).
 
@@ -186,6 +197,7 @@ class SecAggLearningProcess(client_state.StagedProcess):
             participants.
           client_states: Slot -> the participants' states (same order), for a round with
             client-state slots.
+          provided: Name -> the participants' other input values (same order).
 
         Returns:
           The output; when the protocol aborts, the unchanged state and metrics None (and no
@@ -229,7 +241,9 @@ class SecAggLearningProcess(client_state.StagedProcess):
             state, [client_data[i] for i in kept],
             slot_states={slot: [states[slot][i] for i in kept] for slot in self.slots},
             client_ids=[ids[i] for i in kept], round_num=plan.round_num,
-            provided={'mask': [masks[participants[i]].astype(np.int32) for i in kept]},
+            provided={'mask': [masks[participants[i]].astype(np.int32) for i in kept],
+                      **{name: [values[i] for i in kept]
+                         for name, values in (provided or {}).items()}},
             server_values=[correction.astype(np.int64)])
         # A participant whose masked input is not sent (it gave up in step 1) keeps its states.
         for slot, new in new_states.items():
@@ -251,6 +265,7 @@ class SecAggLearningProcess(client_state.StagedProcess):
         gave up in step 1 for want of neighbours. Decided from the plan alone, as
         `next_for_plan` decides it (`protocol.key_sharing`), so a byte ledger can bill a round
         before it runs and replay it on resume."""
+        plan = plan.as_cohort()
         index = _positions(plan)
         cohort = len(plan.selected)
         graph = protocol.neighbours(list(index.values()), self.settings.neighbours or None,
@@ -470,9 +485,13 @@ def _check(config, selection: options.Selection) -> None:
     """t >= 2 needs two clients a round; SecAgg+'s k keeps the graph connected (or the user
     allows it not to); with over-selection the server takes only the first K masked inputs, so
     t must not exceed K."""
-    if config.clients_per_round < 2:
-        raise options.OptionError('clients_per_round', '--secagg needs at least 2 clients per '
-                                  'round: the sum of one client is its input')
+    if config.aggregated_clients() < 2:
+        asynchronous = selection.has(options.ASYNCHRONOUS)
+        flag = ('clients_per_round' if not asynchronous else
+                'buffer_size' if 'buffer_size' in config.option_params('algorithm') else 'algorithm')
+        raise options.OptionError(flag, '--secagg needs at least 2 updates per aggregation (2 '
+                                  'clients per round, or a buffer of 2): the sum of one client '
+                                  'is its input')
     cohort = secure.max_cohort(config, selection)
     k = neighbourhood_size(config)
     if k > 0 and not config.secagg_allow_weak_graph:
@@ -536,9 +555,7 @@ SECAGG = options.Registry(
             excludes={options.MODULAR_SECURE_SUM: 'its masks go on fl_tff\'s packed vectors, and '
                                                   'TFF\'s distributed DP sums its own rotated, '
                                                   'modular integer shares (masking those is not '
-                                                  'built)',
-                      options.ASYNCHRONOUS: 'a buffer of asynchronous updates has no cohort '
-                                            'to share keys in'},
+                                                  'built)'},
             check=_check,
             uplink_encoding=lambda config, weighted: _uplink_encoding(config),
             client_extras=lambda config, masked_labels: {'secagg': SecAggSettings(

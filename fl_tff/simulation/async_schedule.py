@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow_federated as tff
 
 from fl_tff.simulation import devices
+from fl_tff.simulation.heterogeneity import RoundPlan
 from fl_tff.simulation.selection import ClientSelector
 
 
@@ -91,6 +92,17 @@ class AsyncPlan:
     def staleness(self) -> list[int]:
         """Per participant: server updates applied since it started."""
         return [self.round_num - 1 - v for v in self.start_versions]
+
+    def as_cohort(self) -> RoundPlan:
+        """The buffer as one aggregation among its cohort sees it (e.g. a SecAgg instance):
+        its updates are the parties, all of which arrived (a client lost mid-task never reaches
+        the buffer); a client with two updates in the buffer is two parties ('c', 'c#2')."""
+        seen: collections.Counter = collections.Counter()
+        parties = []
+        for client, epochs in self.participants:
+            seen[client] += 1
+            parties.append((client if seen[client] == 1 else f'{client}#{seen[client]}', epochs))
+        return RoundPlan(self.round_num, tuple(p for p, _ in parties), tuple(parties))
 
     def counts(self) -> dict[str, Any]:
         """Per-update columns for the metrics file."""

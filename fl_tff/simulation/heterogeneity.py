@@ -95,6 +95,11 @@ class RoundPlan:
         """Where `client` dropped out of the round (None: it did not)."""
         return dict(self.drop_points).get(client)
 
+    def as_cohort(self) -> 'RoundPlan':
+        """The round as one aggregation among its cohort sees it (e.g. a SecAgg instance):
+        the selected clients, the contributors and where dropouts left; a round is its own."""
+        return self
+
     def counts(self) -> dict[str, Any]:
         """Per-round counts for the metrics file."""
         out = {'selected': len(self.selected), 'aggregated': len(self.participants),

@@ -2,11 +2,13 @@
 FedAvg when every client takes the same number of local steps."""
 
 import numpy as np
+import pytest
 import tensorflow_federated as tff
 
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.fednova import build_fednova
 from fl_tff.data import client_rounds as rounds_lib
+from fl_tff.privacy.dpsgd import DpSgd
 from tests.algorithms.test_fedavg import run_rounds
 from tests.helpers import PlainSgd, client_rounds, max_abs_diff, to_batches
 
@@ -44,7 +46,9 @@ def test_two_rounds_equal_the_normalized_update_written_plainly(tff_runtime, set
     assert max_abs_diff(weights.trainable, fedavg.trainable) > 1e-4  # Normalizing matters here.
 
 
-def test_equal_local_steps_give_fedavg(tff_runtime, setup, skewed_digits):
+@pytest.mark.parametrize('dp_sgd', [None, DpSgd(clip=0.3, noise_multiplier=0.8)])
+def test_equal_local_steps_give_fedavg(tff_runtime, setup, skewed_digits, dp_sgd):
+    """Also with example-level DP-SGD in both (clipping and seeded noise)."""
     model_fn, _ = setup
     big = [c for c, n in skewed_digits.train_sizes.items() if n >= 24]
     assert len(big) >= 3
@@ -52,10 +56,13 @@ def test_equal_local_steps_give_fedavg(tff_runtime, setup, skewed_digits):
                                       .batch(8, drop_remainder=True).take(3))
               for c in big]  # Three steps of 8 each.
     outputs = []
-    for process in (build_fednova(model_fn, client_optimizer=SGD(LR)),
+    for process in (build_fednova(model_fn, client_optimizer=SGD(LR), dp_sgd=dp_sgd),
+                    build_fedavg(model_fn, client_optimizer=SGD(LR), dp_sgd=dp_sgd),
                     build_fedavg(model_fn, client_optimizer=SGD(LR))):
         state = process.initialize()
         for _ in range(2):
             state = process.next(state, rounds).state
         outputs.append(process.get_model_weights(state).trainable)
-    assert max_abs_diff(*outputs) <= 1e-6
+    assert max_abs_diff(outputs[0], outputs[1]) <= 1e-6
+    if dp_sgd is not None:
+        assert max_abs_diff(outputs[0], outputs[2]) > 1e-3  # DP-SGD acted.

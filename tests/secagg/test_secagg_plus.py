@@ -118,7 +118,7 @@ def test_a_k_that_dropouts_could_cut_is_refused_unless_allowed():
 @pytest.mark.parametrize('overrides,message', [
     (dict(secagg_threshold=0.0), r'--secagg_threshold: must be in \[0.5, 1\)'),
     (dict(secagg_threshold=0.3), r'--secagg_threshold: must be in \[0.5, 1\)'),
-    (dict(clients_per_round=1), '--clients_per_round: --secagg needs at least 2 clients'),
+    (dict(clients_per_round=1), '--clients_per_round: --secagg needs at least 2 updates per aggregation'),
 ])
 def test_thresholds_below_the_security_condition_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -347,6 +347,30 @@ def test_secagg_and_nosecagg_runs_drop_the_same_clients_and_train_the_same_model
         np.testing.assert_array_equal(got, want)
 
 
+def test_dp_fedbuff_with_secagg_equals_the_run_without_it_bit_for_bit(tff_runtime, tmp_path):
+    """`--algorithm=fedbuff --secure_agg --secagg --dp=fixed`: each buffer of K updates is one
+    SecAgg instance (its updates the parties), masking DP's clipped, packed records; the run
+    reports ε per server update and SecAgg's columns, and its model equals the same run with
+    `--nosecagg` bit for bit (dropouts lose the same clients: they never reach a buffer)."""
+    settings = dict(algorithm='fedbuff', concurrency=6, buffer_size=4, dp='fixed',
+                    noise_multiplier=0.5, clip=0.5, dropout_rate=0.2, num_clients=12,
+                    clients_per_round=4, rounds=4, eval_every=4, seed=2)
+    runs = {}
+    for secagg in (False, True):
+        config = dataclasses.replace(BASE, secagg=secagg, output_dir=str(tmp_path / str(secagg)),
+                                     **settings).validate()
+        runs[secagg] = experiment.run_experiment(config, log=lambda _: None)
+    plain, masked = runs[False].history, runs[True].history
+    assert len(masked) == 4 and all(row['secagg_aborted'] == 0 for row in masked)
+    assert all(row['secagg_clients_left'] == row['aggregated'] == 4 for row in masked)
+    for a, b in zip(plain, masked):
+        assert a['epsilon'] == b['epsilon'] > 0
+    assert masked[-1]['epsilon'] > masked[0]['epsilon']
+    for got, want in zip(runs[True].final_weights.trainable, runs[False].final_weights.trainable):
+        np.testing.assert_array_equal(got, want)
+    assert sum(row['lost'] for row in plain) > 0  # Dropouts happened.
+
+
 @pytest.mark.parametrize('overrides,message', [
     (dict(secure_agg=False), '--secure_agg: --secagg masks the packed vectors of the secure mean'),
     (dict(dp='distributed', noise_multiplier=1.0, clip=0.5),
