@@ -24,20 +24,23 @@ def build_fedsgd(
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         error_feedback=None,
+        secagg=None,
 ) -> tff.learning.templates.LearningProcess:
     """Builds FedSGD. `client_optimizer` is accepted for a uniform signature and ignored;
-    `error_feedback` sparsifies the gradients with client residuals (see `build_fedavg`)."""
+    `error_feedback` sparsifies the gradients with client residuals and `secagg` masks their
+    packed vectors (see `build_fedavg`)."""
     del client_optimizer  # FedSGD clients take no local steps.
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     return compose_algorithm(model_fn, client_work_lib.build_gradient_client_work(model_fn, weighting),
                              server_optimizer, model_aggregator or default_aggregator(weighting),
-                             error_feedback)
+                             error_feedback, secagg)
 
 
 OPTION = options.Option(
     'fedsgd', 'FedSGD (McMahan et al. 2017): one full-data gradient per client, the server '
     'optimizer steps on their mean', build=build_fedsgd,
-    provides=frozenset({options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS}),
+    provides=frozenset({options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS,
+                        options.MASKED_UPLOADS}),
     excludes={options.STATEFUL_CLIENT_OPTIMIZER: 'its clients compute one gradient and take no '
                                                  'local step, so a client optimizer would be '
                                                  'ignored'})

@@ -146,6 +146,22 @@ def test_stateful_algorithms_with_the_protocol_equal_the_structural_secure_sum(
         assert max(np.abs(g - i).max() for g, i in zip(head, initial_head)) > 1e-4  # Trained.
 
 
+def test_fedsgd_with_the_protocol_equals_the_structural_secure_sum(tff_runtime):
+    """FedSGD's clients upload one gradient; the protocol masks its packed vector."""
+    config = dataclasses.replace(BASE, algorithm='fedsgd')
+    structural, select = _build(config)
+    masked, _ = _build(dataclasses.replace(config, secagg=True))
+    plan = select.plan(1)
+    data = [select.client_round(t) for t in select.client_inputs(plan)]
+    out = masked.next_for_plan(masked.initialize(), data, plan)
+    assert out.columns['secagg_aborted'] == 0
+    expected = structural.next(structural.initialize(), data).state
+    for got, want, before in zip(_weights(masked, out.state), _weights(structural, expected),
+                                 _weights(masked, masked.initialize())):
+        np.testing.assert_array_equal(got, want)
+        assert not np.array_equal(got, before)
+
+
 @pytest.mark.parametrize('dp,extra', [('fixed', {}),
                                       ('tree', dict(client_sampling='epochs',
                                                     server_optimizer='ftrlm'))])
