@@ -52,10 +52,9 @@ def main(argv) -> int:
         pairs = list(compatibility.combinations(registries, 2, _KINDS.value))
         if _LIMIT.value:
             pairs = compatibility.sample(pairs, _LIMIT.value, _SEED.value)
-        triples = compatibility.sample(
-            [t for t in compatibility.combinations(registries, 3, _KINDS.value)
-             if compatibility.resolve(cls, t)[0] is not None] if _TRIPLES.value else [],
-            _TRIPLES.value, _SEED.value)
+        triples = compatibility.runnable_sample(
+            cls, list(compatibility.combinations(registries, 3, _KINDS.value)), _TRIPLES.value,
+            _SEED.value)
         results = []
         for i, chosen in enumerate([*pairs, *triples], start=1):
             if _DRY_RUN.value:
@@ -72,7 +71,7 @@ def main(argv) -> int:
                                       datetime.date.today().isoformat())
         with files.atomic_write(_OUTPUT.value) as f:
             f.write('# Combinations of options, run\n\nWritten by `python -m '
-                    'experiments.compat_check` (one round of 4 clients, logistic regression on '
+                    'experiments.compat_check` (one round of 4 clients, a 2NN of width 8 on '
                     'digits, per combination).\n\n' + text)
         print(f'wrote {_OUTPUT.value}')
         return 1 if any(r.status == 'fail' for r in results) else 0

@@ -36,6 +36,15 @@ def test_a_pair_gets_the_helpers_it_needs_or_the_reason_it_is_refused():
         '--nosecure_agg', '--dp=fixed')
 
 
+def test_a_sample_of_triples_is_seeded_and_holds_only_runnable_ones():
+    triples = list(compatibility.combinations(REGISTRIES, 3, ('algorithm', 'dp', 'secagg')))
+    picked = compatibility.runnable_sample(ExperimentConfig, triples, 5, seed=3)
+    assert len(picked) == 5 and picked == compatibility.runnable_sample(ExperimentConfig, triples,
+                                                                        5, seed=3)
+    assert all(compatibility.resolve(ExperimentConfig, t)[0] is not None for t in picked)
+    assert picked != compatibility.runnable_sample(ExperimentConfig, triples, 5, seed=4)
+
+
 def test_runnable_pairs_run_one_round_and_the_table_says_so(tff_runtime, tmp_path):
     results = [compatibility.run(ExperimentConfig, chosen, str(tmp_path)) for chosen in (
         {'algorithm': 'fedbuff', 'dp': 'fixed'}, {'compression': 'topk', 'aggregator': 'median'},

@@ -391,7 +391,7 @@ def test_dp_fedbuff_with_secagg_equals_the_run_without_it_bit_for_bit(tff_runtim
     (dict(secure_agg=False), '--secure_agg: --secagg masks the packed vectors of the secure mean'),
     (dict(dp='distributed', noise_multiplier=1.0, clip=0.5),
      '--dp: --dp=distributed does not combine with --secagg: its masks go on fl_tff\'s packed'),
-    (dict(algorithm='fedsgd'), '--algorithm: --secagg needs an algorithm whose round can add'),
+    (dict(algorithm='fedrecon'), '--algorithm: --secagg needs an algorithm whose round can add'),
     (dict(secagg_threshold=1.0), r'--secagg_threshold: must be in \[0.5, 1\)'),
     (dict(over_selection=1.0), '--secagg_threshold: t = 9 of the 16 selected clients is more '
                                'than the 8 whose masked inputs the server takes'),
