@@ -1,7 +1,8 @@
-"""Print (or write into README.md) the option tables derived from the option declarations:
+"""Print (or write into README.md) the tables derived from declarations: the options (from the
+option registries) and the studies' paper settings (from `fl_tff.reproductions.STUDIES`):
 
     python -m experiments.options_table            # print
-    python -m experiments.options_table --write    # replace README.md's generated section
+    python -m experiments.options_table --write    # replace README.md's generated sections
 """
 
 from absl import app
@@ -11,6 +12,8 @@ from experiments import flag_parsing
 from fl_tff import config, options
 
 BEGIN, END = '<!-- options:begin (python -m experiments.options_table --write) -->', '<!-- options:end -->'
+STUDIES_BEGIN = '<!-- studies:begin (python -m experiments.options_table --write) -->'
+STUDIES_END = '<!-- studies:end -->'
 _WRITE = flags.DEFINE_bool('write', False, 'Replace the section of --readme between the markers.')
 _README = flags.DEFINE_string('readme', 'README.md', 'The file whose generated section to replace.')
 
@@ -26,12 +29,21 @@ def generated_section() -> str:
             f'{options.exclusions_table(config.REGISTRIES)}\n{END}')
 
 
+def studies_section() -> str:
+    """The README section: each study's paper datasets and settings."""
+    from fl_tff import reproductions
+    return f'{STUDIES_BEGIN}\n{reproductions.paper_settings_markdown()}\n{STUDIES_END}'
+
+
 def replace_section(text: str) -> str:
-    """`text` with its generated section replaced (ValueError when the markers are missing)."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f'the README has no generated section ({BEGIN} ... {END})')
-    return text[:start] + generated_section() + text[end + len(END):]
+    """`text` with its generated sections replaced (ValueError when markers are missing)."""
+    for begin, end, section in ((BEGIN, END, generated_section), (STUDIES_BEGIN, STUDIES_END,
+                                                                  studies_section)):
+        start, stop = text.find(begin), text.find(end)
+        if start < 0 or stop < start:
+            raise ValueError(f'the README has no generated section ({begin} ... {end})')
+        text = text[:start] + section() + text[stop + len(end):]
+    return text
 
 
 def main(argv) -> int:
@@ -40,13 +52,14 @@ def main(argv) -> int:
     runtime.drop_stock_context()  # Else TFF's unused stock context prints a traceback at exit.
     if not _WRITE.value:
         print(generated_section())
+        print(studies_section())
         return 0
     with open(_README.value) as f:
         text = f.read()
     from fl_tff import files
     with files.atomic_write(_README.value) as f:
         f.write(replace_section(text))
-    print(f'wrote the option tables into {_README.value}')
+    print(f'wrote the option and study tables into {_README.value}')
     return 0
 
 

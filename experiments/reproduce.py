@@ -2,6 +2,9 @@
 
 Writes docs/reproductions/<study>.png and <study>.md (runs under docs/reproductions/runs,
 which git ignores). Studies: see fl_tff.reproductions.STUDIES.
+
+On the dataset of the paper, with the paper's settings (each study declares them):
+`--study=S --dataset=emnist --data_dir=DIR [--download]` writes <study>_<dataset>.png and .md.
 """
 
 from absl import app
@@ -9,10 +12,20 @@ from absl import flags
 
 from experiments import cli, flag_parsing
 from fl_tff import reproductions
+from fl_tff.config import ConfigError
+from fl_tff.data import tff_datasets
 
 _STUDY = flags.DEFINE_enum('study', None, sorted(reproductions.STUDIES), 'Which reproduction to run.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'docs/reproductions', 'Where the PNG and table go.')
 _ROUNDS = flags.DEFINE_integer('rounds', None, 'Override the number of rounds (quick look).', lower_bound=1)
+_DATASET = flags.DEFINE_enum('dataset', None, sorted(tff_datasets.TFF_DATASETS),
+                             'Rerun the study on this TFF dataset with its paper\'s settings '
+                             '(each study lists the datasets it has them for).')
+_DATA_DIR = flags.DEFINE_string('data_dir', '', 'With --dataset: the directory of its files.')
+_DOWNLOAD = flags.DEFINE_bool('download', False, 'With --dataset: fetch its missing files into '
+                              '--data_dir first (see experiments.fetch_data).')
+_DATASET_URL = flags.DEFINE_string('dataset_url', None, 'With --download: where the archives '
+                                   'are (default: TFF\'s public bucket).')
 flags.mark_flag_as_required('study')
 
 
@@ -21,7 +34,20 @@ def main(argv) -> int:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
 
     def run() -> int:
-        out = reproductions.run_study(_STUDY.value, _OUTPUT_DIR.value, rounds=_ROUNDS.value)
+        real = None
+        if _DATASET.value is not None:
+            try:
+                reproductions.paper_setting(_STUDY.value, _DATASET.value)
+            except ValueError as e:
+                raise ConfigError('dataset', str(e)) from e
+            real = reproductions.RealData(_DATASET.value, _DATA_DIR.value, _DOWNLOAD.value,
+                                          _DATASET_URL.value)
+        elif _DATA_DIR.value or _DOWNLOAD.value or _DATASET_URL.value:
+            raise ConfigError('dataset', '--data_dir, --download and --dataset_url need '
+                              f'--dataset; valid choices for --study={_STUDY.value}: '
+                              + ', '.join(sorted(reproductions.STUDIES[_STUDY.value].paper_settings)))
+        out = reproductions.run_study(_STUDY.value, _OUTPUT_DIR.value, rounds=_ROUNDS.value,
+                                      real=real)
         for row in out['rows']:
             print(row)
         print(f"wrote {out['png']} and {out['markdown']}")

@@ -397,14 +397,15 @@ def option_fields(registries: Sequence[options.Registry]) -> list[tuple[str, typ
             params.setdefault(name, (p, []))[1].extend(
                 registry.flag_text(o) for o in registry.users(name))
     out, seen = [], set(base)
-    entries = kinds + [(name, p.default, f'{p.help}{" Range: " + p.range_text() + "." if p.range_text() else ""} '
-                        f'Used by {", ".join(users)}.') for name, (p, users) in params.items()]
-    for name, default, help_text in entries:
+    entries = [(*kind, False) for kind in kinds] + [
+        (name, p.default, f'{p.help}{" Range: " + p.range_text() + "." if p.range_text() else ""} '
+         f'Used by {", ".join(users)}.', p.result_neutral) for name, (p, users) in params.items()]
+    for name, default, help_text, neutral in entries:
         if name in seen:
             raise ValueError(f'config field {name!r} declared twice (a base setting, a kind or a '
                              'parameter)')
         seen.add(name)
-        out.append((name, type(default), _field(default, help_text)))
+        out.append((name, type(default), _field(default, help_text, neutral)))
     return out
 
 

@@ -203,7 +203,9 @@ class RunInterrupted(Exception):
 def preflight(config: ExperimentConfig) -> None:
     """Checks, before any data is loaded, what validation cannot see in the config alone: that
     the output directory can be created, TFF's distributed-DP factory accepts the settings
-    (building it sets a process-wide protobuf option) and the `--workers` accept connections.
+    (building it sets a process-wide protobuf option), a `--download` can reach its server and
+    the `--workers` accept connections; then the options' `prepare` steps run (`--download`
+    fetches the dataset's files).
 
     Raises:
       ConfigError: Naming `output_dir`, `client_files_dir` or `workers`.
@@ -222,6 +224,12 @@ def preflight(config: ExperimentConfig) -> None:
             runtime.check_workers_reachable(runtime.parse_workers(config.workers))
         except runtime.WorkerUnreachableError as e:
             raise ConfigError('workers', str(e)) from e
+    for _, option in config.selection().items():
+        if option.prepare is not None:  # Every check passed: now the work it needs first.
+            try:
+                option.prepare(config)
+            except options.OptionError as e:
+                raise ConfigError(e.flag, str(e)) from e
 
 
 def _check_output_dir(path: str) -> None:

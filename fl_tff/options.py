@@ -133,7 +133,8 @@ class Param:
     """A parameter of one or more options: a config field and a flag of the same name.
 
     The value must lie in [minimum, maximum] (open ends when `*_open`); `None` is unbounded.
-    A string parameter with `choices` must be one of them.
+    A string parameter with `choices` must be one of them. A `result_neutral` one does not change
+    what a run computes (e.g. where files are fetched from), so a run resumes whatever its value.
     """
 
     name: str
@@ -144,6 +145,7 @@ class Param:
     min_open: bool = False
     max_open: bool = False
     choices: tuple[str, ...] = ()
+    result_neutral: bool = False
 
     def range_text(self) -> str:
         if self.choices:
@@ -193,7 +195,10 @@ class Option:
       privacy_ledger: `(config, select, client_sizes, model_size) -> PrivacyLedger | None`.
       check: `(config, selection) -> None`: its own validation beyond ranges; raises
         `OptionError` naming the flag.
-      preflight: `(config) -> None`: checks that need TFF objects (run before data is loaded).
+      preflight: `(config) -> None`: checks that need TFF objects, files or the network (run
+        before data is loaded).
+      prepare: `(config) -> None`: work the run needs done first, after every check passed and
+        before data is loaded (e.g. `--download` fetches the dataset's files).
       check_model: `(config, model_fn) -> None`: checks against the model (run once it is
         built, before any run directory exists); raises `OptionError` naming the flag.
       uplink_model_copies: Model-sized tensors each client update carries through the model
@@ -219,6 +224,7 @@ class Option:
     privacy_ledger: Optional[Callable[..., Any]] = None
     check: Optional[Callable[[Any, 'Selection'], None]] = None
     preflight: Optional[Callable[[Any], None]] = None
+    prepare: Optional[Callable[[Any], None]] = None
     check_model: Optional[Callable[[Any, Any], None]] = None
     uplink_model_copies: int = 1
     uplink_plain_copies: int = 0

@@ -42,6 +42,30 @@ class Tuning:
 
 
 @dataclasses.dataclass(frozen=True)
+class PaperSetting:
+    """A study rerun on one of TFF's real datasets with the settings of the paper it reproduces.
+
+    The run settings are the study's base, then the variant's own, then `base` (a None value
+    removes a setting, e.g. a Dirichlet `alpha` once the partition is the dataset's own), then
+    `replace` (only settings the run already has, e.g. the DP runs' `delta`), then `variants`
+    for that label. Only the labels in `keep` run (all when None).
+    """
+
+    source: str  # The paper, where it states its setting, and what differs here.
+    base: dict[str, Any]
+    replace: dict[str, Any] = dataclasses.field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    keep: Optional[tuple[str, ...]] = None
+
+    def settings(self, label: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """`settings` (the study's base and the variant's) with this paper's setting applied."""
+        merged = {**settings, **self.base,
+                  **{k: v for k, v in self.replace.items() if k in settings},
+                  **self.variants.get(label, {})}
+        return {k: v for k, v in merged.items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
     """A reproduction: shared settings, labelled variants, what to plot and tabulate.
 
@@ -66,6 +90,10 @@ class Study:
     # Without tuning: each variant runs this many seeds (the base seed and the next ones), and
     # `table` / `plot` take `{label: [rows of each seed]}`, as with tuning.
     seeds: int = 1
+    # The datasets of the paper(s) it reproduces, in words, and what it runs on here.
+    designed_for: str = ''
+    # TFF dataset name -> the paper's setting on it (`--dataset` of experiments.reproduce).
+    paper_settings: dict[str, PaperSetting] = dataclasses.field(default_factory=dict)
 
     @property
     def runs(self) -> Optional[Tuning]:
@@ -454,6 +482,15 @@ STUDIES: dict[str, Study] = {
         plot_metrics=('global_train_loss', 'test_accuracy'),
         table=_fedprox_table,
         log_scale=('global_train_loss',),
+        designed_for=('Synthetic(1,1), MNIST, FEMNIST, Shakespeare and Sent140 (Li et al. 2020); '
+                      'here Synthetic(1,1), the paper\'s own generator'),
+        paper_settings={'emnist62': PaperSetting(
+            source=('Li et al. 2020, Section 5.1 and Appendix C: FEMNIST with multinomial '
+                    'logistic regression, 200 devices, 10 per round, E=20, B=10, learning rate '
+                    '0.003, 90% stragglers. The paper\'s FEMNIST is LEAF\'s subsample of 10 '
+                    'lower-case letters; here 200 writers of TFF\'s EMNIST-62.'),
+            base=dict(dataset='emnist62', model='logreg', num_clients=200,
+                      client_learning_rate=0.003, synthetic_alpha=None, synthetic_beta=None))},
     ),
     'fedavg_vs_fedsgd': Study(
         title='Digits, Dirichlet(0.5) over 20 clients, 10 per round: FedAvg vs FedSGD',
@@ -473,6 +510,16 @@ STUDIES: dict[str, Study] = {
         table=_fedsgd_table,
         log_scale=('global_train_loss',),
         hlines={'test_accuracy': TARGET_ACCURACIES[-1]},
+        designed_for='MNIST (McMahan et al. 2017); here scikit-learn\'s 8x8 digits',
+        paper_settings={'emnist': PaperSetting(
+            source=('McMahan et al. 2017, Section 3 and Table 2: the 2NN on MNIST over 100 '
+                    'clients, C=0.1 (10 per round), FedAvg with B=10, FedSGD with each client\'s '
+                    'whole data as its batch. Here 100 writers of TFF\'s EMNIST digits (a '
+                    'naturally non-IID MNIST); the learning rates are this study\'s (the paper '
+                    'takes the best of a grid per method).'),
+            base=dict(dataset='emnist', num_clients=100, clients_per_round=10),
+            variants={'FedSGD (lr 0.3)': dict(client_batch_size=1000),
+                      'FedSGD (lr 1.0)': dict(client_batch_size=1000)})},
     ),
     'dp_privacy_utility': Study(
         title='Digits, 300 clients: user-level DP-FedAvg (Poisson q=0.1) and DP-FTRL',
@@ -502,6 +549,16 @@ STUDIES: dict[str, Study] = {
         plot_metrics=('test_accuracy',),
         table=_privacy_table,
         x_axes=(('round', 'round'), ('epsilon', 'epsilon spent (RDP)')),
+        designed_for=('Reddit posts (McMahan et al. 2018), EMNIST and Stack Overflow (Kairouz et al. '
+                      '2021); here digits'),
+        paper_settings={'emnist62': PaperSetting(
+            source=('Kairouz et al. 2021, Section 5: EMNIST-62 with its 3,400 writers as the '
+                    'population and 100 clients per round; delta = 1e-4 < 1/N. The noise '
+                    'multipliers, clip norm and learning rates are this study\'s, so the epsilons '
+                    'differ from the paper\'s; each run\'s ledger reports its own.'),
+            base=dict(dataset='emnist62', num_clients=3400, clients_per_round=100,
+                      partition='natural', alpha=None, rounds=300, eval_every=10),
+            replace=dict(delta=1e-4))},
     ),
     'compression_uplink': Study(
         title='Digits, Dirichlet(0.5), 2NN: accuracy against uplink bytes',
@@ -526,6 +583,12 @@ STUDIES: dict[str, Study] = {
         log_scale=('uplink_bytes_total',),
         x_axes=(('round', 'round'), ('uplink_bytes_total', 'uplink bytes (all clients, cumulative)')),
         hlines={'test_accuracy': COMPRESSION_TARGET},
+        designed_for=('MNIST (Suresh et al. 2017), CIFAR-10 (Konecny et al. 2016); here digits'),
+        paper_settings={'emnist': PaperSetting(
+            source=('McMahan et al. 2017\'s MNIST setting, on which the compression papers '
+                    'build: the 2NN over 100 clients, 10 per round. Here 100 writers of TFF\'s '
+                    'EMNIST digits, each its own client; bits, k and error feedback as above.'),
+            base=dict(dataset='emnist', num_clients=100, clients_per_round=10, rounds=200))},
     ),
     'scaffold_heterogeneity': Study(
         title='Digits, one class per client (shards), E=5: FedAvg, FedProx, SCAFFOLD',
@@ -547,6 +610,14 @@ STUDIES: dict[str, Study] = {
         table=_scaffold_table,
         log_scale=('global_train_loss',),
         hlines={'test_accuracy': SCAFFOLD_TARGETS[-1]},
+        designed_for='EMNIST (Karimireddy et al. 2020); here digits',
+        paper_settings={'emnist62': PaperSetting(
+            source=('Karimireddy et al. 2020, Section 7 and Table 3: EMNIST with logistic '
+                    'regression, examples sorted by label so that clients share no classes '
+                    '(similarity 0%), 20% of clients per round, E=5. Here 100 shards of one '
+                    'class each over TFF\'s EMNIST-62 (the paper uses EMNIST\'s 47 balanced '
+                    'classes).'),
+            base=dict(dataset='emnist62', num_clients=100, clients_per_round=20))},
     ),
     'personalization': Study(
         title=('Digits, 50 clients (shards): personalized per-client accuracy with 2 classes per '
@@ -570,6 +641,14 @@ STUDIES: dict[str, Study] = {
         plot=_plot_personalization,
         extra_markdown=_personalization_markdown,
         seeds=3,
+        designed_for=('CIFAR-10/100 and FEMNIST (Collins et al. 2021; Li et al. 2021); here digits'),
+        paper_settings={'cifar100': PaperSetting(
+            source=('Collins et al. 2021 (FedRep), Section 5 and Table 1: CIFAR-100 over 100 '
+                    'clients, 10% per round, a CNN. The study\'s two label splits (2 and 5 '
+                    'classes per client, the second with half held out) are kept; FedRep\'s '
+                    'CIFAR-100 setting gives each client 20 classes.'),
+            base=dict(dataset='cifar100', model='cnn', num_clients=100, clients_per_round=10,
+                      rounds=200, eval_every=20))},
     ),
     'qffl_fairness': Study(
         title='Digits, Dirichlet(0.1), 50 clients: q-FFL against FedAvg',
@@ -585,6 +664,14 @@ STUDIES: dict[str, Study] = {
         ),
         plot_metrics=('test_accuracy', 'client_acc_worst10pct'),
         table=_qffl_table,
+        designed_for=('Synthetic, Vehicle, Sent140 and Shakespeare (Li et al. 2020, q-FFL); here '
+                      'digits'),
+        paper_settings={'shakespeare': PaperSetting(
+            source=('Li et al. 2020 (q-FFL), Section 5: Shakespeare\'s speakers as devices, '
+                    'next-character prediction with an LSTM. The population, clients per round, '
+                    'local work and q values are this study\'s.'),
+            base=dict(dataset='shakespeare', model='char_lstm', partition='natural', alpha=None,
+                      num_clients=100, client_learning_rate=0.5, rounds=100))},
     ),
     'async': Study(
         title='Digits, 50 clients, log-normal speeds, 20% intermittent: sync vs async',
@@ -609,6 +696,15 @@ STUDIES: dict[str, Study] = {
         table=_async_table,
         x_axes=(('sim_time', 'simulated seconds'), ('round', 'round (server update)')),
         hlines={'test_accuracy': ASYNC_TARGET},
+        designed_for='CelebA, Sent140 and Stack Overflow (Nguyen et al. 2022); here digits',
+        paper_settings={'stackoverflow_nwp': PaperSetting(
+            source=('Nguyen et al. 2022 (FedBuff), Section 5: Stack Overflow next-word '
+                    'prediction with an LSTM, users as clients, buffer K=10. The device speeds, '
+                    'concurrency and population are this study\'s (the paper simulates '
+                    'thousands of concurrent clients).'),
+            base=dict(dataset='stackoverflow_nwp', model='word_lstm', partition='natural',
+                      alpha=None, num_clients=500, client_learning_rate=0.3,
+                      client_batch_size=16))},
     ),
     'adaptive_optimizers': Study(
         title='Digits, Dirichlet(0.1) (and 1), 50 clients: adaptive server optimizers',
@@ -638,6 +734,18 @@ STUDIES: dict[str, Study] = {
             _FEDAVG_GRID,
             _ADAPTIVE_GRID,
         ), seeds=3),
+        designed_for=('EMNIST, CIFAR-10/100, Shakespeare and Stack Overflow (Reddi et al. 2021); '
+                      'here digits'),
+        paper_settings={'emnist62': PaperSetting(
+            source=('Reddi et al. 2021, Section 5 and Appendix D: EMNIST-62 character '
+                    'recognition with their CNN, the 3,400 writers as clients, 10 per round, '
+                    'E=1, B=20, 1,500 rounds, each method\'s learning rates tuned. Here '
+                    'fl_tff\'s `cnn`, and the grids above; the milder-skew pair does not apply '
+                    '(the partition is the writers\').'),
+            base=dict(dataset='emnist62', model='cnn', partition='natural', alpha=None,
+                      num_clients=3400, clients_per_round=10, client_epochs=1,
+                      client_batch_size=20, rounds=1500, eval_every=50),
+            keep=('FedAvg', 'FedAvgM (momentum 0.9)', 'FedAdagrad', 'FedAdam', 'FedYogi'))},
     ),
     'byzantine': Study(
         title='Digits, 50 clients (20% malicious), 15 per round: attacks x aggregators',
@@ -656,46 +764,128 @@ STUDIES: dict[str, Study] = {
         table=_byzantine_table,
         plot=_plot_byzantine,
         extra_markdown=_byzantine_markdown,
+        designed_for='MNIST (Blanchard et al. 2017), EMNIST (Pillutla et al. 2022); here digits',
+        paper_settings={'emnist': PaperSetting(
+            source=('Pillutla et al. 2022 (RFA), Section 5: EMNIST with writers as clients. '
+                    'Here 100 writers of TFF\'s EMNIST digits, 20% of them malicious, with '
+                    'this study\'s attacks, model and local work.'),
+            base=dict(dataset='emnist', partition='natural', alpha=None, num_clients=100,
+                      rounds=100, eval_every=10))},
     ),
 }
 
 
-def study_configs(name: str, output_dir: str, rounds: Optional[int] = None) -> list[tuple[str, ExperimentConfig]]:
-    """The labelled, validated configs of study `name` (runs go under `output_dir/runs`)."""
+def paper_settings_markdown() -> str:
+    """A table of each study's paper datasets and its settings on them (for the README)."""
+    rows = [f'| `{name}` | {study.designed_for} | `--dataset={dataset}`: {paper.source} |'
+            for name, study in STUDIES.items() for dataset, paper in study.paper_settings.items()]
+    return '\n'.join(['| study | designed for | on the paper\'s data |', '|---|---|---|', *rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class RealData:
+    """Where a study's rerun on a TFF dataset reads it: `experiments.reproduce --dataset=NAME
+    --data_dir=DIR [--download]`."""
+
+    dataset: str
+    data_dir: str
+    download: bool = False
+    dataset_url: Optional[str] = None  # None: the dataset option's default.
+
+
+def paper_setting(name: str, dataset: str) -> PaperSetting:
+    """Study `name`'s paper setting on TFF dataset `dataset`.
+
+    Raises:
+      ValueError: Naming the datasets the study has a paper setting for.
+    """
+    study = _study(name)
+    if dataset not in study.paper_settings:
+        raise ValueError(f'study {name!r} has no paper setting on dataset {dataset!r}; valid '
+                         f'choices: {", ".join(sorted(study.paper_settings)) or "none"} '
+                         f'(it was designed for {study.designed_for})')
+    return study.paper_settings[dataset]
+
+
+def _study(name: str) -> Study:
     if name not in STUDIES:
         raise ValueError(f'unknown study {name!r}; valid choices: {", ".join(sorted(STUDIES))}')
-    study = STUDIES[name]
+    return STUDIES[name]
+
+
+def _runs(name: str, real: Optional[RealData]) -> tuple[str, list[tuple[str, dict[str, Any], int]]]:
+    """The name of the study's outputs, and per run: its label, settings and variant index."""
+    study = _study(name)
+    if real is None:
+        return name, [(label, {**study.base, **overrides}, i)
+                      for i, (label, overrides) in enumerate(study.variants)]
+    paper = paper_setting(name, real.dataset)
+    data = dict(data_dir=real.data_dir, download=real.download,
+                **({'dataset_url': real.dataset_url} if real.dataset_url else {}))
+    return f'{name}_{real.dataset}', [
+        (label, {**paper.settings(label, {**study.base, **overrides}), **data}, i)
+        for i, (label, overrides) in enumerate(study.variants)
+        if paper.keep is None or label in paper.keep]
+
+
+def study_configs(name: str, output_dir: str, rounds: Optional[int] = None,
+                  real: Optional[RealData] = None) -> list[tuple[str, ExperimentConfig]]:
+    """The labelled, validated configs of study `name` (runs go under `output_dir/runs`), on
+    `real.dataset` with its paper's setting when `real` is given. Every config is validated
+    before any preflight runs (a `--download` fetches in the first preflight).
+
+    Raises:
+      ValueError: An unknown study, or a dataset it has no paper setting for.
+      ConfigError: A setting that does not validate.
+    """
+    study = _study(name)
+    output_name, runs = _runs(name, real)
     configs = []
-    for i, (label, overrides) in enumerate(study.variants):
-        settings = {**study.base, **overrides, 'output_dir': os.path.join(output_dir, 'runs'),
-                    'experiment_name': f'{name}_{i}'}
+    for label, settings, i in runs:
+        settings = {**settings, 'output_dir': os.path.join(output_dir, 'runs'),
+                    'experiment_name': f'{output_name}_{i}'}
         if rounds is not None:
             settings['rounds'] = rounds
-        config = ExperimentConfig(**settings).validate()
-        preflight(config)
-        configs.append((label, config))
+        configs.append((label, ExperimentConfig(**settings).validate()))
     if study.runs is not None:
         if len(study.runs.grids) != len(study.variants):
             raise ValueError(f'study {name!r} has {len(study.variants)} variants but '
                              f'{len(study.runs.grids)} tuning grids')
-        _grid_configs(name, study, configs)  # Every grid point and seed is valid too.
+        _grid_configs(name, configs, real)  # Every grid point and seed is valid too.
+    for _, config in configs:
+        preflight(config)
     return configs
 
 
-def _grid_configs(name: str, study: Study, configs: list[tuple[str, ExperimentConfig]]
-                  ) -> list[list[tuple[dict[str, Any], int, ExperimentConfig]]]:
-    """Per variant, every (grid point, seed, config) of its tuning grid, validated."""
-    return [sweep.sweep_configs(config, grid, study.runs.seeds, f'{name}_{i}')
-            for i, ((_, config), grid) in enumerate(zip(configs, study.runs.grids))]
+def _grid_configs(name: str, configs: list[tuple[str, ExperimentConfig]],
+                  real: Optional[RealData]) -> list[list[tuple[dict[str, Any], int, ExperimentConfig]]]:
+    """Per run, every (grid point, seed, config) of its variant's tuning grid, validated."""
+    study = STUDIES[name]
+    output_name, runs = _runs(name, real)
+    return [sweep.sweep_configs(config, study.runs.grids[i], study.runs.seeds,
+                                f'{output_name}_{i}')
+            for (_, config), (_, _, i) in zip(configs, runs)]
 
 
 def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs study `name`; writes `<name>.png` and `<name>.md` into `output_dir`; returns paths
-    and table rows."""
-    study = STUDIES.get(name)
-    configs = study_configs(name, output_dir, rounds)  # Validates everything before running.
-    grids = _grid_configs(name, study, configs) if study.runs else None
+              log: Callable[[str], None] = print, real: Optional[RealData] = None
+              ) -> dict[str, Any]:
+    """Runs study `name`, on `real.dataset` with its paper's setting when `real` is given.
+
+    Writes `<name>.png` and `<name>.md` (`<name>_<dataset>.*` on a real dataset) into
+    `output_dir`.
+
+    Returns:
+      The paths written, the table rows, each run's directory and the grid rows.
+
+    Raises:
+      ValueError: An unknown study, or a dataset it has no paper setting for.
+      ConfigError: A setting that does not validate (before anything runs).
+    """
+    study = _study(name)
+    configs = study_configs(name, output_dir, rounds, real)  # Validates everything first.
+    grids = _grid_configs(name, configs, real) if study.runs else None
+    output_name, runs = _runs(name, real)
     os.makedirs(output_dir, exist_ok=True)
     histories, run_dirs, diverged, chosen, grid_rows = {}, {}, {}, {}, []
     for i, (label, config) in enumerate(configs):
@@ -714,7 +904,7 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
                     f'{p.label} ({"; ".join(p.diverged)})' for p in points)
                 continue
             histories[label] = best.histories
-            run_dirs[label] = os.path.join(config.output_dir, f'{name}_{i}')
+            run_dirs[label] = os.path.join(config.output_dir, f'{output_name}_{runs[i][2]}')
             if study.tuning is not None:
                 chosen[label] = best.label
                 log(f'   chosen: {best.label}')
@@ -727,7 +917,7 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
             continue
         histories[label], run_dirs[label] = result.history, result.run_dir
         log(f'   {result.summary}')
-    png = os.path.join(output_dir, f'{name}.png')
+    png = os.path.join(output_dir, f'{output_name}.png')
     if study.plot is not None:
         study.plot(histories, png, study.title)
     else:
@@ -739,21 +929,29 @@ def run_study(name: str, output_dir: str, rounds: Optional[int] = None,
                                        **table[label], 'status': 'ok'} for label, _ in configs]
     if study.tuning is None:  # Seeds only: no grid to show.
         grid_rows = []
-    md = os.path.join(output_dir, f'{name}.md')
+    md = os.path.join(output_dir, f'{output_name}.md')
     with files.atomic_write(md) as f:
-        f.write(_markdown(name, study, configs, rows, rounds, histories, grid_rows))
+        f.write(_markdown(name, study, runs, rows, rounds, histories, grid_rows, real))
     return {'png': png, 'markdown': md, 'rows': rows, 'run_dirs': run_dirs, 'grid': grid_rows}
 
 
-def _markdown(name, study, configs, rows, rounds, histories=None, grid_rows=()) -> str:
+def _markdown(name, study, runs, rows, rounds, histories=None, grid_rows=(), real=None) -> str:
+    """The study's page: claim, command, plot, table, grid and settings. `runs` are
+    `_runs`' (label, settings, variant index) triples."""
+    output_name = name if real is None else f'{name}_{real.dataset}'
     header = list(dict.fromkeys(h for r in rows for h in r))  # Every column, in first-seen order.
-    lines = [f'# {study.title}', '', f'Claim: {study.claim}', '',
+    command = (f'python -m experiments.reproduce --study={name}'
+               + (f' --dataset={real.dataset} --data_dir=DIR' if real else '')
+               + (f' --rounds={rounds}' if rounds else ''))
+    paper = [f'On {real.dataset} with the paper\'s setting: '
+             f'{study.paper_settings[real.dataset].source}', ''] if real else []
+    lines = [f'# {study.title}' + (f' (on {real.dataset})' if real else ''), '',
+             f'Claim: {study.claim}', '', *paper,
              *([f'Each run is {study.seeds} seeds ({study.base.get("seed", 0)} to '
                 f'{study.base.get("seed", 0) + study.seeds - 1}): mean ± std over them.', '']
                if study.tuning is None and study.seeds > 1 else []),
-             f'Command: `python -m experiments.reproduce --study={name}'
-             + (f' --rounds={rounds}' if rounds else '') + '`', '',
-             f'![{name}]({name}.png)', '',
+             f'Command: `{command}`', '',
+             f'![{output_name}]({output_name}.png)', '',
              '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(str(r.get(h, '')) for h in header) + ' |' for r in rows]
     if study.extra_markdown is not None and histories:
@@ -764,13 +962,18 @@ def _markdown(name, study, configs, rows, rounds, histories=None, grid_rows=()) 
                   f'the highest {study.tuning.select_help}:', '',
                   '| ' + ' | '.join(grid_header) + ' |', '|' + '---|' * len(grid_header)]
         lines += ['| ' + ' | '.join(str(r.get(h, '')) for h in grid_header) + ' |' for r in grid_rows]
+    # Shared: what every run sets alike (the study's base, or the base with the paper's setting).
+    hidden = {'data_dir', 'download', 'dataset_url'} | ({'rounds'} if rounds else set())
+    shared = {k: v for k, v in runs[0][1].items()
+              if k not in hidden and all(k in r[1] and r[1][k] == v for r in runs)}
     lines += ['', 'Settings (shared, then per run):', '',
-              '```', ' '.join(f'--{k}={v}' for k, v in study.base.items() if not (rounds and k == 'rounds'))
+              '```', ' '.join(f'--{k}={v}' for k, v in shared.items())
               + (f' --rounds={rounds}' if rounds else ''), *[
-                  f'{label}: ' + ' '.join(f'--{k}={v}' for k, v in overrides.items())
+                  f'{label}: ' + ' '.join(f'--{k}={v}' for k, v in settings.items()
+                                          if k not in shared and k not in hidden)
                   + (' grid: ' + '; '.join(f'{k}={",".join(map(str, v))}' for k, v in
                                           study.tuning.grids[i].items()) if study.tuning else '')
-                  for i, (label, overrides) in enumerate(study.variants)], '```', '',
+                  for label, settings, i in runs], '```', '',
               f'Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.',
               '']
     return '\n'.join(lines)

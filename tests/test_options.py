@@ -115,6 +115,8 @@ def test_readme_option_tables_are_the_generated_ones():
         readme = f.read()
     assert options_table.generated_section() in readme, (
         'README.md is out of date: run `python -m experiments.options_table --write`')
+    assert options_table.studies_section() in readme, (
+        'README.md is out of date: run `python -m experiments.options_table --write`')
 
 
 def test_every_option_declares_only_known_capabilities_and_consistent_parameters():

@@ -15,6 +15,92 @@ def test_every_study_has_valid_configs(tmp_path, name):
     assert len({c.experiment_name for _, c in configs}) == len(configs)
 
 
+@pytest.fixture(scope='module')
+def tiny_tff_data(tmp_path_factory):
+    from tests.tff_files import write_every_dataset
+    d = tmp_path_factory.mktemp('tff_data')
+    write_every_dataset(d)
+    return str(d)
+
+
+PAPER_SETTINGS = [(name, dataset) for name, study in sorted(reproductions.STUDIES.items())
+                  for dataset in sorted(study.paper_settings)]
+
+
+def test_every_study_says_what_it_was_designed_for_and_has_a_paper_setting():
+    for name, study in reproductions.STUDIES.items():
+        assert study.designed_for and study.paper_settings, name
+        labels = {label for label, _ in study.variants}
+        for paper in study.paper_settings.values():  # Labels it names are the study's.
+            assert set(paper.keep or ()) | set(paper.variants) <= labels, name
+
+
+@pytest.mark.parametrize('name,dataset', PAPER_SETTINGS)
+def test_every_paper_setting_has_valid_configs_on_its_dataset(tmp_path, tiny_tff_data, name,
+                                                              dataset):
+    study = reproductions.STUDIES[name]
+    paper = study.paper_settings[dataset]
+    real = reproductions.RealData(dataset, tiny_tff_data)
+    configs = reproductions.study_configs(name, str(tmp_path), real=real)
+    labels = [label for label, _ in study.variants if paper.keep is None or label in paper.keep]
+    assert [label for label, _ in configs] == labels
+    for label, config in configs:
+        assert (config.dataset, config.data_dir) == (dataset, tiny_tff_data)
+        assert config.experiment_name.startswith(f'{name}_{dataset}_')
+        # The paper's settings are the run's, whatever the study's base and variant say.
+        for key, value in {**paper.base, **paper.variants.get(label, {})}.items():
+            if value is not None:
+                assert getattr(config, key) == value, (label, key)
+    assert len({c.experiment_name for _, c in configs}) == len(configs)
+
+
+def test_a_dataset_without_a_paper_setting_lists_the_studys_datasets(tmp_path, tiny_tff_data):
+    valid = ', '.join(sorted(reproductions.STUDIES['fedprox_stragglers'].paper_settings))
+    with pytest.raises(ValueError, match=f"study 'fedprox_stragglers' has no paper setting on "
+                       f"dataset 'cifar100'; valid choices: {valid} \\(it was designed for "):
+        reproductions.study_configs('fedprox_stragglers', str(tmp_path),
+                                    real=reproductions.RealData('cifar100', tiny_tff_data))
+
+
+def test_paper_setting_merges_base_variant_paper_replace_and_label_overrides():
+    paper = reproductions.PaperSetting(
+        source='s', base=dict(dataset='emnist', alpha=None, rounds=5),
+        replace=dict(delta=1e-4, mu=0.5), variants={'b': dict(rounds=7)})
+    study_settings = dict(dataset='digits', alpha=0.1, rounds=100, delta=1e-3, seed=3)
+    assert paper.settings('a', study_settings) == dict(dataset='emnist', rounds=5, delta=1e-4,
+                                                       seed=3)
+    assert paper.settings('b', study_settings)['rounds'] == 7
+    assert 'mu' not in paper.settings('a', study_settings)  # Replaced only where it is set.
+
+
+def test_a_study_on_real_data_runs_the_papers_settings_and_writes_its_own_page(
+        tmp_path, tiny_tff_data, monkeypatch):
+    ran = []
+
+    class Result:
+        def __init__(self, config):
+            self.history = [{'round': 1, 'test_accuracy': 0.5, 'global_train_loss': 1.0,
+                             'aggregated': 10}]
+            self.summary, self.run_dir = {}, config.output_dir
+
+    def fake_run(config, log):
+        ran.append(config)
+        return Result(config)
+
+    monkeypatch.setattr(reproductions, 'run_experiment', fake_run)
+    out = reproductions.run_study('fedprox_stragglers', str(tmp_path), rounds=1,
+                                  log=lambda _: None,
+                                  real=reproductions.RealData('emnist62', tiny_tff_data))
+    assert [(c.dataset, c.model, c.num_clients, c.client_learning_rate) for c in ran] == [
+        ('emnist62', 'logreg', 200, 0.003)] * 3
+    assert out['markdown'] == str(tmp_path / 'fedprox_stragglers_emnist62.md')
+    text = open(out['markdown']).read()
+    assert ('Command: `python -m experiments.reproduce --study=fedprox_stragglers '
+            '--dataset=emnist62 --data_dir=DIR --rounds=1`') in text
+    assert "On emnist62 with the paper's setting: Li et al. 2020" in text
+    assert '--dataset=emnist62' in text and '--synthetic_alpha' not in text
+
+
 def test_unknown_study_lists_choices(tmp_path):
     with pytest.raises(ValueError, match=f"unknown study 'nope'; valid choices: "
                        f"{', '.join(sorted(reproductions.STUDIES))}$"):
@@ -246,3 +332,16 @@ def test_a_tuned_study_needs_one_grid_per_variant(tmp_path, monkeypatch):
     monkeypatch.setitem(reproductions.STUDIES, 'short', short)
     with pytest.raises(ValueError, match="study 'short' has 7 variants but 6 tuning grids"):
         reproductions.study_configs('short', str(tmp_path))
+
+
+def test_reproduce_driver_refuses_a_dataset_the_study_has_no_setting_for_in_one_line(tmp_path):
+    from tests.helpers import run_python
+    result = run_python(['-m', 'experiments.reproduce', '--study=fedprox_stragglers',
+                         '--dataset=cifar100', f'--data_dir={tmp_path}',
+                         f'--output_dir={tmp_path / "out"}'], timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if ' tensorflow/' not in line]
+    assert lines == ["error: --dataset: study 'fedprox_stragglers' has no paper setting on "
+                     "dataset 'cifar100'; valid choices: emnist62 (it was designed for "
+                     f"{reproductions.STUDIES['fedprox_stragglers'].designed_for})"], result.stderr
+    assert not (tmp_path / 'out').exists()

@@ -2,7 +2,8 @@
 
 `tff.simulation.datasets.<name>.load_data(cache_dir=DIR)` reads `DIR/<file>` without network
 access when the file is there, and tries to download it when it is not. fl_tff never lets it
-download: a missing file is one clear error that names the file and where it goes.
+download during a run: a missing file is one clear error that names the file and where it goes,
+and `--download` (`fl_tff.data.download`) fetches it first, checked and atomically.
 
 The SQLite format (tables `examples(split_name, client_id, serialized_example_proto)` and
 `client_metadata(client_id, split_name, num_examples)`) is also what the tests build tiny
@@ -18,7 +19,7 @@ import dataclasses
 import os
 import sqlite3
 import urllib.parse
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +57,9 @@ class TffDatasetSpec:
     load_kwargs: dict
     converter: Callable[[str], Converter]  # data_dir -> Converter
     extra_files: tuple[str, ...] = ()
+    # Per split of the SQLite file: (clients, examples), as TFF's `load_data` documents them;
+    # a downloaded file is verified against these (`sqlite_problem`).
+    published: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 def _emnist(data_dir: str) -> Converter:
@@ -74,9 +78,8 @@ def _cifar100(data_dir: str) -> Converter:
 
 def _shakespeare(data_dir: str) -> Converter:
     """Next-character prediction: sequences of 80 character ids (McMahan et al. 2017)."""
-    from tensorflow_federated.python.simulation.baselines import client_spec
-    from tensorflow_federated.python.simulation.baselines.shakespeare import (
-        char_prediction_preprocessing as prep)
+    from fl_tff import tff_compat
+    client_spec, prep = tff_compat.shakespeare_preprocessing()
     pad, _, _, _ = prep.get_special_tokens()
     preprocess = prep.create_preprocess_fn(
         client_spec.ClientSpec(num_epochs=1, batch_size=_CONVERT_BATCH, shuffle_buffer_size=1))
@@ -102,8 +105,8 @@ def read_word_counts(data_dir: str, vocab_size: int) -> list[str]:
 
 def _stackoverflow_nwp(data_dir: str) -> Converter:
     """Next-word prediction over the 10,000 most frequent words (Reddi et al. 2021)."""
-    from tensorflow_federated.python.simulation.baselines.stackoverflow import (
-        word_prediction_preprocessing as prep)
+    from fl_tff import tff_compat
+    prep = tff_compat.stackoverflow_preprocessing()
     vocab = read_word_counts(data_dir, STACKOVERFLOW_VOCAB_SIZE)
     to_ids = prep.build_to_ids_fn(vocab, STACKOVERFLOW_SEQUENCE_LENGTH)
     special = prep.get_special_tokens(len(vocab))
@@ -115,14 +118,24 @@ def _stackoverflow_nwp(data_dir: str) -> Converter:
         accuracy_masked_labels=(*special.out_of_vocab, special.end_of_sentence))
 
 
+# The split sizes are those the docstrings of TFF's loaders state (TFF 0.87).
+_EMNIST_SPLITS = {'all_train': (3400, 671_585), 'all_test': (3400, 77_483),
+                  'digits_only_train': (3383, 341_873), 'digits_only_test': (3383, 40_832)}
+
 TFF_DATASETS: dict[str, TffDatasetSpec] = {
-    'emnist': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': True}, _emnist_digits),
-    'emnist62': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': False}, _emnist),
-    'cifar100': TffDatasetSpec('cifar100.sqlite', 'cifar100', {}, _cifar100),
-    'shakespeare': TffDatasetSpec('shakespeare.sqlite', 'shakespeare', {}, _shakespeare),
-    'stackoverflow_nwp': TffDatasetSpec('stackoverflow.sqlite', 'stackoverflow', {},
-                                        _stackoverflow_nwp,
-                                        extra_files=(STACKOVERFLOW_WORD_COUNTS,)),
+    'emnist': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': True}, _emnist_digits,
+                             published=_EMNIST_SPLITS),
+    'emnist62': TffDatasetSpec('emnist_all.sqlite', 'emnist', {'only_digits': False}, _emnist,
+                               published=_EMNIST_SPLITS),
+    'cifar100': TffDatasetSpec('cifar100.sqlite', 'cifar100', {}, _cifar100,
+                               published={'train': (500, 50_000), 'test': (100, 10_000)}),
+    'shakespeare': TffDatasetSpec('shakespeare.sqlite', 'shakespeare', {}, _shakespeare,
+                                  published={'train': (715, 16_068), 'test': (715, 2_356)}),
+    'stackoverflow_nwp': TffDatasetSpec(
+        'stackoverflow.sqlite', 'stackoverflow', {}, _stackoverflow_nwp,
+        extra_files=(STACKOVERFLOW_WORD_COUNTS,),
+        published={'train': (342_477, 135_818_730), 'heldout': (38_758, 16_491_230),
+                   'test': (204_088, 16_586_035)}),
 }
 
 
@@ -157,9 +170,9 @@ def check_available(name: str, data_dir: str) -> None:
                       'extracted from its archive')
             raise MissingDatasetFileError(
                 f'{name} needs {where}: put {file} ({origin}) in the directory given by '
-                '--data_dir; fl_tff never downloads')
+                '--data_dir, or add --download to fetch it')
     path = os.path.join(data_dir, spec.file)
-    problem = _sqlite_problem(path)
+    problem = sqlite_problem(path)
     if problem:
         raise MissingDatasetFileError(
             f'{name}: {os.path.abspath(path)} {problem}; expected TFF\'s client-data SQLite file '
@@ -167,8 +180,15 @@ def check_available(name: str, data_dir: str) -> None:
             'caches it')
 
 
-def _sqlite_problem(path: str) -> str:
-    """Why `path` is not a readable TFF client-data SQLite file ('' when it is)."""
+def sqlite_problem(path: str, published: Optional[dict[str, tuple[int, int]]] = None) -> str:
+    """Why `path` is not a readable TFF client-data SQLite file ('' when it is).
+
+    Args:
+      path: The file.
+      published: When given, each split's (clients, examples) the file must hold, counted in its
+        `client_metadata` table (a downloaded file is checked against TFF's documented sizes;
+        copies made by hand and tests' tiny files are not).
+    """
     try:
         uri = f'file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro'
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
@@ -176,6 +196,10 @@ def _sqlite_problem(path: str) -> str:
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             pages = connection.execute('PRAGMA page_count').fetchone()[0]
             page_size = connection.execute('PRAGMA page_size').fetchone()[0]
+            sizes = ({row[0]: (row[1], row[2]) for row in connection.execute(
+                'SELECT split_name, COUNT(DISTINCT client_id), SUM(num_examples) '
+                'FROM client_metadata GROUP BY split_name')}
+                if published and 'client_metadata' in tables else {})
     except sqlite3.Error as e:
         return f'is not a readable SQLite database ({e})'
     if os.path.getsize(path) < pages * page_size:
@@ -185,6 +209,13 @@ def _sqlite_problem(path: str) -> str:
     if missing:
         return f'has no table {", ".join(missing)}' + (' (the file is empty)' if not tables and
                                                       os.path.getsize(path) == 0 else '')
+    for split, (clients, examples) in (published or {}).items():
+        found = sizes.get(split)
+        if found is None:
+            return f'has no split {split!r} in its client_metadata table'
+        if found != (clients, examples):
+            return (f'has {found[0]} clients and {found[1]} examples in split {split!r}; TFF '
+                    f'publishes {clients} clients and {examples} examples')
     return ''
 
 

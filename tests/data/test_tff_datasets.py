@@ -9,38 +9,13 @@ import pytest
 from fl_tff import experiment
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.data import tff_datasets
-from tests.tff_files import example as _example, write_shakespeare, write_sqlite
-
-RNG = np.random.default_rng(0)
-
-
-def _emnist_split(n_clients, n_examples, classes):
-    return {f'f{i:04d}_00': [_example({'pixels': RNG.random(784).astype(np.float32),
-                                       'label': [int(RNG.integers(classes))]})
-                             for _ in range(n_examples + i)] for i in range(n_clients)}
-
+from tests.tff_files import SO_SENTENCE, write_every_dataset
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp('tff_data')
-    write_sqlite(d / 'emnist_all.sqlite', {
-        'digits_only_train': _emnist_split(5, 12, 10), 'digits_only_test': _emnist_split(5, 3, 10),
-        'all_train': _emnist_split(4, 10, 62), 'all_test': _emnist_split(4, 2, 62)})
-    cifar = lambda n, m: {f'c{i}': [_example({'image': RNG.integers(0, 256, 32 * 32 * 3),
-                                              'label': [int(RNG.integers(100))],
-                                              'coarse_label': [int(RNG.integers(20))]})
-                                    for _ in range(m)] for i in range(n)}
-    write_sqlite(d / 'cifar100.sqlite', {'train': cifar(3, 6), 'test': cifar(3, 2)})
-    write_shakespeare(d)
-    so = lambda n, m: {f'{i:08d}': [_example({
-        'tokens': SO_SENTENCE, 'creation_date': b'2010-01-01', 'score': [1], 'tags': b'python',
-        'title': b'a title', 'type': b'question'}) for _ in range(m)] for i in range(n)}
-    write_sqlite(d / 'stackoverflow.sqlite', {'train': so(3, 4), 'heldout': so(1, 1), 'test': so(3, 2)})
-    (d / 'stackoverflow.word_count').write_text('the 90\nhow 80\nto 70\npython 60\n')
+    write_every_dataset(d)
     return str(d)
-
-
-SO_SENTENCE = b'how to sort a list in python'
 
 
 def test_shakespeare_becomes_tffs_character_ids_in_sequences_of_80(data_dir):
