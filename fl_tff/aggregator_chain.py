@@ -111,6 +111,14 @@ def mean_factory(uniform: bool, value_sum_factory: Optional[Factory] = None,
                                        weight_sum_factory=weight_sum_factory)
 
 
+def as_weighted(factory: Factory) -> tff.aggregators.WeightedAggregationFactory:
+    """`factory` as the weighted aggregator TFF's composers take: an unweighted one (a chain
+    whose reduction ignores weights: a robust rule, DP's sum, a uniform mean) ignores them."""
+    if isinstance(factory, tff.aggregators.UnweightedAggregationFactory):
+        return tff.aggregators.as_weighted_aggregator(factory)
+    return factory
+
+
 MEAN = Layer(REDUCE, lambda params, context, inner: mean_factory(context.uniform, inner),
              encodes_sum=True)
 """The reduction when no option declares one."""

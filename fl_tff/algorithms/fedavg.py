@@ -70,10 +70,7 @@ def learning_parts(
     def initial_model_weights_fn():
         return tff.learning.models.ModelWeights.from_model(model_fn())
 
-    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
-        # The composer wants a weighted aggregator; an unweighted one just ignores the weights.
-        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
-    aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
+    aggregator = aggregator_chain.as_weighted(model_aggregator).create(weights_type.trainable, tff.TensorType(np.float32))
     return (initial_model_weights_fn, tff.learning.templates.build_broadcast_process(weights_type),
             client_work, aggregator,
             finalizer or finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type))

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import aggregator_chain
 from fl_tff import options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
@@ -84,9 +85,7 @@ def build_fednova(model_fn: ModelFn, *,
     # (d_i, tau_i), typed as the client work returns it.
     extended_type = client_work.next.type_signature.result.result.member.update
     model_aggregator = model_aggregator or fedavg.default_aggregator(weighting)
-    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
-        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
-    aggregator = model_aggregator.create(extended_type, tff.TensorType(np.float32))
+    aggregator = aggregator_chain.as_weighted(model_aggregator).create(extended_type, tff.TensorType(np.float32))
     inner = finalizer_lib.build_server_update_finalizer(server_optimizer, weights_type)
 
     @tff.tensorflow.computation(extended_type)

@@ -16,6 +16,7 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import aggregator_chain
 from fl_tff import options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import personalization
@@ -53,8 +54,7 @@ def build_mime_lite(model_fn: ModelFn, *, mime_momentum: float = 0.9,
     personalization.require_plain_sgd(client_optimizer, model_fn, 'MIME-lite (base SGD rate)')
     specs = tuple(tf.TensorSpec([], tf.float32) for _ in range(1))
     rate = float(client_optimizer.get_hparams(client_optimizer.initialize(specs))['learning_rate'])
-    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
-        model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
+    model_aggregator = aggregator_chain.as_weighted(model_aggregator)
     return tff.learning.algorithms.build_weighted_mime_lite(
         model_fn, base_optimizer=tff.learning.optimizers.build_sgdm(rate, momentum=mime_momentum),
         server_optimizer=server_optimizer,

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import aggregator_chain
 from fl_tff import client_state, round_composer, round_wrappers
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
@@ -189,10 +190,7 @@ def compose_personalized(
         return inner_finalizer.next(state, weights, tff.federated_map(expand, update))
 
     finalizer = tff.learning.templates.FinalizerProcess(inner_finalizer.initialize, finalizer_next)
-    weighted = (tff.aggregators.as_weighted_aggregator(model_aggregator)
-                if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory)
-                else model_aggregator)
-    aggregator = weighted.create(shared_type, tff.TensorType(np.float32))
+    aggregator = aggregator_chain.as_weighted(model_aggregator).create(shared_type, tff.TensorType(np.float32))
     distributor = tff.learning.templates.build_broadcast_process(weights_type)
 
     def train(r: round_composer.Round) -> round_composer.Stage:
