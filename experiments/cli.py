@@ -47,7 +47,9 @@ def quiet_logging() -> None:
 
 
 def run_main(body: Callable[[], int]) -> int:
-    """Runs a driver's `body`, turning the library's errors into one line and an exit code."""
+    """Runs a driver's `body`, turning the library's errors into one line and an exit code.
+    SIGTERM (`kill PID`) exits like Ctrl-C's paths do: finally blocks run, the worker stops."""
+    runtime.install_sigterm_as_exit()
     quiet_logging()
     try:
         return body()

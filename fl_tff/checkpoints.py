@@ -23,9 +23,8 @@ import zipfile
 from typing import Any, Optional, Protocol, runtime_checkable
 
 import tensorflow_federated as tff
-from tensorflow_federated.python.program import file_utils as _file_utils
 
-from fl_tff import files, runtime
+from fl_tff import files, runtime, tff_compat
 
 CHECKPOINT_DIR = 'checkpoints'
 _PREFIX = 'program_state_'
@@ -106,15 +105,16 @@ class _AtomicProgramStateManager(tff.program.FileProgramStateManager):
     written under a temporary name, fsynced, then renamed to `program_state_<version>`."""
 
     async def save(self, program_state: Any, version: int) -> None:
-        path = self._get_path_for_version(version)
+        path = tff_compat.program_state_path(self, version)
         if os.path.exists(path):
-            raise tff.program.ProgramStateExistsError(version=version, path=self._root_dir)
+            raise tff.program.ProgramStateExistsError(
+                version=version, path=tff_compat.program_state_root(self))
         # As TFF's `save`, but into a temporary directory published by an fsynced rename.
         value = await tff.program.materialize_value(program_state)
         tmp = files.partial_path(path)
-        await _file_utils.write_saved_model(value, tmp)
+        await tff_compat.write_saved_model(value, tmp)
         files.replace_directory(tmp, path)
-        await self._remove_old_program_state()
+        await tff_compat.remove_old_program_state(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +196,7 @@ class Checkpointer:
         self._client_states.load_client_states(path if os.path.exists(path) else None)
 
     def _set_aside(self, version: int, reason: str) -> None:
-        path = self._manager._get_path_for_version(version)  # pylint: disable=protected-access
+        path = tff_compat.program_state_path(self._manager, version)
         moved = _free_name(os.path.join(self.directory, CORRUPT_PREFIX + os.path.basename(path)))
         os.rename(path, moved)
         client_states = self._client_states_path(version)

@@ -28,13 +28,8 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import tensorflow_federated as tff
-from tensorflow_federated.python.common_libs import structure
-from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
-from tensorflow_federated.python.core.impl.execution_contexts import (
-    mergeable_comp_execution_context as mergeable)
-from tensorflow_federated.python.core.impl.executors import value_serialization
-from tensorflow_federated.python.core.impl.types import type_analysis
-from tensorflow_federated.python.core.impl.types import type_conversions
+
+from fl_tff import tff_compat
 
 # Distinct computations kept on a worker (a run uses a handful: the round's parts, evaluation).
 _CACHED_COMPUTATIONS = 32
@@ -52,7 +47,7 @@ class CachingRemoteExecutor(tff.framework.RemoteExecutor):
     async def create_value(self, value, type_spec=None):
         if not isinstance(type_spec, tff.FunctionType):
             return await super().create_value(value, type_spec)
-        proto, _ = value_serialization.serialize_value(value, type_spec)
+        proto = tff_compat.serialize_value(value, type_spec)
         key = hashlib.sha256(proto.SerializeToString(deterministic=True)).digest()
         cached = self._computations.get(key)
         if cached is None:
@@ -73,7 +68,7 @@ class CachingRemoteExecutor(tff.framework.RemoteExecutor):
         super().close()
 
 
-async def _invoke(comp: mergeable.MergeableCompForm, arg: Optional[Any],
+async def _invoke(comp: tff_compat.MergeableCompForm, arg: Optional[Any],
                   workers: Sequence[tff.framework.AsyncContext],
                   merger: tff.framework.AsyncContext) -> Any:
     """`up_to_merge` on the workers (one sub-round each, more in turn), `merge` of each partial
@@ -87,25 +82,23 @@ async def _invoke(comp: mergeable.MergeableCompForm, arg: Optional[Any],
         del context  # The worker is free again; merging happens on `merger`.
         if merged is None:
             return partial
-        return await merger.invoke(comp.merge, structure.Struct.unnamed(merged, partial))
+        return await merger.invoke(comp.merge, tff.structure.Struct.unnamed(merged, partial))
 
-    merged, _ = await mergeable._run_in_async_context_pool(  # pylint: disable=protected-access
+    merged, _ = await tff_compat.run_in_async_context_pool(
         up_to_merge, arg_list, workers, None, merge)
 
     def all_equal(type_spec):
         return not isinstance(type_spec, tff.FederatedType) or type_spec.all_equal
 
     result_type = comp.after_merge.type_signature.result
-    if type_analysis.contains_only(result_type, all_equal):  # One server result: run it once.
-        return await mergeable._compute_after_merged(  # pylint: disable=protected-access
-            comp, arg_list[0], merged, merger)
-    results = [await mergeable._compute_after_merged(comp, part, merged, merger)  # pylint: disable=protected-access
+    if tff_compat.contains_only(result_type, all_equal):  # One server result: run it once.
+        return await tff_compat.compute_after_merged(comp, arg_list[0], merged, merger)
+    results = [await tff_compat.compute_after_merged(comp, part, merged, merger)
                for part in arg_list]
-    return mergeable._repackage_partitioned_values(  # pylint: disable=protected-access
-        results, result_type_spec=result_type)
+    return tff_compat.repackage_partitioned_values(results, result_type_spec=result_type)
 
 
-class MergingContext(mergeable.MergeableCompExecutionContext):
+class MergingContext(tff_compat.MergeableCompExecutionContext):
     """TFF's mergeable context, with `merge` and `after_merge` on `merger` instead of on a
     worker.
 
@@ -118,17 +111,17 @@ class MergingContext(mergeable.MergeableCompExecutionContext):
     def __init__(self, workers: Sequence[tff.framework.AsyncContext],
                  merger: tff.framework.AsyncContext, num_subrounds: Optional[int] = None):
         super().__init__(workers,
-                         compiler_fn=mergeable_comp_compiler.compile_to_mergeable_comp_form,
+                         compiler_fn=tff_compat.compile_to_mergeable_comp_form,
                          num_subrounds=num_subrounds)
         self._merger = merger
 
     def invoke(self, comp, arg=None):
-        comp = self._compiler_pipeline.compile(comp)
+        parts = tff_compat.mergeable_context_parts(self)
+        comp = parts.compiler_pipeline.compile(comp)
         if arg is not None:
-            arg = mergeable.MergeableCompExecutionContextValue(
-                arg, comp.up_to_merge.type_signature.parameter, self._num_subrounds)
-        result = self._async_runner.run_coro_and_return_result(
-            _invoke(comp, arg, self._async_execution_contexts, self._merger))
-        return type_conversions.type_to_py_container(result,
-                                                     comp.after_merge.type_signature.result)
+            arg = tff_compat.MergeableCompExecutionContextValue(
+                arg, comp.up_to_merge.type_signature.parameter, parts.num_subrounds)
+        result = parts.async_runner.run_coro_and_return_result(
+            _invoke(comp, arg, parts.contexts, self._merger))
+        return tff_compat.type_to_py_container(result, comp.after_merge.type_signature.result)
 

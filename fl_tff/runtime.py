@@ -12,8 +12,9 @@ start the worker ourselves:
 * with its output sent to a log file, never to our stdout;
 * in its own session, so a terminal's Ctrl-C (SIGINT to the foreground process group) reaches
   only us: we stop it ourselves, after reporting where the run can resume;
-* stopped by `stop()`, by `atexit` and by the context manager's exit; SIGTERM becomes
-  `SystemExit` so those paths also run on `kill PID`.
+* stopped by `stop()`, by `atexit` and by the context manager's exit. The drivers turn
+  SIGTERM into `SystemExit` (`install_sigterm_as_exit`) so those paths also run on `kill PID`;
+  the library itself changes no signal handler of its host (a notebook, an application).
 
 The execution context also compiles TFF's secure-sum intrinsics into plain sums
 (`tff.backends.test.replace_secure_intrinsics_with_bodies`), which the stock native context
@@ -52,7 +53,7 @@ import grpc
 import portpicker
 import tensorflow_federated as tff
 
-from fl_tff import remote_rounds
+from fl_tff import remote_rounds, tff_compat
 
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_OPTIONS = [
@@ -174,7 +175,6 @@ class WorkerProcess:
             raise RuntimeError(f'could not start TFF worker_binary: {box["error"]}') from box['error']
         self._process = box['process']
         atexit.register(self.stop)
-        _install_sigterm_as_exit()
         try:
             self._wait_until_serving()
         except BaseException:
@@ -471,8 +471,10 @@ def _raise_system_exit(signum, frame):  # pylint: disable=unused-argument
     raise SystemExit(128 + signum)
 
 
-def _install_sigterm_as_exit() -> None:
-    """Turns SIGTERM into SystemExit so finally blocks and atexit run (main thread only)."""
+def install_sigterm_as_exit() -> None:
+    """Turns SIGTERM into SystemExit so finally blocks and atexit run, and the worker is stopped
+    (main thread only; a handler the program set is kept). Called by the drivers: the library
+    leaves its host's signal handlers alone."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -632,13 +634,12 @@ def run_coroutine(coroutine):
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix='fl_tff-writes'))
         atexit.register(loop.close)
-    outer = asyncio.events._get_running_loop()  # pylint: disable=protected-access
-    asyncio.events._set_running_loop(None)  # Both are in asyncio.events.__all__.
+    outer = tff_compat.swap_running_loop(None)
     try:
         with _sigint_deferred():
             return loop.run_until_complete(coroutine)
     finally:
-        asyncio.events._set_running_loop(outer)
+        tff_compat.swap_running_loop(outer)
 
 
 _PRIVATE = threading.local()

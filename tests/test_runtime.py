@@ -135,3 +135,20 @@ def test_importing_fl_tff_leaves_no_exit_traceback_and_runs_computations_in_its_
     for pid in (int(line) for line in result.stdout.split()):
         assert runtime.wait_for_exit(pid, timeout=10), f'worker {pid} outlived the script'
     assert len(result.stdout.split()) == (1 if mode == 'run' else 0)
+
+
+def test_importing_fl_tff_and_starting_a_worker_change_no_signal_handler_of_the_host():
+    """A notebook or an application keeps its own handlers; only the drivers (`experiments.cli`)
+    turn SIGTERM into SystemExit."""
+    import importlib
+    import signal
+    import fl_tff
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    before = {s: signal.getsignal(s) for s in handled}
+    importlib.reload(fl_tff)
+    worker = runtime.WorkerProcess().start()
+    try:
+        assert {s: signal.getsignal(s) for s in handled} == before
+    finally:
+        worker.stop()
+    assert {s: signal.getsignal(s) for s in handled} == before

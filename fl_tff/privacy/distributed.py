@@ -37,12 +37,10 @@ def build_distributed_dp_mean(*, noise_multiplier: float, clients_per_round: int
     `DistributedDpSumFactory` (fixed clip, discrete Gaussian noise, modular secure sum of
     `bits`) over a securely summed client count. Raises ValueError for impossible settings."""
     import tensorflow_federated as tff
-    # TFF 0.87 exports this factory only inside `tff.learning.ddp_secure_aggregator` (Skellam
-    # noise, adaptive clip, zeroing); we need its fixed-clip discrete Gaussian form.
-    from tensorflow_federated.python.aggregators.distributed_dp import DistributedDpSumFactory
+    from fl_tff import tff_compat
 
-    _allow_deep_protos()
-    ddp_sum = DistributedDpSumFactory(
+    tff_compat.allow_deep_protos()
+    ddp_sum = tff_compat.distributed_dp_sum_factory()(
         noise_multiplier=noise_multiplier, expected_clients_per_round=clients_per_round,
         bits=bits, l2_clip=clip, modclip_prob=MODCLIP_PROB, mechanism=MECHANISM,
         rotation_type=ROTATION, auto_l2_clip=False)
@@ -50,15 +48,6 @@ def build_distributed_dp_mean(*, noise_multiplier: float, clients_per_round: int
         value_sum_factory=ddp_sum,
         count_sum_factory=tff.aggregators.SecureSumFactory(upper_bound_threshold=1,
                                                            lower_bound_threshold=0))
-
-
-def _allow_deep_protos() -> None:
-    """The composed round nests deeper than the 100 levels Python's upb protobuf copies by
-    default (TFF's own `ddp_secure_aggregator` fails the same way with `DecodeError`); lift it."""
-    from google.protobuf.internal import api_implementation
-    if api_implementation.Type() == 'upb':
-        from google._upb import _message
-        _message.SetAllowOversizeProtos(True)
 
 
 def check_settings(*, noise_multiplier: float, clients_per_round: int, clip: float,
@@ -72,15 +61,16 @@ def _scale_and_inflated_norm(noise_multiplier: float, clients_per_round: int, cl
                              bits: int, dim: int) -> tuple[float, float]:
     """TFF's scale factor and inflated L2 bound, computed as `DistributedDpSumFactory.create`
     does (its helpers are private, so we call them rather than re-derive them)."""
-    from tensorflow_federated.python.aggregators import discretization, distributed_dp
+    from fl_tff import tff_compat
+    tff_dp = tff_compat.distributed_dp_scaling()
 
     padded = 2 ** math.ceil(math.log2(max(1, dim)))
     local_stddev = noise_multiplier * clip / math.sqrt(clients_per_round)
-    k_stddevs = distributed_dp._clip_prob_to_num_stddevs(MODCLIP_PROB)
-    scale = float(distributed_dp._heuristic_scale_factor(
+    k_stddevs = tff_dp.clip_prob_to_num_stddevs(MODCLIP_PROB)
+    scale = float(tff_dp.heuristic_scale_factor(
         local_stddev, clip, bits, clients_per_round, padded, k_stddevs).numpy())
-    scale = min(scale, distributed_dp.MAX_SCALE_FACTOR)
-    inflated = float(discretization.inflated_l2_norm_bound(
+    scale = min(scale, tff_dp.max_scale_factor)
+    inflated = float(tff_dp.inflated_l2_norm_bound(
         l2_norm_bound=clip, gamma=1.0 / scale, beta=0.0, dim=padded).numpy())
     return scale, inflated + NORM_LEEWAY
 
