@@ -66,11 +66,16 @@ def _embedding(vocab_size: int, dim: int, seed: int, offset: int) -> tf.keras.la
         embeddings_initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05, seed=seed * 1000 + offset))
 
 
-def _lstm(units: int, seed: int, offset: int) -> tf.keras.layers.LSTM:
-    return tf.keras.layers.LSTM(
-        units, return_sequences=True,
+def _lstm(units: int, seed: int, offset: int) -> tf.keras.layers.RNN:
+    """An LSTM over the sequence: Keras' `LSTMCell` (the cell, weights and gate layout of
+    `layers.LSTM`) in a plain `RNN`. `layers.LSTM` inside a graph, as TFF traces every model,
+    also traces a cuDNN variant for grappler to choose from, at every trace, on machines with
+    no GPU too."""
+    return tf.keras.layers.RNN(tf.keras.layers.LSTMCell(
+        units,
         kernel_initializer=tf.keras.initializers.HeNormal(seed=seed * 1000 + offset),
-        recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed * 1000 + offset + 1))
+        recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed * 1000 + offset + 1)),
+        return_sequences=True)
 
 
 # TFF's baseline models (tff.simulation.baselines.*_models) take no seed, hence these copies.

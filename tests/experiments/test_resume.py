@@ -62,7 +62,7 @@ def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupte
     personal models, whose accuracy (`personal_acc_*`) is in every evaluated row, and the
     residuals; with FedBuff the start weights of the clients in flight at round 3."""
     before = live_worker_pids()
-    crashed = _popen('tests.experiments.crash_driver', tmp_path / 'crashed', '--rounds=12',
+    crashed = _popen('tests.experiments.crash_driver', tmp_path / 'crashed', '--rounds=8',
                      *[f'--{k}={v}' for k, v in extra.items()],
                      env={'FL_TFF_CRASH_AT': 'checkpoint:6'})
     out, err = crashed.communicate(timeout=300)
@@ -72,11 +72,11 @@ def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupte
     assert 'program_state_6' not in os.listdir(run_dir / 'checkpoints')
     assert live_worker_pids() - before == set()  # The killed run's worker died with it.
 
-    resumed, lines = _run(_config(tmp_path / 'crashed', rounds=12, **extra))
+    resumed, lines = _run(_config(tmp_path / 'crashed', rounds=8, **extra))
     assert resumed.run_dir == str(run_dir)
     assert f'resuming after round 3 from {run_dir / "checkpoints"}' in lines
-    reference, _ = _run(_config(tmp_path / 'reference', rounds=12, **extra))
-    assert _rows(run_dir) == _rows(reference.run_dir) and len(_rows(run_dir)) == 12
+    reference, _ = _run(_config(tmp_path / 'reference', rounds=8, **extra))
+    assert _rows(run_dir) == _rows(reference.run_dir) and len(_rows(run_dir)) == 8
     if extra.get('algorithm') == 'ditto':
         assert 'personal_acc_mean' in _rows(run_dir)[-1]
     if extra.get('algorithm') == 'fedbuff':  # Checkpoints keep older models clients train from.

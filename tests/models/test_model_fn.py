@@ -78,3 +78,21 @@ def test_sequence_model_fn_reports_tffs_masked_accuracy():
     with tf.Graph().as_default():
         finalizers = model_fn().metric_finalizers()
     assert 'accuracy' in finalizers and 'sparse_categorical_accuracy' not in finalizers
+
+
+def test_the_lstm_layer_computes_what_keras_lstm_computes_with_the_same_weights():
+    """fl_tff's LSTM (`RNN(LSTMCell)`, which traces once) against Keras' `layers.LSTM` with the
+    same weights, padding masked, in a graph as TFF traces it."""
+    from fl_tff.models import keras_models
+    model = keras_models.char_lstm([6], 12, seed=3, hidden_units=5)
+    reference = tf.keras.Sequential([
+        tf.keras.layers.InputLayer(input_shape=(6,), dtype=tf.int32),
+        tf.keras.layers.Embedding(12, 8, mask_zero=True),
+        tf.keras.layers.LSTM(5, return_sequences=True),
+        tf.keras.layers.LSTM(5, return_sequences=True),
+        tf.keras.layers.Dense(12)])
+    reference.set_weights(model.get_weights())
+    tokens = np.array([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]], np.int32)
+    ours, theirs = tf.function(model)(tokens), tf.function(reference)(tokens)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.abs(theirs.numpy()).max() > 1e-3  # Not a vacuous zero.
