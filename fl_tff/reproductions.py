@@ -213,16 +213,23 @@ def _scaffold_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
 ASYNC_TARGET = 0.90
 
 
+def _to_target(rows: Rows, target: float) -> tuple[Optional[dict[str, Any]], int]:
+    """The first row whose test accuracy reaches `target` (None if none does), and the client
+    updates aggregated up to it (all of them if none does)."""
+    hit = next((r for r in rows if r.get('test_accuracy', 0.0) >= target), None)
+    updates = 0
+    for r in rows:
+        updates += int(r['aggregated'])
+        if r is hit:
+            break
+    return hit, updates
+
+
 def _async_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
     """Simulated time and client updates to the target accuracy, and what the clock saw."""
     out = []
     for label, rows in histories.items():
-        hit = next((r for r in rows if r.get('test_accuracy', 0.0) >= ASYNC_TARGET), None)
-        updates = 0
-        for r in rows:
-            updates += int(r['aggregated'])
-            if r is hit:
-                break
+        hit, updates = _to_target(rows, ASYNC_TARGET)
         stale = [r['staleness_mean'] for r in rows if 'staleness_mean' in r]
         out.append({
             'run': label,
@@ -247,12 +254,7 @@ def _private_async_table(histories: dict[str, Rows]) -> list[dict[str, Any]]:
     the target accuracy."""
     out = []
     for label, rows in histories.items():
-        hit = next((r for r in rows if r.get('test_accuracy', 0.0) >= PRIVATE_ASYNC_TARGET), None)
-        updates = 0
-        for r in rows:
-            updates += int(r['aggregated'])
-            if r is hit:
-                break
+        hit, updates = _to_target(rows, PRIVATE_ASYNC_TARGET)
         evaluated = [r for r in rows if 'test_accuracy' in r]
         out.append({
             'run': label,
