@@ -11,7 +11,7 @@ from fl_tff.data import client_rounds
 def test_centralized_equals_federated_and_by_hand_logistic_regression(tff_runtime, skewed_digits):
     model_fn, keras_fn = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10, seed=2)
     process = build_fedavg(model_fn)
-    datasets = [client_rounds.from_batches(skewed_digits.train.create_tf_dataset_for_client(c).batch(16))
+    datasets = [client_rounds.from_batches(skewed_digits.train.create_tf_dataset_for_client(c).batch(8))
                 for c in skewed_digits.train.client_ids]
     state = process.next(process.initialize(), datasets).state
     weights = process.get_model_weights(state)

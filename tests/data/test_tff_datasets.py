@@ -70,12 +70,12 @@ def test_sequence_tasks_reject_mismatched_settings(data_dir, overrides, flag, me
 def test_char_lstm_learns_a_repeating_text_and_metrics_ignore_padding(tff_runtime, data_dir, tmp_path):
     config = ExperimentConfig(dataset='shakespeare', model='char_lstm', hidden_units=32,
                               data_dir=data_dir, num_clients=3, heldout_clients=1,
-                              clients_per_round=3, rounds=4, eval_every=4, client_epochs=8,
+                              clients_per_round=3, rounds=3, eval_every=3, client_epochs=8,
                               client_batch_size=4, client_learning_rate=3.0, output_dir=str(tmp_path))
     result = experiment.run_experiment(config, log=lambda _: None)
     last = result.history[-1]
     # Chance is 1/90 (a uniform guess loses ln 90 = 4.50 nats); always predicting a space scores
-    # 0.30. Measured: 0.991 and a loss of 0.072.
+    # 0.30. Measured: 0.983 and a loss of 0.154 after 3 rounds (0.299 and 1.83 after 1).
     assert last['test_accuracy'] > 0.9 and last['test_loss'] < math.log(90) / 4
     # TFF's masked metric (federated evaluation) and fl_tff's Keras evaluation agree.
     assert last['fed_eval_accuracy'] == pytest.approx(last['test_accuracy'], abs=1e-5)
