@@ -21,7 +21,7 @@ from fl_tff.communication.compression import COMPRESSIONS
 from fl_tff.communication.error_feedback import ERROR_FEEDBACK
 from fl_tff.communication.secure import SECURE_AGGREGATION
 from fl_tff.secagg.tff_round import SECAGG
-from fl_tff.data.arrays import DATASETS
+from fl_tff.data.datasets import DATASETS
 from fl_tff.data import partition
 from fl_tff.data.partition import PARTITIONS
 from fl_tff.models.keras_models import MODELS

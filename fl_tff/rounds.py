@@ -13,6 +13,10 @@ slots' states, without telling processes apart.
 A TFF `LearningProcess` (FedAvg and the other algorithms without client state) stays one, so it
 runs under `tff.simulation.run_training_process` too; `as_rounds` gives the simulation its
 `RoundProcess` view (`LearningRounds`).
+
+Also here, because stages on different floors must agree on it: how many rounds a DP tree of
+`--dp=tree` spans before it restarts (`restart_period`), which the FTRL-M server optimizer
+restarts with.
 """
 
 from __future__ import annotations
@@ -156,3 +160,9 @@ def check_output(inputs: RoundInputs, output: RoundOutput,
             return (f'slot {slot!r}: {0 if states is None else len(states)} new states for '
                     f'{len(inputs.client_ids)} participants')
     return None
+
+
+def restart_period(num_clients: int, clients_per_round: int, tree_restart: int) -> int:
+    """Rounds per DP tree (`--dp=tree`, and FTRL-M's restarts): `tree_restart`, or one epoch of
+    the population (N // K rounds)."""
+    return tree_restart or max(1, num_clients // clients_per_round)

@@ -17,6 +17,7 @@ import tensorflow_federated as tff
 from fl_tff import weighting as weighting_lib
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
+from fl_tff.privacy import dpsgd
 
 # (model, batch, trainable variables) -> (gradients, BatchOutput); see `mean_loss_gradients`.
 GradientFn = Callable[[Any, Any, tuple], tuple[list, Any]]
@@ -27,6 +28,12 @@ def mean_loss_gradients(model, batch, trainable) -> tuple[list, Any]:
     with tf.GradientTape() as tape:
         output = model.forward_pass(client_rounds.model_inputs(batch), training=True)
     return tape.gradient(output.loss, trainable), output
+
+
+def gradient_fn(dp_sgd: Optional[dpsgd.DpSgd]) -> GradientFn:
+    """The `GradientFn` of a client's local steps: example-level DP-SGD's with `dp_sgd`, else
+    the plain mean-loss gradient."""
+    return mean_loss_gradients if dp_sgd is None else dpsgd.build_dp_sgd_gradient_fn(dp_sgd)
 
 
 def _zero_if_non_finite(delta):

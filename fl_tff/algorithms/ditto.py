@@ -110,7 +110,7 @@ def build_ditto(
     return personalization.compose_personalized(
         model_fn,
         lambda: ditto_client_fn(model_fn, client_optimizer, weighting, float(ditto_lambda),
-                                dpsgd.gradient_fn(dp_sgd)),
+                                client_work_lib.gradient_fn(dp_sgd)),
         shared=[True] * count,
         personal_part=tuple,
         server_optimizer=server_optimizer,

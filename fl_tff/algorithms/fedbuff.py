@@ -66,7 +66,7 @@ def build_fedbuff(model_fn: ModelFn, *, concurrency: int = 20, buffer_size: int 
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
     client_work = client_work_lib.build_model_delta_client_work(
-        model_fn, client_optimizer, weighting, gradient_fn=dpsgd.gradient_fn(dp_sgd))
+        model_fn, client_optimizer, weighting, gradient_fn=client_work_lib.gradient_fn(dp_sgd))
     return asynchronous.compose_buffered(
         model_fn, client_work, server_optimizer,
         model_aggregator or fedavg.default_aggregator(weighting), scale_fn=scale, secagg=secagg)

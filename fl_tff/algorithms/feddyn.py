@@ -156,7 +156,7 @@ def build_feddyn(
         metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
     trainable_type = weights_type.trainable
     data_type = client_work_lib.client_round_type(model.input_spec)
-    loss_gradients = dpsgd.gradient_fn(dp_sgd)
+    loss_gradients = client_work_lib.gradient_fn(dp_sgd)
 
     finalizer, server_update = _build_finalizer(server_optimizer, weights_type, alpha, num_clients)
     # FedAvg's parts give the server state (initialize, weights, hyperparameters); FedDyn's

@@ -36,7 +36,7 @@ def _fednova_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Opt
                        weighting: weighting_lib.Weighting, dp_sgd: Optional[dpsgd.DpSgd] = None):
     """A `tf.function` (weights, round) -> (ClientResult((d_i, tau_i), weight), metrics)."""
     local_training = client_work_lib.build_local_training_fn(
-        model_fn, optimizer, weighting, gradient_fn=dpsgd.gradient_fn(dp_sgd))
+        model_fn, optimizer, weighting, gradient_fn=client_work_lib.gradient_fn(dp_sgd))
 
     @tf.function
     def client_update(initial_weights, dataset):

@@ -105,7 +105,7 @@ def build_personal_layers(
     return personalization.compose_personalized(
         model_fn,
         lambda: personal_layers_client_fn(model_fn, client_optimizer, weighting, personal,
-                                          head_epochs, dpsgd.gradient_fn(dp_sgd)),
+                                          head_epochs, client_work_lib.gradient_fn(dp_sgd)),
         shared=[not p for p in personal],
         personal_part=lambda trainable: tuple(t for t, p in zip(trainable, personal) if p),
         server_optimizer=server_optimizer,

@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options
+from fl_tff.rounds import restart_period
 
 _LEARNING_RATE, _MOMENTUM = 'learning_rate', 'momentum'
 
@@ -66,11 +67,6 @@ class FtrlmOptimizer(tff.learning.optimizers.Optimizer):
 
     def set_hparams(self, state, hparams):
         return collections.OrderedDict(state, **hparams)
-
-
-def restart_period(num_clients: int, clients_per_round: int, tree_restart: int) -> int:
-    """Rounds per tree: `tree_restart`, or one epoch of the population (N // K rounds)."""
-    return tree_restart or max(1, num_clients // clients_per_round)
 
 
 def build_ftrlm(learning_rate: float, *, server_momentum: float, num_clients: int,

@@ -149,7 +149,7 @@ def build_scaffold(
     personalization.require_plain_sgd(client_optimizer, model_fn, 'SCAFFOLD option II')
     trainable_type = weights_type.trainable
     data_type = client_work_lib.client_round_type(model.input_spec)
-    gradient_fn = dpsgd.gradient_fn(dp_sgd)
+    gradient_fn = client_work_lib.gradient_fn(dp_sgd)
 
     finalizer, server_update = _build_finalizer(server_optimizer, weights_type, num_clients)
     # FedAvg's parts give the server state (initialize, weights, hyperparameters); SCAFFOLD's

@@ -31,6 +31,7 @@ import urllib.request
 from typing import Callable, Optional
 
 from fl_tff import files
+from fl_tff.data import tff_datasets
 
 DEFAULT_URL = 'https://storage.googleapis.com/tff-datasets-public/'
 _CHUNK = 1 << 20
@@ -59,7 +60,6 @@ class RemoteFile:
 
 def remote_files(name: str) -> tuple[RemoteFile, ...]:
     """The published files dataset `name` needs (its SQLite file, then any extra files)."""
-    from fl_tff.data import tff_datasets  # Not at the top: tff_datasets imports data.arrays.
     spec = tff_datasets.TFF_DATASETS[name]
     # TFF's Stack Overflow word counts, with the sha256 `stackoverflow.load_word_counts` checks.
     extra = {tff_datasets.STACKOVERFLOW_WORD_COUNTS: RemoteFile(
@@ -283,7 +283,6 @@ def fetch(name: str, data_dir: str, url: str = DEFAULT_URL, attempts: int = 3,
         anything is written).
       DownloadError: When a file failed every attempt.
     """
-    from fl_tff.data import tff_datasets
     spec = tff_datasets.TFF_DATASETS[name]
     missing = missing_files(name, data_dir)
     if not missing:

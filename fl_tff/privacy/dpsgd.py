@@ -13,7 +13,7 @@ differs per client and step and a rerun repeats it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 
@@ -67,13 +67,6 @@ def build_dp_sgd_gradient_fn(settings: DpSgd):
         return noised, output
 
     return gradients
-
-
-def gradient_fn(settings: Optional[DpSgd]):
-    """The `GradientFn` of a client's local steps: DP-SGD's with `settings`, else the plain
-    mean-loss gradient."""
-    from fl_tff.algorithms import client_work  # noqa: PLC0415 (the algorithms import this module)
-    return client_work.mean_loss_gradients if settings is None else build_dp_sgd_gradient_fn(settings)
 
 
 def _ledger(config, select, client_sizes, model_size):

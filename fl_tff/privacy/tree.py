@@ -36,7 +36,7 @@ import tensorflow_privacy as tfp
 from tensorflow_privacy.privacy.dp_query import restart_query
 
 from fl_tff import aggregator_chain, options
-from fl_tff.algorithms import ftrl
+from fl_tff.rounds import restart_period
 from fl_tff.communication import secure
 from fl_tff.privacy import dp_options, ledger as ledger_lib, packed_dp
 from fl_tff.privacy.accounting import check_delta
@@ -197,7 +197,7 @@ class ParticipationError(RuntimeError):
 
 
 def _period(config) -> int:
-    return ftrl.restart_period(config.num_clients, config.clients_per_round, config.tree_restart)
+    return restart_period(config.num_clients, config.clients_per_round, config.tree_restart)
 
 
 def _aggregator(params, context, inner):
@@ -205,7 +205,7 @@ def _aggregator(params, context, inner):
     noise; unweighted (UNIFORM_WEIGHTS_NEEDED)."""
     return TreeAggregationFactory(
         noise_multiplier=params['noise_multiplier'], clients_per_round=params['clients_per_round'],
-        clip=params['clip'], restart_period=ftrl.restart_period(
+        clip=params['clip'], restart_period=restart_period(
             params['num_clients'], params['clients_per_round'], params['tree_restart']),
         seed=context.seed, record_sum_factory=inner)
 

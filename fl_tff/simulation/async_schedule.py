@@ -121,7 +121,7 @@ class NoClientAvailableError(RuntimeError):
 
 class AsyncSelector:
     """Plans server updates of asynchronous training (see the module docstring); implements the
-    loop's `PlannedSelection`.
+    loop's `BufferedSelection`.
 
     Args:
       base: The synchronous selector whose draws, tasks and dataset computation it uses.
@@ -151,6 +151,8 @@ class AsyncSelector:
     def malicious(self) -> frozenset[str]:
         """The malicious clients (the base selector's; see `fl_tff.attacks`)."""
         return self.base.malicious
+
+    buffers = True  # BufferedSelection: its plans are buffers of arrivals.
 
     # PlannedSelection.
     def plan(self, round_num: int) -> AsyncPlan:

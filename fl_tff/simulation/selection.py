@@ -248,6 +248,14 @@ class PlannedSelection(Protocol):
         a process composed with a dataset computation), in `plan.participants` order."""
 
 
+@runtime_checkable
+class BufferedSelection(PlannedSelection, Protocol):
+    """A planned selection whose plans are asynchronous buffers: each arrival carries the
+    version of the model its client started from (e.g. `AsyncSelector`)."""
+
+    buffers: bool  # Declares the kind; always True.
+
+
 @dataclasses.dataclass(frozen=True)
 class Selection:
     """How the loop draws each round's clients: a `PlannedSelection` (a plan, then the
@@ -258,7 +266,7 @@ class Selection:
       planned: The planned selection, or None.
       plain: The plain function, or None.
       buffers: Whether its plans are asynchronous buffers with the start versions of their
-        clients (an `AsyncSelector`).
+        clients (a `BufferedSelection`).
     """
 
     planned: Optional[PlannedSelection]
@@ -277,7 +285,7 @@ class Selection:
 def as_selection(selection_fn: Any) -> Selection:
     """`selection_fn` (a `PlannedSelection`, or a plain `round_num -> client data` function) as
     the loop draws clients with it."""
-    from fl_tff.simulation.async_schedule import AsyncSelector  # noqa: PLC0415 (it imports us)
     if isinstance(selection_fn, PlannedSelection):
-        return Selection(selection_fn, None, buffers=isinstance(selection_fn, AsyncSelector))
+        return Selection(selection_fn, None,
+                         buffers=isinstance(selection_fn, BufferedSelection))
     return Selection(None, selection_fn)

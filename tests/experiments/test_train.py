@@ -14,7 +14,7 @@ from fl_tff import experiment, reporting
 from fl_tff.config import ExperimentConfig
 from fl_tff.simulation import TIMING_COLUMNS
 from fl_tff.algorithms import ALGORITHMS
-from fl_tff.data.arrays import DATASETS
+from fl_tff.data.datasets import DATASETS
 from fl_tff.data.partition import PARTITIONS
 from tests.helpers import REPO_ROOT, live_worker_pids, run_driver_refusal, run_python, valid_choices
 
