@@ -20,6 +20,8 @@ from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.algorithms import personalization
 from fl_tff.data import client_files, tff_datasets
 
+SIDE_SEED_KEY = 7219  # Derives the side aggregator's noise seed from the run's seed.
+
 
 @dataclasses.dataclass
 class ExperimentResult:
@@ -57,19 +59,25 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
                                      seed=config.seed, heldout=heldout)
 
 
-def build_model_aggregator(config: ExperimentConfig,
-                           max_weight: Optional[float] = None) -> tff.aggregators.AggregationFactory:
+def build_model_aggregator(config: ExperimentConfig, max_weight: Optional[float] = None, *,
+                           side: bool = False) -> tff.aggregators.AggregationFactory:
     """The model aggregator: the chain of the layers the selected options declare (see
     `fl_tff.aggregator_chain`), each built from its own parameters and declared base settings.
-    `max_weight` bounds a client's weight (`weighting.max_weight`) for the secure weighted mean."""
+    `max_weight` bounds a client's weight (`weighting.max_weight`) for the secure weighted mean.
+    With `side`, the side aggregator of an algorithm's `side_uploads`: the same chain,
+    unweighted, without compression, its noise seeded apart from the model aggregator's."""
     selection = config.selection()
     layers = [(option.aggregator_layer,
                {**config.option_params(kind),
                 **{name: getattr(config, name) for name in option.config_fields}})
               for kind, option in selection.items() if option.aggregator_layer is not None]
-    return aggregator_chain.build(layers, aggregator_chain.Context(
+    context = aggregator_chain.Context(
         uniform=selection.has(options.UNIFORM_WEIGHTS), max_weight=max_weight, seed=config.seed,
-        cohort=config.aggregated_clients(), client_encodes=selection.has(options.CLIENT_ENCODES)))
+        cohort=config.aggregated_clients(), client_encodes=selection.has(options.CLIENT_ENCODES))
+    if side:
+        context = dataclasses.replace(context, uniform=True, client_encodes=True,
+                                      seed=data.derive_seed(config.seed, SIDE_SEED_KEY))
+    return aggregator_chain.build(layers, context)
 
 
 def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
@@ -97,6 +105,8 @@ def build_process(config: ExperimentConfig, model_fn: models.ModelFn,
                for name in selection['server_optimizer'].config_fields}),
         weighting=selection['client_weighting'].build(padding_labels=masked_labels),
         model_aggregator=build_model_aggregator(config, max_weight),
+        **({'side_aggregator': build_model_aggregator(config, max_weight, side=True)}
+           if selection['algorithm'].side_uploads else {}),
         **extras, **config.option_params('algorithm'),
         **{name: getattr(config, name) for name in selection['algorithm'].config_fields})
     if dataset_computation is None:

@@ -203,8 +203,13 @@ class Option:
         built, before any run directory exists); raises `OptionError` naming the flag.
       uplink_model_copies: Model-sized tensors each client update carries through the model
         aggregator, at the uplink encoding (MIME-lite: 2).
-      uplink_plain_copies: Model-sized tensors each client update also carries outside the
-        model aggregator, as float32 whatever the uplink encoding (SCAFFOLD's dc_i: 1).
+      side_uploads: Model-sized values each client sends beside its update (SCAFFOLD's dc_i:
+        1). They go through the side aggregator, which the algorithm's builder takes as
+        `side_aggregator`: the chain of the model aggregator's options without compression,
+        unweighted; so a secure sum sums them securely, a robust rule filters them, and
+        user-level DP clips and noises each (one more Gaussian release a round, which the
+        privacy ledger composes). Billed at the uplink encoding, or as float32 when that is a
+        compression.
       defaults: Base setting name -> `Default`: what this option needs or trains best with
         where the project's default does not fit (e.g. an algorithm's weighting).
       config_fields: Base settings (not its own parameters) its builders also take by name, e.g.
@@ -227,7 +232,7 @@ class Option:
     prepare: Optional[Callable[[Any], None]] = None
     check_model: Optional[Callable[[Any, Any], None]] = None
     uplink_model_copies: int = 1
-    uplink_plain_copies: int = 0
+    side_uploads: int = 0
     config_fields: tuple[str, ...] = ()
     defaults: Mapping[str, Default] = dataclasses.field(default_factory=dict)
 

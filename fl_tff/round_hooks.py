@@ -66,8 +66,8 @@ def build_communication_ledger(config: ExperimentConfig, weights,
     """Byte counts for `weights` (a ModelWeights) under the uplink encoding of the first selected
     option that declares one (float32 otherwise); each update carries the algorithm's
     `uplink_model_copies` model-sized tensors, or the tensors a `SendsPartOfModel` process
-    names, plus its `uplink_plain_copies` as float32; a `ChoosesUploaders` process says who
-    sends one."""
+    names, plus its `side_uploads` (at the uplink encoding, or as float32 when that is a
+    compression, which they skip); a `ChoosesUploaders` process says who sends one."""
     selection = config.selection()
     weighted = options.UNIFORM_WEIGHTS not in selection['client_weighting'].provides
     hook = selection.first('uplink_encoding')
@@ -75,11 +75,14 @@ def build_communication_ledger(config: ExperimentConfig, weights,
     sizes = [int(np.size(t)) for t in tf.nest.flatten(weights.trainable)]
     if isinstance(process, SendsPartOfModel):
         sizes = [sizes[i] for i in process.uplink_positions]
+    algorithm = selection['algorithm']
+    side_sizes = sizes * algorithm.side_uploads
+    compressed = selection.has(options.COMPRESSED_UPLINK)
     return communication.CommunicationLedger(
-        sizes * selection['algorithm'].uplink_model_copies,
+        sizes * algorithm.uplink_model_copies + ([] if compressed else side_sizes),
         int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding,
         uploaders=process.uploaders if isinstance(process, ChoosesUploaders) else None,
-        plain_sizes=sizes * selection['algorithm'].uplink_plain_copies)
+        plain_sizes=side_sizes if compressed else [])
 
 
 def task_bytes(config: ExperimentConfig, model_fn) -> tuple[int, int]:

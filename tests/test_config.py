@@ -26,8 +26,6 @@ BAD = [
     ({'aggregator': 'bulyan', 'byzantine_f': 2}, r'--byzantine_f: --aggregator=bulyan with --byzantine_f=2 needs n >= 4f \+ 3 clients per round, i.e. --clients_per_round >= 11'),
     ({'aggregator': 'multikrum', 'multikrum_m': 11}, r'--multikrum_m: Multi-Krum averages at most n - f = 9 updates .*got 11; choose a value in \[1, 9\]'),
     ({'aggregator': 'multikrum', 'byzantine_f': 2, 'multikrum_m': 9}, r'--multikrum_m: Multi-Krum averages at most n - f = 8 updates'),
-    ({'algorithm': 'scaffold', 'aggregator': 'krum'}, "--aggregator: --aggregator=krum does not combine with --algorithm=scaffold: its control-variate deltas are averaged outside the model aggregator"),
-    ({'algorithm': 'scaffold', 'aggregator': 'clip'}, '--aggregator: --aggregator=clip does not combine with --algorithm=scaffold'),
     ({'aggregator': 'rfa', 'secure_agg': True}, '--aggregator: --aggregator=rfa does not combine with --secure_agg'),
     ({'aggregator': 'trimmed_mean', 'trim_fraction': 0.5}, r'--trim_fraction: must be in \[0, 0.5\)'),
     ({'aggregator': 'clip', 'clip_norm': 0.0}, '--clip_norm: must be > 0'),

@@ -9,10 +9,18 @@ server applies the aggregated model delta with its optimizer (SGD at rate eta_g:
 mean(y_i - x)) and moves c <- c + (1/N) sum_i dc_i, N being the number of clients.
 
 The model delta is weighted by `weighting` and aggregated by the model aggregator like FedAvg's
-(the paper averages uniformly: `--client_weighting=uniform`); control-variate deltas are summed
-plainly. K is the number of steps the client took (partial work for stragglers). Clients need
-plain SGD (the learning rate is read from its state; momentum is refused). A client whose
-update is not finite, or that took no step, keeps its c_i and sends a zero dc_i.
+(the paper averages uniformly: `--client_weighting=uniform`). The control-variate deltas go
+through the side aggregator, unweighted: the same chain of aggregator options as the model
+delta's without compression (the mean by default; a robust rule, user-level DP's clipped and
+noised mean, a secure sum when those are selected), and c moves by m / N times that mean, m
+being the number of clients aggregated (plainly: sum(dc_i) / N, as the paper). So with
+user-level DP each client's two uploads are each clipped to the clip norm and noised (two
+Gaussian releases a round, which the privacy ledger composes; Noble et al. 2022, "Differentially
+Private Federated Learning on Heterogeneous Data", privatize SCAFFOLD's uploads too, there at
+the example level), and a Byzantine client's dc_i meets the same robust rule as its model delta.
+K is the number of steps the client took (partial work for stragglers). Clients need plain SGD
+(the learning rate is read from its state; momentum is refused). A client whose update is not
+finite, or that took no step, keeps its c_i and sends a zero dc_i.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from __future__ import annotations
 import collections
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import client_state, options, round_composer, round_wrappers
+from fl_tff import aggregator_chain, client_state, options, round_composer, round_wrappers
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedavg
@@ -90,18 +99,40 @@ def _build_finalizer(server_optimizer: tff.learning.optimizers.Optimizer, weight
     apply_update = finalizer_lib.server_update_fn(server_optimizer)
 
     @tff.tensorflow.computation(finalizer.initialize.type_signature.result.member, weights_type,
-                                trainable_type, trainable_type)
-    def server_update(state, weights, update, sum_delta_c):
+                                trainable_type, trainable_type, np.float32)
+    def server_update(state, weights, update, mean_delta_c, aggregated_clients):
         opt_state, c = state
         new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
         finite_c = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t))
-                                  for t in tf.nest.flatten(sum_delta_c)])
+                                  for t in tf.nest.flatten(mean_delta_c)])
         keep = tf.logical_and(tf.equal(non_finite, 0), finite_c)
+        scale = aggregated_clients / float(num_clients)  # m / N: sum(dc_i) / N for the mean.
         new_c = tf.nest.map_structure(
-            lambda ci, d: tf.where(keep, ci + d / float(num_clients), ci), c, sum_delta_c)
+            lambda ci, d: tf.where(keep, ci + d * scale, ci), c, mean_delta_c)
         return (new_opt_state, new_c), new_weights, non_finite
 
     return finalizer, server_update
+
+
+def _with_side_state(model_aggregator: tff.templates.AggregationProcess,
+                     side_aggregator: tff.templates.AggregationProcess,
+                     ) -> tff.templates.AggregationProcess:
+    """The model aggregator whose state also holds the side aggregator's (so the round's server
+    state keeps both); its own `next` aggregates the model delta and leaves the side state
+    alone (it gives the composed process its types; SCAFFOLD's aggregate stage runs both)."""
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_zip((model_aggregator.initialize(), side_aggregator.initialize()))
+
+    _, value_type, weight_type = model_aggregator.next.type_signature.parameter
+
+    @tff.federated_computation(init_fn.type_signature.result, value_type, weight_type)
+    def next_fn(state, value, weight):
+        out = model_aggregator.next(state[0], value, weight)
+        return tff.templates.MeasuredProcessOutput(
+            tff.federated_zip((out.state, state[1])), out.result, out.measurements)
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
 def build_scaffold(
@@ -112,6 +143,7 @@ def build_scaffold(
         server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
         weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.UNIFORM,
         model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+        side_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
         dp_sgd: Optional[dpsgd.DpSgd] = None,
 ) -> client_state.StatefulLearningProcess:
@@ -126,6 +158,9 @@ def build_scaffold(
       server_optimizer: On the aggregated model delta (default SGD at 1.0, the paper's eta_g = 1).
       weighting: Weight of each client's model delta (default uniform, as the paper).
       model_aggregator: Aggregates model deltas (default: the plain mean of `weighting`).
+      side_aggregator: Aggregates the control-variate deltas dc_i, unweighted, into their mean
+        (default: the plain mean); a run passes the chain of the model aggregator's options
+        without compression (`Option.side_uploads`).
       error_feedback: Sparsify the model delta with a residual kept on each client (a second
         client-state slot beside c_i); dc_i is sent as it is. None: no compression here.
       dp_sgd: Run example-level DP-SGD as each local step's gradient g_i (c_i, dc_i and the
@@ -154,10 +189,15 @@ def build_scaffold(
     finalizer, server_update = _build_finalizer(server_optimizer, weights_type, num_clients)
     # FedAvg's parts give the server state (initialize, weights, hyperparameters); SCAFFOLD's
     # round replaces their train and finalize stages (below).
-    parts = round_composer.LearningParts(*fedavg.learning_parts(
+    initial_weights_fn, distributor, work, model_process, _ = fedavg.learning_parts(
         model_fn, client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
                                                                 weighting),
-        server_optimizer, model_aggregator or fedavg.default_aggregator(weighting), finalizer))
+        server_optimizer, model_aggregator or fedavg.default_aggregator(weighting), finalizer)
+    side_process = aggregator_chain.as_weighted(
+        side_aggregator or aggregator_chain.mean_factory(uniform=True)).create(
+            trainable_type, tff.TensorType(np.float32))
+    parts = round_composer.LearningParts(initial_weights_fn, distributor, work,
+                                         _with_side_state(model_process, side_process), finalizer)
 
     @tff.tensorflow.computation(weights_type, trainable_type, trainable_type, data_type)
     def client_update(initial_weights, server_c, client_c, dataset):
@@ -178,11 +218,24 @@ def build_scaffold(
             tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
             client_states={CONTROL_VARIATE_SLOT: new_cs}, extra=delta_cs)
 
+    def aggregate(r: round_composer.Round) -> round_composer.Stage:
+        # The model delta through the model aggregator; dc_i (`r.work.extra`) through the side
+        # aggregator, each client weighing 1; m, the number of clients aggregated.
+        value, weight = r.upload.result
+        model_out = model_process.next(r.state.aggregator[0], value, weight)
+        side_out = side_process.next(r.state.aggregator[1], r.work.extra,
+                                     tff.federated_value(np.float32(1.0), tff.CLIENTS))
+        aggregated_clients = tff.federated_sum(tff.federated_value(np.float32(1.0), tff.CLIENTS))
+        return round_composer.Stage(
+            model_out.result, tff.federated_zip((model_out.state, side_out.state)),
+            model_out.measurements, extra=(side_out.result, aggregated_clients))
+
     def finalize(r: round_composer.Round) -> round_composer.Stage:
-        # c moves by (1/N) sum dc_i: the sum of the control-variate deltas (`r.work.extra`).
+        # c moves by (m / N) mean(dc_i), i.e. (1 / N) sum(dc_i) for the plain mean.
+        mean_delta_c, aggregated_clients = r.aggregated.extra
         server = tff.federated_map(server_update, (
             r.state.finalizer, r.state.global_model_weights, r.aggregated.result,
-            tff.federated_sum(r.work.extra)))
+            mean_delta_c, aggregated_clients))
         new_finalizer_state, new_weights, non_finite = server[0], server[1], server[2]
         return round_composer.Stage(
             new_weights, new_finalizer_state,
@@ -190,32 +243,27 @@ def build_scaffold(
 
     return round_wrappers.build(round_composer.RoundStages(
         parts, client_values={CONTROL_VARIATE_SLOT: trainable_type},
-        slots=(CONTROL_VARIATE_SLOT,), train=train, finalize=finalize),
+        slots=(CONTROL_VARIATE_SLOT,), train=train, aggregate=aggregate, finalize=finalize),
         round_wrappers.Wrappers(error_feedback))
 
 
 OPTION = options.Option(
     'scaffold', 'SCAFFOLD (Karimireddy et al. 2020, option II): local SGD corrected by server and '
     'client control variates (client state); uplink: the model delta (through the model '
-    'aggregator: compressed with --compression) and dc_i (float32)',
+    'aggregator: compressed with --compression) and dc_i (through the same aggregator options '
+    'uncompressed: securely summed, robustly aggregated, or clipped and noised as a second DP '
+    'release)',
     build=build_scaffold,
     provides={options.LOCAL_EPOCHS, options.CLIENT_STATE, options.UPDATE_ATTACKS,
               options.ERROR_FEEDBACK_CLIENT, options.DP_SGD_CLIENT},
     excludes={
         options.STATEFUL_CLIENT_OPTIMIZER: 'option II computes c_i from plain SGD steps '
                                            '(c_i+ = c_i - c + (x - y_i) / (K lr))',
-        options.USER_LEVEL_DP: 'its control-variate deltas reach the server unclipped and '
-                               'unnoised, outside the DP guarantee',
-        options.SECURE_SUM: 'its control-variate deltas are summed in the clear',
-        options.REPLACES_MEAN: 'its control-variate deltas are averaged outside the model '
-                               'aggregator, so an attacker\'s delta reaches the server '
-                               'variate c unfiltered (under 20% sign-flip x4 SCAFFOLD with Krum '
-                               'or the median diverged by round 14)',
     },
     defaults={'client_weighting': options.Default(
         'uniform', 'the paper averages the sampled clients\' updates uniformly (Algorithm 1); '
         'with example weights x and c would move by different rules (0.623 against 0.718 test '
         'accuracy on a shards(1) run)')},
     # The model delta goes through the model aggregator (compressed when --compression says
-    # so); dc_i is summed beside it, as float32.
-    uplink_model_copies=1, uplink_plain_copies=1, config_fields=('num_clients',))
+    # so); dc_i through the side aggregator (the same options, uncompressed).
+    uplink_model_copies=1, side_uploads=1, config_fields=('num_clients',))

@@ -20,6 +20,8 @@ import dp_accounting
 
 SAMPLINGS = ('poisson', 'uniform')
 ACCOUNTANTS = ('rdp', 'pld')
+# PLD grids tried in turn (dp_accounting's default first): see SampledGaussian.epsilon.
+PLD_DISCRETIZATIONS = (1e-4, 1e-3, 1e-2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +65,10 @@ class SampledGaussian:
                 self.population, self.cohort, dp_accounting.GaussianDpEvent(self.noise_multiplier / 2))
         return dp_accounting.SelfComposedDpEvent(one, count)
 
-    def accountant(self, kind: str = 'rdp') -> dp_accounting.PrivacyAccountant:
-        """A fresh accountant of `kind` with the neighbouring relation this sampling needs."""
+    def accountant(self, kind: str = 'rdp',
+                   pld_discretization: float = PLD_DISCRETIZATIONS[0]) -> dp_accounting.PrivacyAccountant:
+        """A fresh accountant of `kind` with the neighbouring relation this sampling needs (PLD:
+        on a grid of privacy losses `pld_discretization` apart)."""
         relation = (dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE if self.sampling == 'poisson'
                     else dp_accounting.NeighboringRelation.REPLACE_ONE)
         if kind == 'rdp':
@@ -72,7 +76,8 @@ class SampledGaussian:
         if kind == 'pld':
             if not self.supports_pld:
                 raise ValueError('the PLD accountant supports Poisson sampling only; use rdp')
-            return dp_accounting.pld.PLDAccountant(neighboring_relation=relation)
+            return dp_accounting.pld.PLDAccountant(
+                neighboring_relation=relation, value_discretization_interval=pld_discretization)
         raise ValueError(f'unknown accountant {kind!r}; valid choices: {", ".join(ACCOUNTANTS)}')
 
     @property
@@ -87,7 +92,18 @@ class SampledGaussian:
             return 0.0
         if self.noise_multiplier == 0:
             return math.inf
-        return float(self.accountant(accountant).compose(self.event(count)).get_epsilon(delta))
+        if accountant != 'pld':
+            return float(self.accountant(accountant).compose(self.event(count)).get_epsilon(delta))
+        # dp_accounting's PLD fails numerically ("deltas are not in non-increasing order") at
+        # small noise multipliers; a coarser grid is still a pessimistic (upper) bound.
+        for interval in PLD_DISCRETIZATIONS:
+            try:
+                return float(self.accountant(accountant, interval).compose(
+                    self.event(count)).get_epsilon(delta))
+            except ValueError:
+                if interval == PLD_DISCRETIZATIONS[-1]:
+                    raise
+        raise AssertionError('unreachable')
 
 
 def check_delta(delta: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fl_tff import options
 from fl_tff.privacy import accounting, ledger
 
@@ -35,10 +37,25 @@ def check_budget_has_noise(config, selection) -> None:
                                   '--noise_multiplier > 0')
 
 
+def releases_per_round(config) -> int:
+    """Gaussian releases of each client's data a round: its update, plus each of the algorithm's
+    `side_uploads` (e.g. SCAFFOLD's dc_i), each clipped and noised alike."""
+    return 1 + config.selection()['algorithm'].side_uploads
+
+
+def composed_noise_multiplier(noise_multiplier: float, releases: int) -> float:
+    """The one Gaussian mechanism that `releases` Gaussian releases of the same sensitivity
+    and noise compose to: Renyi divergences of Gaussians add (alpha Delta^2 / 2 sigma^2 each),
+    so k releases at multiplier z cost what one at z / sqrt(k) costs."""
+    return noise_multiplier / math.sqrt(releases)
+
+
 def user_level_ledger(config, select, noise_multiplier: float,
                       trust: str = 'the server is trusted to add the noise') -> ledger.PrivacyLedger:
-    """The ledger of a sampled Gaussian with `noise_multiplier`, sampled as `select` samples;
-    for an asynchronous algorithm, one Gaussian per participation (no sampling assumed)."""
+    """The ledger of a sampled Gaussian with `noise_multiplier` (composed over the round's
+    releases, `releases_per_round`), sampled as `select` samples; for an asynchronous
+    algorithm, one Gaussian per participation (no sampling assumed)."""
+    noise_multiplier = composed_noise_multiplier(noise_multiplier, releases_per_round(config))
     if config.selection().has(options.ASYNCHRONOUS):
         return ledger.ParticipationLedger(noise_multiplier, config.delta, config.target_epsilon,
                                           trust)

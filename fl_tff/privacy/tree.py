@@ -217,7 +217,9 @@ def rounds_per_epoch(num_clients: int, clients_per_round: int) -> int:
 
 def _ledger(config, select, client_sizes, model_size):
     del select, client_sizes, model_size
-    return TreeLedger(config.noise_multiplier, _period(config), config.delta,
+    z = dp_options.composed_noise_multiplier(config.noise_multiplier,
+                                             dp_options.releases_per_round(config))
+    return TreeLedger(z, _period(config), config.delta,
                       config.target_epsilon,
                       rounds_per_epoch(config.num_clients, config.clients_per_round))
 

@@ -21,14 +21,20 @@ SGD = tff.learning.optimizers.build_sgdm
 LR, NUM_CLIENTS = 0.05, 6
 
 
+def _mean(updates):
+    return [np.mean([u[i] for u in updates], axis=0) for i in range(len(updates[0]))]
+
+
 def _reference_round(keras_fn, x, c, client_cs, ids, datasets, residuals=None, fraction=None,
-                     clip=None):
+                     clip=None, reduce=_mean):
     """One round of Algorithm 1 (Karimireddy et al. 2020), option II, eta_g = 1: clients take
     K steps y <- y - lr (g(y) - c_i + c), c_i+ = c_i - c + (x - y) / (K lr); the server moves
     x by the mean of y - x and c by the sum of (c_i+ - c_i) over N. With `residuals` (client id
     -> e_i), each client sends top-k(x - y + e_i) instead of x - y and keeps the rest as e_i
     (error feedback; dc_i is sent as it is). With `clip`, g is DP-SGD's gradient without noise
-    (each example's gradient clipped to `clip`, averaged)."""
+    (each example's gradient clipped to `clip`, averaged). `reduce` turns the uploads (the
+    y - x, and the dc_i) into what the server applies: x moves by reduce(y - x), c by
+    m / N reduce(dc) for m clients (the plain mean: sum(dc) / N)."""
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     zeros = [np.zeros_like(w) for w in x]
     model = keras_fn()
@@ -66,8 +72,8 @@ def _reference_round(keras_fn, x, c, client_cs, ids, datasets, residuals=None, f
             dys.append([-s for s in sent])
         dcs.append([n - o for n, o in zip(new_ci, ci)])
         client_cs[cid] = new_ci
-    new_x = [xx + np.mean([d[i] for d in dys], axis=0) for i, xx in enumerate(x)]
-    new_c = [cc + np.sum([d[i] for d in dcs], axis=0) / NUM_CLIENTS for i, cc in enumerate(c)]
+    new_x = [xx + d for xx, d in zip(x, reduce(dys))]
+    new_c = [cc + d * len(dcs) / NUM_CLIENTS for cc, d in zip(c, reduce(dcs))]
     return new_x, new_c
 
 
@@ -223,9 +229,9 @@ def test_driver_path_round_one_is_fedavg_later_rounds_are_not_and_uplink_carries
 
 
 @pytest.mark.parametrize('overrides,message', [
-    (dict(dp='fixed', noise_multiplier=1.0), '--dp=fixed does not combine with --algorithm=scaffold'),
-    (dict(secure_agg=True), 'does not combine with --algorithm=scaffold'),
     (dict(workers='localhost:1,localhost:2'), 'client state'),
+    (dict(secure_agg=True, secagg=True), '--secagg needs an algorithm whose round can add the '
+                                         'clients\' masks'),
 ])
 def test_driver_refuses_what_scaffold_cannot_do_honestly(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -234,8 +240,73 @@ def test_driver_refuses_what_scaffold_cannot_do_honestly(overrides, message):
 
 @pytest.mark.parametrize('overrides', [
     dict(compression='quantize'), dict(compression='topk', error_feedback=True),
-    dict(dp='dpsgd', noise_multiplier=1.0, clip=1.0)])
-def test_compression_error_feedback_and_dp_sgd_combine_with_scaffold(overrides):
+    dict(dp='dpsgd', noise_multiplier=1.0, clip=1.0), dict(dp='fixed', noise_multiplier=1.0),
+    dict(dp='adaptive', noise_multiplier=0.1), dict(secure_agg=True), dict(aggregator='median'),
+    dict(dp='distributed', secure_agg=True, noise_multiplier=1.0),
+    dict(dp='tree', server_optimizer='ftrlm', client_sampling='epochs', noise_multiplier=1.0)])
+def test_compression_error_feedback_dp_secure_sums_and_robust_rules_combine_with_scaffold(
+        overrides):
     """The model delta goes through the model aggregator (so it can be compressed), error
-    feedback wraps the upload, DP-SGD is each local step's gradient."""
+    feedback wraps the upload, DP-SGD is each local step's gradient; dc_i goes through the same
+    aggregator options uncompressed (user-level DP, a secure sum, a robust rule)."""
     dataclasses.replace(BASE, algorithm='scaffold', **overrides).validate()
+
+
+def _clipped(update, clip):
+    norm = np.sqrt(sum(float(np.sum(np.square(t))) for t in update))
+    return [t * min(1.0, clip / norm) for t in update]
+
+
+@pytest.mark.parametrize('rule', ['dp_fixed', 'median'])
+def test_both_uploads_go_through_the_aggregator_options(tff_runtime, setup, keras_fn, rule):
+    """User-level DP (noise 0 here, so the oracle can follow it) clips each client's model delta
+    and its dc_i to the clip norm apart and divides each sum by the cohort; a robust rule takes
+    the coordinate-wise median of each. x moves by the model deltas' aggregate, c by m / N times
+    the dc_i's (Algorithm 1 written plainly, with those aggregates in place of the means)."""
+    from fl_tff import aggregation, aggregator_chain
+    from fl_tff.privacy import aggregators as dp_aggregators
+    model_fn, select = setup
+    clip, cohort = 0.05, 4
+    if rule == 'dp_fixed':
+        params = dict(noise_multiplier=0.0, clip=clip, delta=1e-5, target_epsilon=0.0)
+
+        def chain(seed):
+            return aggregator_chain.build(
+                [(dp_aggregators.FIXED.aggregator_layer, params)],
+                aggregator_chain.Context(uniform=True, cohort=cohort, seed=seed))
+
+        def reduce(updates):
+            return [np.sum([u[i] for u in updates], axis=0) / cohort
+                    for i in range(len(updates[0]))]
+        model_aggregator, side_aggregator = chain(0), chain(1)
+        updates = lambda ups: reduce([_clipped(u, clip) for u in ups])  # noqa: E731
+    else:
+        model_aggregator = aggregation.build_model_aggregator('median', uniform=True)
+        side_aggregator = aggregation.build_model_aggregator('median', uniform=True)
+        updates = lambda ups: [np.median([u[i] for u in ups], axis=0)  # noqa: E731
+                               for i in range(len(ups[0]))]
+    process = build_scaffold(model_fn, num_clients=NUM_CLIENTS, client_optimizer=SGD(LR),
+                             server_optimizer=SGD(1.0),
+                             weighting=tff.learning.ClientWeighting.UNIFORM,
+                             model_aggregator=model_aggregator, side_aggregator=side_aggregator)
+    initial = process.get_model_weights(process.initialize())
+    state, stored = run_with_client_states(process, select, 2)
+    x = [np.asarray(w) for w in initial.trainable]
+    c = [np.zeros_like(w) for w in x]
+    client_cs = {}
+    for r in range(1, 3):
+        plan = select.plan(r)
+        data = [to_batches(d) for d in plan_rounds(select, plan)]
+        assert len(plan.participants) == cohort
+        if r == 2:  # The rule matters: the plain means end elsewhere.
+            plain, _ = _reference_round(keras_fn, x, c, dict(client_cs), list(plan.participants),
+                                        data)
+        x, c = _reference_round(keras_fn, x, c, client_cs, list(plan.participants), data,
+                                reduce=updates)
+        if r == 2:
+            assert max_abs_diff(x, plain) > 1e-3
+    assert max(np.abs(t).max() for t in c) > 1e-3  # The control variates moved.
+    assert max_abs_diff(process.get_model_weights(state).trainable, x) <= 1e-5
+    assert max_abs_diff(state.finalizer[1], c) <= 1e-5
+    for cid, expected in client_cs.items():  # Clients keep their own c_i+, unclipped.
+        assert max_abs_diff(stored[cid], expected) <= 1e-5

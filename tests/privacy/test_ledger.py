@@ -1,5 +1,6 @@
 """The ledger charges the rounds actually planned and stops before the budget is exceeded."""
 
+import dataclasses
 import math
 
 import dp_accounting
@@ -92,3 +93,27 @@ def test_an_asynchronous_run_gets_the_participation_ledger():
                               noise_multiplier=1.5)
     ledger = dp_options.user_level_ledger(config, None, config.noise_multiplier)
     assert isinstance(ledger, ParticipationLedger) and ledger.mechanism.noise_multiplier == 1.5
+
+
+class _Sampling:
+    """What the user-level ledger reads of a client selector."""
+
+    def __init__(self, sampling, population, cohort):
+        self.sampling, self.population, self.cohort = sampling, population, cohort
+
+
+@pytest.mark.parametrize('pld', [False, True])
+def test_scaffolds_two_uploads_are_two_gaussian_releases_a_round(pld):
+    """SCAFFOLD under user-level DP releases each client's model delta and its dc_i, each
+    clipped to C with noise z C: with every client in every round (q = 1), R rounds are 2R
+    Gaussian mechanisms, composed by dp_accounting directly."""
+    z, delta, rounds = 1.5, 1e-5, 5
+    everyone = _Sampling('poisson', 10, 10)  # q = 1: Poisson sampling of everyone.
+    scaffold = ExperimentConfig(algorithm='scaffold', dp='fixed', client_weighting='uniform',
+                                noise_multiplier=z, delta=delta)
+    fedavg = dataclasses.replace(scaffold, algorithm='fedavg')
+    accountant = 'pld' if pld else 'rdp'
+    assert dp_options.user_level_ledger(scaffold, everyone, z).epsilon(rounds, accountant) == \
+        pytest.approx(_gaussians_epsilon(z, [1.0] * 2 * rounds, delta, pld=pld), rel=1e-6)
+    assert dp_options.user_level_ledger(fedavg, everyone, z).epsilon(rounds, accountant) == \
+        pytest.approx(_gaussians_epsilon(z, [1.0] * rounds, delta, pld=pld), rel=1e-6)
