@@ -20,7 +20,8 @@ Error feedback for top-k / rand-k keeps per-client residuals across rounds: see 
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -115,6 +116,55 @@ class ClientTransformFactory(tff.aggregators.UnweightedAggregationFactory):
         return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
+@dataclasses.dataclass(frozen=True)
+class Codec:
+    """What one compression does to a client's tensors and what a client sends; each compression
+    option declares its own (its `build()` returns it; 'none' has none).
+
+    Attributes:
+      transform: (tensor, seed, bits, k) -> the decoded tensor the server sums.
+      encoding: (weighted, side bits, bits, k) -> the `ledger.UplinkEncoding` of one update.
+      rotated: Wrapped in TFF's random Hadamard rotation (the server un-rotates the aggregate,
+        so what it wraps must commute with rotations).
+      contraction: Sparsifiers: (tensor, seed, k) -> what error feedback sends, a contraction
+        (||x - C(x)|| < ||x||; rand-k is not rescaled by n/k, or the residual would grow).
+    """
+
+    transform: Callable[[tf.Tensor, tf.Tensor, int, float], tf.Tensor]
+    encoding: Callable[[bool, int, int, float], ledger.UplinkEncoding]
+    rotated: bool = False
+    contraction: Optional[Callable[[tf.Tensor, tf.Tensor, float], tf.Tensor]] = None
+
+
+def _quantized(label: str, pad: bool) -> Callable[[bool, int, int, float], ledger.UplinkEncoding]:
+    def encoding(weighted, side, bits, k):  # b bits per value; each tensor's min and max.
+        del weighted, k
+        return ledger.UplinkEncoding(label.format(bits=bits), bits, side, per_tensor_bits=64,
+                                     pad_to_power_of_two=pad)
+    return encoding
+
+
+QUANTIZE = Codec(lambda v, seed, bits, k: stochastic_quantize(v, bits, seed),
+                 _quantized('{bits}-bit', pad=False))
+ROTATE_QUANTIZE = Codec(QUANTIZE.transform, _quantized('rotated {bits}-bit', pad=True),
+                        rotated=True)  # Padded to a power of two by the Hadamard transform.
+TOP_K = Codec(  # Values as float32 plus their indices.
+    lambda v, seed, bits, k: top_k(v, k),
+    lambda weighted, side, bits, k: ledger.UplinkEncoding(
+        f'top-{k:g}', ledger.FLOAT_BITS, side, kept_fraction=k, index_bits=True),
+    contraction=lambda v, seed, k: top_k(v, k))
+RANDOM_K = Codec(  # Values as float32; the indices follow from a 64-bit seed.
+    lambda v, seed, bits, k: random_k(v, k, seed),
+    lambda weighted, side, bits, k: ledger.UplinkEncoding(
+        f'rand-{k:g}', ledger.FLOAT_BITS, side + 64, kept_fraction=k),
+    contraction=lambda v, seed, k: random_k(v, k, seed, unbiased=False))
+
+
+def codec(name: str) -> Optional[Codec]:
+    """The codec of compression `name` (None for 'none'); ValueError naming the choices."""
+    return COMPRESSIONS.get(name).build()
+
+
 def build_compressed_sum(name: str, *, bits: int = 8, k: float = 0.1, seed: int = 0,
                          inner: tff.aggregators.UnweightedAggregationFactory | None = None,
                          ) -> tff.aggregators.UnweightedAggregationFactory:
@@ -122,16 +172,11 @@ def build_compressed_sum(name: str, *, bits: int = 8, k: float = 0.1, seed: int 
     (default: a plain sum; 'none' is `inner` itself). For `rotate_quantize` the server un-rotates
     what `inner` returns, so `inner` must commute with rotations (a sum, a mean, Krum, RFA)."""
     check(name, bits, k)
-    if name == 'none':
+    chosen = codec(name)
+    if chosen is None:
         return inner or tff.aggregators.SumFactory()
-    if name == 'quantize':
-        return ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed, inner)
-    if name == 'rotate_quantize':
-        return tff.aggregators.HadamardTransformFactory(
-            ClientTransformFactory(lambda v, s: stochastic_quantize(v, bits, s), seed, inner))
-    if name == 'topk':
-        return ClientTransformFactory(lambda v, s: top_k(v, k), seed, inner)
-    return ClientTransformFactory(lambda v, s: random_k(v, k, s), seed, inner)
+    factory = ClientTransformFactory(lambda v, s: chosen.transform(v, s, bits, k), seed, inner)
+    return tff.aggregators.HadamardTransformFactory(factory) if chosen.rotated else factory
 
 
 def build_compressed_mean(name: str, *, uniform: bool, bits: int = 8, k: float = 0.1,
@@ -142,32 +187,22 @@ def build_compressed_mean(name: str, *, uniform: bool, bits: int = 8, k: float =
 
 
 def check(name: str, bits: int, k: float) -> None:
-    """Raises ValueError for an unknown compression or a setting outside its range."""
-    COMPRESSIONS.get(name)  # ValueError naming the choices.
-    if name in ('quantize', 'rotate_quantize') and not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f'bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}')
-    if name in ('topk', 'randk') and not 0.0 < k <= 1.0:
-        raise ValueError(f'k (the fraction of values kept) must be in (0, 1], got {k}')
+    """Raises ValueError for an unknown compression or a setting outside the ranges its option
+    declares."""
+    values = {_BITS.name: bits, _K.name: k}
+    for param in COMPRESSIONS.get(name).params:
+        problem = param.problem(values[param.name])
+        if problem:
+            raise ValueError(f'{_ARGUMENTS[param.name]} ({param.help.rstrip(".")}) {problem}')
 
 
 def uplink_encoding(name: str, weighted: bool, *, bits: int = 8,
                     k: float = 0.1) -> ledger.UplinkEncoding:
     """What one client sends under compression `name` (see `ledger.UplinkEncoding`)."""
-    side = ledger.weight_bits(weighted)
-    if name == 'none':
+    chosen = codec(name)
+    if chosen is None:
         return ledger.plain_encoding(weighted)
-    if name == 'quantize':  # b bits per value; each tensor's min and max as float32.
-        return ledger.UplinkEncoding(f'{bits}-bit', bits, side, per_tensor_bits=64)
-    if name == 'rotate_quantize':  # Padded to a power of two by the Hadamard transform.
-        return ledger.UplinkEncoding(f'rotated {bits}-bit', bits, side, per_tensor_bits=64,
-                                     pad_to_power_of_two=True)
-    if name == 'topk':  # Values as float32 plus their indices.
-        return ledger.UplinkEncoding(f'top-{k:g}', ledger.FLOAT_BITS, side, kept_fraction=k,
-                                     index_bits=True)
-    # rand-k: values as float32; the indices follow from a 64-bit seed.
-    return ledger.UplinkEncoding(f'rand-{k:g}', ledger.FLOAT_BITS, side + 64, kept_fraction=k)
-
-
+    return chosen.encoding(weighted, ledger.weight_bits(weighted), bits, k)
 
 
 _BITS = options.Param('compression_bits', 8, 'Bits per value of quantize / rotate_quantize.',
@@ -179,12 +214,14 @@ _K = options.Param('compression_k', 0.1, 'Fraction of each tensor kept by topk /
 _ARGUMENTS = {'compression_bits': 'bits', 'compression_k': 'k'}  # Flag -> build_compressed_sum's.
 
 
-def _compressor(name: str, help: str, param: options.Param, *capabilities: str) -> options.Option:
+def _compressor(name: str, help: str, param: options.Param, chosen: Codec,
+                *capabilities: str) -> options.Option:
     return options.Option(
         name, help, params=(param,), provides={options.COMPRESSED_UPLINK, *capabilities},
         excludes={options.SECURE_SUM: 'a secure sum already sends every value as a '
                                       '--secure_bits integer, and its masks make a sparse update '
                                       'dense: there is nothing left to compress'},
+        build=lambda: chosen,
         aggregator_layer=aggregator_chain.Layer(
             aggregator_chain.ENCODE, lambda params, context, inner: build_compressed_sum(
                 name, seed=context.seed, inner=inner,
@@ -193,13 +230,15 @@ def _compressor(name: str, help: str, param: options.Param, *capabilities: str) 
             name, weighted, bits=config.compression_bits, k=config.compression_k))
 
 
+# Each option's `build()` returns its `Codec` (None for 'none').
 COMPRESSIONS = options.Registry('compression', 'Uplink compression of client updates.', [
-    options.Option('none', 'float32 updates'),
-    _compressor('quantize', 'unbiased stochastic quantization to --compression_bits', _BITS),
+    options.Option('none', 'float32 updates', build=lambda: None),
+    _compressor('quantize', 'unbiased stochastic quantization to --compression_bits', _BITS,
+                QUANTIZE),
     _compressor('rotate_quantize', 'random Hadamard rotation, then quantize', _BITS,
-                options.DECODES_AGGREGATE),
+                ROTATE_QUANTIZE, options.DECODES_AGGREGATE),
     _compressor('topk', 'keep the --compression_k largest-magnitude fraction of each tensor', _K,
-                options.SPARSIFIER),
+                TOP_K, options.SPARSIFIER),
     _compressor('randk', 'keep a random --compression_k fraction of each tensor, rescaled', _K,
-                options.SPARSIFIER),
+                RANDOM_K, options.SPARSIFIER),
 ], default='none')

@@ -24,7 +24,9 @@ import tensorflow_federated as tff
 from fl_tff import options, round_composer
 from fl_tff.communication import compression
 
-SPARSIFIERS = ('topk', 'randk')  # The compressions `ErrorFeedback.compress` implements.
+# The compressions error feedback applies to: those declared sparsifiers.
+SPARSIFIERS = tuple(name for name in compression.COMPRESSIONS
+                    if options.SPARSIFIER in compression.COMPRESSIONS.get(name).provides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +48,7 @@ class ErrorFeedback:
         """The decoded sparsified `value` (what the server receives). Rand-k is not rescaled
         by n/k here: error feedback needs a contraction (||x - C(x)|| < ||x||), and the
         rescaled residual would grow by (n/k - 1) each round."""
-        if self.name == 'topk':
-            return compression.top_k(value, self.k)
-        return compression.random_k(value, self.k, seed, unbiased=False)
+        return compression.codec(self.name).contraction(value, seed, self.k)
 
     def client_seed(self, round_num: int, client_id: str) -> np.ndarray:
         """The stateless seed of `client_id`'s compression in `round_num`."""
