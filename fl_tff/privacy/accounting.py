@@ -14,11 +14,28 @@ T rounds (or steps) compose as `SelfComposedDpEvent(event, T)`.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 
 import dp_accounting
 
-SAMPLINGS = ('poisson', 'uniform')
+
+
+class Sampling(str, enum.Enum):
+    """How clients are drawn each round, as the accounting sees it (a str, so the
+    `--client_sampling` values 'poisson' and 'uniform' stand for these as they are)."""
+
+    POISSON = 'poisson'  # Each client joins independently with probability q.
+    UNIFORM = 'uniform'  # Exactly m of N, without replacement.
+
+    def __str__(self) -> str:  # Printed and written as the flag value.
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+SAMPLINGS = tuple(s.value for s in Sampling)
 ACCOUNTANTS = ('rdp', 'pld')
 # PLD grids tried in turn (dp_accounting's default first): see SampledGaussian.epsilon.
 PLD_DISCRETIZATIONS = (1e-4, 1e-3, 1e-2)
@@ -48,17 +65,18 @@ class SampledGaussian:
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
             raise ValueError(f'unknown sampling {self.sampling!r}; valid choices: {", ".join(SAMPLINGS)}')
+        object.__setattr__(self, 'sampling', Sampling(self.sampling))
         if self.noise_multiplier < 0:
             raise ValueError(f'noise multiplier must be >= 0, got {self.noise_multiplier}')
-        if self.sampling == 'poisson' and not 0.0 < self.q <= 1.0:
+        if self.sampling is Sampling.POISSON and not 0.0 < self.q <= 1.0:
             raise ValueError(f'sampling rate q must be in (0, 1], got {self.q}')
-        if self.sampling == 'uniform' and not 0 < self.cohort <= self.population:
+        if self.sampling is Sampling.UNIFORM and not 0 < self.cohort <= self.population:
             raise ValueError(f'cohort must be in [1, population={self.population}], got {self.cohort}')
 
     def event(self, count: int) -> dp_accounting.DpEvent:
         """The dp_accounting event of `count` independent applications."""
         gaussian = dp_accounting.GaussianDpEvent(self.noise_multiplier)
-        if self.sampling == 'poisson':
+        if self.sampling is Sampling.POISSON:
             one = dp_accounting.PoissonSampledDpEvent(self.q, gaussian)
         else:  # Replace-one sensitivity of a clipped sum is 2C: noise std / (2C) = z / 2.
             one = dp_accounting.SampledWithoutReplacementDpEvent(
@@ -69,7 +87,7 @@ class SampledGaussian:
                    pld_discretization: float = PLD_DISCRETIZATIONS[0]) -> dp_accounting.PrivacyAccountant:
         """A fresh accountant of `kind` with the neighbouring relation this sampling needs (PLD:
         on a grid of privacy losses `pld_discretization` apart)."""
-        relation = (dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE if self.sampling == 'poisson'
+        relation = (dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE if self.sampling is Sampling.POISSON
                     else dp_accounting.NeighboringRelation.REPLACE_ONE)
         if kind == 'rdp':
             return dp_accounting.rdp.RdpAccountant(neighboring_relation=relation)
@@ -83,7 +101,7 @@ class SampledGaussian:
     @property
     def supports_pld(self) -> bool:
         """Whether dp_accounting's PLD accountant handles this event."""
-        return self.sampling == 'poisson'
+        return self.sampling is Sampling.POISSON
 
     def epsilon(self, count: int, delta: float, accountant: str = 'rdp') -> float:
         """ε after `count` applications at `delta` (0 for none; inf without noise)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 
-from fl_tff.privacy.accounting import SAMPLINGS, SampledGaussian, check_delta, noise_for_epsilon
+from fl_tff.privacy.accounting import (SAMPLINGS, SampledGaussian, Sampling, check_delta,
+                                      noise_for_epsilon)
 
 
 class CalculatorError(ValueError):
@@ -22,7 +23,7 @@ def _mechanism_args(q: float, population: int, cohort: int, sampling: str) -> di
         if q:
             raise CalculatorError('--q: give either --q or --population and --cohort, not both')
         return dict(q=cohort / population, population=population, cohort=cohort)
-    if sampling == 'uniform':
+    if sampling == Sampling.UNIFORM:
         raise CalculatorError('--population and --cohort: fixed-size (uniform) sampling needs both')
     if not 0 < q <= 1:
         raise CalculatorError(f'--q: the sampling rate must be in (0, 1], got {q} (or give '
@@ -100,7 +101,7 @@ def calculate_tree(*, noise_multiplier: float, rounds: int, delta: float, popula
 
 def format_result(result: dict, solved_for_noise: bool) -> str:
     """A few lines describing `calculate`'s (or `calculate_tree`'s) result."""
-    how = (f"Poisson sampling, q = {result['q']:.6g}" if result['sampling'] == 'poisson' else
+    how = (f"Poisson sampling, q = {result['q']:.6g}" if result['sampling'] == Sampling.POISSON else
            f"tree aggregation (DP-FTRL), {result['cohort']} of {result['population']} clients a "
            f"round, each at most once per epoch of {result['rounds_per_epoch']} rounds, the tree "
            f"restarted every {result['rounds_per_tree']} rounds"

@@ -19,7 +19,7 @@ from typing import Mapping, Optional
 import dp_accounting
 import numpy as np
 
-from fl_tff.privacy.accounting import SampledGaussian, check_delta
+from fl_tff.privacy.accounting import SampledGaussian, Sampling, check_delta
 from fl_tff.simulation.heterogeneity import RoundPlan
 
 
@@ -76,10 +76,10 @@ class PrivacyLedger:
     def statement(self) -> str:
         """The guarantee in words."""
         m = self.mechanism
-        sampling = (f'Poisson sampling of clients with rate q = {m.q:.4g}' if m.sampling == 'poisson'
+        sampling = (f'Poisson sampling of clients with rate q = {m.q:.4g}' if m.sampling is Sampling.POISSON
                     else f'fixed-size sampling of {m.cohort} of {m.population} clients without '
                          'replacement each round')
-        relation = 'adding or removing' if m.sampling == 'poisson' else 'replacing'
+        relation = 'adding or removing' if m.sampling is Sampling.POISSON else 'replacing'
         return (f'user-level ({self.mechanism.noise_multiplier:g} noise multiplier): '
                 f'({self.spent():.4g}, {self.delta:g})-DP for all of any one client\'s data '
                 f'({relation} one client) after {self.rounds} rounds, RDP accounting, assuming '
