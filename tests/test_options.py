@@ -117,6 +117,25 @@ def test_readme_option_tables_are_the_generated_ones():
         'README.md is out of date: run `python -m experiments.options_table --write`')
     assert options_table.studies_section() in readme, (
         'README.md is out of date: run `python -m experiments.options_table --write`')
+    assert options_table.modules_section() in readme, (
+        'README.md\'s module map is out of date: run `python -m experiments.options_table --write`')
+
+
+def test_the_module_map_is_read_from_the_docstrings(tmp_path):
+    """A new module (or package) appears in the map with its docstring's first sentence, after
+    the modules of its folder; abbreviations do not end the sentence."""
+    for top in options_table.MAPPED:
+        (tmp_path / top).mkdir()
+    (tmp_path / 'fl_tff' / '__init__.py').write_text('"""The package. More."""\n')
+    (tmp_path / 'fl_tff' / 'zeta.py').write_text('"""Zeta (Li et al. 2020, e.g. here). Details."""\n')
+    (tmp_path / 'fl_tff' / 'pkg').mkdir()
+    (tmp_path / 'fl_tff' / 'pkg' / '__init__.py').write_text('"""A package: of things."""\n')
+    (tmp_path / 'fl_tff' / 'pkg' / 'alpha.py').write_text('x = 1\n')
+    lines = options_table.module_map(str(tmp_path)).splitlines()
+    assert lines[:4] == ['fl_tff/                 The package.',
+                         '  zeta.py               Zeta (Li et al. 2020, e.g. here).',
+                         '  pkg/                  A package: of things.',
+                         '    alpha.py            (no docstring)']
 
 
 def test_every_option_declares_only_known_capabilities_and_consistent_parameters():
