@@ -3,12 +3,26 @@
 import os
 import subprocess
 import sys
+import time
 import weakref
 
 import numpy as np
 import psutil
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
+    """True once `pid` no longer runs (a zombie counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def live_worker_pids() -> set[int]:

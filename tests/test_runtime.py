@@ -7,7 +7,7 @@ import pytest
 import tensorflow_federated as tff
 
 from fl_tff import runtime
-from tests.helpers import live_worker_pids, run_python
+from tests.helpers import live_worker_pids, run_python, wait_for_exit
 
 _CHILD = textwrap.dedent('''
     import os, signal, sys, time
@@ -52,7 +52,7 @@ def test_worker_stopped_on_every_exit_path(mode):
     else:
         assert result.returncode != 0
     for pid in pids:
-        assert runtime.wait_for_exit(pid, timeout=10), f'worker {pid} survived exit path {mode}'
+        assert wait_for_exit(pid, timeout=10), f'worker {pid} survived exit path {mode}'
 
 
 def test_secure_sum_intrinsics_execute(tff_runtime):
@@ -72,7 +72,7 @@ def test_separate_runtime_stops_cleanly_and_leaves_default_runtime_working(tff_r
     other = runtime.LocalRuntime().start()
     pid = other.worker_pid
     other.stop()
-    assert runtime.wait_for_exit(pid)
+    assert wait_for_exit(pid)
 
     @tff.tensorflow.computation(np.int32)
     def double(x):
@@ -133,7 +133,7 @@ def test_importing_fl_tff_leaves_no_exit_traceback_and_runs_computations_in_its_
     assert 'Exception ignored' not in result.stderr and 'Traceback' not in result.stderr, (
         result.stderr[-2000:])
     for pid in (int(line) for line in result.stdout.split()):
-        assert runtime.wait_for_exit(pid, timeout=10), f'worker {pid} outlived the script'
+        assert wait_for_exit(pid, timeout=10), f'worker {pid} outlived the script'
     assert len(result.stdout.split()) == (1 if mode == 'run' else 0)
 
 

@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import psutil
 import pytest
+import tensorflow_federated as tff
 
 from fl_tff import experiment, runtime
 from fl_tff.config import ConfigError, ExperimentConfig
+from tests.helpers import wait_for_exit
 
 BASE = ExperimentConfig(dataset='digits', model='2nn', hidden_units=200, num_clients=12,
                         clients_per_round=6, rounds=2, eval_every=2, seed=5)
@@ -81,7 +83,7 @@ def test_launcher_starts_workers_and_stops_them_on_sigterm():
         assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
         proc.terminate()
         assert proc.wait(timeout=30) == 0
-        assert all(runtime.wait_for_exit(p) for p in pids)
+        assert all(wait_for_exit(p) for p in pids)
     finally:
         proc.kill()
 
@@ -89,13 +91,13 @@ def test_launcher_starts_workers_and_stops_them_on_sigterm():
 def test_subrounds_split_the_cohort_on_the_local_worker_and_match_one_round(
         tff_runtime, tmp_path, monkeypatch):
     made = []
-    create = runtime.tff.backends.native.create_mergeable_comp_execution_context
+    create = tff.backends.native.create_mergeable_comp_execution_context
 
     def spy(contexts, num_subrounds=None):
         made.append((len(contexts), num_subrounds))
         return create(contexts, num_subrounds=num_subrounds)
 
-    monkeypatch.setattr(runtime.tff.backends.native, 'create_mergeable_comp_execution_context', spy)
+    monkeypatch.setattr(tff.backends.native, 'create_mergeable_comp_execution_context', spy)
     whole, _ = _run(BASE, tmp_path, 'whole')
     assert made == []
     split, _ = _run(dataclasses.replace(BASE, subrounds=3), tmp_path, 'split')
