@@ -1,5 +1,5 @@
 """Print (or write into README.md) the sections derived from declarations: the options (from the
-option registries), the studies' paper settings (from `fl_tff.reproductions.STUDIES`) and the
+option registries), the studies' paper settings (from `fl_tff.studies.STUDIES`) and the
 module map (from each package's and module's docstring):
 
     python -m experiments.options_table            # print
@@ -41,8 +41,8 @@ def generated_section() -> str:
 
 def studies_section() -> str:
     """The README section: each study's paper datasets and settings."""
-    from fl_tff import reproductions
-    return f'{STUDIES_BEGIN}\n{reproductions.paper_settings_markdown()}\n{STUDIES_END}'
+    from fl_tff import studies
+    return f'{STUDIES_BEGIN}\n{studies.paper_settings_markdown()}\n{STUDIES_END}'
 
 
 def _summary(path: str) -> str:

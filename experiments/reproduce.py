@@ -1,7 +1,7 @@
 """Reproduce a published result: `python -m experiments.reproduce --study=fedprox_stragglers`.
 
 Writes docs/reproductions/<study>.png and <study>.md (runs under docs/reproductions/runs,
-which git ignores). Studies: see fl_tff.reproductions.STUDIES.
+which git ignores). Studies: see fl_tff.studies.STUDIES.
 
 On the dataset of the paper, with the paper's settings (each study declares them):
 `--study=S --dataset=emnist --data_dir=DIR [--download]` writes <study>_<dataset>.png and .md.
@@ -11,11 +11,11 @@ from absl import app
 from absl import flags
 
 from experiments import cli, flag_parsing
-from fl_tff import reproductions
+from fl_tff import studies
 from fl_tff.config import ConfigError
 from fl_tff.data import tff_datasets
 
-_STUDY = flags.DEFINE_enum('study', None, sorted(reproductions.STUDIES), 'Which reproduction to run.')
+_STUDY = flags.DEFINE_enum('study', None, sorted(studies.STUDIES), 'Which reproduction to run.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'docs/reproductions', 'Where the PNG and table go.')
 _ROUNDS = flags.DEFINE_integer('rounds', None, 'Override the number of rounds (quick look).', lower_bound=1)
 _DATASET = flags.DEFINE_enum('dataset', None, sorted(tff_datasets.TFF_DATASETS),
@@ -37,16 +37,16 @@ def main(argv) -> int:
         real = None
         if _DATASET.value is not None:
             try:
-                reproductions.paper_setting(_STUDY.value, _DATASET.value)
+                studies.paper_setting(_STUDY.value, _DATASET.value)
             except ValueError as e:
                 raise ConfigError('dataset', str(e)) from e
-            real = reproductions.RealData(_DATASET.value, _DATA_DIR.value, _DOWNLOAD.value,
+            real = studies.RealData(_DATASET.value, _DATA_DIR.value, _DOWNLOAD.value,
                                           _DATASET_URL.value)
         elif _DATA_DIR.value or _DOWNLOAD.value or _DATASET_URL.value:
             raise ConfigError('dataset', '--data_dir, --download and --dataset_url need '
                               f'--dataset; valid choices for --study={_STUDY.value}: '
-                              + ', '.join(sorted(reproductions.STUDIES[_STUDY.value].paper_settings)))
-        out = reproductions.run_study(_STUDY.value, _OUTPUT_DIR.value, rounds=_ROUNDS.value,
+                              + ', '.join(sorted(studies.STUDIES[_STUDY.value].paper_settings)))
+        out = studies.run_study(_STUDY.value, _OUTPUT_DIR.value, rounds=_ROUNDS.value,
                                       real=real)
         for row in out['rows']:
             print(row)

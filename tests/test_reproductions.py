@@ -4,14 +4,17 @@ import os
 
 import pytest
 
-from fl_tff import plotting, reporting, reproductions
+from fl_tff import plotting, reporting, studies
+from fl_tff.studies import adaptive_optimizers as adaptive_study
+from fl_tff.studies import asynchronous as async_study
+from fl_tff.studies import personalization as personalization_study
 from tests.helpers import Figures, png_size
 
 
-@pytest.mark.parametrize('name', sorted(reproductions.STUDIES))
+@pytest.mark.parametrize('name', sorted(studies.STUDIES))
 def test_every_study_has_valid_configs(tmp_path, name):
-    configs = reproductions.study_configs(name, str(tmp_path))
-    assert len(configs) == len(reproductions.STUDIES[name].variants) >= 2
+    configs = studies.study_configs(name, str(tmp_path))
+    assert len(configs) == len(studies.STUDIES[name].variants) >= 2
     assert len({c.experiment_name for _, c in configs}) == len(configs)
 
 
@@ -23,12 +26,12 @@ def tiny_tff_data(tmp_path_factory):
     return str(d)
 
 
-PAPER_SETTINGS = [(name, dataset) for name, study in sorted(reproductions.STUDIES.items())
+PAPER_SETTINGS = [(name, dataset) for name, study in sorted(studies.STUDIES.items())
                   for dataset in sorted(study.paper_settings)]
 
 
 def test_every_study_says_what_it_was_designed_for_and_has_a_paper_setting():
-    for name, study in reproductions.STUDIES.items():
+    for name, study in studies.STUDIES.items():
         assert study.designed_for and study.paper_settings, name
         labels = {label for label, _ in study.variants}
         for paper in study.paper_settings.values():  # Labels it names are the study's.
@@ -38,10 +41,10 @@ def test_every_study_says_what_it_was_designed_for_and_has_a_paper_setting():
 @pytest.mark.parametrize('name,dataset', PAPER_SETTINGS)
 def test_every_paper_setting_has_valid_configs_on_its_dataset(tmp_path, tiny_tff_data, name,
                                                               dataset):
-    study = reproductions.STUDIES[name]
+    study = studies.STUDIES[name]
     paper = study.paper_settings[dataset]
-    real = reproductions.RealData(dataset, tiny_tff_data)
-    configs = reproductions.study_configs(name, str(tmp_path), real=real)
+    real = studies.RealData(dataset, tiny_tff_data)
+    configs = studies.study_configs(name, str(tmp_path), real=real)
     labels = [label for label, _ in study.variants if paper.keep is None or label in paper.keep]
     assert [label for label, _ in configs] == labels
     for label, config in configs:
@@ -55,15 +58,15 @@ def test_every_paper_setting_has_valid_configs_on_its_dataset(tmp_path, tiny_tff
 
 
 def test_a_dataset_without_a_paper_setting_lists_the_studys_datasets(tmp_path, tiny_tff_data):
-    valid = ', '.join(sorted(reproductions.STUDIES['fedprox_stragglers'].paper_settings))
+    valid = ', '.join(sorted(studies.STUDIES['fedprox_stragglers'].paper_settings))
     with pytest.raises(ValueError, match=f"study 'fedprox_stragglers' has no paper setting on "
                        f"dataset 'cifar100'; valid choices: {valid} \\(it was designed for "):
-        reproductions.study_configs('fedprox_stragglers', str(tmp_path),
-                                    real=reproductions.RealData('cifar100', tiny_tff_data))
+        studies.study_configs('fedprox_stragglers', str(tmp_path),
+                                    real=studies.RealData('cifar100', tiny_tff_data))
 
 
 def test_paper_setting_merges_base_variant_paper_replace_and_label_overrides():
-    paper = reproductions.PaperSetting(
+    paper = studies.PaperSetting(
         source='s', base=dict(dataset='emnist', alpha=None, rounds=5),
         replace=dict(delta=1e-4, mu=0.5), variants={'b': dict(rounds=7)})
     study_settings = dict(dataset='digits', alpha=0.1, rounds=100, delta=1e-3, seed=3)
@@ -87,10 +90,10 @@ def test_a_study_on_real_data_runs_the_papers_settings_and_writes_its_own_page(
         ran.append(config)
         return Result(config)
 
-    monkeypatch.setattr(reproductions, 'run_experiment', fake_run)
-    out = reproductions.run_study('fedprox_stragglers', str(tmp_path), rounds=1,
+    monkeypatch.setattr(studies.run, 'run_experiment', fake_run)
+    out = studies.run_study('fedprox_stragglers', str(tmp_path), rounds=1,
                                   log=lambda _: None,
-                                  real=reproductions.RealData('emnist62', tiny_tff_data))
+                                  real=studies.RealData('emnist62', tiny_tff_data))
     assert [(c.dataset, c.model, c.num_clients, c.client_learning_rate) for c in ran] == [
         ('emnist62', 'logreg', 200, 0.003)] * 3
     assert out['markdown'] == str(tmp_path / 'fedprox_stragglers_emnist62.md')
@@ -103,8 +106,8 @@ def test_a_study_on_real_data_runs_the_papers_settings_and_writes_its_own_page(
 
 def test_unknown_study_lists_choices(tmp_path):
     with pytest.raises(ValueError, match=f"unknown study 'nope'; valid choices: "
-                       f"{', '.join(sorted(reproductions.STUDIES))}$"):
-        reproductions.study_configs('nope', str(tmp_path))
+                       f"{', '.join(sorted(studies.STUDIES))}$"):
+        studies.study_configs('nope', str(tmp_path))
 
 
 def test_plot_skips_missing_and_non_finite_points(tmp_path, monkeypatch):
@@ -119,7 +122,7 @@ def test_plot_skips_missing_and_non_finite_points(tmp_path, monkeypatch):
     (panel,) = figure['panels']
     assert figure['suptitle'] == 't' and (panel.xlabel, panel.ylabel) == ('round', 'loss')
     # A title longer than the figure is wide wraps instead of running off its edges.
-    title = reproductions.STUDIES['async'].title
+    title = studies.STUDIES['async'].title
     plotting.plot_curves({'a': rows}, ['loss'], path, title=title)
     assert figures.saved[-1]['suptitle'].split() == title.split()
     assert '\n' in figures.saved[-1]['suptitle'] and figures.saved[-1]['titles_inside']
@@ -130,8 +133,8 @@ def test_plot_skips_missing_and_non_finite_points(tmp_path, monkeypatch):
 
 def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path, monkeypatch):
     figures = Figures(monkeypatch)
-    out = reproductions.run_study('fedprox_stragglers', str(tmp_path), rounds=4, log=lambda _: None)
-    study = reproductions.STUDIES['fedprox_stragglers']
+    out = studies.run_study('fedprox_stragglers', str(tmp_path), rounds=4, log=lambda _: None)
+    study = studies.STUDIES['fedprox_stragglers']
     panels = figures.only()['panels']
     assert [p.ylabel for p in panels] == [m.replace('_', ' ') for m in study.plot_metrics]
     for label, _ in study.variants:  # Each variant's line is its metrics.csv, evaluations only.
@@ -144,7 +147,7 @@ def test_short_fedprox_study_writes_png_and_table(tff_runtime, tmp_path, monkeyp
     text = open(out['markdown']).read()
     assert '| FedProx mu=1, partial work |' in text and '--rounds=4' in text
     assert [r['run'] for r in out['rows']] == [label for label, _ in
-                                               reproductions.STUDIES['fedprox_stragglers'].variants]
+                                               studies.STUDIES['fedprox_stragglers'].variants]
     dropped, partial = out['rows'][0], out['rows'][2]
     assert dropped['clients aggregated per round (mean)'] == '1.00'  # 90% of 10 dropped
     assert partial['clients aggregated per round (mean)'] == '10.00'
@@ -162,7 +165,7 @@ def test_personalization_table_and_plot_read_each_seeds_last_evaluation(tmp_path
         'fedper': [[{'round': 3, **stats('client_acc', 0.4), **stats('personal_acc', 0.7)}],
                    [{'round': 3, **stats('client_acc', 0.4), **stats('personal_acc', 0.9)}]],
     }
-    rows = {r['run']: r for r in reproductions._personalization_table(histories)}
+    rows = {r['run']: r for r in personalization_study._personalization_table(histories)}
     assert rows['fedavg']['seeds'] == 2
     assert rows['fedavg']['global mean'] == '0.600 ± 0.100'  # Last rows: 0.5 and 0.7.
     assert rows['fedavg']['global worst10pct'] == '0.300 ± 0.100'
@@ -173,7 +176,7 @@ def test_personalization_table_and_plot_read_each_seeds_last_evaluation(tmp_path
     assert rows['fedper']['personalized p10'] == '0.600 ± 0.100'
     path = str(tmp_path / 'p.png')
     figures = Figures(monkeypatch)
-    reproductions._plot_personalization(histories, path, 'title')
+    personalization_study._plot_personalization(histories, path, 'title')
     assert png_size(path) == (6 * 110, 4.5 * 110)  # Two runs x two boxes: the minimum width.
     (panel,) = figures.only()['panels']
     assert panel.title == 'title' and panel.ylabel == 'per-client test accuracy'
@@ -215,12 +218,12 @@ def test_a_study_with_seeds_runs_each_variant_per_seed_and_tabulates_them_all(tm
         tabled.update(histories)
         return [{'run': label, 'n': len(h)} for label, h in histories.items()]
 
-    study = reproductions.Study(
+    study = studies.Study(
         title='t', claim='c', base=dict(dataset='digits', model='logreg', rounds=1, seed=4),
         variants=(('a', dict(algorithm='fedavg')), ('b', dict(algorithm='fedprox', mu=0.1))),
         plot_metrics=(), table=table, plot=lambda histories, path, title: None, seeds=3)
-    monkeypatch.setitem(reproductions.STUDIES, 'seeded', study)
-    out = reproductions.run_study('seeded', str(tmp_path), log=lambda _: None)
+    monkeypatch.setitem(studies.STUDIES, 'seeded', study)
+    out = studies.run_study('seeded', str(tmp_path), log=lambda _: None)
     assert ran == [('fedavg', 4), ('fedavg', 5), ('fedavg', 6),
                    ('fedprox', 4), ('fedprox', 5), ('fedprox', 6)]
     assert {label: [h[0]['seed'] for h in seeds] for label, seeds in tabled.items()} == {
@@ -238,7 +241,7 @@ def test_async_table_counts_simulated_time_and_client_updates_to_the_target():
                  lost=1),
             dict(round=4, aggregated=10, sim_time=9.5, test_accuracy=0.93, staleness_mean=1.0)]
     never = [dict(round=1, aggregated=10, sim_time=2.0, test_accuracy=0.4, dropped=2)]
-    table = {r['run']: r for r in reproductions._async_table({'a': rows, 'b': never})}
+    table = {r['run']: r for r in async_study._async_table({'a': rows, 'b': never})}
     assert table['a']['simulated seconds to 90%'] == '8' and table['a']['client updates to 90%'] == 29
     assert table['a']['mean staleness'] == '1.00' and table['a']['clients lost or dropped'] == 1
     assert table['b']['simulated seconds to 90%'] == 'not within 2'
@@ -270,17 +273,17 @@ def test_tuned_study_keeps_the_grid_point_with_the_best_mean_over_seeds(tmp_path
                                         for h in hs], hs, diverged)
                 for point, hs, diverged in grids[variant]]
 
-    study = reproductions.Study(
+    study = studies.Study(
         title='t', claim='c', base=dict(dataset='digits', model='logreg', num_clients=4,
                                         clients_per_round=2, rounds=20, seed=5),
         variants=(('a', dict(server_optimizer='sgd')), ('b', dict(server_optimizer='adam'))),
-        plot_metrics=(), table=reproductions._adaptive_table, plot=reproductions._plot_adaptive,
-        tuning=reproductions.Tuning(grids=({'server_learning_rate': [0.1, 1.0, 3.0]},
+        plot_metrics=(), table=adaptive_study._adaptive_table, plot=adaptive_study._plot_adaptive,
+        tuning=studies.Tuning(grids=({'server_learning_rate': [0.1, 1.0, 3.0]},
                                            {'server_learning_rate': [1.0]}), seeds=2))
-    monkeypatch.setitem(reproductions.STUDIES, 'tuned', study)
+    monkeypatch.setitem(studies.STUDIES, 'tuned', study)
     monkeypatch.setattr(sweep, 'run_grid', fake_run_grid)
     figures = Figures(monkeypatch)
-    out = reproductions.run_study('tuned', str(tmp_path), log=lambda _: None)
+    out = studies.run_study('tuned', str(tmp_path), log=lambda _: None)
     # Every grid point x seed was asked for, seeds counted from the base seed.
     assert calls[0] == [({'server_learning_rate': v}, s) for v in (0.1, 1.0, 3.0) for s in (5, 6)]
     a, b = out['rows']
@@ -306,10 +309,10 @@ def test_tuned_study_keeps_the_grid_point_with_the_best_mean_over_seeds(tmp_path
 
 def test_adaptive_table_reports_mean_and_std_over_seeds_and_seeds_that_reached_the_target():
     seeds = [_rows(0.5, 0.86, 0.9), _rows(0.5, 0.6, 0.7), _rows(0.9, 0.9, 0.88)]
-    row, = reproductions._adaptive_table({'x': seeds})
+    row, = adaptive_study._adaptive_table({'x': seeds})
     assert row['final test accuracy'] == '0.827 ± 0.090'  # mean 0.8267, std 0.0899
     assert row['rounds to 80%'] == '3.0 ± 1.0 (2/3 seeds)'  # Rounds 4 and 2.
-    never, = reproductions._adaptive_table({'y': [_rows(0.1, 0.2)]})
+    never, = adaptive_study._adaptive_table({'y': [_rows(0.1, 0.2)]})
     assert never['rounds to 80%'] == 'not reached (0/1 seeds)'
 
 
@@ -326,12 +329,12 @@ def test_seed_band_plot_uses_rounds_every_seed_has(tmp_path, monkeypatch):
 
 
 def test_a_tuned_study_needs_one_grid_per_variant(tmp_path, monkeypatch):
-    study = reproductions.STUDIES['adaptive_optimizers']
-    short = reproductions.Study(**{**{f: getattr(study, f) for f in study.__dataclass_fields__},
-                                   'tuning': reproductions.Tuning(grids=study.tuning.grids[:-1])})
-    monkeypatch.setitem(reproductions.STUDIES, 'short', short)
+    study = studies.STUDIES['adaptive_optimizers']
+    short = studies.Study(**{**{f: getattr(study, f) for f in study.__dataclass_fields__},
+                                   'tuning': studies.Tuning(grids=study.tuning.grids[:-1])})
+    monkeypatch.setitem(studies.STUDIES, 'short', short)
     with pytest.raises(ValueError, match="study 'short' has 7 variants but 6 tuning grids"):
-        reproductions.study_configs('short', str(tmp_path))
+        studies.study_configs('short', str(tmp_path))
 
 
 def test_reproduce_driver_refuses_a_dataset_the_study_has_no_setting_for_in_one_line(tmp_path):
@@ -343,5 +346,5 @@ def test_reproduce_driver_refuses_a_dataset_the_study_has_no_setting_for_in_one_
     lines = [line for line in result.stderr.strip().splitlines() if ' tensorflow/' not in line]
     assert lines == ["error: --dataset: study 'fedprox_stragglers' has no paper setting on "
                      "dataset 'cifar100'; valid choices: emnist62 (it was designed for "
-                     f"{reproductions.STUDIES['fedprox_stragglers'].designed_for})"], result.stderr
+                     f"{studies.STUDIES['fedprox_stragglers'].designed_for})"], result.stderr
     assert not (tmp_path / 'out').exists()

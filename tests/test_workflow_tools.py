@@ -109,13 +109,13 @@ def test_a_diverging_sweep_point_is_recorded_and_the_sweep_still_summarizes(tff_
 
 
 def test_a_diverging_reproduction_variant_is_a_table_row(tff_runtime, tmp_path, monkeypatch):
-    from fl_tff import reproductions
-    study = reproductions.STUDIES['fedavg_vs_fedsgd']
-    monkeypatch.setitem(reproductions.STUDIES, 'tiny', dataclasses.replace(
+    from fl_tff import studies
+    study = studies.STUDIES['fedavg_vs_fedsgd']
+    monkeypatch.setitem(studies.STUDIES, 'tiny', dataclasses.replace(
         study, base={**study.base, 'rounds': 2},
         variants=(('FedAvg', {}), ('FedAvg, lr 50', {'client_learning_rate': 50.0}))))
     figures = Figures(monkeypatch)
-    out = reproductions.run_study('tiny', str(tmp_path), log=lambda _: None)
+    out = studies.run_study('tiny', str(tmp_path), log=lambda _: None)
     assert [r['status'] for r in out['rows']] == ['ok', 'diverged at round 1']
     assert '| FedAvg, lr 50 |' in open(out['markdown']).read()
     for panel in figures.only()['panels']:  # The diverged variant has no line.
