@@ -13,7 +13,7 @@ import os
 from typing import Any, ClassVar, Iterable, Mapping, Optional, Sequence
 
 from fl_tff import options
-from fl_tff.aggregation import AGGREGATORS
+from fl_tff.aggregators.registry import AGGREGATORS
 from fl_tff.attacks import ATTACKS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.algorithms.client_optimizers import CLIENT_OPTIMIZERS

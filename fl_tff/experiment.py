@@ -13,9 +13,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (aggregator_chain, attacks, checkpoints, client_state, data, divergence, evaluation, files,
+from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files,
                     interrupts, models, options, personalized_evaluation, reporting, round_hooks,
                     rounds, runtime, simulation, weighting, worker_values)
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.algorithms import personalization
 from fl_tff.data import client_files, tff_datasets
@@ -62,7 +63,7 @@ def load_federated_data(config: ExperimentConfig) -> data.FederatedData:
 def build_model_aggregator(config: ExperimentConfig, max_weight: Optional[float] = None, *,
                            side: bool = False) -> tff.aggregators.AggregationFactory:
     """The model aggregator: the chain of the layers the selected options declare (see
-    `fl_tff.aggregator_chain`), each built from its own parameters and declared base settings.
+    `fl_tff.aggregators.chain`), each built from its own parameters and declared base settings.
     `max_weight` bounds a client's weight (`weighting.max_weight`) for the secure weighted mean.
     With `side`, the side aggregator of an algorithm's `side_uploads`: the same chain,
     unweighted, without compression, its noise seeded apart from the model aggregator's."""

@@ -18,10 +18,7 @@ config, but nothing offers declared capabilities with reasons, which the rules a
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
-
-if TYPE_CHECKING:
-    from fl_tff import aggregator_chain
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 Value = Union[bool, int, float, str]
 
@@ -185,9 +182,9 @@ class Option:
       requires: Capability -> why, each provided by another selected option.
       excludes: Capability -> why, provided by no other selected option.
       build: The kind's builder (its signature is documented by the registry's kind).
-      aggregator_layer: Its `fl_tff.aggregator_chain.Layer`: where it sits in the model
+      aggregator_layer: Its `fl_tff.aggregators.chain.Layer`: where it sits in the model
         aggregator's chain and how it builds its part, from its own parameters, its
-        `config_fields` and the run's `aggregator_chain.Context`.
+        `config_fields` and the run's `fl_tff.aggregators.chain.Context`.
       uplink_encoding: `(config, weighted) -> UplinkEncoding | None`: what a client sends; the
         first selected option that defines one wins (default: float32 values).
       client_extras: `(config, masked_labels) -> dict`: keyword arguments it adds to the
@@ -223,7 +220,7 @@ class Option:
     requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
     excludes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     build: Optional[Callable[..., Any]] = None
-    aggregator_layer: Optional['aggregator_chain.Layer'] = None
+    aggregator_layer: Optional[Any] = None  # A `fl_tff.aggregators.chain.Layer`.
     uplink_encoding: Optional[Callable[..., Any]] = None
     client_extras: Optional[Callable[..., dict]] = None
     privacy_ledger: Optional[Callable[..., Any]] = None

@@ -9,7 +9,8 @@ import tensorflow_federated as tff
 from absl import flags
 
 from experiments import options_table, train
-from fl_tff import aggregator_chain, config, experiment, options
+from fl_tff import config, experiment, options
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.algorithms import ALGORITHMS, build_fedavg
 from fl_tff.algorithms.fedavg import LOCAL_SGD_CAPABILITIES
 from tests.helpers import max_abs_diff

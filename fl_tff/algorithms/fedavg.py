@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain, options, round_composer, round_wrappers
+from fl_tff import options, round_composer, round_wrappers
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib

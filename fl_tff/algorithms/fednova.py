@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff import options
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib

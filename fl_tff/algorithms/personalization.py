@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff import client_state, round_composer, round_wrappers
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib

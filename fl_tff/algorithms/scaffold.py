@@ -32,7 +32,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain, client_state, options, round_composer, round_wrappers
+from fl_tff import client_state, options, round_composer, round_wrappers
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedavg

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain, options
+from fl_tff import options
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.communication import ledger
 
 MIN_BITS, MAX_BITS = 1, 16

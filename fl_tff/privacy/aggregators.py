@@ -17,7 +17,8 @@ from typing import Optional
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from fl_tff import aggregator_chain, options
+from fl_tff import options
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.privacy import dp_options, packed_dp
 from fl_tff.privacy.queries import SeededGaussianSumQuery
 

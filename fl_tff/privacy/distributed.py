@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-from fl_tff import aggregator_chain, options
+from fl_tff import options
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.privacy import dp_options
 
 # TFF's DistributedDpSumFactory settings we use (fixed clip, discrete Gaussian, Hadamard).

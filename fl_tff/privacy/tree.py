@@ -35,7 +35,8 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 from tensorflow_privacy.privacy.dp_query import restart_query
 
-from fl_tff import aggregator_chain, options
+from fl_tff import options
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.rounds import restart_period
 from fl_tff.communication import secure
 from fl_tff.privacy import dp_options, ledger as ledger_lib, packed_dp

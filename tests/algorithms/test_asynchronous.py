@@ -132,7 +132,8 @@ def test_fedbuff_refuses_a_buffer_larger_than_its_concurrency(setup):
 
 def test_compression_composes_with_a_buffer_and_shortens_uploads_on_the_clock(tff_runtime, setup,
                                                                              skewed_digits):
-    from fl_tff import aggregator_chain, round_hooks
+    from fl_tff import round_hooks
+    from fl_tff.aggregators import chain as aggregator_chain
     from fl_tff.communication import compression
     from fl_tff.config import ExperimentConfig
     model_fn, select = setup

@@ -263,7 +263,8 @@ def test_both_uploads_go_through_the_aggregator_options(tff_runtime, setup, kera
     and its dc_i to the clip norm apart and divides each sum by the cohort; a robust rule takes
     the coordinate-wise median of each. x moves by the model deltas' aggregate, c by m / N times
     the dc_i's (Algorithm 1 written plainly, with those aggregates in place of the means)."""
-    from fl_tff import aggregation, aggregator_chain
+    from fl_tff.aggregators import registry as aggregation
+    from fl_tff.aggregators import chain as aggregator_chain
     from fl_tff.privacy import aggregators as dp_aggregators
     model_fn, select = setup
     clip, cohort = 0.05, 4

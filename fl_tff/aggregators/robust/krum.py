@@ -15,7 +15,7 @@ import functools
 import tensorflow as tf
 
 from fl_tff import options
-from fl_tff.robust import gathered
+from fl_tff.aggregators.robust import gathered
 
 
 def krum_scores(matrix: tf.Tensor, f: int) -> tf.Tensor:

@@ -3,8 +3,8 @@
 Coordinate-wise median and trimmed mean (Yin et al. 2018, "Byzantine-Robust Distributed
 Learning: Towards Optimal Statistical Rates") are ours: TFF has no such factory. They must see
 every client update at the server (no secure aggregation), so they gather the updates
-(`fl_tff.robust.gathered`) and reduce them there; so do Krum, Multi-Krum, Bulyan and RFA, each in
-its own module under `fl_tff.robust`. They ignore client weights.
+(`fl_tff.aggregators.robust.gathered`) and reduce them there; so do Krum, Multi-Krum, Bulyan and RFA, each in
+its own module under `fl_tff.aggregators.robust`. They ignore client weights.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Callable
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain as chain
+from fl_tff.aggregators import chain
 from fl_tff import options
-from fl_tff.robust import bulyan, gathered, krum, rfa
+from fl_tff.aggregators.robust import bulyan, gathered, krum, rfa
 
 
 def coordinate_median(stacked: tf.Tensor) -> tf.Tensor:
@@ -80,7 +80,7 @@ def build_model_aggregator(name: str, *, uniform: bool = False,
     mean: weighted (or, with `uniform`, unweighted) mean. clip: each update's L2 norm clipped to
     `clip_norm`, then the mean. zero: updates with L2 norm above `zeroing_norm` replaced by zeros,
     then the mean. median / trimmed_mean: coordinate-wise, unweighted. krum, multikrum, bulyan,
-    rfa: see `fl_tff.robust`. With other options (DP, secure sums, compression) the run builds
+    rfa: see `fl_tff.aggregators.robust`. With other options (DP, secure sums, compression) the run builds
     the chain from every selected option's layer (`fl_tff.experiment.build_model_aggregator`).
 
     Raises:

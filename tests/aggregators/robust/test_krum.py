@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fl_tff.robust import krum
+from fl_tff.aggregators.robust import krum
 
 
 def _numpy_scores(x, f):

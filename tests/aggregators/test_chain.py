@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain as chain
+from fl_tff.aggregators import chain
 from fl_tff import experiment
 from fl_tff.config import ExperimentConfig
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from fl_tff import aggregation
-from fl_tff.aggregation import AGGREGATORS
+from fl_tff.aggregators import registry as aggregation
+from fl_tff.aggregators.registry import AGGREGATORS
 from tests.helpers import valid_choices
 
 DIM = 20

@@ -14,7 +14,7 @@ import functools
 import tensorflow as tf
 
 from fl_tff import options
-from fl_tff.robust import gathered
+from fl_tff.aggregators.robust import gathered
 
 
 def geometric_median(matrix: tf.Tensor, iterations: int = 3, nu: float = 1e-6) -> tf.Tensor:

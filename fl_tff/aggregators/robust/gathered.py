@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import aggregator_chain, options
+from fl_tff import options
+from fl_tff.aggregators import chain as aggregator_chain
 
 # [n clients, d values] -> [d]: the aggregate of the rows.
 MatrixReduce = Callable[[tf.Tensor], tf.Tensor]

@@ -4,7 +4,7 @@ robustness."""
 import numpy as np
 import tensorflow as tf
 
-from fl_tff.robust import rfa
+from fl_tff.aggregators.robust import rfa
 
 
 def _numpy_weiszfeld(x, iterations, nu=1e-6):

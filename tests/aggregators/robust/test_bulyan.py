@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fl_tff.robust import bulyan
+from fl_tff.aggregators.robust import bulyan
 
 
 def _numpy_bulyan(x, f):
