@@ -14,7 +14,7 @@ ratios to (c), the weight difference between (a) and (s) (the same rounds), and 
 
 With `--features`: DP-FedAvg (fixed clip), secure FedAvg (structural, and with the SecAgg
 protocol's masked uploads), 8-bit compression and SCAFFOLD (and SCAFFOLD with its client
-states inside TFF's request and response, the transport before `fl_tff.worker_values`), each
+states inside TFF's request and response, the transport before `fl_tff.runtime.worker_values`), each
 built by the library from its options and composed as the driver composes it, against (a) and
 (c). With `--memory`: each of (a), (b), (c) alone in its own process (RSS is per process). With
 `--workers`: FedAvg on one local worker against two (TFF's mergeable context, as `--workers`
@@ -50,7 +50,8 @@ import tensorflow_federated as tff
 from benchmarks.workload import BATCH, HIDDEN, LR, peak_rss_mib
 from benchmarks import workload
 from fl_tff import rounds as rounds_lib
-from fl_tff import runtime, simulation, worker_values
+from fl_tff import runtime, simulation
+from fl_tff.runtime import worker_values
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
 from fl_tff.config import ExperimentConfig

@@ -130,7 +130,7 @@ def main(argv):
     print(f'machine: {platform.machine()}, {os.cpu_count()} cores, '
           f'Python {platform.python_version()}')
     if _PLOT.value and rows:
-        from fl_tff import plotting
+        from fl_tff.workflow import plotting
         plotting.plot_curves(
             {label: [r for r in rows if r['graph'] == label] for label in ('full graph', 'SecAgg+')},
             ('client_s', 'server_s', 'sent'), _PLOT.value,

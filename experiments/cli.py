@@ -16,11 +16,11 @@ from absl import flags
 from absl import logging
 
 from fl_tff import runtime
-from fl_tff.checkpoints import CheckpointLoadError
+from fl_tff.runs.checkpoints import CheckpointLoadError
 from fl_tff.config import ConfigError
-from fl_tff.divergence import DivergenceError
+from fl_tff.runs.divergence import DivergenceError
 from fl_tff.experiment import RunInterrupted
-from fl_tff.run_lock import RunDirInUseError
+from fl_tff.runs.run_lock import RunDirInUseError
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 # Errors that are the user's input or files, reported as one line with exit 2.

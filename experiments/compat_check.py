@@ -6,7 +6,7 @@ write which ones pass, fail or are refused, with the commit and date:
     python -m experiments.compat_check --dry_run            # validation only, no rounds
 
 The table goes to `--output` (docs/compat_check.md), written atomically; exit 1 when any
-combination fails. See `fl_tff.compatibility`.
+combination fails. See `fl_tff.workflow.compatibility`.
 """
 
 import datetime
@@ -17,7 +17,8 @@ from absl import app
 from absl import flags
 
 from experiments import cli, flag_parsing
-from fl_tff import compatibility, config, files
+from fl_tff import config, files
+from fl_tff.workflow import compatibility
 
 _KINDS = flags.DEFINE_list('kinds', list(compatibility.KINDS), 'Kinds of choice to combine; '
                            'valid: ' + ','.join(compatibility.KINDS) + '.')

@@ -10,7 +10,7 @@ from absl import app
 from absl import flags
 
 from experiments import flag_parsing
-from fl_tff import run_plots
+from fl_tff.workflow import run_plots
 
 _OUTPUT = flags.DEFINE_string('output', 'plot.png', 'Where to write the PNG.')
 

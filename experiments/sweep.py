@@ -12,7 +12,7 @@ from absl import flags
 
 from experiments import cli, flag_parsing
 from experiments import train  # Defines the experiment flags this driver shares.
-from fl_tff import sweep
+from fl_tff.workflow import sweep
 
 _GRID = flags.DEFINE_string('grid', None, 'NAME=V1,V2[;NAME=V1,V2...] over experiment settings.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per grid point (seed, seed+1, ...).')

@@ -24,7 +24,7 @@ checkpoints and evaluators are unchanged. (A process with client state cannot ru
 How states reach the clients: by default `next` hands them to TFF, which serializes every
 selected client's state into its request to the worker. `reading_values_from(directory)` gives
 the same process whose workers read them from files instead, and write the new states to files
-the driver reads back (`fl_tff.worker_values`). Either way `next` takes the states and returns
+the driver reads back (`fl_tff.runtime.worker_values`). Either way `next` takes the states and returns
 the new ones, and the simulation owns and stores them.
 """
 

@@ -5,7 +5,7 @@ TFF's `LearningProcess` fixes `next(state, client_data)`. Processes whose round 
 round composer (`fl_tff.round_composer`) over the same parts; `ComposedNextProcess` keeps the composed process's `initialize`, weights and
 hyperparameters, so checkpoints and evaluators are unchanged, and implements
 `fl_tff.simulation.worker_data.ComposableNext` (its `next` can be composed with a dataset
-computation) and `fl_tff.worker_values.ReadsValuesFromFiles`: the per-client values its `next`
+computation) and `fl_tff.runtime.worker_values.ReadsValuesFromFiles`: the per-client values its `next`
 takes after the client data (states, start weights, masks) can reach the workers as files.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import worker_values
+from fl_tff.runtime import worker_values
 
 
 class ComposedNextProcess:

@@ -155,7 +155,7 @@ class BaseConfig:
                                    'finished run).', neutral=True)
     divergence_factor: float = _field(10.0, 'Stop (exit 3, last good checkpoint kept) when the train '
                                       'loss exceeds this multiple of the initial model\'s loss; 0 '
-                                      '= only on NaN/inf (see fl_tff.divergence).', neutral=True)
+                                      '= only on NaN/inf (see fl_tff.runs.divergence).', neutral=True)
     output_dir: str = _field('runs', 'Directory that receives one subdirectory per run.', neutral=True)
     experiment_name: str = _field('', 'Name of the run directory (default: built from the '
                                   'settings).', neutral=True)

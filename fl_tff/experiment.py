@@ -13,9 +13,13 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from fl_tff import (attacks, checkpoints, client_state, data, divergence, evaluation, files,
-                    interrupts, models, options, personalized_evaluation, reporting, round_hooks,
-                    rounds, runtime, simulation, weighting, worker_values)
+from fl_tff import (attacks, client_state, data, evaluation, files, models, options,
+                    personalized_evaluation, round_hooks, rounds, runtime, simulation, weighting)
+from fl_tff.runs import checkpoints
+from fl_tff.runs import divergence
+from fl_tff.runs import interrupts
+from fl_tff.runs import reporting
+from fl_tff.runtime import worker_values
 from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.algorithms import personalization
@@ -310,7 +314,7 @@ def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print,
       ConfigError: A bad setting, an unwritable output directory or unreachable workers.
       run_lock.RunDirInUseError: Another live run holds the run directory.
       checkpoints.CheckpointLoadError: The run has checkpoints and none of them loads.
-      DivergenceError: Training diverged (see `fl_tff.divergence` for the rule); the last good
+      DivergenceError: Training diverged (see `fl_tff.runs.divergence` for the rule); the last good
         checkpoint is kept.
       RunInterrupted: Ctrl-C during training; the newest checkpoint is kept.
     """

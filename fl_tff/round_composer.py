@@ -9,7 +9,7 @@ own copy of the composer:
 
 * `client_values`: name -> type of a CLIENTS-placed input (one per participant, in the order of
   the client data). `next` takes them packed in one parameter, `client_values`, a struct of
-  these names per client (so they travel to the workers together: `fl_tff.worker_values`);
+  these names per client (so they travel to the workers together: `fl_tff.runtime.worker_values`);
   stages read each by name in `Round.values`. Those named in `slots` are client-state slots:
   the round returns the participants' new values of all slots packed the same way (a struct of
   the slot names per client, CLIENTS-placed) after the state and metrics.

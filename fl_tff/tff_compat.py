@@ -37,7 +37,7 @@ def _check_version(version: str) -> None:
 
 _check_version(tff.__version__)
 
-# --- The mergeable context (`fl_tff.remote_rounds`) ---------------------------------------
+# --- The mergeable context (`fl_tff.runtime.remote_rounds`) ---------------------------------------
 
 MergeableCompForm = _mergeable.MergeableCompForm
 MergeableCompExecutionContext = _mergeable.MergeableCompExecutionContext
@@ -77,7 +77,7 @@ def serialize_value(value: Any, type_spec: Any) -> Any:
 contains_only = _type_analysis.contains_only
 type_to_py_container = _type_conversions.type_to_py_container
 
-# --- Program state files (`fl_tff.checkpoints`) ---------------------------------------------
+# --- Program state files (`fl_tff.runs.checkpoints`) ---------------------------------------------
 
 write_saved_model = _file_utils.write_saved_model
 

@@ -33,7 +33,8 @@ import tensorflow as tf
 from absl import flags
 
 from experiments import train
-from fl_tff import checkpoints, config, experiment, options
+from fl_tff import config, experiment, options
+from fl_tff.runs import checkpoints
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.fedavg import LOCAL_SGD_CAPABILITIES
 from tests.tff_files import write_shakespeare

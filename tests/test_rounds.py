@@ -4,7 +4,8 @@ declare, keeps each client-state slot's states, and checkpoints several slots to
 import numpy as np
 import pytest
 
-from fl_tff import checkpoints, client_state, rounds
+from fl_tff import client_state, rounds
+from fl_tff.runs import checkpoints
 from fl_tff.simulation import RoundPlan, run_training
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 import grpc
 import tensorflow_federated as tff
 
-from fl_tff import remote_rounds
+from fl_tff.runtime import remote_rounds
 from fl_tff.runtime.addresses import check_workers_reachable
 from fl_tff.runtime.worker_process import GRPC_OPTIONS, WorkerProcess
 

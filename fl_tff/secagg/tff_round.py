@@ -24,7 +24,7 @@ A round (`SecAggLearningProcess.next_for_plan`):
    changes nothing the server learns.
 
 Each client's mask reaches its worker as a file the worker reads (`reading_values_from` of
-`fl_tff.composed_process`, `fl_tff.worker_values`; the simulation plays every client, so the
+`fl_tff.composed_process`, `fl_tff.runtime.worker_values`; the simulation plays every client, so the
 masks are in the driver's memory anyway), not inside TFF's request: at K = 50 that request
 carried 40 MB of masks.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_tff import plotting
+from fl_tff.workflow import plotting
 from fl_tff.studies.base import (DIGITS_SKEWED, PaperSetting, Rows, Study, Tuning, last, mean_std, rounds_to, tail_accuracy)
 
 

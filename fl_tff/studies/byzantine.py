@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fl_tff import plotting
+from fl_tff.workflow import plotting
 from fl_tff.studies.base import BYZANTINE_AGGREGATORS, BYZANTINE_ATTACKS, PaperSetting, Rows, Study
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_tff import plotting
+from fl_tff.workflow import plotting
 from fl_tff.studies.base import PaperSetting, Rows, Study, mean_std
 
 

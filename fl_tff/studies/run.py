@@ -11,9 +11,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from fl_tff import files, plotting, sweep
+from fl_tff import files
+from fl_tff.workflow import plotting
+from fl_tff.workflow import sweep
 from fl_tff.config import ExperimentConfig
-from fl_tff.divergence import DivergenceError
+from fl_tff.runs.divergence import DivergenceError
 from fl_tff.experiment import preflight, run_experiment
 from fl_tff.studies.base import PaperSetting, Study
 from fl_tff.studies.registry import STUDIES

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fl_tff import evaluation, experiment, models, reporting
+from fl_tff import evaluation, experiment, models
+from fl_tff.runs import reporting
 from fl_tff.algorithms import build_fedavg
 from fl_tff.config import ExperimentConfig
 from fl_tff.simulation import TIMING_COLUMNS

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from fl_tff import experiment, reporting
+from fl_tff import experiment
+from fl_tff.runs import reporting
 from fl_tff.config import ExperimentConfig
 from fl_tff.simulation import TIMING_COLUMNS
 from fl_tff.algorithms import ALGORITHMS

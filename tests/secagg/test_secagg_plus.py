@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fl_tff import reporting
+from fl_tff.runs import reporting
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.secagg import protocol, tff_round
 

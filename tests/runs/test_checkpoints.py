@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from fl_tff import checkpoints, files
+from fl_tff import files
+from fl_tff.runs import checkpoints
 
 
 def _state(value):

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from fl_tff import plotting, reporting, studies
+from fl_tff import studies
+from fl_tff.workflow import plotting
+from fl_tff.runs import reporting
 from fl_tff.studies import adaptive_optimizers as adaptive_study
 from fl_tff.studies import asynchronous as async_study
 from fl_tff.studies import personalization as personalization_study
@@ -199,7 +201,7 @@ def test_a_study_with_seeds_runs_each_variant_per_seed_and_tabulates_them_all(tm
                                                                                monkeypatch):
     """`Study.seeds` without tuning: every variant runs seeds base..base+n-1, the table gets
     every seed's history, and the page says so without a grid table."""
-    from fl_tff import sweep
+    from fl_tff.workflow import sweep
     ran = []
 
     class Result:
@@ -256,7 +258,7 @@ def _rows(*accuracies):
 def test_tuned_study_keeps_the_grid_point_with_the_best_mean_over_seeds(tmp_path, monkeypatch):
     """The chosen point maximizes the mean (over seeds) of the last 20% of evaluations; a point
     where a seed diverged is never chosen, even with the best finished seed."""
-    from fl_tff import sweep
+    from fl_tff.workflow import sweep
     grids = {  # Per variant, what run_grid returns: (point, seed histories, diverged).
         'a': [({'server_learning_rate': 0.1}, [_rows(*[0.5] * 9, 0.80), _rows(*[0.5] * 9, 0.90)], []),
               ({'server_learning_rate': 1.0}, [_rows(*[0.5] * 9, 0.86), _rows(*[0.5] * 9, 0.86)], []),

@@ -1,4 +1,4 @@
-"""`fl_tff.compatibility` and `experiments.compat_check`: every pair of choices enumerated from
+"""`fl_tff.workflow.compatibility` and `experiments.compat_check`: every pair of choices enumerated from
 the registries, refused ones with the validation's reason, runnable ones run for one round."""
 
 import itertools
@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from fl_tff import compatibility
+from fl_tff.workflow import compatibility
 from fl_tff.config import REGISTRIES, ExperimentConfig
 
 

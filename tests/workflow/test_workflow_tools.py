@@ -8,7 +8,9 @@ import os
 
 import pytest
 
-from fl_tff import reporting, run_plots, sweep
+from fl_tff.runs import reporting
+from fl_tff.workflow import run_plots
+from fl_tff.workflow import sweep
 from fl_tff.config import ConfigError, ExperimentConfig
 from tests.helpers import Figures, png_size
 

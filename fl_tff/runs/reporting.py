@@ -14,7 +14,8 @@ from typing import Any, Callable, Optional, TextIO
 
 import tensorflow_federated as tff
 
-from fl_tff import files, run_lock, runtime
+from fl_tff import files, runtime
+from fl_tff.runs import run_lock
 from fl_tff.config import result_settings
 from fl_tff.secagg import protocol
 

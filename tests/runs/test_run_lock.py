@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from fl_tff import run_lock
+from fl_tff.runs import run_lock
 
 _HOLD = textwrap.dedent('''
     import sys, time
-    from fl_tff import run_lock
+    from fl_tff.runs import run_lock
     run_lock.acquire(sys.argv[1])
     print('locked', flush=True)
     time.sleep(600)

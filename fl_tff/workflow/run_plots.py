@@ -6,7 +6,8 @@ import json
 import os
 from typing import Any
 
-from fl_tff import plotting, reporting
+from fl_tff.workflow import plotting
+from fl_tff.runs import reporting
 
 # x axes besides the round, used when a run reports them (the simulated clock, the
 # communication and privacy ledgers).

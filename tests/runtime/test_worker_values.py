@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from fl_tff import worker_values
+from fl_tff.runtime import worker_values
 
 
 def test_a_value_file_reads_back_every_dtype_and_shape_and_strings_are_refused(

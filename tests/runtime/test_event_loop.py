@@ -3,7 +3,7 @@ thread's current event loop (`asyncio.run` would leave none)."""
 
 import asyncio
 
-from fl_tff import checkpoints
+from fl_tff.runs import checkpoints
 
 
 def test_checkpointing_leaves_the_current_event_loop_usable(tmp_path):

@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fl_tff import files, plotting
+from fl_tff import files
+from fl_tff.workflow import plotting
 from fl_tff.config import ConfigError, ExperimentConfig
-from fl_tff.divergence import DivergenceError
+from fl_tff.runs.divergence import DivergenceError
 from fl_tff.experiment import preflight, run_experiment
 
 SUMMARY_METRICS = ('final_test_accuracy', 'best_test_accuracy', 'final_global_train_loss')

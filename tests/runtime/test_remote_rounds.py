@@ -1,5 +1,5 @@
 """What remote workers receive: each computation once per executor, and no merge work when the
-driver merges (`fl_tff.remote_rounds`; end to end in tests/experiments/test_workers.py)."""
+driver merges (`fl_tff.runtime.remote_rounds`; end to end in tests/experiments/test_workers.py)."""
 
 import numpy as np
 import pytest

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fl_tff.divergence import DivergenceError, DivergenceMonitor
+from fl_tff.runs.divergence import DivergenceError, DivergenceMonitor
 
 INITIAL = math.log(10)  # A fresh 10-class classifier.
 

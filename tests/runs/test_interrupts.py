@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from fl_tff import interrupts
+from fl_tff.runs import interrupts
 from tests.helpers import raise_in_a_weakref_callback
 
 
