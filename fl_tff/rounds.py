@@ -14,14 +14,17 @@ A TFF `LearningProcess` (FedAvg and the other algorithms without client state) s
 runs under `tff.simulation.run_training_process` too; `as_rounds` gives the simulation its
 `RoundProcess` view (`LearningRounds`).
 
-Also here, because stages on different floors must agree on it: how many rounds a DP tree of
-`--dp=tree` spans before it restarts (`restart_period`), which the FTRL-M server optimizer
-restarts with.
+Also here, because stages on different floors share them: a synchronous round's plan
+(`RoundPlan`: who was selected, who contributes, who dropped where), the protocols of the
+selections that plan rounds (`PlannedSelection`, `BufferedSelection`), and how many rounds a DP
+tree of `--dp=tree` spans before it restarts (`restart_period`), which the FTRL-M server
+optimizer restarts with.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Protocol, runtime_checkable
 
@@ -30,6 +33,70 @@ import tensorflow_federated as tff
 
 # A client's state in one slot, as the simulation stores it: its tensors, flattened.
 FlatState = list[np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPlan:
+    """Who was selected in a round and who contributes, with how many local epochs."""
+
+    round_num: int
+    selected: tuple[str, ...]
+    participants: tuple[tuple[str, int], ...]  # (client id, local epochs)
+    dropped: int = 0       # dropouts that returned nothing (before training or upload)
+    stragglers: int = 0    # selected clients that could not finish E epochs
+    partial: int = 0       # stragglers whose partial work is aggregated
+    late: int = 0          # finished after the first K (over-selection) or the deadline
+    offline: int = 0       # offline at the start, or went offline before finishing (clock)
+    sim_seconds: float = float('nan')  # simulated duration of the round (with a device clock)
+    sim_time: float = float('nan')     # simulated time at the round's end (with a device clock)
+    malicious: Optional[int] = None    # aggregated clients that attack (with an attack)
+    # (client id, one of DROP_POINTS) of each dropout; an 'after_upload' one is a participant.
+    drop_points: tuple[tuple[str, str], ...] = ()
+
+    def drop_point(self, client: str) -> Optional[str]:
+        """Where `client` dropped out of the round (None: it did not)."""
+        return dict(self.drop_points).get(client)
+
+    def as_cohort(self) -> 'RoundPlan':
+        """The round as one aggregation among its cohort sees it (e.g. a SecAgg instance):
+        the selected clients, the contributors and where dropouts left; a round is its own."""
+        return self
+
+    def counts(self) -> dict[str, Any]:
+        """Per-round counts for the metrics file."""
+        out = {'selected': len(self.selected), 'aggregated': len(self.participants),
+               'dropped': self.dropped, 'stragglers': self.stragglers, 'partial': self.partial,
+               'late': self.late}
+        if self.drop_points:
+            out['dropped_after_upload'] = sum(p == 'after_upload' for _, p in self.drop_points)
+        if not math.isnan(self.sim_seconds):
+            out.update(offline=self.offline, sim_round_seconds=self.sim_seconds,
+                       sim_time=self.sim_time)
+        if self.malicious is not None:
+            out['malicious'] = self.malicious
+        return out
+
+
+@runtime_checkable
+class PlannedSelection(Protocol):
+    """A client selection that plans each round before building its datasets (e.g.
+    `ClientSelector`): the loop reports the plan's participation, passes it to `before_round`
+    hooks (the ledgers) and to processes that need it."""
+
+    def plan(self, round_num: int) -> Any:
+        """The round's plan: who is selected and who contributes (`RoundPlan`)."""
+
+    def client_inputs(self, plan: Any) -> list:
+        """What the process's `next` takes for the participants (datasets, or client tasks for
+        a process composed with a dataset computation), in `plan.participants` order."""
+
+
+@runtime_checkable
+class BufferedSelection(PlannedSelection, Protocol):
+    """A planned selection whose plans are asynchronous buffers: each arrival carries the
+    version of the model its client started from (e.g. `AsyncSelector`)."""
+
+    buffers: bool  # Declares the kind; always True.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Optional, Sequence
 
-from fl_tff.simulation.heterogeneity import RoundPlan
+from fl_tff.rounds import RoundPlan
 
 FLOAT_BITS = 32
 

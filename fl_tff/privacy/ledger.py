@@ -20,7 +20,7 @@ import dp_accounting
 import numpy as np
 
 from fl_tff.privacy.accounting import SampledGaussian, Sampling, check_delta
-from fl_tff.simulation.heterogeneity import RoundPlan
+from fl_tff.rounds import RoundPlan
 
 
 class BudgetExhausted(RuntimeError):

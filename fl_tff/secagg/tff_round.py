@@ -42,7 +42,7 @@ import collections
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -50,10 +50,8 @@ import tensorflow_federated as tff
 
 from fl_tff import client_state, options, round_composer, rounds
 from fl_tff.communication import ledger, secure
+from fl_tff.rounds import RoundPlan
 from fl_tff.secagg import protocol, shamir
-
-if TYPE_CHECKING:  # The simulation package imports the algorithms, which import this module.
-    from fl_tff.simulation.heterogeneity import RoundPlan
 
 
 @dataclasses.dataclass(frozen=True)

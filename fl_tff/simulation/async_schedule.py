@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow_federated as tff
 
 from fl_tff.simulation import devices
-from fl_tff.simulation.heterogeneity import RoundPlan
+from fl_tff.rounds import RoundPlan
 from fl_tff.simulation.selection import ClientSelector
 
 

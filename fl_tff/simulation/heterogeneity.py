@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from fl_tff import options
+from fl_tff.rounds import RoundPlan
 from fl_tff.simulation import devices
 
 STRAGGLER_POLICIES = options.Registry('straggler_policy', 'What happens to stragglers.', [
@@ -71,48 +72,6 @@ class DeviceHeterogeneity:
             raise HeterogeneityError('dropout_rate', f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
         if self.over_selection < 0:
             raise HeterogeneityError('over_selection', f'over_selection must be >= 0, got {self.over_selection}')
-
-
-@dataclasses.dataclass(frozen=True)
-class RoundPlan:
-    """Who was selected in a round and who contributes, with how many local epochs."""
-
-    round_num: int
-    selected: tuple[str, ...]
-    participants: tuple[tuple[str, int], ...]  # (client id, local epochs)
-    dropped: int = 0       # dropouts that returned nothing (before training or upload)
-    stragglers: int = 0    # selected clients that could not finish E epochs
-    partial: int = 0       # stragglers whose partial work is aggregated
-    late: int = 0          # finished after the first K (over-selection) or the deadline
-    offline: int = 0       # offline at the start, or went offline before finishing (clock)
-    sim_seconds: float = float('nan')  # simulated duration of the round (with a device clock)
-    sim_time: float = float('nan')     # simulated time at the round's end (with a device clock)
-    malicious: Optional[int] = None    # aggregated clients that attack (with an attack)
-    # (client id, one of DROP_POINTS) of each dropout; an 'after_upload' one is a participant.
-    drop_points: tuple[tuple[str, str], ...] = ()
-
-    def drop_point(self, client: str) -> Optional[str]:
-        """Where `client` dropped out of the round (None: it did not)."""
-        return dict(self.drop_points).get(client)
-
-    def as_cohort(self) -> 'RoundPlan':
-        """The round as one aggregation among its cohort sees it (e.g. a SecAgg instance):
-        the selected clients, the contributors and where dropouts left; a round is its own."""
-        return self
-
-    def counts(self) -> dict[str, Any]:
-        """Per-round counts for the metrics file."""
-        out = {'selected': len(self.selected), 'aggregated': len(self.participants),
-               'dropped': self.dropped, 'stragglers': self.stragglers, 'partial': self.partial,
-               'late': self.late}
-        if self.drop_points:
-            out['dropped_after_upload'] = sum(p == 'after_upload' for _, p in self.drop_points)
-        if not math.isnan(self.sim_seconds):
-            out.update(offline=self.offline, sim_round_seconds=self.sim_seconds,
-                       sim_time=self.sim_time)
-        if self.malicious is not None:
-            out['malicious'] = self.malicious
-        return out
 
 
 def selection_size(clients_per_round: int, over_selection: float) -> int:

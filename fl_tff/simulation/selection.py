@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable, Mapping, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -14,8 +14,8 @@ import tensorflow_federated as tff
 from fl_tff.data import preprocessing
 from fl_tff import attacks, options
 from fl_tff.simulation import devices, worker_data
-from fl_tff.simulation.heterogeneity import (DeviceHeterogeneity, RoundPlan, plan_round,
-                                             selection_size)
+from fl_tff.rounds import BufferedSelection, PlannedSelection, RoundPlan
+from fl_tff.simulation.heterogeneity import DeviceHeterogeneity, plan_round, selection_size
 
 
 
@@ -232,28 +232,6 @@ def build_training_selection_fn(client_data: tff.simulation.datasets.ClientData,
                           client_sizes=client_sizes, sampling=sampling,
                           steps_per_epoch=steps_per_epoch, clock=clock,
                           round_deadline=round_deadline, attack=attack)
-
-
-@runtime_checkable
-class PlannedSelection(Protocol):
-    """A client selection that plans each round before building its datasets (e.g.
-    `ClientSelector`): the loop reports the plan's participation, passes it to `before_round`
-    hooks (the ledgers) and to processes that need it."""
-
-    def plan(self, round_num: int) -> Any:
-        """The round's plan: who is selected and who contributes (`RoundPlan`)."""
-
-    def client_inputs(self, plan: Any) -> list:
-        """What the process's `next` takes for the participants (datasets, or client tasks for
-        a process composed with a dataset computation), in `plan.participants` order."""
-
-
-@runtime_checkable
-class BufferedSelection(PlannedSelection, Protocol):
-    """A planned selection whose plans are asynchronous buffers: each arrival carries the
-    version of the model its client started from (e.g. `AsyncSelector`)."""
-
-    buffers: bool  # Declares the kind; always True.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@
 from fl_tff import experiment
 from fl_tff.communication import ledger
 from fl_tff.config import ExperimentConfig
-from fl_tff.simulation.heterogeneity import RoundPlan
+from fl_tff.rounds import RoundPlan
 
 # The 2NN of width 32 on 8x8 digits: 64*32+32 + 32*32+32 + 32*10+10 values.
 VALUES = 64 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10

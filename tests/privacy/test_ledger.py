@@ -11,7 +11,7 @@ from fl_tff.privacy import dp_options
 from fl_tff.privacy.accounting import SampledGaussian
 from fl_tff.privacy.ledger import (BudgetExhausted, ExampleLevelLedger, ParticipationLedger,
                                   PrivacyLedger)
-from fl_tff.simulation.heterogeneity import RoundPlan
+from fl_tff.rounds import RoundPlan
 
 
 def _plan(r, participants):

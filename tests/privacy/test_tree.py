@@ -15,7 +15,7 @@ from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.ftrl import FtrlmOptimizer
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.privacy import aggregators, tree
-from fl_tff.simulation.heterogeneity import RoundPlan
+from fl_tff.rounds import RoundPlan
 from tests.helpers import max_abs_diff
 
 

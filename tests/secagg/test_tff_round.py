@@ -13,7 +13,7 @@ from tensorflow_federated.python.core.impl.compiler import tree_analysis
 from fl_tff import experiment, simulation
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.secagg import protocol, tff_round
-from fl_tff.simulation.heterogeneity import RoundPlan
+from fl_tff.rounds import RoundPlan
 from tests.helpers import float_tensor_shapes, seed_secagg_randomness
 
 BASE = ExperimentConfig(hidden_units=32, clients_per_round=8, client_epochs=1, seed=3,
