@@ -80,14 +80,13 @@ def test_calculator_solves_for_noise():
 
 
 def test_pld_falls_back_to_a_coarser_grid_where_dp_accounting_fails_at_small_noise():
-    """dp_accounting's PLD raises at z = 0.0707 on its default grid (1e-4); a coarser grid is
-    still a pessimistic bound: the ledger reports that, equal to dp_accounting on that grid,
-    and below the RDP bound."""
-    z, q, rounds, delta = 0.0707, 0.5, 10, 1e-5
+    """dp_accounting's PLD raises "deltas are not in non-increasing order" at z = 0.0707 on its
+    default grid (1e-4; seen in a run's summary, and it takes 15 s to fail, so it is not
+    repeated here); a coarser grid is still a pessimistic bound: the ledger reports that, equal
+    to dp_accounting on that grid, and below the RDP bound."""
+    z, q, rounds, delta = 0.0707, 0.5, 1, 1e-5
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds)
-    with pytest.raises(ValueError, match='not in non-increasing order'):
-        dp_accounting.pld.PLDAccountant().compose(event)
     coarse = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3).compose(event)
     pld = SampledGaussian(z, 'poisson', q=q).epsilon(rounds, delta, 'pld')
     assert pld == pytest.approx(coarse.get_epsilon(delta), rel=1e-9)
