@@ -114,14 +114,15 @@ class SampledGaussian:
             return float(self.accountant(accountant).compose(self.event(count)).get_epsilon(delta))
         # dp_accounting's PLD fails numerically ("deltas are not in non-increasing order") at
         # small noise multipliers; a coarser grid is still a pessimistic (upper) bound.
-        for interval in PLD_DISCRETIZATIONS:
+        *finer, coarsest = PLD_DISCRETIZATIONS
+        for interval in finer:
             try:
                 return float(self.accountant(accountant, interval).compose(
                     self.event(count)).get_epsilon(delta))
             except ValueError:
-                if interval == PLD_DISCRETIZATIONS[-1]:
-                    raise
-        raise AssertionError('unreachable')
+                continue
+        return float(self.accountant(accountant, coarsest).compose(
+            self.event(count)).get_epsilon(delta))
 
 
 def check_delta(delta: float) -> None:
