@@ -12,9 +12,11 @@ start the worker ourselves:
 * with its output sent to a log file, never to our stdout;
 * in its own session, so a terminal's Ctrl-C (SIGINT to the foreground process group) reaches
   only us: we stop it ourselves, after reporting where the run can resume;
-* stopped by `stop()`, by `atexit` and by the context manager's exit. The drivers turn
-  SIGTERM into `SystemExit` (`install_sigterm_as_exit`) so those paths also run on `kill PID`;
-  the library itself changes no signal handler of its host (a notebook, an application).
+* stopped by `stop()`, by the context manager's exit, and when its `WorkerProcess` is
+  garbage-collected or the interpreter exits (`weakref.finalize`, tied to the object: no
+  process-wide `atexit` hook). The drivers turn SIGTERM into `SystemExit`
+  (`install_sigterm_as_exit`) so those paths also run on `kill PID`; the library itself
+  changes no signal handler of its host (a notebook, an application).
 
 The execution context also compiles TFF's secure-sum intrinsics into plain sums
 (`tff.backends.test.replace_secure_intrinsics_with_bodies`), which the stock native context

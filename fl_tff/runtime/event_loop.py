@@ -4,11 +4,11 @@ deferred until they end."""
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import signal
 import threading
+import weakref
 from collections.abc import Iterator
 
 from fl_tff import tff_compat
@@ -40,7 +40,8 @@ def run_coroutine(coroutine):
         # One writer thread: the writes are small and one coroutine runs at a time anyway.
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix='fl_tff-writes'))
-        atexit.register(loop.close)
+        # Closed when the thread object goes, or at exit: no process-wide atexit hook.
+        weakref.finalize(threading.current_thread(), loop.close)
     outer = tff_compat.swap_running_loop(None)
     try:
         with _sigint_deferred():

@@ -1,11 +1,11 @@
 """The TFF `worker_binary` this process starts and owns: tied to our lifetime by a
-parent-death signal, its output in a log file, stopped by `stop()` and at exit (see the
-package docstring)."""
+parent-death signal, its output in a log file, stopped by `stop()`, when its `WorkerProcess`
+is garbage-collected, and at exit (see the package docstring)."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import dataclasses
 import ctypes
 import os
 import shutil
@@ -15,7 +15,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Optional
+import weakref
+from typing import IO, Optional
 
 import portpicker
 import tensorflow_federated as tff
@@ -39,14 +40,66 @@ def worker_binary_path() -> str:
     return path
 
 
+@dataclasses.dataclass
+class _Owned:
+    """What a started worker owns, released once by `_release` (a `weakref.finalize` callback:
+    it must not refer to the `WorkerProcess`)."""
+    process: subprocess.Popen
+    log_file: IO[bytes]
+    temporary_log_path: Optional[str]  # Removed on release; None keeps the log.
+
+
+def _release(owned: _Owned) -> None:
+    """Stops the worker (SIGTERM, then SIGKILL), closes its log and removes a temporary one."""
+    if owned.process.poll() is None:
+        owned.process.terminate()
+        try:
+            owned.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            owned.process.kill()
+            owned.process.wait()
+    owned.log_file.close()
+    if owned.temporary_log_path is not None:  # A log the caller did not ask to keep goes.
+        with contextlib.suppress(OSError):
+            os.remove(owned.temporary_log_path)
+
+
 def _set_parent_death_signal() -> None:  # Runs in the child between fork and exec.
     libc = ctypes.CDLL('libc.so.6', use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _spawn(args: list[str], log_file: IO[bytes], environment: dict[str, str],
+           started: threading.Event, box: dict) -> None:
+    """Starts the worker from the calling (keeper) thread and waits for it to end. The
+    parent-death signal is tied to the forking thread: this thread lives as long as the worker,
+    so the signal only fires when the whole process dies. It holds no reference to the
+    `WorkerProcess`, which may so be garbage-collected (and stop its worker) while it runs."""
+    try:
+        setpriv = shutil.which('setpriv')
+        if setpriv:
+            box['process'] = subprocess.Popen(
+                [setpriv, '--pdeathsig', 'KILL', *args], stdin=subprocess.DEVNULL,
+                stdout=log_file, stderr=subprocess.STDOUT, close_fds=True,
+                start_new_session=True, env=environment)
+        else:
+            box['process'] = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+                preexec_fn=_set_parent_death_signal, env=environment)
+    except BaseException as e:  # Reported to the starting thread.
+        box['error'] = e
+    finally:
+        started.set()
+    if 'process' in box:
+        box['process'].wait()
+
+
 class WorkerProcess:
     """One TFF `worker_binary` (a gRPC executor service) started and owned by this process:
-    killed by the kernel if we die (parent-death signal), stopped by `stop()` and at exit.
+    killed by the kernel if we die (parent-death signal), stopped by `stop()`, when the object
+    is garbage-collected and at interpreter exit. The last two go through `weakref.finalize`,
+    tied to this object: the library registers no process-wide `atexit` hook of its own.
 
     Args:
       port: Where it listens (default: a free port).
@@ -71,6 +124,7 @@ class WorkerProcess:
         self._process: Optional[subprocess.Popen] = None
         self._log_file = None
         self._temporary_log = False
+        self._finalizer: Optional[weakref.finalize] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -86,31 +140,6 @@ class WorkerProcess:
     def address(self) -> str:
         return f'127.0.0.1:{self.port}'
 
-    def _spawn(self, args: list[str], started: threading.Event, box: dict) -> None:
-        # The parent-death signal is tied to the forking thread: this thread lives as long
-        # as the worker, so the signal only fires when the whole process dies.
-        environment = dict(os.environ)
-        if self._intra_op_threads is not None:
-            environment.setdefault('TF_NUM_INTRAOP_THREADS', str(self._intra_op_threads))
-        try:
-            setpriv = shutil.which('setpriv')
-            if setpriv:
-                box['process'] = subprocess.Popen(
-                    [setpriv, '--pdeathsig', 'KILL', *args], stdin=subprocess.DEVNULL,
-                    stdout=self._log_file, stderr=subprocess.STDOUT, close_fds=True,
-                    start_new_session=True, env=environment)
-            else:
-                box['process'] = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=self._log_file,
-                    stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
-                    preexec_fn=_set_parent_death_signal, env=environment)
-        except BaseException as e:  # Reported to the starting thread.
-            box['error'] = e
-        finally:
-            started.set()
-        if 'process' in box:
-            box['process'].wait()
-
     def start(self) -> 'WorkerProcess':
         """Starts the worker and waits until it accepts connections."""
         if self._process is not None:
@@ -123,19 +152,25 @@ class WorkerProcess:
         self._log_file = open(self.log_path, 'ab')
         args = [worker_binary_path(), f'--port={self.port}',
                 f'--max_concurrent_computation_calls={self._max_concurrent}']
+        environment = dict(os.environ)
+        if self._intra_op_threads is not None:
+            environment.setdefault('TF_NUM_INTRAOP_THREADS', str(self._intra_op_threads))
         started, box = threading.Event(), {}
-        threading.Thread(target=self._spawn, args=(args, started, box),
+        threading.Thread(target=_spawn, args=(args, self._log_file, environment, started, box),
                          name=f'fl_tff-worker-{self.port}', daemon=True).start()
         started.wait()
         if 'error' in box:
             self._log_file.close()
             raise RuntimeError(f'could not start TFF worker_binary: {box["error"]}') from box['error']
         self._process = box['process']
-        atexit.register(self.stop)
+        self._owned = _Owned(self._process, self._log_file,
+                             self.log_path if self._temporary_log else None)
+        self._finalizer = weakref.finalize(self, _release, self._owned)
         try:
             self._wait_until_serving()
         except BaseException:
             self._temporary_log = False  # The error names the log: it stays.
+            self._owned.temporary_log_path = None
             self.stop()
             raise
         return self
@@ -155,20 +190,9 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """Stops the worker (SIGTERM, then SIGKILL). Idempotent."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        if self._temporary_log:  # A log the caller did not ask to keep leaves no file behind.
-            with contextlib.suppress(OSError):
-                os.remove(self.log_path)
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer()  # Runs `_release` once; a finalizer that ran is dead.
+        self._process, self._log_file = None, None
+        if self._temporary_log:
             self.log_path, self._temporary_log = None, False
-        with contextlib.suppress(Exception):
-            atexit.unregister(self.stop)

@@ -1,5 +1,6 @@
 """The fl_tff runtime owns TFF's worker: it is gone after every way the process can end."""
 
+import os
 import textwrap
 
 import numpy as np
@@ -135,6 +136,19 @@ def test_importing_fl_tff_leaves_no_exit_traceback_and_runs_computations_in_its_
     for pid in (int(line) for line in result.stdout.split()):
         assert wait_for_exit(pid, timeout=10), f'worker {pid} outlived the script'
     assert len(result.stdout.split()) == (1 if mode == 'run' else 0)
+
+
+def test_a_worker_whose_owner_is_garbage_collected_is_stopped_and_its_temporary_log_removed():
+    """Cleanup is tied to the `WorkerProcess` object (weakref.finalize), not a process-wide
+    atexit hook: dropping the last reference stops the worker."""
+    import gc
+    worker = runtime.WorkerProcess().start()
+    pid, log_path = worker.pid, worker.log_path
+    assert os.path.exists(log_path)
+    del worker
+    gc.collect()
+    assert wait_for_exit(pid, timeout=15), f'worker {pid} outlived its WorkerProcess'
+    assert not os.path.exists(log_path)
 
 
 def test_importing_fl_tff_and_starting_a_worker_change_no_signal_handler_of_the_host():
