@@ -17,7 +17,8 @@ from absl import flags
 from experiments import flag_parsing
 from fl_tff.privacy import calculator
 
-flags.DEFINE_enum('dp', 'fixed', ['fixed', 'tree'],
+flags.DEFINE_enum('dp', calculator.Mechanism.FIXED.value,
+                  [mechanism.value for mechanism in calculator.Mechanism],
                   'fixed: a sampled Gaussian mechanism per round (--dp=fixed, distributed, dpsgd); '
                   'tree: DP-FTRL\'s tree aggregation (--dp=tree), each client at most once per '
                   'epoch of --population // --cohort rounds, as the run\'s ledger charges it.')
@@ -38,7 +39,7 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     try:
-        if FLAGS.dp == 'tree':
+        if calculator.Mechanism(FLAGS.dp) is calculator.Mechanism.TREE:
             if FLAGS['sampling'].present or FLAGS.q:
                 raise calculator.CalculatorError('--sampling and --q: --dp=tree assumes no '
                                                  'sampling (each client once per epoch)')

@@ -224,8 +224,9 @@ def skewed_digits(digits):
     steps, and every step is run twice, once by fl_tff and once by the oracle)."""
     import dataclasses
     from fl_tff import data
+    from fl_tff.data import partition
     subset = dataclasses.replace(digits, x=digits.x[:600], y=digits.y[:600])
-    parts = data.make_partition('quantity', subset.y, 6, seed=3, sigma=1.0)
+    parts = partition.quantity_skew(subset.y, 6, seed=3, sigma=1.0)
     return data.build_federated_data(subset, parts, seed=3)
 
 

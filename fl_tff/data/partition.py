@@ -7,7 +7,6 @@ empty client (they raise `PartitionError` naming the cause instead).
 
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 
@@ -134,14 +133,6 @@ def quantity_skew(labels: np.ndarray, num_clients: int, seed: int, sigma: float,
     return _finish(np.split(perm, np.cumsum(sizes)[:-1]))
 
 
-PARTITIONERS: dict[str, Callable[..., Partition]] = {
-    'iid': iid,
-    'dirichlet': dirichlet,
-    'shards': shards,
-    'quantity': quantity_skew,
-}
-
-
 # Each builder is `(dataset, num_clients, seed, **params) -> Partition`.
 PARTITIONS = options.Registry('partition', 'How examples are split into clients.', [
     options.Option('auto', 'natural for a dataset with its own clients, else dirichlet'),
@@ -173,21 +164,6 @@ def resolve(name: str, dataset_capabilities: frozenset) -> str:
     if name == 'auto':
         return 'natural' if options.NATURAL_CLIENTS in dataset_capabilities else 'dirichlet'
     return name
-
-
-def make_partition(name: str, labels: np.ndarray, num_clients: int, seed: int,
-                   *, alpha: float = 0.5, classes_per_client: int = 2,
-                   sigma: float = 1.0) -> Partition:
-    """Partitions `labels` with the partitioner called `name`, passing only its own parameter."""
-    if name == 'iid':
-        return iid(labels, num_clients, seed)
-    if name == 'dirichlet':
-        return dirichlet(labels, num_clients, seed, alpha=alpha)
-    if name == 'shards':
-        return shards(labels, num_clients, seed, classes_per_client=classes_per_client)
-    if name == 'quantity':
-        return quantity_skew(labels, num_clients, seed, sigma=sigma)
-    raise PartitionError(f'unknown partition {name!r}; valid choices: {sorted(PARTITIONERS)}')
 
 
 def summarize(labels: np.ndarray, parts: Partition, num_classes: int) -> dict:

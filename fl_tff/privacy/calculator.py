@@ -3,10 +3,17 @@ configuration, or the noise multiplier a target ε needs."""
 
 from __future__ import annotations
 
+import enum
 import math
 
 from fl_tff.privacy.accounting import (SAMPLINGS, SampledGaussian, Sampling, check_delta,
                                       noise_for_epsilon)
+
+
+class Mechanism(str, enum.Enum):
+    """What the calculator accounts for (its `--dp` flag)."""
+    FIXED = 'fixed'  # A sampled Gaussian mechanism per round (--dp=fixed, distributed, dpsgd).
+    TREE = 'tree'  # DP-FTRL's tree aggregation (--dp=tree), each client once per epoch.
 
 
 class CalculatorError(ValueError):
@@ -94,7 +101,7 @@ def calculate_tree(*, noise_multiplier: float, rounds: int, delta: float, popula
             low, high = (middle, high) if epsilon(middle) > target_epsilon else (low, middle)
         noise_multiplier = high
     return {'noise_multiplier': noise_multiplier, 'rounds': rounds, 'delta': delta,
-            'sampling': 'tree', 'population': population, 'cohort': cohort,
+            'sampling': Mechanism.TREE, 'population': population, 'cohort': cohort,
             'rounds_per_epoch': epoch, 'rounds_per_tree': per_tree,
             'epsilon_rdp': epsilon(noise_multiplier)}
 
@@ -105,7 +112,7 @@ def format_result(result: dict, solved_for_noise: bool) -> str:
            f"tree aggregation (DP-FTRL), {result['cohort']} of {result['population']} clients a "
            f"round, each at most once per epoch of {result['rounds_per_epoch']} rounds, the tree "
            f"restarted every {result['rounds_per_tree']} rounds"
-           if result['sampling'] == 'tree' else
+           if result['sampling'] == Mechanism.TREE else
            f"fixed-size sampling of {result['cohort']} of {result['population']} without replacement")
     lines = []
     if solved_for_noise:

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from fl_tff import data
+from fl_tff.data import partition
 
 
 def _as_arrays(dataset):
@@ -20,7 +21,7 @@ def test_digits_loads_offline_with_expected_shapes(digits):
 
 
 def test_client_datasets_hold_exactly_their_partition(digits):
-    parts = data.make_partition('dirichlet', digits.y, 8, seed=1, alpha=0.5)
+    parts = partition.dirichlet(digits.y, 8, seed=1, alpha=0.5)
     client_data = data.client_data_from_arrays(digits.x, digits.y, parts)
     assert len(client_data.client_ids) == 8
     for cid, idx in zip(client_data.client_ids, parts):
@@ -30,7 +31,7 @@ def test_client_datasets_hold_exactly_their_partition(digits):
 
 
 def test_traced_dataset_fn_matches_eager_one(digits):
-    parts = data.make_partition('iid', digits.y, 4, seed=0)
+    parts = partition.iid(digits.y, 4, seed=0)
     client_data = data.client_data_from_arrays(digits.x, digits.y, parts)
     fn = tf.function(client_data.serializable_dataset_fn)
     traced = fn(tf.constant(client_data.client_ids[2]))
@@ -38,7 +39,7 @@ def test_traced_dataset_fn_matches_eager_one(digits):
 
 
 def test_train_and_test_sides_are_disjoint_and_cover_each_client(digits):
-    parts = data.make_partition('shards', digits.y, 10, seed=0, classes_per_client=2)
+    parts = partition.shards(digits.y, 10, seed=0, classes_per_client=2)
     fed = data.build_federated_data(digits, parts, test_fraction=0.25, seed=0)
     assert fed.train.client_ids == fed.test.client_ids
     total_test = 0

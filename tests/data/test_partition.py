@@ -1,18 +1,22 @@
 """Partitioner properties: determinism, exact cover, no empty client, the intended skew."""
 
+import types
+
 import numpy as np
 import pytest
 
+from fl_tff import options
 from fl_tff.data import partition
 
 LABELS = np.random.default_rng(0).integers(0, 10, size=1000)
 CASES = [('iid', {}), ('dirichlet', {'alpha': 0.3}), ('shards', {'classes_per_client': 2}),
-         ('quantity', {'sigma': 1.5})]
-_PARAM = {'alpha': 'alpha', 'classes_per_client': 'classes_per_client', 'sigma': 'sigma'}
+         ('quantity', {'lognormal_sigma': 1.5})]
 
 
 def _make(name, kwargs, seed=0, num_clients=25, labels=LABELS):
-    return partition.make_partition(name, labels, num_clients, seed, **kwargs)
+    """The partition `--partition=name` builds (the registry's builder, as a run calls it)."""
+    dataset = types.SimpleNamespace(y=labels)
+    return partition.PARTITIONS.get(name).build(dataset, num_clients, seed, **kwargs)
 
 
 @pytest.mark.parametrize('name,kwargs', CASES)
@@ -52,10 +56,10 @@ def test_shards_give_exactly_k_classes_per_client(k):
 def test_iid_sizes_are_balanced_and_quantity_skew_sizes_are_not():
     iid_sizes = [p.size for p in _make('iid', {})]
     assert max(iid_sizes) - min(iid_sizes) <= 1
-    skew_sizes = np.array([p.size for p in _make('quantity', {'sigma': 1.5})])
+    skew_sizes = np.array([p.size for p in _make('quantity', {'lognormal_sigma': 1.5})])
     assert skew_sizes.max() > 4 * skew_sizes.min()
     # Labels stay IID under quantity skew: big clients see (nearly) every class.
-    big = _make('quantity', {'sigma': 1.5})[int(np.argmax(skew_sizes))]
+    big = _make('quantity', {'lognormal_sigma': 1.5})[int(np.argmax(skew_sizes))]
     assert np.unique(LABELS[big]).size == 10
 
 
@@ -64,19 +68,24 @@ def test_iid_sizes_are_balanced_and_quantity_skew_sizes_are_not():
     ('dirichlet', {'alpha': -1.0}, 'alpha must be > 0'),
     ('shards', {'classes_per_client': 11}, r'classes_per_client must be in \[1, 10\]'),
     ('shards', {'classes_per_client': 0}, r'classes_per_client must be in \[1, 10\]'),
-    ('quantity', {'sigma': -0.1}, 'sigma must be >= 0'),
-    ('nope', {}, "unknown partition 'nope'; valid choices"),
+    ('quantity', {'lognormal_sigma': -0.1}, 'sigma must be >= 0'),
 ])
 def test_bad_parameters_raise_clear_errors(name, kwargs, match):
     with pytest.raises(partition.PartitionError, match=match):
         _make(name, kwargs)
 
 
+def test_an_unknown_partition_names_the_valid_choices_from_the_registry():
+    with pytest.raises(options.OptionError, match="unknown partition 'nope'; valid choices: " +
+                       ', '.join(sorted(partition.PARTITIONS.names))):
+        _make('nope', {})
+
+
 def test_too_many_clients_is_an_error_not_an_empty_client():
     with pytest.raises(partition.PartitionError, match='would be empty'):
-        partition.make_partition('iid', LABELS[:10], 11, 0)
+        _make('iid', {}, num_clients=11, labels=LABELS[:10])
     with pytest.raises(partition.PartitionError, match='no client'):
-        partition.make_partition('shards', LABELS, 2, 0, classes_per_client=2)
+        _make('shards', {'classes_per_client': 2}, num_clients=2)
 
 
 def test_summary_reports_sizes_and_label_histograms():
