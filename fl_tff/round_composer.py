@@ -19,6 +19,12 @@ own copy of the composer:
   left as None is TFF's: `distribute` broadcasts the global model, `train` runs the client
   work, `upload` sends each client's update and weight as they are, `aggregate` runs the
   aggregator on them and `finalize` the finalizer.
+* `side_aggregator`: a second aggregation, of a value each client uploads beside its update
+  (the train stage's `Stage.side`, e.g. SCAFFOLD's control-variate delta), unweighted; its
+  state sits beside the model aggregator's in the server state, and the default `aggregate`
+  stage hands its result and the number of clients aggregated to the finalizer
+  (`SideAggregate` in `Stage.extra`). Being declared, not hidden in a stage, the SecAgg
+  protocol masks it with the update.
 
 The server state stays TFF's `LearningAlgorithmState` of the same five parts, built here and
 nowhere else, so `initialize`, the model weights, checkpoints and evaluators are those of
@@ -33,6 +39,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 
+import numpy as np
 import tensorflow_federated as tff
 
 
@@ -47,8 +54,10 @@ class Stage:
       state: The stage's new state (its part of `LearningAlgorithmState`).
       measurements: Its metrics, or None to leave its key out of the round's metrics.
       client_states: Slot -> the participants' new states in it (CLIENTS-placed).
-      extra: Anything a later stage of the same round reads (e.g. SCAFFOLD's control-variate
-        deltas, which its finalizer sums).
+      extra: Anything a later stage of the same round reads (the default aggregate stage's
+        `SideAggregate`, which SCAFFOLD's finalizer reads).
+      side: The train and upload stages' side upload per client (CLIENTS-placed), which the
+        round's `side_aggregator` aggregates.
     """
 
     result: Any
@@ -56,6 +65,21 @@ class Stage:
     measurements: Any = None
     client_states: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: Any = None
+    side: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SideAggregate:
+    """What the side aggregation gives the finalizer (SERVER-placed).
+
+    Attributes:
+      result: The side aggregator's result (a mean, for the default chain).
+      clients: How many clients were aggregated (float32): m, the count a secure sum's server
+        also learns.
+    """
+
+    result: Any
+    clients: Any
 
 
 @dataclasses.dataclass
@@ -103,6 +127,8 @@ class RoundStages:
         (deterministic per-client inputs such as seeds).
       initial_states: Slot -> a client's state in it before it first trains (flattened);
         zeros of the slot's type for a slot not named.
+      side_aggregator: Aggregates the clients' side uploads (`Stage.side`) with weight 1,
+        its state beside `parts.aggregator`'s (None: the round uploads no side value).
       distribute, train, upload, aggregate, finalize: The stages replaced (None: TFF's).
     """
 
@@ -113,6 +139,7 @@ class RoundStages:
     client_inputs: Mapping[str, Callable[[int, Sequence[str]], list]] = dataclasses.field(
         default_factory=dict)
     initial_states: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+    side_aggregator: Optional[tff.templates.AggregationProcess] = None
     distribute: Optional[StageFn] = None
     train: Optional[StageFn] = None
     upload: Optional[StageFn] = None
@@ -127,31 +154,67 @@ def learning_state(model_weights, distributor, client_work, aggregator, finalize
         model_weights, distributor, client_work, aggregator, finalizer))
 
 
-def _distribute(r: Round, parts: LearningParts) -> Stage:
-    out = parts.distributor.next(r.state.distributor, r.state.global_model_weights)
+def _distribute(r: Round, stages: RoundStages) -> Stage:
+    out = stages.parts.distributor.next(r.state.distributor, r.state.global_model_weights)
     return Stage(out.result, out.state, out.measurements)
 
 
-def _train(r: Round, parts: LearningParts) -> Stage:
-    out = parts.client_work.next(r.state.client_work, r.distributed.result, r.client_data)
+def _train(r: Round, stages: RoundStages) -> Stage:
+    out = stages.parts.client_work.next(r.state.client_work, r.distributed.result,
+                                        r.client_data)
     return Stage(out.result, out.state, out.measurements)
 
 
-def _upload(r: Round, parts: LearningParts) -> Stage:
-    del parts
-    return Stage((r.work.result.update, r.work.result.update_weight), ())
+def _upload(r: Round, stages: RoundStages) -> Stage:
+    del stages
+    return Stage((r.work.result.update, r.work.result.update_weight), (), side=r.work.side)
 
 
-def _aggregate(r: Round, parts: LearningParts) -> Stage:
+def _aggregate(r: Round, stages: RoundStages) -> Stage:
     value, weight = r.upload.result
-    out = parts.aggregator.next(r.state.aggregator, value, weight)
+    if stages.side_aggregator is None:
+        out = stages.parts.aggregator.next(r.state.aggregator, value, weight)
+        return Stage(out.result, out.state, out.measurements)
+    out = stages.parts.aggregator.next(r.state.aggregator[0], value, weight)
+    ones = tff.federated_value(np.float32(1.0), tff.CLIENTS)
+    side = stages.side_aggregator.next(r.state.aggregator[1], r.upload.side, ones)
+    return Stage(out.result, tff.federated_zip((out.state, side.state)), out.measurements,
+                 extra=SideAggregate(side.result, tff.federated_sum(ones)))
+
+
+def _finalize(r: Round, stages: RoundStages) -> Stage:
+    out = stages.parts.finalizer.next(r.state.finalizer, r.state.global_model_weights,
+                                      r.aggregated.result)
     return Stage(out.result, out.state, out.measurements)
 
 
-def _finalize(r: Round, parts: LearningParts) -> Stage:
-    out = parts.finalizer.next(r.state.finalizer, r.state.global_model_weights,
-                               r.aggregated.result)
-    return Stage(out.result, out.state, out.measurements)
+def aggregator_process(stages: RoundStages) -> tff.templates.AggregationProcess:
+    """The aggregator whose state the server keeps: `parts.aggregator`, or with a side
+    aggregator both states paired (its own `next` aggregates the update and leaves the side
+    state alone: it gives TFF's composition its types; the aggregate stage runs both)."""
+    model, side = stages.parts.aggregator, stages.side_aggregator
+    if side is None:
+        return model
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_zip((model.initialize(), side.initialize()))
+
+    _, value_type, weight_type = model.next.type_signature.parameter
+
+    @tff.federated_computation(init_fn.type_signature.result, value_type, weight_type)
+    def next_fn(state, value, weight):
+        out = model.next(state[0], value, weight)
+        return tff.templates.MeasuredProcessOutput(
+            tff.federated_zip((out.state, state[1])), out.result, out.measurements)
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def composed_parts(stages: RoundStages) -> LearningParts:
+    """The five parts TFF's composition of the round's server state takes (the aggregator's
+    state includes the side aggregator's)."""
+    return dataclasses.replace(stages.parts, aggregator=aggregator_process(stages))
 
 
 _DEFAULTS = {'distribute': _distribute, 'train': _train, 'upload': _upload,
@@ -166,7 +229,7 @@ def stage_fn(stages: RoundStages, name: str) -> StageFn:
     if custom is not None:
         return custom
     default = _DEFAULTS[name]
-    return lambda r: default(r, stages.parts)
+    return lambda r: default(r, stages)
 
 
 def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess, tff.Computation]:
@@ -183,7 +246,6 @@ def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess
       ValueError: A slot that is not a client value, or value names that repeat or clash
         with `state` / `client_data`.
     """
-    parts = stages.parts
     names = [*stages.client_values, *stages.server_values]
     if len(set(names)) != len(names) or {'state', 'client_data', 'client_values'} & set(names):
         raise ValueError('value names must be distinct and not state, client_data or '
@@ -196,6 +258,7 @@ def compose(stages: RoundStages) -> tuple[tff.learning.templates.LearningProcess
                   if n not in stages.client_values or n in stages.slots]
     if bad_inputs:
         raise ValueError(f'client inputs {bad_inputs} must be client values that are not slots')
+    parts = composed_parts(stages)
     composed = tff.learning.templates.compose_learning_process(
         parts.initial_model_weights_fn, parts.distributor, parts.client_work, parts.aggregator,
         parts.finalizer)

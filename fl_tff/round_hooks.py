@@ -78,6 +78,8 @@ def build_communication_ledger(config: ExperimentConfig, weights,
     algorithm = selection['algorithm']
     side_sizes = sizes * algorithm.side_uploads
     compressed = selection.has(options.COMPRESSED_UPLINK)
+    if not compressed:  # Each side upload is a vector of its own encoding (and side values).
+        encoding = encoding.with_side_uploads(algorithm.side_uploads)
     return communication.CommunicationLedger(
         sizes * algorithm.uplink_model_copies + ([] if compressed else side_sizes),
         int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding,

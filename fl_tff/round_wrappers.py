@@ -35,11 +35,14 @@ class Wrappers:
       secagg: The SecAgg protocol's settings.
       model_aggregator: The round's model aggregator, whose packed vectors SecAgg masks (with
         `secagg`: a `secure.PackedAggregator`, e.g. a secure mean or DP over a secure sum).
+      side_aggregator: The factory of the round's side aggregator (`RoundStages.side_aggregator`),
+        whose packed vectors SecAgg masks with the update's.
     """
 
     error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None
     secagg: Optional[tff_round.SecAggSettings] = None
     model_aggregator: Any = None
+    side_aggregator: Any = None
 
 
 def wrap(stages: round_composer.RoundStages, wrappers: Wrappers,
@@ -50,13 +53,14 @@ def wrap(stages: round_composer.RoundStages, wrappers: Wrappers,
         stages = error_feedback_lib.with_error_feedback(stages, wrappers.error_feedback)
     if wrappers.secagg is None:
         return stages, None
-    secagg_round = tff_round.with_secagg(stages, wrappers.secagg, wrappers.model_aggregator)
+    secagg_round = tff_round.with_secagg(stages, wrappers.secagg, wrappers.model_aggregator,
+                                         wrappers.side_aggregator)
     return secagg_round.stages, secagg_round
 
 
 def _plain(stages: round_composer.RoundStages) -> bool:
     """Whether the round is TFF's composition of its parts (no stage replaced, no values)."""
-    return not (stages.client_values or stages.server_values or any(
+    return not (stages.client_values or stages.server_values or stages.side_aggregator or any(
         getattr(stages, name) is not None
         for name in ('distribute', 'train', 'upload', 'aggregate', 'finalize')))
 

@@ -43,6 +43,7 @@ from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
 from fl_tff.privacy import dpsgd
+from fl_tff.secagg import tff_round
 
 
 CONTROL_VARIATE_SLOT = 'control_variate'  # Each client's c_i (its client-state slot).
@@ -115,27 +116,6 @@ def _build_finalizer(server_optimizer: tff.learning.optimizers.Optimizer, weight
     return finalizer, server_update
 
 
-def _with_side_state(model_aggregator: tff.templates.AggregationProcess,
-                     side_aggregator: tff.templates.AggregationProcess,
-                     ) -> tff.templates.AggregationProcess:
-    """The model aggregator whose state also holds the side aggregator's (so the round's server
-    state keeps both); its own `next` aggregates the model delta and leaves the side state
-    alone (it gives the composed process its types; SCAFFOLD's aggregate stage runs both)."""
-    @tff.federated_computation
-    def init_fn():
-        return tff.federated_zip((model_aggregator.initialize(), side_aggregator.initialize()))
-
-    _, value_type, weight_type = model_aggregator.next.type_signature.parameter
-
-    @tff.federated_computation(init_fn.type_signature.result, value_type, weight_type)
-    def next_fn(state, value, weight):
-        out = model_aggregator.next(state[0], value, weight)
-        return tff.templates.MeasuredProcessOutput(
-            tff.federated_zip((out.state, state[1])), out.result, out.measurements)
-
-    return tff.templates.AggregationProcess(init_fn, next_fn)
-
-
 def build_scaffold(
         model_fn: ModelFn,
         *,
@@ -147,7 +127,8 @@ def build_scaffold(
         side_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
         dp_sgd: Optional[dpsgd.DpSgd] = None,
-) -> client_state.StatefulLearningProcess:
+        secagg: Optional[tff_round.SecAggSettings] = None,
+) -> client_state.StagedProcess:
     """Builds SCAFFOLD (option II control variates) as a process with client state.
 
     Args:
@@ -166,10 +147,14 @@ def build_scaffold(
         client-state slot beside c_i); dc_i is sent as it is. None: no compression here.
       dp_sgd: Run example-level DP-SGD as each local step's gradient g_i (c_i, dc_i and the
         model delta are post-processing of the private steps).
+      secagg: Run the SecAgg protocol over both uploads: each client masks the packed vectors
+        of its model delta and of its dc_i (`model_aggregator` and `side_aggregator` are then
+        secure means, `secure.PackedAggregator`s); c_i stays on the client.
 
     Returns:
-      A `client_state.StatefulLearningProcess` whose client state is c_i and whose finalizer
-      state is (server optimizer state, c).
+      A process with client state c_i (a `client_state.StatefulLearningProcess`, or with
+      `secagg` a `tff_round.SecAggLearningProcess`) whose finalizer state is (server optimizer
+      state, c).
 
     Raises:
       ValueError: `num_clients` < 1, or a client optimizer that is not plain SGD.
@@ -190,15 +175,16 @@ def build_scaffold(
     finalizer, server_update = _build_finalizer(server_optimizer, weights_type, num_clients)
     # FedAvg's parts give the server state (initialize, weights, hyperparameters); SCAFFOLD's
     # round replaces their train and finalize stages (below).
+    model_aggregator = model_aggregator or fedavg.default_aggregator(weighting)
     initial_weights_fn, distributor, work, model_process, _ = fedavg.learning_parts(
         model_fn, client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
                                                                 weighting),
-        server_optimizer, model_aggregator or fedavg.default_aggregator(weighting), finalizer)
-    side_process = aggregator_chain.as_weighted(
-        side_aggregator or aggregator_chain.mean_factory(uniform=True)).create(
-            trainable_type, tff.TensorType(np.float32))
-    parts = round_composer.LearningParts(initial_weights_fn, distributor, work,
-                                         _with_side_state(model_process, side_process), finalizer)
+        server_optimizer, model_aggregator, finalizer)
+    side_aggregator = side_aggregator or aggregator_chain.mean_factory(uniform=True)
+    side_process = aggregator_chain.as_weighted(side_aggregator).create(
+        trainable_type, tff.TensorType(np.float32))
+    parts = round_composer.LearningParts(initial_weights_fn, distributor, work, model_process,
+                                         finalizer)
 
     @tff.tensorflow.computation(weights_type, trainable_type, trainable_type, data_type)
     def client_update(initial_weights, server_c, client_c, dataset):
@@ -214,26 +200,18 @@ def build_scaffold(
         outputs = tff.federated_map(client_update, (
             r.distributed.result, server_c, r.values[CONTROL_VARIATE_SLOT], r.client_data))
         result, metrics, new_cs, delta_cs = (outputs[i] for i in range(4))
+        # dc_i is the round's side upload: the side aggregator (the round's default aggregate
+        # stage) averages it, each client weighing 1.
         return round_composer.Stage(
             result, r.state.client_work,
             tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
-            client_states={CONTROL_VARIATE_SLOT: new_cs}, extra=delta_cs)
-
-    def aggregate(r: round_composer.Round) -> round_composer.Stage:
-        # The model delta through the model aggregator; dc_i (`r.work.extra`) through the side
-        # aggregator, each client weighing 1; m, the number of clients aggregated.
-        value, weight = r.upload.result
-        model_out = model_process.next(r.state.aggregator[0], value, weight)
-        side_out = side_process.next(r.state.aggregator[1], r.work.extra,
-                                     tff.federated_value(np.float32(1.0), tff.CLIENTS))
-        aggregated_clients = tff.federated_sum(tff.federated_value(np.float32(1.0), tff.CLIENTS))
-        return round_composer.Stage(
-            model_out.result, tff.federated_zip((model_out.state, side_out.state)),
-            model_out.measurements, extra=(side_out.result, aggregated_clients))
+            client_states={CONTROL_VARIATE_SLOT: new_cs}, side=delta_cs)
 
     def finalize(r: round_composer.Round) -> round_composer.Stage:
-        # c moves by (m / N) mean(dc_i), i.e. (1 / N) sum(dc_i) for the plain mean.
-        mean_delta_c, aggregated_clients = r.aggregated.extra
+        # c moves by (m / N) mean(dc_i), i.e. (1 / N) sum(dc_i) for the plain mean; m, the
+        # number of clients aggregated.
+        side: round_composer.SideAggregate = r.aggregated.extra
+        mean_delta_c, aggregated_clients = side.result, side.clients
         server = tff.federated_map(server_update, (
             r.state.finalizer, r.state.global_model_weights, r.aggregated.result,
             mean_delta_c, aggregated_clients))
@@ -244,19 +222,21 @@ def build_scaffold(
 
     return round_wrappers.build(round_composer.RoundStages(
         parts, client_values={CONTROL_VARIATE_SLOT: trainable_type},
-        slots=(CONTROL_VARIATE_SLOT,), train=train, aggregate=aggregate, finalize=finalize),
-        round_wrappers.Wrappers(error_feedback))
+        slots=(CONTROL_VARIATE_SLOT,), side_aggregator=side_process, train=train,
+        finalize=finalize),
+        round_wrappers.Wrappers(error_feedback, secagg, model_aggregator,
+                                side_aggregator))
 
 
 OPTION = options.Option(
     'scaffold', 'SCAFFOLD (Karimireddy et al. 2020, option II): local SGD corrected by server and '
     'client control variates (client state); uplink: the model delta (through the model '
     'aggregator: compressed with --compression) and dc_i (through the same aggregator options '
-    'uncompressed: securely summed, robustly aggregated, or clipped and noised as a second DP '
-    'release)',
+    'uncompressed: securely summed (masked with the delta under --secagg), robustly aggregated, '
+    'or clipped and noised as a second DP release)',
     build=build_scaffold,
     provides={options.LOCAL_EPOCHS, options.CLIENT_STATE, options.UPDATE_ATTACKS,
-              options.ERROR_FEEDBACK_CLIENT, options.DP_SGD_CLIENT},
+              options.ERROR_FEEDBACK_CLIENT, options.DP_SGD_CLIENT, options.MASKED_UPLOADS},
     excludes={
         options.STATEFUL_CLIENT_OPTIMIZER: 'option II computes c_i from plain SGD steps '
                                            '(c_i+ = c_i - c + (x - y_i) / (K lr))',

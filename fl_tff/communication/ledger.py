@@ -25,7 +25,9 @@ class UplinkEncoding:
     rotation), then `kept_fraction` of its values are sent (sparsification; all when None), each
     at `bits_per_value`, plus `index_bits` per kept value (log2 of the tensor size, top-k) and
     `per_tensor_bits` (e.g. a quantization range). `side_bits` per client covers weights and
-    counts.
+    counts; with `side_bits_per_vector` they ride on each separately aggregated vector (a
+    secure sum's packed weight, clipped fraction and count), so an update sent with side
+    uploads (`with_side_uploads`) pays them once per vector.
     """
 
     name: str
@@ -36,6 +38,14 @@ class UplinkEncoding:
     kept_fraction: Optional[float] = None
     index_bits: bool = False
     concatenate: bool = False
+    side_bits_per_vector: bool = False
+
+    def with_side_uploads(self, count: int) -> 'UplinkEncoding':
+        """The encoding of an update sent with `count` side uploads (e.g. SCAFFOLD's dc_i),
+        each aggregated as a vector of its own."""
+        if not self.side_bits_per_vector or count == 0:
+            return self
+        return dataclasses.replace(self, side_bits=self.side_bits * (1 + count))
 
     def client_bytes(self, sizes: Sequence[int]) -> int:
         """Bytes one client sends for an update made of tensors of `sizes` values (one
@@ -73,7 +83,8 @@ def secure_encoding(bits: int, side_values: int = 3) -> UplinkEncoding:
     """One secure sum of B-bit integers (`fl_tff.communication.secure.Packing`): the update's
     values plus `side_values` more (the weight, the clipped fraction, the count), with the secure
     sum's 3 bits of overhead."""
-    return UplinkEncoding(f'secure {bits}-bit', bits, side_values * bits + SECURE_SUM_OVERHEAD_BITS)
+    return UplinkEncoding(f'secure {bits}-bit', bits, side_values * bits + SECURE_SUM_OVERHEAD_BITS,
+                          side_bits_per_vector=True)
 
 
 def distributed_dp_encoding(bits: int) -> UplinkEncoding:
@@ -81,7 +92,7 @@ def distributed_dp_encoding(bits: int) -> UplinkEncoding:
     (Hadamard), B-bit integers modulo 2^B; plus 1-bit secure sums of the clipped count and of
     the client count; three secure sums with their overhead."""
     return UplinkEncoding(f'distributed DP {bits}-bit', bits, 2 + 3 * SECURE_SUM_OVERHEAD_BITS,
-                          pad_to_power_of_two=True, concatenate=True)
+                          pad_to_power_of_two=True, concatenate=True, side_bits_per_vector=True)
 
 
 class CommunicationLedger:

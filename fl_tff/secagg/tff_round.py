@@ -159,7 +159,7 @@ class SecAggLearningProcess(client_state.StagedProcess):
             self.PROVIDED = (*type(self).PROVIDED, *input_values.names)
         super().__init__(secagg.stages)
         self.packing, self.bits, self.settings = secagg.packing, secagg.bits, settings
-        self.masked_upload = secagg.masked_upload
+        self.masked_upload, self.mask_size = secagg.masked_upload, secagg.mask_size
 
     @property
     def needs(self) -> rounds.RoundNeeds:
@@ -220,7 +220,7 @@ class SecAggLearningProcess(client_state.StagedProcess):
             neighbours_k=self.settings.neighbours or None, dropouts=dropouts,
             graph_seed=self._graph_seed(plan))
         participants = [index[c] for c, _ in plan.participants]
-        size = self.packing.size
+        size = self.mask_size
         try:
             session.share_keys()
             # Participants that gave up in step 1 (too few neighbours) send nothing more.
@@ -325,105 +325,170 @@ class SecAggRound:
     Attributes:
       stages: The round: its upload masks what the wrapped upload sends; its aggregate sums
         the masked vectors and unmasks the sum with the server's correction.
-      packing: The clients' encoding.
+      packing: The clients' encoding of their update.
       bits: M, the modulus of masks and sums.
-      masked_upload: The clients' step-2 computation, `(update, weight, mask) -> upload`.
+      masked_upload: The clients' step-2 computation, `(update, weight, mask) -> upload`, or
+        `(update, weight, side, mask)` when the round also uploads a side value.
+      mask_size: The length of each client's masked vector (the update's packed vector, then
+        the side value's when there is one).
     """
 
     stages: round_composer.RoundStages
     packing: secure.Packing
     bits: int
     masked_upload: tff.Computation
+    mask_size: int
+
+
+def _packed(aggregator: Any, process: tff.templates.AggregationProcess, what: str,
+            ) -> secure.PackedAggregation:
+    """The packed halves of `aggregator` (the factory `process` was created from) for the
+    values `process` aggregates; TypeError unless it sums packed vectors."""
+    if not isinstance(aggregator, secure.PackedAggregator):
+        raise TypeError(f'--secagg masks the packed vectors of a secure sum (--secure_agg); the '
+                        f'{what} aggregator is a {type(aggregator).__name__}')
+    return aggregator.packed(process.next.type_signature.parameter[1].member)
+
+
+def _decoder(packed: secure.PackedAggregation, start: int, vector_type: tff.Type,
+             own_state_type: Optional[tff.Type], low_bits: int) -> tff.Computation:
+    """The server's last step for one packed part of the masked vectors, `[start, start +
+    size)`: the exact integer sum (masked sum minus correction, mod 2^M), decoded as the
+    aggregator decodes it; with its own state (DP's noise), which advances."""
+    stop = start + packed.packing.size
+
+    def part(masked_sum, correction):
+        total = tf.bitwise.bitwise_and(masked_sum - correction, tf.constant(low_bits, tf.int64))
+        return total[start:stop]
+
+    if own_state_type is None:
+        @tff.tensorflow.computation(vector_type, vector_type)
+        def decode(masked_sum, correction):
+            result, _, clipped = packed.decode(part(masked_sum, correction), None)
+            return result, clipped
+    else:
+        @tff.tensorflow.computation(vector_type, vector_type, own_state_type)
+        def decode(masked_sum, correction, own):
+            return packed.decode(part(masked_sum, correction), own)
+    return decode
 
 
 def with_secagg(stages: round_composer.RoundStages, settings: SecAggSettings,
-                model_aggregator: secure.PackedAggregator) -> SecAggRound:
+                model_aggregator: secure.PackedAggregator,
+                side_aggregator: Optional[secure.PackedAggregator] = None) -> SecAggRound:
     """`stages` whose upload is masked and whose aggregation is the SecAgg protocol's: each
     client encodes what the round's upload stage sends (the model delta of FedAvg, the shared
     delta of a personalized algorithm; client-state slots stay on the client) as the model
-    aggregator's packed vector (a secure mean's; DP's clipped record), adds its mask (a client
-    value) modulo 2^M; the server sums the masked vectors, subtracts its correction (a server
-    value) and decodes the sum as the aggregator does (a mean; DP's noised release, advancing
-    its state).
+    aggregator's packed vector (a secure mean's; DP's clipped record), and its side upload, if
+    the round has one (SCAFFOLD's dc_i), as the side aggregator's, appended; it adds its mask
+    (a client value) modulo 2^M. The server sums the masked vectors, subtracts its correction
+    (a server value) and decodes each part as its aggregator does (a mean; DP's noised
+    release, advancing its state).
 
     Args:
-      stages: The round without the protocol; its aggregator was created from
-        `model_aggregator`.
+      stages: The round without the protocol; its aggregators were created from
+        `model_aggregator` and `side_aggregator`.
       settings: The protocol's settings.
       model_aggregator: An aggregator whose clients send one packed vector
         (`secure.PackedAggregator`): its encoding is what the clients mask.
+      side_aggregator: The same, for the round's side upload (`stages.side_aggregator`).
 
     Raises:
-      TypeError: `model_aggregator` does not sum packed vectors.
-      ValueError: A modulus beyond 31 bits.
+      TypeError: An aggregator that does not sum packed vectors.
+      ValueError: A modulus beyond 31 bits, a round that replaces its aggregation, or a side
+        upload without its aggregator.
     """
-    if not isinstance(model_aggregator, secure.PackedAggregator):
-        raise TypeError('--secagg masks the packed vectors of a secure sum (--secure_agg); '
-                        f'got {type(model_aggregator).__name__}')
+    if stages.aggregate is not None:
+        raise ValueError('the round already replaces its aggregation; SecAgg cannot wrap it')
+    if (stages.side_aggregator is None) != (side_aggregator is None):
+        raise ValueError('a round with a side upload needs its side aggregator (and only then)')
     parameters = stages.parts.aggregator.next.type_signature.parameter
     value_type, weight_type = parameters[1].member, parameters[2].member
-    packed = model_aggregator.packed(value_type)
-    packing = packed.packing
-    bits = modulus_bits(packing.bits, settings.max_cohort)
+    packed = _packed(model_aggregator, stages.parts.aggregator, 'model')
+    uploads = [(packed, stages.parts.aggregator)]
+    if stages.side_aggregator is not None:
+        uploads.append((_packed(side_aggregator, stages.side_aggregator, 'side'),
+                        stages.side_aggregator))
+    max_bits = max(p.packing.bits for p, _ in uploads)
+    bits = modulus_bits(max_bits, settings.max_cohort)
     low_bits = (1 << bits) - 1
     if bits > 31:
-        raise ValueError(f'{settings.max_cohort} clients x {packing.bits}-bit values need a '
+        raise ValueError(f'{settings.max_cohort} clients x {max_bits}-bit values need a '
                          f'{bits}-bit modulus; masks are int32 (at most 31 bits)')
-    mask_type = tff.TensorType(np.int32, [packing.size])  # Masks < 2^M <= 2^31: half the bytes.
-    vector_type = tff.TensorType(np.int64, [packing.size])
-    state_type = stages.parts.aggregator.initialize.type_signature.result.member
+    mask_size = sum(p.packing.size for p, _ in uploads)
+    mask_type = tff.TensorType(np.int32, [mask_size])  # Masks < 2^M <= 2^31: half the bytes.
+    vector_type = tff.TensorType(np.int64, [mask_size])
 
-    @tff.tensorflow.computation(value_type, weight_type, mask_type)
-    def masked_upload(update, weight, mask):
-        """The client's step-2 message: its packed vector plus its mask, mod 2^M."""
-        vector = tf.cast(packed.encode(update, weight), tf.int64)
+    def masked(vectors, mask):
+        vector = tf.concat([tf.cast(v, tf.int64) for v in vectors], 0)
         return tf.bitwise.bitwise_and(vector + tf.cast(mask, tf.int64),
                                       tf.constant(low_bits, tf.int64))
 
-    def unmasked(masked_sum, correction):
-        return tf.bitwise.bitwise_and(masked_sum - correction, tf.constant(low_bits, tf.int64))
-
-    if packed.initial_state is None:
-        @tff.tensorflow.computation(vector_type, vector_type)
-        def unmask_and_decode(masked_sum, correction):
-            """The server's last step: the exact integer sum, decoded."""
-            result, _, clipped = packed.decode(unmasked(masked_sum, correction), None)
-            return result, clipped
+    if len(uploads) == 1:
+        @tff.tensorflow.computation(value_type, weight_type, mask_type)
+        def masked_upload(update, weight, mask):
+            """The client's step-2 message: its packed vector plus its mask, mod 2^M."""
+            return masked([packed.encode(update, weight)], mask)
     else:
-        @tff.tensorflow.computation(vector_type, vector_type, state_type)
-        def unmask_and_decode(masked_sum, correction, state):
-            """The server's last step: the exact integer sum, decoded with the aggregator's
-            own state (DP's noise), which advances; the vector sum's state is unchanged."""
-            own, sum_state = state
-            result, new_own, clipped = packed.decode(unmasked(masked_sum, correction), own)
-            return result, (new_own, sum_state), clipped
+        side_packed = uploads[1][0]
+
+        @tff.tensorflow.computation(value_type, weight_type, side_packed.packing.value_type,
+                                    mask_type)
+        def masked_upload(update, weight, side, mask):
+            """The client's step-2 message: its update's and its side value's packed vectors
+            (the side value weighing 1), plus its mask, mod 2^M."""
+            return masked([packed.encode(update, weight),
+                           side_packed.encode(side, tf.constant(1.0, tf.float32))], mask)
+
+    decoders, start = [], 0
+    for part, process in uploads:
+        state_type = process.initialize.type_signature.result.member
+        decoders.append(_decoder(part, start, vector_type,
+                                 None if part.initial_state is None else state_type[0],
+                                 low_bits))
+        start += part.packing.size
 
     previous = round_composer.stage_fn(stages, 'upload')
 
     def upload(r: round_composer.Round) -> round_composer.Stage:
         before = previous(r)
         value, weight = before.result
-        masked = tff.federated_map(masked_upload, (value, weight, r.values['mask']))
-        return dataclasses.replace(before, result=(masked, None))
+        sent = (value, weight) if len(uploads) == 1 else (value, weight, before.side)
+        return dataclasses.replace(before, result=(tff.federated_map(
+            masked_upload, (*sent, r.values['mask'])), None), side=None)
 
     def aggregate(r: round_composer.Round) -> round_composer.Stage:
         # The server sums masked vectors only; its correction unmasks the sum.
-        masked, _ = r.upload.result
-        if packed.initial_state is None:  # Its state (the vector sum's) passes unchanged.
-            (result, clipped), state = tff.federated_map(unmask_and_decode, (
-                tff.federated_sum(masked), r.values['correction'])), r.state.aggregator
-        else:
-            result, state, clipped = tff.federated_map(unmask_and_decode, (
-                tff.federated_sum(masked), r.values['correction'], r.state.aggregator))
-        return round_composer.Stage(result, state, tff.federated_zip(
-            collections.OrderedDict(secure_clipped_fraction=clipped)))
+        masked_sum, _ = r.upload.result
+        total = tff.federated_sum(masked_sum)
+        states = ([r.state.aggregator] if len(uploads) == 1 else
+                  [r.state.aggregator[0], r.state.aggregator[1]])
+        results, new_states, clipped = [], [], None
+        for (part, _), decode, state in zip(uploads, decoders, states):
+            if part.initial_state is None:  # Its state (the vector sum's) passes unchanged.
+                result, part_clipped = tff.federated_map(
+                    decode, (total, r.values['correction']))
+                new_state = state
+            else:
+                result, new_own, part_clipped = tff.federated_map(
+                    decode, (total, r.values['correction'], state[0]))
+                new_state = tff.federated_zip((new_own, state[1]))
+            results.append(result)
+            new_states.append(new_state)
+            clipped = part_clipped if clipped is None else clipped
+        measurements = tff.federated_zip(collections.OrderedDict(
+            secure_clipped_fraction=clipped))
+        if len(uploads) == 1:
+            return round_composer.Stage(results[0], new_states[0], measurements)
+        ones = tff.federated_value(np.float32(1.0), tff.CLIENTS)
+        return round_composer.Stage(
+            results[0], tff.federated_zip(tuple(new_states)), measurements,
+            extra=round_composer.SideAggregate(results[1], tff.federated_sum(ones)))
 
-    if stages.aggregate is not None:
-        raise ValueError('the round already replaces its aggregation; SecAgg cannot wrap it')
     return SecAggRound(dataclasses.replace(
         stages, client_values={**stages.client_values, 'mask': mask_type},
         server_values={**stages.server_values, 'correction': vector_type},
-        upload=upload, aggregate=aggregate), packing, bits, masked_upload)
+        upload=upload, aggregate=aggregate), packed.packing, bits, masked_upload, mask_size)
 
 
 # SecAgg+'s graph must stay connected among the clients whose masked input arrives: else the
@@ -520,7 +585,8 @@ def _check(config, selection: options.Selection) -> None:
 def _uplink_encoding(config) -> ledger.UplinkEncoding:
     """A masked upload: the packed vector's values at M bits each."""
     bits = modulus_bits(config.secure_bits, secure.max_cohort(config, config.selection()))
-    return ledger.UplinkEncoding(f'secagg {bits}-bit', bits, secure.SIDE_VALUES * bits)
+    return ledger.UplinkEncoding(f'secagg {bits}-bit', bits, secure.SIDE_VALUES * bits,
+                                 side_bits_per_vector=True)
 
 
 SECAGG = options.Registry(

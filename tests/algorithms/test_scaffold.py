@@ -230,8 +230,6 @@ def test_driver_path_round_one_is_fedavg_later_rounds_are_not_and_uplink_carries
 
 @pytest.mark.parametrize('overrides,message', [
     (dict(workers='localhost:1,localhost:2'), 'client state'),
-    (dict(secure_agg=True, secagg=True), '--secagg needs an algorithm whose round can add the '
-                                         'clients\' masks'),
 ])
 def test_driver_refuses_what_scaffold_cannot_do_honestly(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -242,6 +240,8 @@ def test_driver_refuses_what_scaffold_cannot_do_honestly(overrides, message):
     dict(compression='quantize'), dict(compression='topk', error_feedback=True),
     dict(dp='dpsgd', noise_multiplier=1.0, clip=1.0), dict(dp='fixed', noise_multiplier=1.0),
     dict(dp='adaptive', noise_multiplier=0.1), dict(secure_agg=True), dict(aggregator='median'),
+    dict(secure_agg=True, secagg=True),
+    dict(dp='fixed', noise_multiplier=1.0, secure_agg=True, secagg=True),
     dict(dp='distributed', secure_agg=True, noise_multiplier=1.0),
     dict(dp='tree', server_optimizer='ftrlm', client_sampling='epochs', noise_multiplier=1.0)])
 def test_compression_error_feedback_dp_secure_sums_and_robust_rules_combine_with_scaffold(

@@ -57,3 +57,27 @@ def test_only_the_uploaders_a_process_names_are_billed_for_an_update():
     nobody = ledger.CommunicationLedger([VALUES], VALUES, ledger.plain_encoding(weighted=True),
                                         uploaders=lambda p: [])
     assert nobody.charge(plan)['uplink_bytes'] == 0
+
+
+def test_a_side_upload_is_billed_as_a_vector_of_its_own_with_its_side_values():
+    """SCAFFOLD sends the model delta and dc_i, each model-sized. Plainly: 32 bits a value (a
+    uniform weight is not sent). Through secure sums: each is one packed vector of B-bit
+    values plus its 3 side values, with the secure sum's 3 one-bit counts. With SecAgg: the
+    two packed vectors, concatenated and masked, at M bits a value, M the bits of K x (2^B - 1)."""
+    import numpy as np
+    import tensorflow_federated as tff
+    from fl_tff import round_hooks
+    shapes = [(64, 32), (32,), (32, 32), (32,), (32, 10), (10,)]
+    weights = tff.learning.models.ModelWeights([np.zeros(s, np.float32) for s in shapes], [])
+    base = dict(algorithm='scaffold', hidden_units=32, clients_per_round=8,
+                client_weighting='uniform')
+
+    def per_client(**settings):
+        config = ExperimentConfig(**base, **settings)
+        config.validate()
+        return round_hooks.build_communication_ledger(config, weights).uplink_client_bytes
+
+    assert per_client() == 2 * 32 * VALUES // 8
+    assert per_client(secure_agg=True, secure_bits=8) == -(-2 * (8 * (VALUES + 3) + 3) // 8)
+    m = (8 * (2 ** 8 - 1)).bit_length()  # The largest cohort: K = 8 clients.
+    assert per_client(secure_agg=True, secure_bits=8, secagg=True) == -(-m * 2 * (VALUES + 3) // 8)

@@ -100,23 +100,24 @@ def test_masks_read_from_files_in_the_worker_give_the_same_model(processes, tmp_
     assert list((tmp_path / 'masks').iterdir()) == []
 
 
-@pytest.mark.parametrize('algorithm,slot', [('fedper', 'personal'), ('feddyn', 'dyn_gradient')])
+@pytest.mark.parametrize('algorithm,slot,extra', [
+    ('fedper', 'personal', {'personal_layers': 1}), ('feddyn', 'dyn_gradient', {}),
+    ('scaffold', 'control_variate', dict(dp='fixed', noise_multiplier=1.0, clip=0.5))])
 def test_stateful_algorithms_with_the_protocol_equal_the_structural_secure_sum(
-        tff_runtime, algorithm, slot):
+        tff_runtime, algorithm, slot, extra):
     """SecAgg with client state: the protocol masks what is uploaded (FedPer's shared delta,
-    FedDyn's delta) and leaves the slots on the clients, so the run equals the one with the
-    structural secure sum bit for bit over two rounds (the second with a dropout before its
-    masked input), client states included; with FedPer no aggregation in the compiled round
-    carries a head-shaped tensor."""
-    config = dataclasses.replace(BASE, algorithm=algorithm,
-                                 **({'personal_layers': 1} if algorithm == 'fedper' else {}))
+    FedDyn's delta, SCAFFOLD's delta and dc_i, here each clipped and noised by user-level DP)
+    and leaves the slots on the clients, so the run equals the one with the structural secure
+    sum bit for bit over two rounds (the second with a dropout before its masked input),
+    client states included; no aggregation in the compiled round but the masked vectors' sum
+    carries a tensor of a weight's shape (FedPer's head, SCAFFOLD's dc_i included)."""
+    config = dataclasses.replace(BASE, algorithm=algorithm, **extra)
     structural, select = _build(config)
     masked, _ = _build(dataclasses.replace(config, secagg=True))
     assert masked.slots == (slot,) and masked.needs.plan
-    if algorithm == 'fedper':
-        tree = masked.next_computation.to_building_block()
-        for call in tree_analysis.find_unsecure_aggregation_in_tree(tree):
-            assert not set(float_tensor_shapes(call.argument.type_signature)) & {(32, 10), (10,)}
+    tree = masked.next_computation.to_building_block()
+    for call in tree_analysis.find_unsecure_aggregation_in_tree(tree):
+        assert not set(float_tensor_shapes(call.argument.type_signature)) & WEIGHT_SHAPES
     state, reference = masked.initialize(), structural.initialize()
     heads, reference_heads = {}, {}
     initial_head = masked.needs.client_states[slot]
