@@ -17,6 +17,7 @@ from fl_tff.aggregators.registry import AGGREGATORS
 from fl_tff.attacks import ATTACKS
 from fl_tff.algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from fl_tff.algorithms.client_optimizers import CLIENT_OPTIMIZERS
+from fl_tff.algorithms.client_optimizer_states import CLIENT_OPTIMIZER_STATES
 from fl_tff.communication.compression import COMPRESSIONS
 from fl_tff.communication.error_feedback import ERROR_FEEDBACK
 from fl_tff.communication.secure import SECURE_AGGREGATION
@@ -39,7 +40,7 @@ from fl_tff.weighting import CLIENT_WEIGHTINGS
 # protocol's masked uploads before secure aggregation before error feedback before compression before the robust aggregators.
 REGISTRIES: tuple[options.Registry, ...] = (
     ALGORITHMS, DATASETS, MODELS, PARTITIONS, CLIENT_WEIGHTINGS, CLIENT_OPTIMIZERS,
-    SERVER_OPTIMIZERS, DP_MODES, SAMPLINGS, SECAGG, SECURE_AGGREGATION, ERROR_FEEDBACK, COMPRESSIONS, AGGREGATORS, STRAGGLER_POLICIES,
+    CLIENT_OPTIMIZER_STATES, SERVER_OPTIMIZERS, DP_MODES, SAMPLINGS, SECAGG, SECURE_AGGREGATION, ERROR_FEEDBACK, COMPRESSIONS, AGGREGATORS, STRAGGLER_POLICIES,
     ATTACKS, SIMULATIONS)
 
 # Field metadata of settings that do not change what a run computes (where files go, how often

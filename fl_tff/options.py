@@ -58,6 +58,7 @@ STATEFUL_CLIENT_OPTIMIZER = 'stateful_client_optimizer'
 CLIENT_ENCODES = 'client_encodes'
 EXAMPLE_LEVEL_DP = 'example_level_dp'
 DECODES_AGGREGATE = 'decodes_aggregate'
+KEEPS_CLIENT_OPTIMIZER_STATE = 'keeps_client_optimizer_state'
 
 CAPABILITIES: dict[str, str] = {
     LOCAL_EPOCHS: 'clients run local epochs of SGD (stragglers can do partial work)',
@@ -105,6 +106,8 @@ CAPABILITIES: dict[str, str] = {
                     'aggregator does not encode them again',
     DECODES_AGGREGATE: 'the server decodes only the aggregate of the encoded updates (a random '
                        'rotation inverted once), never each client\'s update',
+    KEEPS_CLIENT_OPTIMIZER_STATE: 'its clients can carry their optimizer state (momentum, '
+                                  'moments) from one round to their next, as a client-state slot',
 }
 
 

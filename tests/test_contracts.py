@@ -42,7 +42,7 @@ from tests.tff_files import write_shakespeare
 # The kinds whose every option must run a round: what changes the round's computation.
 CONTRACT_KINDS = ('algorithm', 'aggregator', 'attack', 'dp', 'compression', 'client_weighting',
                   'server_optimizer', 'client_sampling', 'secure_agg', 'secagg', 'error_feedback',
-                  'straggler_policy')
+                  'straggler_policy', 'client_optimizer', 'client_optimizer_state')
 
 TINY = dict(dataset='digits', model='logreg', num_clients=4, clients_per_round=4, rounds=1,
             eval_every=1, client_epochs=1, client_batch_size=32)
@@ -61,6 +61,7 @@ COMPANIONS: tuple[dict, ...] = (
     dict(num_clients=24),
     dict(model='2nn', hidden_units=8),
     dict(attack='sign_flip'),
+    dict(client_optimizer='sgdm'),
     dict(dataset='shakespeare', model='char_lstm', partition='natural', data_dir=TEXT_DIR,
          hidden_units=8),
 )

@@ -1,7 +1,8 @@
 """Client optimizers (`--client_optimizer`), built with `tff.learning.optimizers` and declared as
 options. Each client starts every round with fresh optimizer state (momentum and moments at
-zero), as TFF's own builders do (`build_weighted_fed_avg(client_optimizer_fn=...)`); nothing of
-it is kept across rounds.
+zero), as TFF's own builders do (`build_weighted_fed_avg(client_optimizer_fn=...)`), unless
+`--client_optimizer_state=keep` carries it to the client's next round
+(`fl_tff.algorithms.client_optimizer_states`).
 
 Algorithms whose update rule is written for plain SGD steps (SCAFFOLD's control variates, q-FFL's
 L = 1 / lr, FedNova's step normalization, Ditto's and MIME-lite's local steps, FedSGD's single
@@ -15,8 +16,8 @@ import tensorflow_federated as tff
 
 from fl_tff import options
 
-_MOMENTUM = options.Param('client_momentum', 0.9, 'Momentum of the client optimizer (reset each '
-                          'round).', minimum=0.0, maximum=1.0, max_open=True)
+_MOMENTUM = options.Param('client_momentum', 0.9, 'Momentum of the client optimizer (its '
+                          'accumulator reset each round unless --client_optimizer_state=keep).', minimum=0.0, maximum=1.0, max_open=True)
 _BETA1 = options.Param('client_beta1', 0.9, 'First-moment decay of the client optimizer.',
                        minimum=0.0, maximum=1.0, max_open=True)
 _BETA2 = options.Param('client_beta2', 0.999, 'Second-moment decay of the client optimizer.',
@@ -26,7 +27,7 @@ _EPSILON = options.Param('client_epsilon', 1e-7, 'Epsilon of the client optimize
 
 CLIENT_OPTIMIZERS = options.Registry(
     'client_optimizer', 'Optimizer of the clients\' local steps, at --client_learning_rate; its '
-    'state starts afresh each round.', [
+    'state starts afresh each round (see --client_optimizer_state).', [
         options.Option('sgd', 'plain SGD',
                        build=lambda lr: tff.learning.optimizers.build_sgdm(lr)),
         options.Option('sgdm', 'SGD with momentum', params=(_MOMENTUM,),

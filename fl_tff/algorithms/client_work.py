@@ -9,11 +9,13 @@ epochs, DP-SGD) in one place. Each client's data is one element, its round
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any, Callable, Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import round_composer
 from fl_tff import weighting as weighting_lib
 from fl_tff.data import client_rounds
 from fl_tff.models.model_fn import ModelFn
@@ -82,7 +84,8 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
                             weighting: weighting_lib.Weighting,
                             proximal_strength: float = 0.0,
                             gradient_fn: GradientFn = mean_loss_gradients):
-    """A `tf.function` (initial_weights, dataset) -> (ClientResult, unfinalized metrics).
+    """A `tf.function` (initial_weights, dataset[, stored_optimizer_state]) -> (ClientResult,
+    unfinalized metrics[, new optimizer state]).
 
     Local SGD over every step of the client's round (`dataset`, one element, see
     `fl_tff.data.client_rounds`). The update is `initial - trained` (a
@@ -90,23 +93,91 @@ def build_local_training_fn(model_fn: ModelFn, optimizer: tff.learning.optimizer
     `proximal_strength` mu adds FedProx's term (mu/2)||w - w_initial||^2 to the local objective,
     i.e. mu (w - w_initial) to every gradient. `gradient_fn` computes each step's gradient
     (e.g. DP-SGD's clipped, noised per-example gradients).
+
+    The optimizer starts from fresh state, as TFF's builders do; given the client's
+    `stored_optimizer_state` (its state after its last round, `--client_optimizer_state=keep`)
+    it continues from it, with the hyperparameters of `optimizer` (the stored ones are
+    replaced), and also returns the state after its steps (the stored one when they diverged).
     """
     model = model_fn()
 
     @tf.function
-    def local_training(initial_weights, dataset):
+    def local_training(initial_weights, dataset, stored_optimizer_state=None):
         weights, trainable = load_weights(model, initial_weights)
         specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
         step = local_sgd_step(model, optimizer, trainable, tf.nest.flatten(initial_weights.trainable),
                               proximal_strength, gradient_fn)
         element = client_rounds.read_round(dataset)
-        num_examples, _ = client_rounds.run_local_steps(
-            element, step, (tf.constant(0, tf.int64), optimizer.initialize(specs)))
-        return finish_local_training(model, weights, initial_weights,
-                                     weighting_lib.client_weight(weighting, element, num_examples),
-                                     element)
+        fresh = optimizer.initialize(specs)
+        start = (fresh if stored_optimizer_state is None else
+                 optimizer.set_hparams(stored_optimizer_state, optimizer.get_hparams(fresh)))
+        num_examples, final_state = client_rounds.run_local_steps(
+            element, step, (tf.constant(0, tf.int64), start))
+        result, metrics = finish_local_training(
+            model, weights, initial_weights,
+            weighting_lib.client_weight(weighting, element, num_examples), element)
+        if stored_optimizer_state is None:
+            return result, metrics
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t))
+                                for t in tf.nest.flatten(final_state) if t.dtype.is_floating])
+        kept = tf.nest.map_structure(lambda new, old: tf.where(finite, new, old),
+                                     final_state, start)
+        return result, metrics, kept
 
     return local_training
+
+
+def optimizer_state_type(optimizer: tff.learning.optimizers.Optimizer,
+                         weights_type: tff.Type) -> tff.Type:
+    """The TFF type of `optimizer`'s state for the trainable weights of `weights_type` (as a
+    client's local training keeps it)."""
+    specs = tuple(tf.TensorSpec(t.shape, t.dtype.type)
+                  for t in tff.structure.flatten(weights_type.trainable))
+
+    @tff.tensorflow.computation
+    def initial_state():
+        return optimizer.initialize(specs)
+
+    return initial_state.type_signature.result
+
+
+OPTIMIZER_STATE_SLOT = 'client_optimizer'  # Each client's optimizer state (its slot).
+
+
+def keeping_optimizer_state(stages: round_composer.RoundStages, model_fn: ModelFn,
+                            optimizer: tff.learning.optimizers.Optimizer,
+                            weighting: weighting_lib.Weighting, proximal_strength: float = 0.0,
+                            gradient_fn: GradientFn = mean_loss_gradients,
+                            ) -> round_composer.RoundStages:
+    """`stages` (a `round_composer.RoundStages` whose client work is `build_local_training_fn`'s)
+    whose train stage continues each client's optimizer from the state it left its last round
+    in, kept in the client-state slot `OPTIMIZER_STATE_SLOT` (zeros before its first round:
+    momentum and moments at zero, Adam's step at 0; hyperparameters always `optimizer`'s)."""
+    with tf.Graph().as_default():
+        model = model_fn()
+        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+    weights_type = tff.learning.models.weights_type_from_model(model)
+    state_type = optimizer_state_type(optimizer, weights_type)
+    data_type = client_round_type(model.input_spec)
+
+    @tff.tensorflow.computation(weights_type, data_type, state_type)
+    def client_update(initial_weights, dataset, stored_state):
+        return build_local_training_fn(model_fn, optimizer, weighting, proximal_strength,
+                                       gradient_fn)(initial_weights, dataset, stored_state)
+
+    def train(r: round_composer.Round) -> round_composer.Stage:
+        result, metrics, new_states = tff.federated_map(client_update, (
+            r.distributed.result, r.client_data, r.values[OPTIMIZER_STATE_SLOT]))
+        return round_composer.Stage(
+            result, r.state.client_work,
+            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
+            client_states={OPTIMIZER_STATE_SLOT: new_states})
+
+    if stages.train is not None:
+        raise ValueError('the round already replaces its train stage')
+    return dataclasses.replace(
+        stages, client_values={**stages.client_values, OPTIMIZER_STATE_SLOT: state_type},
+        slots=(*stages.slots, OPTIMIZER_STATE_SLOT), train=train)
 
 
 def local_sgd_step(model, optimizer: tff.learning.optimizers.Optimizer, trainable: tuple,

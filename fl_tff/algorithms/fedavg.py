@@ -88,22 +88,33 @@ def build_local_sgd_algorithm(
         dp_sgd: Optional[dpsgd.DpSgd] = None,
         error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
         secagg: Optional[tff_round.SecAggSettings] = None,
+        keep_client_optimizer_state: bool = False,
 ) -> tff.learning.templates.LearningProcess:
     """Local (proximal) SGD on clients, a server optimizer on the aggregated delta: FedAvg at
     `proximal_strength` 0, FedProx above. Defaults: client SGD lr 0.1, server SGD lr 1.0.
 
     With `dp_sgd`, clients run sample-level DP-SGD, their noise keyed by each round's
     `noise_seed` (`fl_tff.data.client_rounds`); for DP-SGD's accounting, local steps should stop
-    at epoch boundaries (`ClientSelector(..., steps_per_epoch=True)`).
+    at epoch boundaries (`ClientSelector(..., steps_per_epoch=True)`). With
+    `keep_client_optimizer_state`, each client's optimizer continues from the state it ended
+    its previous round in (a client-state slot, `client_work.keeping_optimizer_state`) instead
+    of starting afresh; the process then has client state.
     """
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    dp_kwargs = {} if dp_sgd is None else dict(gradient_fn=dpsgd.build_dp_sgd_gradient_fn(dp_sgd))
+    gradient_fn = client_work_lib.gradient_fn(dp_sgd)
     client_work = client_work_lib.build_model_delta_client_work(
-        model_fn, client_optimizer, weighting, proximal_strength=proximal_strength, **dp_kwargs)
+        model_fn, client_optimizer, weighting, proximal_strength=proximal_strength,
+        gradient_fn=gradient_fn)
     model_aggregator = model_aggregator or default_aggregator(weighting)
-    return compose_algorithm(model_fn, client_work, server_optimizer, model_aggregator,
-                             error_feedback, secagg)
+    parts = round_composer.LearningParts(
+        *learning_parts(model_fn, client_work, server_optimizer, model_aggregator))
+    stages = round_composer.RoundStages(parts)
+    if keep_client_optimizer_state:
+        stages = client_work_lib.keeping_optimizer_state(
+            stages, model_fn, client_optimizer, weighting, proximal_strength, gradient_fn)
+    return round_wrappers.build(stages, round_wrappers.Wrappers(
+        error_feedback, secagg, model_aggregator))
 
 
 def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.LearningProcess:
@@ -120,10 +131,10 @@ def build_fedavg(model_fn: ModelFn, **kwargs) -> tff.learning.templates.Learning
     return build_local_sgd_algorithm(model_fn, **kwargs)
 
 
-# Local SGD clients: DP-SGD and error feedback plug into them.
+# Local SGD clients: DP-SGD, error feedback and kept optimizer states plug into them.
 LOCAL_SGD_CAPABILITIES = frozenset({options.LOCAL_EPOCHS, options.DP_SGD_CLIENT,
                                     options.ERROR_FEEDBACK_CLIENT, options.UPDATE_ATTACKS,
-                                    options.MASKED_UPLOADS})
+                                    options.MASKED_UPLOADS, options.KEEPS_CLIENT_OPTIMIZER_STATE})
 
 OPTION = options.Option(
     'fedavg', 'Federated Averaging (McMahan et al. 2017): local SGD, the server applies the '
