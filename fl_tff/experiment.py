@@ -387,7 +387,9 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                                 max_weight=weighting.max_weight(
                                     config.option('client_weighting').build(
                                         padding_labels=fed_data.masked_labels),
-                                    max(fed_data.train_sizes.values()), epochs),
+                                    max(fed_data.train_sizes.values()), epochs,
+                                    labels_per_example=int(np.prod(
+                                        fed_data.element_spec['y'].shape))),
                                 dataset_computation=select.dataset_computation(train_files))
         if isinstance(process, worker_values.ReadsValuesFromFiles):
             # Each worker reads its clients' states (or SecAgg masks) beside their data, and

@@ -63,19 +63,22 @@ def resolve(weighting: Weighting) -> ClientWeighting:
     raise TypeError(f'not a client weighting: {weighting!r}')
 
 
-def max_weight(weighting: Weighting, max_examples: int, epochs: int) -> Optional[float]:
-    """The largest weight a client can have (the secure weighted mean scales by it), or None
-    when it has no bound known in advance (`tokens`).
+def max_weight(weighting: Weighting, max_examples: int, epochs: int,
+               labels_per_example: int = 1) -> float:
+    """The largest weight a client can have (the secure weighted mean scales by it).
 
     Args:
       weighting: What the weight counts.
       max_examples: The largest client's n_k.
       epochs: Local epochs E (a client processes at most n_k x E examples).
+      labels_per_example: Label positions of one example (a sequence's length): `tokens`
+        counts at most every one of them as a non-padding token, n_k x E x this.
     """
     counts = resolve(weighting).counts
     return {Counts.EXAMPLES: float(max_examples),
             Counts.EXAMPLES_PROCESSED: float(max_examples * epochs),
-            Counts.UNIFORM: 1.0}.get(counts)
+            Counts.TOKENS: float(max_examples * epochs * labels_per_example),
+            Counts.UNIFORM: 1.0}[counts]
 
 
 def client_weight(weighting: Weighting, element: Any, examples_processed: tf.Tensor) -> tf.Tensor:
@@ -117,8 +120,6 @@ CLIENT_WEIGHTINGS = options.Registry('client_weighting', 'Weight of each client 
     options.Option('tokens', 'non-padding label tokens the client processed this round (text '
                    'tasks, as google-research/federated\'s trainers)',
                    requires={options.PADDED_TOKENS: 'counts the non-padding tokens of sequence labels'},
-                   excludes={options.SECURE_SUM: 'the secure weighted mean bounds weights by '
-                                                 'examples, not tokens'},
                    build=lambda padding_labels: ClientWeighting(Counts.TOKENS,
                                                                 tuple(padding_labels))),
 ], default='examples')

@@ -61,7 +61,8 @@ def test_max_weight_is_the_largest_weight_each_weighting_can_give(model_fn):
     assert weighting.max_weight(EXAMPLES, N_K, 3) == N_K
     assert weighting.max_weight(PROCESSED, N_K, 3) == 3 * N_K
     assert weighting.max_weight(weighting.ClientWeighting(weighting.Counts.UNIFORM), N_K, 3) == 1.0
-    assert weighting.max_weight(weighting.ClientWeighting(weighting.Counts.TOKENS), N_K, 3) is None
+    assert weighting.max_weight(weighting.ClientWeighting(weighting.Counts.TOKENS), N_K, 3,
+                                labels_per_example=4) == 3 * N_K * 4
     for w in (EXAMPLES, PROCESSED):  # The largest client, all epochs run, reaches the bound.
         result, _ = build_local_training_fn(model_fn, SGD(0.1), w)(
             _initial(model_fn), _client_data(N_K, 0, 3))
@@ -76,6 +77,12 @@ def test_tokens_count_the_non_padding_labels_processed(model_fn):
     element = next(iter(client_rounds.from_batches(ds)))
     weight = tf.function(lambda e: weighting.client_weight(tokens, e, tf.constant(6, tf.int64)))(element)
     assert float(weight) == 2 * np.count_nonzero(labels)
+    # Without padding every label position counts: the bound n_k x E x positions is reached.
+    full = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=np.zeros((3, 4), np.float32), y=labels + 10)).repeat(2).batch(2)
+    weight = tf.function(lambda e: weighting.client_weight(tokens, e, tf.constant(6, tf.int64)))(
+        next(iter(client_rounds.from_batches(full))))
+    assert float(weight) == weighting.max_weight(tokens, 3, 2, labels_per_example=4) == 24
 
 
 def test_the_weighting_changes_the_weight_only_never_the_update(model_fn):
@@ -114,8 +121,6 @@ def test_fedavg_weighs_a_partial_straggler_by_n_k(tff_runtime, model_fn):
 @pytest.mark.parametrize('overrides,message', [
     (dict(client_weighting='tokens'), '--client_weighting=tokens counts the non-padding tokens .*'
                                       'choose --dataset=shakespeare or --dataset=stackoverflow_nwp'),
-    (dict(client_weighting='tokens', dataset='shakespeare', model='char_lstm', secure_agg=True),
-     '--secure_agg does not combine with --client_weighting=tokens'),
 ])
 def test_weightings_are_refused_where_they_mean_nothing(overrides, message):
     with pytest.raises(ConfigError, match=message):
