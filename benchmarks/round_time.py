@@ -1,13 +1,15 @@
-r"""Round-time benchmark (issue 7's "2NN" workload), measured in ONE run, interleaved round by
-round, against a plain-TensorFlow lower bound:
+r"""Round-time benchmark of a workload (`--workload`: the 2NN of issue 7, the EMNIST CNN, the Stack
+Overflow LSTM, the Shakespeare char-LSTM; `benchmarks.workload`), measured in ONE run,
+interleaved round by round, against a plain-TensorFlow lower bound:
 
   (a) fl_tff FedAvg on TFF's runtime as the driver runs it: the driver sends client tasks, the
       worker reads each client's examples from the run's client files and trains its round in
       one graph loop;
   (s) the same process, its clients' rounds built in the driver and shipped (the old data path);
   (b) TFF's `build_weighted_fed_avg` on datasets of batches shipped from the driver;
-  (c) plain TensorFlow: the same SGD steps without federation (XLA-compiled client loop,
-      clients split over the cores by threads).
+  (c) plain TensorFlow: the same SGD steps without federation (the client's steps in one
+      compiled loop, clients split over the cores by threads), twice: XLA-compiled and on TF's
+      own kernels; the faster of the two is the bound.
 
 Prints the first round (trace) separately, the steady-state median seconds per round, the
 ratios to (c), the weight difference between (a) and (s) (the same rounds), and peak RSS.
@@ -21,6 +23,7 @@ built by the library from its options and composed as the driver composes it, ag
 runs it) and the bytes sent to each worker per round against the model's size.
 
   .venv/bin/python -m benchmarks.round_time --clients=10 --rounds=6
+  .venv/bin/python -m benchmarks.round_time --workload=emnist_cnn --clients=50 --rounds=3
   .venv/bin/python -m benchmarks.round_time --features --clients=50 --rounds=3
   .venv/bin/python -m benchmarks.round_time --memory --clients=50
   .venv/bin/python -m benchmarks.round_time --workers --clients=50 --rounds=3
@@ -28,8 +31,6 @@ runs it) and the bytes sent to each worker per round against the model's size.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import os
 import platform
 import statistics
@@ -47,23 +48,23 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from benchmarks.workload import BATCH, HIDDEN, LR, peak_rss_mib
+from benchmarks.workload import WORKLOADS, peak_rss_mib
 from benchmarks import workload
 from fl_tff import rounds as rounds_lib
 from fl_tff import runtime, simulation
-from fl_tff.runtime import worker_values
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
 from fl_tff.config import ExperimentConfig
-from fl_tff.data import client_data_from_arrays, client_files
 from fl_tff.experiment import build_model_aggregator
 
+_WORKLOAD = flags.DEFINE_enum('workload', '2nn', list(WORKLOADS), 'The model and data shapes '
+                              '(benchmarks.workload).')
 _CLIENTS = flags.DEFINE_integer('clients', 10, 'Clients per round (K).')
 _ROUNDS = flags.DEFINE_integer('rounds', 6, 'Steady rounds measured per variant (after one trace round).')
-_EXAMPLES = flags.DEFINE_integer('examples', 600, 'Examples per client.')
+_EXAMPLES = flags.DEFINE_integer('examples', 0, 'Examples per client (0: the workload\'s).')
 _MEMORY = flags.DEFINE_bool('memory', False, 'Instead: peak RSS of each variant alone, one '
                             'process per variant (RSS is per process), and the ratios to plain TF.')
-VARIANT_KEYS = ('tff', 'shipped', 'builder', 'plain')
+VARIANT_KEYS = ('tff', 'shipped', 'builder', 'plain', 'plain_kernels')
 _ONLY = flags.DEFINE_enum('only', '', ('', *VARIANT_KEYS), 'Run only this variant (internal).')
 _FEATURES = flags.DEFINE_bool('features', False, 'Instead: DP-FedAvg, secure FedAvg, 8-bit '
                               'compression and SCAFFOLD on TFF\'s runtime against FedAvg there '
@@ -81,6 +82,7 @@ FEATURE_SETTINGS = {
                               client_weighting='examples_processed'),
 }
 PLAIN = 'plain TF (XLA, threads)'
+PLAIN_KERNELS = 'plain TF (TF kernels, threads)'
 OURS = 'fl_tff FedAvg, TFF runtime'
 FLAGS = flags.FLAGS
 
@@ -90,7 +92,8 @@ def _memory() -> None:
     rows = {}
     for key in ('tff', 'builder', 'plain'):
         out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', f'--only={key}',
-                              f'--clients={_CLIENTS.value}', '--rounds=3'],
+                              f'--workload={_WORKLOAD.value}', f'--clients={_CLIENTS.value}',
+                              f'--examples={_EXAMPLES.value}', '--rounds=3'],
                              capture_output=True, text=True, check=False)
         line = [l for l in out.stdout.splitlines() if l.startswith('MEMORY ')]
         if not line:
@@ -101,34 +104,6 @@ def _memory() -> None:
     for key, (python, worker) in rows.items():
         print(f'{key:10} {python:7.0f} + {worker:6.0f} = {python + worker:7.0f}   '
               f'x{(python + worker) / plain:.2f} of plain TF')
-
-
-class _Workload:
-    """K clients of random examples, in memory, in the run's client files, and as the selector
-    and plain TF see them."""
-
-    def __init__(self, k: int, n: int, directory: str):
-        rng = np.random.default_rng(0)
-        self.xs = [rng.random((n, 784), np.float32) for _ in range(k)]
-        self.ys = [rng.integers(0, 10, n).astype(np.int32) for _ in range(k)]
-        in_memory = client_data_from_arrays(
-            np.concatenate(self.xs), np.concatenate(self.ys),
-            [np.arange(i * n, (i + 1) * n) for i in range(k)])
-        self.files = client_files.write_client_files(in_memory, os.path.join(directory, 'train'))
-        # Every client every round (population K), as the driver selects them.
-        self.select = simulation.ClientSelector(in_memory, clients_per_round=k, epochs=1,
-                                                batch_size=BATCH, seed=0)
-        self.dataset_computation = self.select.dataset_computation(self.files)
-        self.batched = [tf.data.Dataset.from_tensor_slices(
-            collections.OrderedDict(x=x, y=y)).batch(BATCH) for x, y in zip(self.xs, self.ys)]
-        self._values_dir = os.path.join(directory, 'client_values')
-
-    def compose(self, process):
-        """`process` as the driver runs it: composed with the worker's dataset computation, and
-        reading per-client values (client states, SecAgg masks) from files in the worker."""
-        if isinstance(process, worker_values.ReadsValuesFromFiles):
-            process = process.reading_values_from(self._values_dir)
-        return simulation.compose(process, self.dataset_computation)
 
 
 def _rounds(process, inputs, select=None):
@@ -153,38 +128,6 @@ def _rounds(process, inputs, select=None):
     return round_fn
 
 
-def _plain_round(data: _Workload):
-    """(c): the same local SGD without federation; XLA client loop, clients over the cores."""
-    rng = np.random.default_rng(1)
-    shapes = [(784, HIDDEN), (HIDDEN,), (HIDDEN, HIDDEN), (HIDDEN,), (HIDDEN, 10), (10,)]
-    weights = [tf.constant(rng.normal(0, 0.05, s).astype(np.float32)) for s in shapes]
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    x_batches = [tf.constant(x.reshape(-1, BATCH, 784)) for x in data.xs]
-    y_batches = [tf.constant(y.reshape(-1, BATCH)) for y in data.ys]
-    k = len(data.xs)
-
-    @tf.function(jit_compile=True)
-    def client_update(weights, xb, yb):
-        def step(i, w):
-            with tf.GradientTape() as tape:
-                tape.watch(w)
-                h = tf.nn.relu(xb[i] @ w[0] + w[1])
-                h = tf.nn.relu(h @ w[2] + w[3])
-                loss = loss_fn(yb[i], h @ w[4] + w[5])
-            return i + 1, [a - LR * g for a, g in zip(w, tape.gradient(loss, w))]
-        _, trained = tf.while_loop(lambda i, _: i < tf.shape(xb)[0], step, (0, list(weights)))
-        return [t - w for t, w in zip(trained, weights)]
-
-    pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1)
-    box = [weights]
-
-    def plain_round():
-        deltas = list(pool.map(lambda c: client_update(box[0], x_batches[c], y_batches[c]),
-                               range(k)))
-        box[0] = [w + sum(d[i] for d in deltas) / k for i, w in enumerate(box[0])]
-    return plain_round
-
-
 def _interleave(variants: dict, rounds: int) -> dict:
     """Round r of every variant in turn; the seconds of each round of each variant."""
     times = {name: [] for name in variants}
@@ -196,20 +139,24 @@ def _interleave(variants: dict, rounds: int) -> dict:
     return times
 
 
-def _header(k: int, n: int) -> str:
-    return (f'K = {k} clients x {n} examples, batch {BATCH}, 1 epoch, MLP 784-{HIDDEN}-{HIDDEN}-10; '
+def _header(spec: workload.Workload, k: int, n: int) -> str:
+    parameters = sum(int(np.prod(w.shape)) for w in spec.keras_fn().trainable_weights)
+    return (f'{spec.name} ({spec.source}; --model={spec.model}, {parameters:,} parameters, '
+            f'generated data): K = {k} clients x {n} examples, batch {spec.batch}, 1 epoch; '
             f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
 
 
-def _print_times(times: dict, plain_name: str) -> None:
+def _print_times(times: dict) -> None:
+    """Each variant's first and median round, and its ratio to the faster plain-TF variant."""
     print(f'{"variant":40} {"first round s":>14} {"median s/round":>15} {"/ plain TF":>11}')
-    plain = statistics.median(times[plain_name][1:])
+    plain = min(statistics.median(times[name][1:]) for name in (PLAIN, PLAIN_KERNELS)
+                if name in times)
     for name, t in times.items():
         median = statistics.median(t[1:])
         print(f'{name:40} {t[0]:14.3f} {median:15.3f} {median / plain:11.2f}')
 
 
-def _workers_benchmark(data: _Workload, k: int, n: int) -> None:
+def _workers_benchmark(data: workload.ClientsData, model_fn, k: int, n: int) -> None:
     """FedAvg on one local worker against two, through `--workers`' mergeable context."""
     workers = [runtime.WorkerProcess().start() for _ in range(2)]
     try:
@@ -217,7 +164,7 @@ def _workers_benchmark(data: _Workload, k: int, n: int) -> None:
             'one worker': runtime.RemoteRuntime([workers[0].address], merge_on_driver=True).start(),
             'two workers': runtime.RemoteRuntime([w.address for w in workers],
                                                  merge_on_driver=True).start()}
-        process = simulation.compose(build_fedavg(workload.model_fn, client_optimizer=_sgd(LR),
+        process = simulation.compose(build_fedavg(model_fn, client_optimizer=_sgd(data.spec.learning_rate),
                                                   server_optimizer=_sgd(1.0)),
                                      data.dataset_computation)
         states = {name: None for name in contexts}
@@ -240,7 +187,7 @@ def _workers_benchmark(data: _Workload, k: int, n: int) -> None:
     finally:
         for w in workers:
             w.stop()
-    print(_header(k, n))
+    print(_header(data.spec, k, n))
     print(f'{"variant":14} {"first round s":>14} {"median s/round":>15} '
           f'{"bytes to each worker per round (median)":>42} {"/ model weights":>16}')
     for name in contexts:
@@ -269,15 +216,17 @@ def _main() -> None:
     if _MEMORY.value:
         _memory()
         return
-    k, n = _CLIENTS.value, _EXAMPLES.value
-    model_fn = workload.model_fn
+    spec = WORKLOADS[_WORKLOAD.value]
+    k, n = _CLIENTS.value, _EXAMPLES.value or spec.examples
+    lr = spec.learning_rate
+    model_fn = spec.model_fn()
     with tempfile.TemporaryDirectory(prefix='fl_tff_bench_') as directory:
-        data = _Workload(k, n, directory)
+        data = workload.ClientsData(spec, k, n, directory)
         if _WORKERS.value:
-            _workers_benchmark(data, k, n)
+            _workers_benchmark(data, model_fn, k, n)
             return
         with runtime.local_runtime() as rt:
-            fedavg = lambda: build_fedavg(model_fn, client_optimizer=_sgd(LR),
+            fedavg = lambda: build_fedavg(model_fn, client_optimizer=_sgd(lr),
                                           server_optimizer=_sgd(1.0))
             makers = {  # key: (name, factory); built lazily, so --only measures one variant alone.
                 'tff': (OURS, lambda: _rounds(simulation.compose(fedavg(), data.dataset_computation),
@@ -286,12 +235,13 @@ def _main() -> None:
                     fedavg(), lambda r: [data.select.client_round(t) for t in data.select(r)])),
                 'builder': ('TFF build_weighted_fed_avg, shipped', lambda: _rounds(
                     tff.learning.algorithms.build_weighted_fed_avg(
-                        model_fn, client_optimizer_fn=_sgd(LR), server_optimizer_fn=_sgd(1.0)),
+                        model_fn, client_optimizer_fn=_sgd(lr), server_optimizer_fn=_sgd(1.0)),
                     lambda r: data.batched)),
-                'plain': (PLAIN, lambda: _plain_round(data)),
+                'plain': (PLAIN, lambda: workload.plain_round(data, xla=True)),
+                'plain_kernels': (PLAIN_KERNELS, lambda: workload.plain_round(data, xla=False)),
             }
             if _FEATURES.value:
-                makers = {'tff': makers['tff'], 'plain': makers['plain']}
+                makers = {key: makers[key] for key in ('tff', 'plain', 'plain_kernels')}
                 for name, settings in FEATURE_SETTINGS.items():
                     config = ExperimentConfig(**settings, clients_per_round=k,
                                               num_clients=k).validate()
@@ -300,11 +250,11 @@ def _main() -> None:
                         if option.client_extras is not None:
                             extras.update(option.client_extras(config, ()))
                     makers[name] = (name, lambda config=config, extras=extras: _rounds(data.compose(
-                        build_fedavg(model_fn, client_optimizer=_sgd(LR), server_optimizer=_sgd(1.0),
+                        build_fedavg(model_fn, client_optimizer=_sgd(lr), server_optimizer=_sgd(1.0),
                                      weighting=config.option('client_weighting').build(padding_labels=()),
                                      model_aggregator=build_model_aggregator(config, max_weight=float(n)),
                                      **extras)), data.select, select=data.select if extras else None))
-                scaffold = lambda: build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(LR),
+                scaffold = lambda: build_scaffold(model_fn, num_clients=k, client_optimizer=_sgd(lr),
                                                   server_optimizer=_sgd(1.0))
                 makers['scaffold'] = ('SCAFFOLD', lambda: _rounds(
                     data.compose(scaffold()), data.select, select=data.select))
@@ -323,8 +273,8 @@ def _main() -> None:
             if not _FEATURES.value:
                 a, s = variants[OURS].weights(), variants['fl_tff FedAvg, rounds shipped'].weights()
                 diff = max(float(np.abs(x - y).max()) for x, y in zip(a, s))
-    print(_header(k, n))
-    _print_times(times, PLAIN)
+    print(_header(spec, k, n))
+    _print_times(times)
     if diff is not None:
         print(f'max |w| difference after {_ROUNDS.value + 1} rounds, data built in the worker vs '
               f'shipped: {diff:.1e}')
