@@ -64,8 +64,15 @@ _ROUNDS = flags.DEFINE_integer('rounds', 6, 'Steady rounds measured per variant 
 _EXAMPLES = flags.DEFINE_integer('examples', 0, 'Examples per client (0: the workload\'s).')
 _MEMORY = flags.DEFINE_bool('memory', False, 'Instead: peak RSS of each variant alone, one '
                             'process per variant (RSS is per process), and the ratios to plain TF.')
-VARIANT_KEYS = ('tff', 'shipped', 'builder', 'plain', 'plain_kernels')
+VARIANT_KEYS = ('tff', 'shipped', 'builder', 'plain_xla', 'plain_kernels')
 _ONLY = flags.DEFINE_enum('only', '', ('', *VARIANT_KEYS), 'Run only this variant (internal).')
+_PLAIN_THREADS = flags.DEFINE_integer(
+    'plain_intra_op_threads', -1, 'TensorFlow threads per op in this process, where the plain-TF '
+    'bound runs (-1: the workload\'s, Workload.plain_intra_op_threads; 0: TF\'s default, one per '
+    'core; 1: as the TFF worker runs each client\'s ops).', lower_bound=-1)
+_PLAIN = flags.DEFINE_enum('plain', 'fastest', ['fastest', 'both'], 'The plain-TF bound: the '
+                           'workload\'s faster build (Workload.plain_xla, measured with both), or '
+                           'both XLA and TF\'s kernels (the faster is the bound).')
 _FEATURES = flags.DEFINE_bool('features', False, 'Instead: DP-FedAvg, secure FedAvg, 8-bit '
                               'compression and SCAFFOLD on TFF\'s runtime against FedAvg there '
                               'and plain TF.')
@@ -81,7 +88,7 @@ FEATURE_SETTINGS = {
     '8-bit compression': dict(compression='quantize', compression_bits=8,
                               client_weighting='examples_processed'),
 }
-PLAIN = 'plain TF (XLA, threads)'
+PLAIN_XLA = 'plain TF (XLA, threads)'
 PLAIN_KERNELS = 'plain TF (TF kernels, threads)'
 OURS = 'fl_tff FedAvg, TFF runtime'
 FLAGS = flags.FLAGS
@@ -90,7 +97,8 @@ FLAGS = flags.FLAGS
 def _memory() -> None:
     """Each variant alone in its own process: peak RSS of Python and of the TFF worker."""
     rows = {}
-    for key in ('tff', 'builder', 'plain'):
+    plain_key = 'plain_xla' if WORKLOADS[_WORKLOAD.value].plain_xla else 'plain_kernels'
+    for key in ('tff', 'builder', plain_key):
         out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', f'--only={key}',
                               f'--workload={_WORKLOAD.value}', f'--clients={_CLIENTS.value}',
                               f'--examples={_EXAMPLES.value}', '--rounds=3'],
@@ -99,7 +107,7 @@ def _memory() -> None:
         if not line:
             sys.exit(f'{key} failed:\n{out.stderr[-2000:]}')
         rows[key] = tuple(float(v) for v in line[0].split()[1:])
-    plain = sum(rows['plain'])
+    plain = sum(rows[plain_key])
     print(f'K = {_CLIENTS.value}: peak RSS of each variant alone (MiB; python + TFF worker)')
     for key, (python, worker) in rows.items():
         print(f'{key:10} {python:7.0f} + {worker:6.0f} = {python + worker:7.0f}   '
@@ -149,7 +157,7 @@ def _header(spec: workload.Workload, k: int, n: int) -> str:
 def _print_times(times: dict) -> None:
     """Each variant's first and median round, and its ratio to the faster plain-TF variant."""
     print(f'{"variant":40} {"first round s":>14} {"median s/round":>15} {"/ plain TF":>11}')
-    plain = min(statistics.median(times[name][1:]) for name in (PLAIN, PLAIN_KERNELS)
+    plain = min(statistics.median(times[name][1:]) for name in (PLAIN_XLA, PLAIN_KERNELS)
                 if name in times)
     for name, t in times.items():
         median = statistics.median(t[1:])
@@ -206,6 +214,10 @@ def _sgd(lr):
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # TFF logs every model build at INFO.
+    threads = (WORKLOADS[_WORKLOAD.value].plain_intra_op_threads
+               if _PLAIN_THREADS.value < 0 else _PLAIN_THREADS.value)
+    if threads:  # Before TensorFlow runs its first op in this process.
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
     try:
         _main()
     finally:
@@ -237,11 +249,13 @@ def _main() -> None:
                     tff.learning.algorithms.build_weighted_fed_avg(
                         model_fn, client_optimizer_fn=_sgd(lr), server_optimizer_fn=_sgd(1.0)),
                     lambda r: data.batched)),
-                'plain': (PLAIN, lambda: workload.plain_round(data, xla=True)),
+                'plain_xla': (PLAIN_XLA, lambda: workload.plain_round(data, xla=True)),
                 'plain_kernels': (PLAIN_KERNELS, lambda: workload.plain_round(data, xla=False)),
             }
+            if _PLAIN.value == 'fastest':
+                del makers['plain_kernels' if spec.plain_xla else 'plain_xla']
             if _FEATURES.value:
-                makers = {key: makers[key] for key in ('tff', 'plain', 'plain_kernels')}
+                makers = {key: makers[key] for key in makers if key.startswith(('tff', 'plain'))}
                 for name, settings in FEATURE_SETTINGS.items():
                     config = ExperimentConfig(**settings, clients_per_round=k,
                                               num_clients=k).validate()
@@ -276,8 +290,10 @@ def _main() -> None:
     print(_header(spec, k, n))
     _print_times(times)
     if diff is not None:
+        dropout = any(isinstance(layer, tf.keras.layers.Dropout) for layer in spec.keras_fn().layers)
         print(f'max |w| difference after {_ROUNDS.value + 1} rounds, data built in the worker vs '
-              f'shipped: {diff:.1e}')
+              f'shipped: {diff:.1e}' + (' (the model has dropout: the two computations draw '
+                                       'different masks)' if dropout else ''))
     print(f'peak RSS: python {peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
 
 

@@ -47,6 +47,10 @@ class Workload:
       sequence: Labels are one per input position (next-token prediction), else one per example.
       batch, examples, learning_rate: Client batch size, examples per client, client SGD rate.
       source: Where the shapes come from.
+      plain_xla: Whether the plain-TF bound is faster XLA-compiled than on TF's own kernels
+        for this model (measured with `round_time --plain=both`; see docs/benchmarks.md).
+      plain_intra_op_threads: TensorFlow's threads per op for the bound (0: TF's default, one
+        per core): whichever gave the faster bound (docs/benchmarks.md).
     """
 
     name: str
@@ -59,6 +63,8 @@ class Workload:
     examples: int
     learning_rate: float
     source: str
+    plain_xla: bool
+    plain_intra_op_threads: int
 
     @property
     def element_spec(self) -> collections.OrderedDict:
@@ -98,13 +104,17 @@ class Workload:
 
 WORKLOADS = {w.name: w for w in (
     Workload('2nn', '2nn', {'hidden_units': HIDDEN}, (784,), 10, False, BATCH, EXAMPLES, LR,
-             'McMahan et al. 2017, the 2NN'),
+             'McMahan et al. 2017, the 2NN', plain_xla=True,
+             plain_intra_op_threads=0),
     Workload('emnist_cnn', 'emnist_cnn', {}, (28, 28, 1), 62, False, 20, 200, 0.1,
-             'Reddi et al. 2021, EMNIST-62 CNN'),
+             'Reddi et al. 2021, EMNIST-62 CNN', plain_xla=False,
+             plain_intra_op_threads=1),
     Workload('so_lstm', 'word_lstm', {}, (20,), 10_004, True, 16, 128, 0.3,
-             'Reddi et al. 2021, Stack Overflow next-word LSTM'),
+             'Reddi et al. 2021, Stack Overflow next-word LSTM', plain_xla=False,
+             plain_intra_op_threads=1),
     Workload('shakespeare_lstm', 'char_lstm', {}, (80,), 90, True, 10, 100, 1.0,
-             'McMahan et al. 2017, Shakespeare char-LSTM'),
+             'McMahan et al. 2017, Shakespeare char-LSTM', plain_xla=False,
+             plain_intra_op_threads=1),
 )}
 
 model_fn = WORKLOADS['2nn'].model_fn()  # The 2NN's, for the benchmarks that run only it.
