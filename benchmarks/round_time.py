@@ -147,11 +147,35 @@ def _interleave(variants: dict, rounds: int) -> dict:
     return times
 
 
+_MATMUL_PEAK = """
+import time, tensorflow as tf
+a = tf.random.stateless_uniform((2000, 2000), (1, 2))
+b = tf.random.stateless_uniform((2000, 2000), (3, 4))
+best = float('inf')
+for _ in range(5):
+    t0 = time.perf_counter()
+    _ = (a @ b).numpy()
+    best = min(best, time.perf_counter() - t0)
+print(2 * 2000 ** 3 / best / 1e9)
+"""
+
+
+def _matmul_peak_gflops() -> float:
+    """The machine's measured peak: GFLOP/s of a 2000 x 2000 float32 matmul on TF's kernels
+    with TF's default threads (every core), the best of five, in a process of its own (this
+    one may run one thread per op, see --plain_intra_op_threads)."""
+    out = subprocess.run([sys.executable, '-c', _MATMUL_PEAK], capture_output=True, text=True,
+                         check=False, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+    lines = out.stdout.split()
+    return float(lines[-1]) if out.returncode == 0 and lines else float('nan')
+
+
 def _header(spec: workload.Workload, k: int, n: int) -> str:
     parameters = sum(int(np.prod(w.shape)) for w in spec.keras_fn().trainable_weights)
     return (f'{spec.name} ({spec.source}; --model={spec.model}, {parameters:,} parameters, '
             f'generated data): K = {k} clients x {n} examples, batch {spec.batch}, 1 epoch; '
-            f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}')
+            f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; '
+            f'2000x2000 float32 matmul peak here: {_matmul_peak_gflops():.0f} GFLOP/s')
 
 
 def _print_times(times: dict) -> None:
@@ -292,7 +316,7 @@ def _main() -> None:
     if diff is not None:
         dropout = any(isinstance(layer, tf.keras.layers.Dropout) for layer in spec.keras_fn().layers)
         print(f'max |w| difference after {_ROUNDS.value + 1} rounds, data built in the worker vs '
-              f'shipped: {diff:.1e}' + (' (the model has dropout: the two computations draw '
+              f'shipped: {diff:.1e}' + (' (the model has dropout: the two computations may draw '
                                        'different masks)' if dropout else ''))
     print(f'peak RSS: python {peak_rss_mib():.0f} MiB, TFF worker {worker_rss:.0f} MiB')
 
