@@ -90,19 +90,38 @@ def test_pld_falls_back_to_a_coarser_grid_where_dp_accounting_fails_at_small_noi
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds)
     tried = []
-    real_accountant = SampledGaussian.accountant
+    real_pld = accounting._poisson_gaussian_pld
 
-    def failing_on_fine_grids(self, kind='rdp', pld_discretization=1e-4):
-        tried.append(pld_discretization)
-        if kind == 'pld' and pld_discretization < 1e-2:
+    def failing_on_fine_grids(noise_multiplier, q, interval):
+        tried.append(interval)
+        if interval < 1e-2:
             raise ValueError('deltas are not in non-increasing order')
-        return real_accountant(self, kind, pld_discretization)
+        return real_pld(noise_multiplier, q, interval)
 
     monkeypatch.setattr(accounting, 'PLD_DISCRETIZATIONS', (1e-4, 1e-3, 1e-2))
-    monkeypatch.setattr(SampledGaussian, 'accountant', failing_on_fine_grids)
+    monkeypatch.setattr(accounting, '_poisson_gaussian_pld', failing_on_fine_grids)
     pld = SampledGaussian(z, 'poisson', q=q).epsilon(rounds, delta, 'pld')
     assert tried == [1e-4, 1e-3, 1e-2]
     coarse = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-2).compose(event)
     assert pld == pytest.approx(coarse.get_epsilon(delta), rel=1e-9)
-    monkeypatch.setattr(SampledGaussian, 'accountant', real_accountant)
     assert pld < SampledGaussian(z, 'poisson', q=q).epsilon(rounds, delta, 'rdp')
+
+
+def test_pld_epsilon_after_each_round_is_dp_accountings_and_builds_the_round_once(monkeypatch):
+    """A run asks for ε after every round: the one-round PLD is built once per (z, q, grid),
+    and ε after n rounds is exactly what dp_accounting's PLD accountant gives for n rounds."""
+    import fl_tff.privacy.accounting as accounting
+    z, q, delta = 0.9, 0.05, 1e-5
+    built = []
+    real_pld = accounting.pld_lib.from_gaussian_mechanism
+    monkeypatch.setattr(accounting, '_PLDS', {})
+    monkeypatch.setattr(accounting.pld_lib, 'from_gaussian_mechanism',
+                        lambda **kw: built.append(kw) or real_pld(**kw))
+    mechanism = SampledGaussian(z, 'poisson', q=q)
+    for rounds in (1, 2, 7):
+        expected = dp_accounting.pld.PLDAccountant().compose(
+            dp_accounting.SelfComposedDpEvent(
+                dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)),
+                rounds)).get_epsilon(delta)
+        assert mechanism.epsilon(rounds, delta, 'pld') == expected
+    assert len(built) == 4  # Three by dp_accounting's accountant above, one by ours.
