@@ -188,11 +188,16 @@ class Option:
       aggregator_layer: Its `fl_tff.aggregators.chain.Layer`: where it sits in the model
         aggregator's chain and how it builds its part, from its own parameters, its
         `config_fields` and the run's `fl_tff.aggregators.chain.Context`.
-      uplink_encoding: `(config, weighted) -> UplinkEncoding | None`: what a client sends; the
-        first selected option that defines one wins (default: float32 values).
+      uplink_encoding: `(config, weighted) -> UplinkEncoding`: what each value a client sends
+        becomes (compression, a secure sum's packed integers, distributed DP's shares; default
+        float32 values). At most one selected option declares one.
+      uplink_transport: `(config, inner) -> UplinkEncoding`: how it re-encodes the encoding of
+        `uplink_encoding` (`inner`) on the way (the SecAgg protocol masks the secure sum's packed
+        vector at its modulus' bits). At most one selected option declares one.
       client_extras: `(config, masked_labels) -> dict`: keyword arguments it adds to the
         algorithm's builder (e.g. DP-SGD on clients).
-      privacy_ledger: `(config, select, client_sizes, model_size) -> PrivacyLedger | None`.
+      privacy_ledger: `(config, select, client_sizes, model_size) -> PrivacyLedger | None`
+        (at most one selected option declares one: the DP mode's).
       check: `(config, selection) -> None`: its own validation beyond ranges; raises
         `OptionError` naming the flag.
       preflight: `(config) -> None`: checks that need TFF objects, files or the network (run
@@ -225,6 +230,7 @@ class Option:
     build: Optional[Callable[..., Any]] = None
     aggregator_layer: Optional[Any] = None  # A `fl_tff.aggregators.chain.Layer`.
     uplink_encoding: Optional[Callable[..., Any]] = None
+    uplink_transport: Optional[Callable[..., Any]] = None
     client_extras: Optional[Callable[..., dict]] = None
     privacy_ledger: Optional[Callable[..., Any]] = None
     check: Optional[Callable[[Any, 'Selection'], None]] = None
@@ -351,13 +357,21 @@ class Selection:
         registry, option = self.chosen[kind]
         return registry.flag_text(option)
 
-    def first(self, attribute: str) -> Optional[Callable[..., Any]]:
-        """The `attribute` hook of the first selected option (registry order) that has one."""
-        for _, option in self.items():
-            hook = getattr(option, attribute)
-            if hook is not None:
-                return hook
-        return None
+    def only(self, attribute: str,
+             among: Callable[[Option], bool] = lambda option: True) -> Optional[Callable[..., Any]]:
+        """The `attribute` hook of the one selected option (of those `among` accepts) that
+        declares it, or None.
+
+        Raises:
+          ValueError: Two selected options declare it (no registry order decides between
+            them; their declarations must exclude each other).
+        """
+        declaring = [(kind, option) for kind, option in self.items()
+                     if getattr(option, attribute) is not None and among(option)]
+        if len(declaring) > 1:
+            raise ValueError(f'{" and ".join(self.flag_text(k) for k, _ in declaring)} both '
+                             f'declare {attribute}; one option at most may')
+        return getattr(declaring[0][1], attribute) if declaring else None
 
     def check_compatibility(self, registries: Iterable[Registry]) -> None:
         """Raises OptionError when a requirement or exclusion of a selected option fails."""

@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options, simulation
+from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.communication import ledger as communication
 from fl_tff.config import ConfigError, ExperimentConfig
 from fl_tff.privacy import ledger as privacy
@@ -25,7 +26,7 @@ def build_privacy_ledger(config: ExperimentConfig, select: simulation.ClientSele
                          model_size: int = 0) -> Optional[privacy.PrivacyLedger]:
     """The privacy ledger of the selected DP option (None without DP), for the sampling `select`
     does. `model_size` (trainable values) sets distributed DP's rounding, hence its noise."""
-    hook = config.selection().first('privacy_ledger')
+    hook = config.selection().only('privacy_ledger')
     return None if hook is None else hook(config, select, client_sizes, model_size)
 
 
@@ -63,15 +64,23 @@ class ChoosesUploaders(Protocol):
 
 def build_communication_ledger(config: ExperimentConfig, weights,
                                process: Any = None) -> communication.CommunicationLedger:
-    """Byte counts for `weights` (a ModelWeights) under the uplink encoding of the first selected
-    option that declares one (float32 otherwise); each update carries the algorithm's
+    """Byte counts for `weights` (a ModelWeights) under the uplink encoding the selected options
+    declare (float32 otherwise; a transport, SecAgg's masking, re-encodes it); each update carries the algorithm's
     `uplink_model_copies` model-sized tensors, or the tensors a `SendsPartOfModel` process
     names, plus its `side_uploads` (at the uplink encoding, or as float32 when that is a
     compression, which they skip); a `ChoosesUploaders` process says who sends one."""
     selection = config.selection()
     weighted = options.UNIFORM_WEIGHTS not in selection['client_weighting'].provides
-    hook = selection.first('uplink_encoding')
+    # A layer the aggregator chain leaves out (--secure_agg's sum under distributed DP, which
+    # sums its shares securely itself) sends nothing of its own.
+    unused = aggregator_chain.unused_levels(
+        [option.aggregator_layer for _, option in selection.items() if option.aggregator_layer])
+    hook = selection.only('uplink_encoding', among=lambda option: (
+        option.aggregator_layer is None or option.aggregator_layer.level not in unused))
     encoding = communication.plain_encoding(weighted) if hook is None else hook(config, weighted)
+    transport = selection.only('uplink_transport')
+    if transport is not None:
+        encoding = transport(config, encoding)
     sizes = [int(np.size(t)) for t in tf.nest.flatten(weights.trainable)]
     if isinstance(process, SendsPartOfModel):
         sizes = [sizes[i] for i in process.uplink_positions]

@@ -124,6 +124,14 @@ MEAN = Layer(REDUCE, lambda params, context, inner: mean_factory(context.uniform
 """The reduction when no option declares one."""
 
 
+def unused_levels(layers: Sequence[Layer]) -> frozenset[str]:
+    """The levels `build` leaves out of the chain of `layers`: the `SUM` under a reduction
+    that sums by itself (distributed DP's secure sum of noised shares)."""
+    if any(layer.level == REDUCE and not layer.takes_sum for layer in layers):
+        return frozenset({SUM})
+    return frozenset()
+
+
 def build(layers: Sequence[tuple[Layer, Params]], context: Context) -> Factory:
     """The model aggregator from the selected options' layers, each with its own parameters.
 

@@ -27,7 +27,9 @@ class UplinkEncoding:
     `per_tensor_bits` (e.g. a quantization range). `side_bits` per client covers weights and
     counts; with `side_bits_per_vector` they ride on each separately aggregated vector (a
     secure sum's packed weight, clipped fraction and count), so an update sent with side
-    uploads (`with_side_uploads`) pays them once per vector.
+    uploads (`with_side_uploads`) pays them once per vector. `side_values` counts the values
+    packed beside the update's (a secure sum's), which a transport that re-encodes the packed
+    vector (SecAgg) sends at its own bits.
     """
 
     name: str
@@ -39,6 +41,7 @@ class UplinkEncoding:
     index_bits: bool = False
     concatenate: bool = False
     side_bits_per_vector: bool = False
+    side_values: int = 0
 
     def with_side_uploads(self, count: int) -> 'UplinkEncoding':
         """The encoding of an update sent with `count` side uploads (e.g. SCAFFOLD's dc_i),
@@ -84,7 +87,7 @@ def secure_encoding(bits: int, side_values: int = 3) -> UplinkEncoding:
     values plus `side_values` more (the weight, the clipped fraction, the count), with the secure
     sum's 3 bits of overhead."""
     return UplinkEncoding(f'secure {bits}-bit', bits, side_values * bits + SECURE_SUM_OVERHEAD_BITS,
-                          side_bits_per_vector=True)
+                          side_bits_per_vector=True, side_values=side_values)
 
 
 def distributed_dp_encoding(bits: int) -> UplinkEncoding:

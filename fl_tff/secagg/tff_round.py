@@ -582,11 +582,19 @@ def _check(config, selection: options.Selection) -> None:
             f'{config.clients_per_round / holders:.2f}')
 
 
-def _uplink_encoding(config) -> ledger.UplinkEncoding:
-    """A masked upload: the packed vector's values at M bits each."""
+def _uplink_transport(config, inner: ledger.UplinkEncoding) -> ledger.UplinkEncoding:
+    """The masked upload of the secure sum's packed vector (`inner`): its values and its side
+    values at M bits each, M the modulus' bits (TFF's secure-sum overhead bits are not sent:
+    the protocol replaces that sum).
+
+    Raises:
+      ValueError: `inner` packs no side values (not a secure sum's vector).
+    """
+    if not inner.side_bits_per_vector or not inner.side_values:
+        raise ValueError(f'SecAgg masks a secure sum\'s packed vector, not {inner.name} values')
     bits = modulus_bits(config.secure_bits, secure.max_cohort(config, config.selection()))
-    return ledger.UplinkEncoding(f'secagg {bits}-bit', bits, secure.SIDE_VALUES * bits,
-                                 side_bits_per_vector=True)
+    return dataclasses.replace(inner, name=f'secagg {bits}-bit', bits_per_value=bits,
+                               side_bits=inner.side_values * bits)
 
 
 SECAGG = options.Registry(
@@ -621,7 +629,7 @@ SECAGG = options.Registry(
                                                   'modular integer shares (masking those is not '
                                                   'built)'},
             check=_check,
-            uplink_encoding=lambda config, weighted: _uplink_encoding(config),
+            uplink_transport=_uplink_transport,
             client_extras=lambda config, masked_labels: {'secagg': SecAggSettings(
                 threshold_fraction=config.secagg_threshold,
                 neighbours=neighbourhood_size(config),

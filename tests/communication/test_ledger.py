@@ -2,6 +2,8 @@
 
 
 
+import pytest
+
 from fl_tff import experiment
 from fl_tff.communication import ledger
 from fl_tff.config import ExperimentConfig
@@ -81,3 +83,31 @@ def test_a_side_upload_is_billed_as_a_vector_of_its_own_with_its_side_values():
     assert per_client(secure_agg=True, secure_bits=8) == -(-2 * (8 * (VALUES + 3) + 3) // 8)
     m = (8 * (2 ** 8 - 1)).bit_length()  # The largest cohort: K = 8 clients.
     assert per_client(secure_agg=True, secure_bits=8, secagg=True) == -(-m * 2 * (VALUES + 3) // 8)
+
+
+@pytest.mark.parametrize('settings,expected_name', [
+    (dict(secure_agg=True, secure_bits=8, secagg=True), 'secagg 11-bit'),  # bits of 8 x 255.
+    (dict(secure_agg=True, secure_bits=8), 'secure 8-bit'),
+    (dict(dp='distributed', secure_agg=True, secure_bits=12, client_weighting='uniform',
+          client_sampling='uniform', noise_multiplier=0.5), 'distributed DP 12-bit'),
+    (dict(compression='topk', compression_k=0.1), 'top-0.1'),
+    ({}, 'float32'),
+])
+def test_the_uplink_encoding_follows_declarations_not_registry_order(settings, expected_name):
+    """Which encoding a run is billed at is declared (one value encoding; SecAgg's masking
+    re-encodes the secure sum's packed vector; the secure sum that distributed DP leaves out of
+    its chain sends nothing of its own), so the registries' order changes nothing."""
+    import numpy as np
+    import tensorflow_federated as tff
+    from fl_tff import config as config_lib, round_hooks
+    weights = tff.learning.models.ModelWeights([np.zeros((64, 10), np.float32),
+                                                np.zeros(10, np.float32)], [])
+    reversed_class = config_lib.make_config_class(tuple(reversed(config_lib.REGISTRIES)),
+                                                  name='ReversedConfig')
+    billed = []
+    for config_class in (ExperimentConfig, reversed_class):
+        config = config_class(clients_per_round=8, **settings)
+        config.validate()
+        built = round_hooks.build_communication_ledger(config, weights)
+        billed.append((built.uplink.name, built.uplink_client_bytes))
+    assert billed[0] == billed[1] and billed[0][0].startswith(expected_name), billed
