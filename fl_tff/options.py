@@ -215,6 +215,8 @@ class Option:
         user-level DP clips and noises each (one more Gaussian release a round, which the
         privacy ledger composes). Billed at the uplink encoding, or as float32 when that is a
         compression.
+      plain_side_values: Scalars each client sends in the clear beside its update, outside the
+        model aggregator (FedNova's w_i tau_i and w_i: 2), billed as float32.
       defaults: Base setting name -> `Default`: what this option needs or trains best with
         where the project's default does not fit (e.g. an algorithm's weighting).
       config_fields: Base settings (not its own parameters) its builders also take by name, e.g.
@@ -239,6 +241,7 @@ class Option:
     check_model: Optional[Callable[[Any, Any], None]] = None
     uplink_model_copies: int = 1
     side_uploads: int = 0
+    plain_side_values: int = 0
     config_fields: tuple[str, ...] = ()
     defaults: Mapping[str, Default] = dataclasses.field(default_factory=dict)
 

@@ -68,7 +68,8 @@ def build_communication_ledger(config: ExperimentConfig, weights,
     declare (float32 otherwise; a transport, SecAgg's masking, re-encodes it); each update carries the algorithm's
     `uplink_model_copies` model-sized tensors, or the tensors a `SendsPartOfModel` process
     names, plus its `side_uploads` (at the uplink encoding, or as float32 when that is a
-    compression, which they skip); a `ChoosesUploaders` process says who sends one."""
+    compression, which they skip) and its `plain_side_values` (float32); a `ChoosesUploaders`
+    process says who sends one."""
     selection = config.selection()
     weighted = options.UNIFORM_WEIGHTS not in selection['client_weighting'].provides
     # A layer the aggregator chain leaves out (--secure_agg's sum under distributed DP, which
@@ -93,7 +94,8 @@ def build_communication_ledger(config: ExperimentConfig, weights,
         sizes * algorithm.uplink_model_copies + ([] if compressed else side_sizes),
         int(sum(np.size(t) for t in tf.nest.flatten(weights))), encoding,
         uploaders=process.uploaders if isinstance(process, ChoosesUploaders) else None,
-        plain_sizes=side_sizes if compressed else [])
+        plain_sizes=(side_sizes if compressed else []) + (
+            [algorithm.plain_side_values] if algorithm.plain_side_values else []))
 
 
 def task_bytes(config: ExperimentConfig, model_fn) -> tuple[int, int]:

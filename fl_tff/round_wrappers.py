@@ -9,9 +9,10 @@ that act on what clients upload wrap those stages rather than building rounds of
    unmasks the sum.
 
 Error feedback comes first because SecAgg masks the vector a client finally sends. `build`
-returns the process for the wrapped round: TFF's own `LearningProcess` when the round replaces
-no stage and takes no values (so it runs under `tff.simulation.run_training_process`), a
-`SecAggLearningProcess` with the protocol, else a `StatefulLearningProcess`.
+returns the process for the wrapped round: TFF's own `LearningProcess` when the round takes no
+client or server values (its parts' composition when it replaces no stage either), so it runs
+under `tff.simulation.run_training_process`; a `SecAggLearningProcess` with the protocol, else a
+`StatefulLearningProcess`.
 """
 
 from __future__ import annotations
@@ -77,5 +78,13 @@ def build(stages: round_composer.RoundStages, wrappers: Wrappers = Wrappers()) -
         return tff.learning.templates.compose_learning_process(
             parts.initial_model_weights_fn, parts.distributor, parts.client_work,
             parts.aggregator, parts.finalizer)
-    raise ValueError('a round that replaces stages without client-state slots needs a process '
+    if not (stages.client_values or stages.server_values):
+        # Stages replaced, nothing per client kept or supplied: still TFF's `LearningProcess`
+        # (`next(state, client_data)`), with the composition's initialize, weights and hparams.
+        composed, next_fn = round_composer.compose(stages)
+        return tff.learning.templates.LearningProcess(
+            composed.initialize, next_fn, composed.get_model_weights,
+            composed.set_model_weights, get_hparams_fn=composed.get_hparams,
+            set_hparams_fn=composed.set_hparams)
+    raise ValueError('a round whose client values are not client-state slots needs a process '
                      'of its own (e.g. an asynchronous one)')

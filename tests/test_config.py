@@ -21,7 +21,7 @@ BAD = [
     ({'algorithm': 'qffl', 'qffl_q': -1.0}, '--qffl_q: must be >= 0'),
     ({'algorithm': 'mimelite'}, r"--client_weighting: --algorithm=mimelite weighs clients as TFF's build_weighted_mime_lite does \(--client_weighting=examples does not\)"),
     ({'algorithm': 'mimelite', 'client_weighting': 'uniform', 'mime_momentum': 1.0}, r'--mime_momentum: must be in \[0, 1\)'),
-    ({'algorithm': 'fednova', 'secure_agg': True}, '--secure_agg: --secure_agg does not combine with --algorithm=fednova: its step count'),
+    ({'algorithm': 'fednova', 'secure_agg': True}, '--secure_agg: --secure_agg does not combine with --algorithm=fednova: each client sends w_i tau_i'),
     ({'aggregator': 'krum', 'byzantine_f': 4}, r'--byzantine_f: --aggregator=krum with --byzantine_f=4 needs n > 2f \+ 2 clients per round, i.e. --clients_per_round >= 11 \(it is 10\)'),
     ({'aggregator': 'bulyan', 'byzantine_f': 2}, r'--byzantine_f: --aggregator=bulyan with --byzantine_f=2 needs n >= 4f \+ 3 clients per round, i.e. --clients_per_round >= 11'),
     ({'aggregator': 'multikrum', 'multikrum_m': 11}, r'--multikrum_m: Multi-Krum averages at most n - f = 9 updates .*got 11; choose a value in \[1, 9\]'),
