@@ -149,8 +149,8 @@ def keeping_optimizer_state(stages: round_composer.RoundStages, model_fn: ModelF
                             weighting: weighting_lib.Weighting, proximal_strength: float = 0.0,
                             gradient_fn: GradientFn = mean_loss_gradients,
                             ) -> round_composer.RoundStages:
-    """`stages` (a `round_composer.RoundStages` whose client work is `build_local_training_fn`'s)
-    whose train stage continues each client's optimizer from the state it left its last round
+    """`stages` (a `round_composer.RoundStages` of local SGD, its client work
+    `build_untrained_client_work`'s or a model-delta client work) whose train stage continues each client's optimizer from the state it left its last round
     in, kept in the client-state slot `OPTIMIZER_STATE_SLOT` (zeros before its first round:
     momentum and moments at zero, Adam's step at 0; hyperparameters always `optimizer`'s)."""
     with tf.Graph().as_default():
@@ -253,6 +253,28 @@ def build_model_delta_client_work(
     """
     return build_client_work(model_fn, lambda: build_local_training_fn(
         model_fn, optimizer, weighting, proximal_strength, gradient_fn), data_spec)
+
+
+def build_untrained_client_work(
+        model_fn: ModelFn, data_spec: Optional[Any] = None,
+) -> tff.learning.templates.ClientWorkProcess:
+    """The client work in the parts of a round whose train stage is replaced (SCAFFOLD, FedNova,
+    FedDyn, kept client-optimizer state): `build_model_delta_client_work`'s types (a zero model
+    delta and weight per client, the model's metrics), so TFF's composition gives the server
+    state, initialize and weights, without tracing a local training that never runs (the
+    train stage runs its own). Its `next` trains nothing.
+    """
+    def make_client_fn():
+        model = model_fn()
+
+        def client_update(initial_weights, dataset):
+            del dataset
+            return (tff.learning.templates.ClientResult(
+                update=tf.nest.map_structure(tf.zeros_like, initial_weights.trainable),
+                update_weight=tf.constant(0.0)), model.report_local_unfinalized_metrics())
+        return client_update
+
+    return build_client_work(model_fn, make_client_fn, data_spec)
 
 
 def build_gradient_client_work(

@@ -103,9 +103,12 @@ def build_local_sgd_algorithm(
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
     gradient_fn = client_work_lib.gradient_fn(dp_sgd)
-    client_work = client_work_lib.build_model_delta_client_work(
-        model_fn, client_optimizer, weighting, proximal_strength=proximal_strength,
-        gradient_fn=gradient_fn)
+    # With kept optimizer state the train stage runs its own local training (below).
+    client_work = (client_work_lib.build_untrained_client_work(model_fn)
+                   if keep_client_optimizer_state else
+                   client_work_lib.build_model_delta_client_work(
+                       model_fn, client_optimizer, weighting, proximal_strength=proximal_strength,
+                       gradient_fn=gradient_fn))
     model_aggregator = model_aggregator or default_aggregator(weighting)
     parts = round_composer.LearningParts(
         *learning_parts(model_fn, client_work, server_optimizer, model_aggregator))

@@ -162,8 +162,7 @@ def build_feddyn(
     # FedAvg's parts give the server state (initialize, weights, hyperparameters); FedDyn's
     # round replaces their train and finalize stages (below).
     parts = round_composer.LearningParts(*fedavg.learning_parts(
-        model_fn, client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
-                                                                weighting),
+        model_fn, client_work_lib.build_untrained_client_work(model_fn),
         server_optimizer, model_aggregator or fedavg.default_aggregator(weighting), finalizer))
 
     @tff.tensorflow.computation(weights_type, trainable_type, data_type)

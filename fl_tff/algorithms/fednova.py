@@ -94,8 +94,7 @@ def build_fednova(model_fn: ModelFn, *,
     model_aggregator = model_aggregator or fedavg.default_aggregator(weighting)
     # FedAvg's parts give the server state; FedNova's round replaces train and finalize.
     parts = round_composer.LearningParts(*fedavg.learning_parts(
-        model_fn, client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
-                                                                weighting),
+        model_fn, client_work_lib.build_untrained_client_work(model_fn),
         server_optimizer, model_aggregator))
     side_process = aggregator_chain.as_weighted(aggregator_chain.mean_factory(
         uniform=True)).create(SIDE_TYPE, tff.TensorType(np.float32))

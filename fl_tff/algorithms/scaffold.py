@@ -177,8 +177,7 @@ def build_scaffold(
     # round replaces their train and finalize stages (below).
     model_aggregator = model_aggregator or fedavg.default_aggregator(weighting)
     initial_weights_fn, distributor, work, model_process, _ = fedavg.learning_parts(
-        model_fn, client_work_lib.build_model_delta_client_work(model_fn, client_optimizer,
-                                                                weighting),
+        model_fn, client_work_lib.build_untrained_client_work(model_fn),
         server_optimizer, model_aggregator, finalizer)
     side_aggregator = side_aggregator or aggregator_chain.mean_factory(uniform=True)
     side_process = aggregator_chain.as_weighted(side_aggregator).create(
