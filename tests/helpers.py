@@ -307,3 +307,22 @@ def run_with_client_states(process, select, rounds, stored=None):
         state = out.state
         stored.update(zip(ids, out.client_states))
     return state, stored
+
+
+def run_with_client_state_slots(process, select, rounds: int):
+    """(state, stored states) after `rounds` rounds of a process with client-state slots (one or
+    several), each participant given its stored state in every slot (the slot's initial state
+    before it first trains) as the simulation does; stored states by (slot, client id)."""
+    from fl_tff import rounds as rounds_lib
+    state, stored = process.initialize(), {}
+    for r in range(1, rounds + 1):
+        plan = select.plan(r)
+        ids = [c for c, _ in plan.participants]
+        inputs = rounds_lib.RoundInputs(r, plan, ids, {
+            slot: [stored.get((slot, i), initial) for i in ids]
+            for slot, initial in process.needs.client_states.items()})
+        out = process.run_round(state, plan_rounds(select, plan), inputs)
+        state = out.state
+        for slot, states in out.client_states.items():
+            stored.update({(slot, i): s for i, s in zip(ids, states)})
+    return state, stored

@@ -45,6 +45,7 @@ def _fednova_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Opt
     """A `tf.function` (weights, round) -> (ClientResult(d_i, w_i), metrics, (w_i tau_i, w_i))."""
     local_training = client_work_lib.build_local_training_fn(
         model_fn, optimizer, weighting, gradient_fn=client_work_lib.gradient_fn(dp_sgd))
+    uniform = weighting_lib.resolve(weighting).uniform
 
     @tf.function
     def client_update(initial_weights, dataset):
@@ -52,7 +53,10 @@ def _fednova_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Opt
         tau = tf.cast(steps, tf.float32)
         result, metrics = local_training(initial_weights, dataset)
         per_step = tf.nest.map_structure(lambda u: u / tf.maximum(tau, 1.0), result.update)
-        weight = tf.cast(result.update_weight, tf.float32)
+        # p_i as the model aggregator weighs d_i: under uniform weighting its mean counts every
+        # client once (a diverged one with its zeroed d_i too), so tau_eff counts it once too.
+        weight = (tf.constant(1.0) if uniform
+                  else tf.cast(result.update_weight, tf.float32))
         return (tff.learning.templates.ClientResult(update=per_step,
                                                     update_weight=result.update_weight),
                 metrics, tf.stack([weight * tau, weight]))

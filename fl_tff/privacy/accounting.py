@@ -13,6 +13,7 @@ T rounds (or steps) compose as `SelfComposedDpEvent(event, T)`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import math
@@ -136,7 +137,10 @@ class SampledGaussian:
         return float(composed.get_epsilon_for_delta(delta))
 
 
-_PLDS: dict[tuple[float, float, float], object] = {}
+# (z, q, grid) -> the one-round PLD, or the args of the ValueError building it raised; the most
+# recently used few (an example-level ledger has one q per client size).
+_PLDS: collections.OrderedDict = collections.OrderedDict()
+_PLDS_KEPT = 16
 _PLDS_LOCK = threading.Lock()
 
 
@@ -147,16 +151,22 @@ def _poisson_gaussian_pld(noise_multiplier: float, q: float,
     grid, after seconds of work) is kept too and raised again."""
     key = (noise_multiplier, q, interval)
     with _PLDS_LOCK:
-        if key not in _PLDS:
-            try:
-                _PLDS[key] = pld_lib.from_gaussian_mechanism(
-                    standard_deviation=noise_multiplier, value_discretization_interval=interval,
-                    sampling_prob=q)
-            except ValueError as e:
-                _PLDS[key] = e
-        found = _PLDS[key]
-    if isinstance(found, ValueError):
-        raise ValueError(*found.args)
+        found = _PLDS.get(key)
+        if found is not None:
+            _PLDS.move_to_end(key)
+    if found is None:  # Built outside the lock: another key's build need not wait for it.
+        try:
+            found = pld_lib.from_gaussian_mechanism(
+                standard_deviation=noise_multiplier, value_discretization_interval=interval,
+                sampling_prob=q)
+        except ValueError as e:
+            found = e.args
+        with _PLDS_LOCK:
+            _PLDS[key] = found
+            while len(_PLDS) > _PLDS_KEPT:
+                _PLDS.popitem(last=False)
+    if isinstance(found, tuple):
+        raise ValueError(*found)
     return found
 
 

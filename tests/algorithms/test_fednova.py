@@ -11,7 +11,7 @@ from fl_tff.data import client_rounds as rounds_lib
 from fl_tff.privacy.dpsgd import DpSgd
 from tests.algorithms.test_fedavg import run_rounds
 from tests.helpers import (PlainSgd, client_rounds, max_abs_diff, numpy_top_k, plan_rounds,
-                           to_batches)
+                           run_with_client_state_slots, to_batches)
 
 SGD = tff.learning.optimizers.build_sgdm
 LR = 0.05
@@ -103,25 +103,14 @@ def test_with_error_feedback_each_client_sends_top_k_of_its_delta_plus_residual(
         tff_runtime, setup, keras_fn):
     """Error feedback joins FedNova as a client-state slot: client i sends top-k(d_i + e_i) and
     keeps the rest as e_i (the paper's rule with that compression written plainly)."""
-    from fl_tff import rounds
     from fl_tff.communication.error_feedback import ErrorFeedback
     model_fn, select = setup
     fraction = 0.3
     process = build_fednova(model_fn, client_optimizer=SGD(LR), server_optimizer=SGD(1.0),
                             error_feedback=ErrorFeedback('topk', fraction))
     assert process.slots == ('residual',)
-    state, stored = process.initialize(), {}
-    initial = process.get_model_weights(state)
-    for r in (1, 2, 3):
-        plan = select.plan(r)
-        ids = [c for c, _ in plan.participants]
-        inputs = rounds.RoundInputs(r, plan, ids, {
-            slot: [stored.get((slot, i), start) for i in ids]
-            for slot, start in process.needs.client_states.items()})
-        out = process.run_round(state, plan_rounds(select, plan), inputs)
-        state = out.state
-        for slot, states in out.client_states.items():
-            stored.update({(slot, i): s for i, s in zip(ids, states)})
+    initial = process.get_model_weights(process.initialize())
+    state, stored = run_with_client_state_slots(process, select, 3)
 
     x, residuals = [np.asarray(t) for t in initial.trainable], {}
     for r in (1, 2, 3):

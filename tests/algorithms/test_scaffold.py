@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fl_tff import experiment, rounds, simulation
+from fl_tff import experiment, simulation
 from fl_tff.algorithms import build_fedavg
 from fl_tff.algorithms.scaffold import build_scaffold
 from fl_tff.communication.error_feedback import ErrorFeedback
@@ -15,7 +15,7 @@ from fl_tff.privacy.dpsgd import DpSgd
 from fl_tff.config import ConfigError, ExperimentConfig
 from tests.algorithms.test_fedavg import run_rounds
 from tests.helpers import (clipped_mean_gradients, max_abs_diff, numpy_top_k, plan_rounds,
-                           run_with_client_states, to_batches)
+                           run_with_client_state_slots, run_with_client_states, to_batches)
 
 SGD = tff.learning.optimizers.build_sgdm
 LR, NUM_CLIENTS = 0.05, 6
@@ -134,17 +134,7 @@ def test_with_error_feedback_three_rounds_equal_algorithm_1_with_compressed_delt
                              error_feedback=ErrorFeedback('topk', fraction))
     assert process.slots == ('control_variate', 'residual')
     initial = process.get_model_weights(process.initialize())
-    state, stored = process.initialize(), {}
-    for r in range(1, 4):
-        plan = select.plan(r)
-        ids = [c for c, _ in plan.participants]
-        inputs = rounds.RoundInputs(r, plan, ids, {
-            slot: [stored.get((slot, i), initial_state) for i in ids]
-            for slot, initial_state in process.needs.client_states.items()})
-        out = process.run_round(state, plan_rounds(select, plan), inputs)
-        state = out.state
-        for slot, states in out.client_states.items():
-            stored.update({(slot, i): s for i, s in zip(ids, states)})
+    state, stored = run_with_client_state_slots(process, select, 3)
 
     x = [np.asarray(w) for w in initial.trainable]
     c = [np.zeros_like(w) for w in x]

@@ -88,8 +88,11 @@ def test_launcher_starts_workers_and_stops_them_on_sigterm():
         proc.kill()
 
 
+@pytest.mark.parametrize('overrides', [dict(), dict(algorithm='fednova')],
+                         ids=['fedavg', 'fednova_side_upload'])
 def test_subrounds_split_the_cohort_on_the_local_worker_and_match_one_round(
-        tff_runtime, tmp_path, monkeypatch):
+        tff_runtime, tmp_path, monkeypatch, overrides):
+    """Also FedNova, whose round aggregates a side upload beside the update."""
     made = []
     create = tff.backends.native.create_mergeable_comp_execution_context
 
@@ -98,9 +101,10 @@ def test_subrounds_split_the_cohort_on_the_local_worker_and_match_one_round(
         return create(contexts, num_subrounds=num_subrounds)
 
     monkeypatch.setattr(tff.backends.native, 'create_mergeable_comp_execution_context', spy)
-    whole, _ = _run(BASE, tmp_path, 'whole')
+    base = dataclasses.replace(BASE, **overrides)
+    whole, _ = _run(base, tmp_path, 'whole')
     assert made == []
-    split, _ = _run(dataclasses.replace(BASE, subrounds=3), tmp_path, 'split')
+    split, _ = _run(dataclasses.replace(base, subrounds=3), tmp_path, 'split')
     assert made == [(1, 3)]  # One local worker, three sequential sub-rounds of 2 clients.
     assert np.abs(split - whole).max() <= 1e-5
 

@@ -1,5 +1,6 @@
 """ε matches dp_accounting for the same event, and the calculator reports it."""
 
+import collections
 import math
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def test_pld_epsilon_after_each_round_is_dp_accountings_and_builds_the_round_onc
     z, q, delta = 0.9, 0.05, 1e-5
     built = []
     real_pld = accounting.pld_lib.from_gaussian_mechanism
-    monkeypatch.setattr(accounting, '_PLDS', {})
+    monkeypatch.setattr(accounting, '_PLDS', collections.OrderedDict())
     monkeypatch.setattr(accounting.pld_lib, 'from_gaussian_mechanism',
                         lambda **kw: built.append(kw) or real_pld(**kw))
     mechanism = SampledGaussian(z, 'poisson', q=q)
@@ -125,3 +126,27 @@ def test_pld_epsilon_after_each_round_is_dp_accountings_and_builds_the_round_onc
                 rounds)).get_epsilon(delta)
         assert mechanism.epsilon(rounds, delta, 'pld') == expected
     assert len(built) == 4  # Three by dp_accounting's accountant above, one by ours.
+
+
+def test_a_grid_dp_accounting_fails_on_is_tried_once_per_process(monkeypatch):
+    """dp_accounting's failure on a fine grid costs seconds: a run asking for ε every round
+    tries that grid once, then goes straight to the coarser one (same value each time)."""
+    import fl_tff.privacy.accounting as accounting
+    real_pld = accounting.pld_lib.from_gaussian_mechanism
+    tried = []
+
+    def failing_on_the_finest(**kw):
+        tried.append(kw['value_discretization_interval'])
+        if kw['value_discretization_interval'] < 1e-3:
+            raise ValueError('deltas are not in non-increasing order')
+        return real_pld(**kw)
+
+    monkeypatch.setattr(accounting, '_PLDS', collections.OrderedDict())
+    monkeypatch.setattr(accounting.pld_lib, 'from_gaussian_mechanism', failing_on_the_finest)
+    mechanism = SampledGaussian(1.1, 'poisson', q=0.1)
+    first, again = (mechanism.epsilon(rounds, 1e-5, 'pld') for rounds in (3, 3))
+    assert first == again and tried == [1e-4, 1e-3]
+    expected = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3).compose(
+        dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+            0.1, dp_accounting.GaussianDpEvent(1.1)), 3)).get_epsilon(1e-5)
+    assert first == expected
