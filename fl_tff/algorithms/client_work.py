@@ -150,7 +150,8 @@ def keeping_optimizer_state(stages: round_composer.RoundStages, model_fn: ModelF
                             gradient_fn: GradientFn = mean_loss_gradients,
                             ) -> round_composer.RoundStages:
     """`stages` (a `round_composer.RoundStages` of local SGD, its client work
-    `build_untrained_client_work`'s or a model-delta client work) whose train stage continues each client's optimizer from the state it left its last round
+    `build_untrained_client_work`'s or a model-delta client work) whose train stage continues
+    each client's optimizer from the state it left its last round
     in, kept in the client-state slot `OPTIMIZER_STATE_SLOT` (zeros before its first round:
     momentum and moments at zero, Adam's step at 0; hyperparameters always `optimizer`'s)."""
     with tf.Graph().as_default():

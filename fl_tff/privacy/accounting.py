@@ -13,11 +13,10 @@ T rounds (or steps) compose as `SelfComposedDpEvent(event, T)`.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import enum
+import functools
 import math
-import threading
 
 import dp_accounting
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
@@ -137,37 +136,27 @@ class SampledGaussian:
         return float(composed.get_epsilon_for_delta(delta))
 
 
-# (z, q, grid) -> the one-round PLD, or the args of the ValueError building it raised; the most
-# recently used few (an example-level ledger has one q per client size).
-_PLDS: collections.OrderedDict = collections.OrderedDict()
-_PLDS_KEPT = 16
-_PLDS_LOCK = threading.Lock()
-
-
 def _poisson_gaussian_pld(noise_multiplier: float, q: float,
                           interval: float) -> pld_lib.PrivacyLossDistribution:
     """The PLD of one Poisson-sampled Gaussian, as dp_accounting's PLD accountant builds it,
     kept per (z, q, grid) for the process; a failure to build it (a ValueError on too fine a
     grid, after seconds of work) is kept too and raised again."""
-    key = (noise_multiplier, q, interval)
-    with _PLDS_LOCK:
-        found = _PLDS.get(key)
-        if found is not None:
-            _PLDS.move_to_end(key)
-    if found is None:  # Built outside the lock: another key's build need not wait for it.
-        try:
-            found = pld_lib.from_gaussian_mechanism(
-                standard_deviation=noise_multiplier, value_discretization_interval=interval,
-                sampling_prob=q)
-        except ValueError as e:
-            found = e.args
-        with _PLDS_LOCK:
-            _PLDS[key] = found
-            while len(_PLDS) > _PLDS_KEPT:
-                _PLDS.popitem(last=False)
+    found = _pld_or_error(noise_multiplier, q, interval)
     if isinstance(found, tuple):
         raise ValueError(*found)
     return found
+
+
+# The most recent few: an example-level ledger has one q per client size.
+@functools.lru_cache(maxsize=16)
+def _pld_or_error(noise_multiplier: float, q: float, interval: float):
+    """The one-round PLD, or the args of the ValueError building it raised (cached alike)."""
+    try:
+        return pld_lib.from_gaussian_mechanism(
+            standard_deviation=noise_multiplier, value_discretization_interval=interval,
+            sampling_prob=q)
+    except ValueError as e:
+        return e.args
 
 
 def check_delta(delta: float) -> None:

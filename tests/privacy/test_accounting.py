@@ -1,6 +1,5 @@
 """ε matches dp_accounting for the same event, and the calculator reports it."""
 
-import collections
 import math
 import subprocess
 import sys
@@ -115,7 +114,7 @@ def test_pld_epsilon_after_each_round_is_dp_accountings_and_builds_the_round_onc
     z, q, delta = 0.9, 0.05, 1e-5
     built = []
     real_pld = accounting.pld_lib.from_gaussian_mechanism
-    monkeypatch.setattr(accounting, '_PLDS', collections.OrderedDict())
+    accounting._pld_or_error.cache_clear()
     monkeypatch.setattr(accounting.pld_lib, 'from_gaussian_mechanism',
                         lambda **kw: built.append(kw) or real_pld(**kw))
     mechanism = SampledGaussian(z, 'poisson', q=q)
@@ -141,7 +140,7 @@ def test_a_grid_dp_accounting_fails_on_is_tried_once_per_process(monkeypatch):
             raise ValueError('deltas are not in non-increasing order')
         return real_pld(**kw)
 
-    monkeypatch.setattr(accounting, '_PLDS', collections.OrderedDict())
+    accounting._pld_or_error.cache_clear()
     monkeypatch.setattr(accounting.pld_lib, 'from_gaussian_mechanism', failing_on_the_finest)
     mechanism = SampledGaussian(1.1, 'poisson', q=0.1)
     first, again = (mechanism.epsilon(rounds, 1e-5, 'pld') for rounds in (3, 3))
