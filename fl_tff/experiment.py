@@ -266,7 +266,7 @@ def _check_writable(flag: str, directory: str, path: Optional[str] = None) -> No
 
 
 def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
-                model_fn: models.ModelFn, keras_fn,
+                model_fn: models.ModelFn, keras_fn, global_model: evaluation.GlobalKerasModel,
                 global_train: evaluation.CentralizedEvaluator, process,
                 client_states: Mapping[str, client_state.ClientStateStore],
                 attack: Optional[attacks.Attack],
@@ -274,13 +274,13 @@ def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
     masks = dict(masked_labels=fed_data.masked_labels,
                  accuracy_masked_labels=fed_data.accuracy_masked_labels)
     evaluators = [
-        evaluation.CentralizedEvaluator(keras_fn, fed_data.test_x, fed_data.test_y, **masks),
+        evaluation.CentralizedEvaluator(global_model, fed_data.test_x, fed_data.test_y, **masks),
         global_train,
         evaluation.FederatedEvaluator(model_fn, fed_data.test),
-        evaluation.PerClientEvaluator(keras_fn, fed_data.test, **masks),
+        evaluation.PerClientEvaluator(global_model, fed_data.test, **masks),
     ]
     if fed_data.heldout is not None:
-        evaluators.append(evaluation.PerClientEvaluator(keras_fn, fed_data.heldout,
+        evaluators.append(evaluation.PerClientEvaluator(global_model, fed_data.heldout,
                                                         prefix='heldout_acc', **masks))
     personalized = personalized_evaluation.PersonalizedEvaluator(
         keras_fn, model_fn, fed_data.train, fed_data.test, process=process,
@@ -373,7 +373,9 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
     masks = dict(masked_labels=fed_data.masked_labels,
                  accuracy_masked_labels=fed_data.accuracy_masked_labels)
     # The global model's loss on all training data (what FedProx's paper plots).
-    global_train = evaluation.CentralizedEvaluator(keras_fn, fed_data.train_x, fed_data.train_y,
+    # One Keras model per evaluated round, shared by the evaluators of the global model.
+    global_model = evaluation.GlobalKerasModel(keras_fn)
+    global_train = evaluation.CentralizedEvaluator(global_model, fed_data.train_x, fed_data.train_y,
                                                    prefix='global_train', **masks)
     with runtime.runtime_for(runtime.parse_workers(config.workers), subrounds=config.subrounds,
                              log_path=os.path.join(run_dir, 'worker.log')) as rt, \
@@ -427,8 +429,8 @@ def _train(config: ExperimentConfig, run: reporting.RunDir, fed_data: data.Feder
                                                process),
             privacy_ledger)
         ledgers.replay(done)
-        evaluators = _evaluators(config, fed_data, model_fn, keras_fn, global_train, process,
-                                 client_states, attack)
+        evaluators = _evaluators(config, fed_data, model_fn, keras_fn, global_model, global_train,
+                                 process, client_states, attack)
         releaser = reporting.MetricsReleaser(run_dir)
         reporter = reporting.RoundReporter(config.rounds, done + 1, log)
 

@@ -31,6 +31,7 @@ from fl_tff import client_state, evaluation
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import personalization
 from fl_tff.data import client_rounds
+from fl_tff.models import model_fn as model_fn_lib
 from fl_tff.models.model_fn import ModelFn
 
 
@@ -57,10 +58,9 @@ def build_finetune_computation(model_fn: ModelFn, learning_rate: float) -> tff.C
     """`(global weights @SERVER, client rounds @CLIENTS) -> fine-tuned trainable deltas
     @CLIENTS`: our client work's local SGD from the global model."""
     optimizer = tff.learning.optimizers.build_sgdm(learning_rate)
-    with tf.Graph().as_default():
-        model = model_fn()
-        weights_type = tff.learning.models.weights_type_from_model(model)
-        data_type = client_work_lib.client_round_type(model.input_spec)
+    types = model_fn_lib.model_types(model_fn)
+    weights_type = types.weights_type
+    data_type = client_work_lib.client_round_type(types.input_spec)
 
     @tff.tensorflow.computation(weights_type, data_type)
     def finetune(weights, dataset):

@@ -18,6 +18,7 @@ from fl_tff import options, simulation
 from fl_tff.aggregators import chain as aggregator_chain
 from fl_tff.communication import ledger as communication
 from fl_tff.config import ConfigError, ExperimentConfig
+from fl_tff.models import model_fn as model_fn_lib
 from fl_tff.privacy import ledger as privacy
 
 
@@ -102,10 +103,9 @@ def task_bytes(config: ExperimentConfig, model_fn) -> tuple[int, int]:
     """(download, upload) bytes of one client task for the simulated clock: the byte ledger's
     sizes for the whole model (an update carrying part of it, e.g. FedPer's, is charged as the
     whole: the clock is built before the process)."""
-    with tf.Graph().as_default():
-        model = model_fn()
-        trainable = [np.zeros(v.shape, np.float32) for v in model.trainable_variables]
-        non_trainable = [np.zeros(v.shape, np.float32) for v in model.non_trainable_variables]
+    weights_type = model_fn_lib.model_types(model_fn).weights_type
+    trainable = [np.zeros(t.shape, np.float32) for t in weights_type.trainable]
+    non_trainable = [np.zeros(t.shape, np.float32) for t in weights_type.non_trainable]
     ledger = build_communication_ledger(
         config, tff.learning.models.ModelWeights(trainable, non_trainable))
     return ledger.downlink_client_bytes, ledger.uplink_client_bytes

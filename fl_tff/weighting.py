@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import tensorflow as tf
 import tensorflow_federated as tff

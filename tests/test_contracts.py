@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import functools
 import itertools
-import os
 import tempfile
 from typing import Iterator, Optional
 

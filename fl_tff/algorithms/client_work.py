@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 from fl_tff import round_composer
 from fl_tff import weighting as weighting_lib
 from fl_tff.data import client_rounds
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.models.model_fn import ModelFn, model_types
 from fl_tff.privacy import dpsgd
 
 # (model, batch, trainable variables) -> (gradients, BatchOutput); see `mean_loss_gradients`.
@@ -154,12 +154,10 @@ def keeping_optimizer_state(stages: round_composer.RoundStages, model_fn: ModelF
     each client's optimizer from the state it left its last round
     in, kept in the client-state slot `OPTIMIZER_STATE_SLOT` (zeros before its first round:
     momentum and moments at zero, Adam's step at 0; hyperparameters always `optimizer`'s)."""
-    with tf.Graph().as_default():
-        model = model_fn()
-        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
-    weights_type = tff.learning.models.weights_type_from_model(model)
+    types = model_types(model_fn)
+    weights_type, metrics_aggregation_fn = types.weights_type, types.metrics_aggregation_fn()
     state_type = optimizer_state_type(optimizer, weights_type)
-    data_type = client_round_type(model.input_spec)
+    data_type = client_round_type(types.input_spec)
 
     @tff.tensorflow.computation(weights_type, data_type, state_type)
     def client_update(initial_weights, dataset, stored_state):
@@ -300,11 +298,9 @@ def build_client_work(
 
     Measurements: `train` (the model's metrics summed over clients, then finalized).
     """
-    with tf.Graph().as_default():
-        model = model_fn()
-        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
-    weights_type = tff.learning.models.weights_type_from_model(model)
-    data_type = client_round_type(model.input_spec if data_spec is None else data_spec)
+    types = model_types(model_fn)
+    weights_type, metrics_aggregation_fn = types.weights_type, types.metrics_aggregation_fn()
+    data_type = client_round_type(types.input_spec if data_spec is None else data_spec)
 
     @tff.tensorflow.computation(weights_type, data_type)
     def client_update(initial_weights, dataset):

@@ -28,7 +28,7 @@ from fl_tff.algorithms import fedper, personalization
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.secagg import tff_round
 from fl_tff.data import client_rounds
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.models.model_fn import ModelFn, model_types
 from fl_tff.privacy import dpsgd
 
 
@@ -106,8 +106,7 @@ def build_ditto(
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
     personalization.require_plain_sgd(client_optimizer, model_fn, 'Ditto')
-    with tf.Graph().as_default():
-        count = len(model_fn().trainable_variables)
+    count = len(model_types(model_fn).trainable_specs)
     return personalization.compose_personalized(
         model_fn,
         lambda: ditto_client_fn(model_fn, client_optimizer, weighting, float(ditto_lambda),

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import options, round_composer, round_wrappers
@@ -21,7 +20,7 @@ from fl_tff import weighting as weighting_lib
 from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.models.model_fn import ModelFn, model_types
 from fl_tff.privacy import dpsgd
 from fl_tff.secagg import tff_round
 
@@ -64,8 +63,7 @@ def learning_parts(
     weights, TFF's broadcast, `client_work`, `model_aggregator` over the trainable weights
     (an unweighted one wrapped to take and ignore the weights) and `finalizer` (default: our
     server-optimizer finalizer)."""
-    with tf.Graph().as_default():
-        weights_type = tff.learning.models.weights_type_from_model(model_fn())
+    weights_type = model_types(model_fn).weights_type
 
     @tff.tensorflow.computation
     def initial_model_weights_fn():

@@ -40,7 +40,7 @@ from fl_tff.algorithms import fedavg
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.data import client_rounds
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.models.model_fn import ModelFn, model_types
 from fl_tff.privacy import dpsgd
 from fl_tff.secagg import tff_round
 
@@ -150,12 +150,10 @@ def build_feddyn(
     alpha = float(feddyn_alpha)
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    with tf.Graph().as_default():
-        model = model_fn()
-        weights_type = tff.learning.models.weights_type_from_model(model)
-        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+    types = model_types(model_fn)
+    weights_type, metrics_aggregation_fn = types.weights_type, types.metrics_aggregation_fn()
     trainable_type = weights_type.trainable
-    data_type = client_work_lib.client_round_type(model.input_spec)
+    data_type = client_work_lib.client_round_type(types.input_spec)
     loss_gradients = client_work_lib.gradient_fn(dp_sgd)
 
     finalizer, server_update = _build_finalizer(server_optimizer, weights_type, alpha, num_clients)

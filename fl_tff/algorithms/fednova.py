@@ -32,7 +32,7 @@ from fl_tff.algorithms import client_work as client_work_lib
 from fl_tff.algorithms import fedavg
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.data import client_rounds
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.models.model_fn import ModelFn, model_types
 from fl_tff.privacy import dpsgd
 
 
@@ -90,11 +90,9 @@ def build_fednova(model_fn: ModelFn, *,
     """
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    with tf.Graph().as_default():
-        model = model_fn()
-        weights_type = tff.learning.models.weights_type_from_model(model)
-        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
-    data_type = client_work_lib.client_round_type(model.input_spec)
+    types = model_types(model_fn)
+    weights_type, metrics_aggregation_fn = types.weights_type, types.metrics_aggregation_fn()
+    data_type = client_work_lib.client_round_type(types.input_spec)
     model_aggregator = model_aggregator or fedavg.default_aggregator(weighting)
     # FedAvg's parts give the server state; FedNova's round replaces train and finalize.
     parts = round_composer.LearningParts(*fedavg.learning_parts(

@@ -29,7 +29,7 @@ from fl_tff import client_state, round_composer, round_wrappers
 from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.communication import error_feedback as error_feedback_lib
 from fl_tff.secagg import tff_round
-from fl_tff.models.model_fn import KerasModelFn, ModelFn
+from fl_tff.models.model_fn import ModelFn, model_types
 
 PERSONAL_SLOT = 'personal'  # Each client's personal part (its client-state slot).
 
@@ -47,12 +47,12 @@ class PersonalizedProcess(Protocol):
         """The model a client with `client_state` uses, given the global weights."""
 
 
-def layer_groups(variables: Sequence[tf.Variable]) -> list[list[int]]:
-    """Indices of `variables` grouped by the Keras layer that owns them (the name's scope), in
-    order of first appearance."""
+def layer_groups(names: Sequence[str]) -> list[list[int]]:
+    """Indices of variables (by their `names`) grouped by the Keras layer that owns them (the
+    name's scope), in order of first appearance."""
     groups: dict[str, list[int]] = collections.OrderedDict()
-    for i, v in enumerate(variables):
-        groups.setdefault(v.name.rsplit('/', 1)[0], []).append(i)
+    for i, name in enumerate(names):
+        groups.setdefault(name.rsplit('/', 1)[0], []).append(i)
     return list(groups.values())
 
 
@@ -72,30 +72,17 @@ def personal_mask(model_fn: ModelFn, personal_layers: int) -> tuple[bool, ...]:
     return tuple(i in personal for i in range(count))
 
 
-# computation_key -> (number of trainable variables, their layer groups): the variables of a
-# model do not depend on its seed, so the model is built once per architecture.
-_LAYERS: dict[tuple, tuple[int, list[list[int]]]] = {}
-
-
 def _variable_layers(model_fn: ModelFn) -> tuple[int, list[list[int]]]:
     """(number of trainable variables, `layer_groups` of them) of the model `model_fn` builds."""
-    key = model_fn.computation_key if isinstance(model_fn, KerasModelFn) else None
-    if key is not None and key in _LAYERS:
-        return _LAYERS[key]
-    with tf.Graph().as_default():
-        variables = model_fn().trainable_variables
-    layers = (len(variables), layer_groups(variables))
-    if key is not None:
-        _LAYERS[key] = layers
-    return layers
+    names = model_types(model_fn).trainable_names
+    return len(names), layer_groups(names)
 
 
 def require_plain_sgd(optimizer: tff.learning.optimizers.Optimizer, model_fn: ModelFn,
                      algorithm: str) -> None:
     """Raises ValueError unless `optimizer` is plain SGD (its state is its learning rate only)."""
     with tf.Graph().as_default():
-        specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in model_fn().trainable_variables)
-        state = optimizer.initialize(specs)
+        state = optimizer.initialize(model_types(model_fn).trainable_specs)
     if set(state) != {'learning_rate'}:
         raise ValueError(f'{algorithm} needs plain SGD on clients (its local step uses the '
                          f'learning rate); the client optimizer has state {sorted(state)}')
@@ -136,12 +123,10 @@ def compose_personalized(
       metrics, personal)`.
     """
     from fl_tff.algorithms import client_work as client_work_lib  # noqa: PLC0415 (import cycle)
-    with tf.Graph().as_default():
-        model = model_fn()
-        weights_type = tff.learning.models.weights_type_from_model(model)
-        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
-        data_type = client_work_lib.client_round_type(model.input_spec)
-        trainable_specs = [tf.TensorSpec(v.shape, v.dtype) for v in model.trainable_variables]
+    types = model_types(model_fn)
+    weights_type, metrics_aggregation_fn = types.weights_type, types.metrics_aggregation_fn()
+    data_type = client_work_lib.client_round_type(types.input_spec)
+    trainable_specs = list(types.trainable_specs)
     if len(shared) != len(trainable_specs):
         raise ValueError(f'shared has {len(shared)} entries for {len(trainable_specs)} variables')
     shared_positions = [i for i, s in enumerate(shared) if s]

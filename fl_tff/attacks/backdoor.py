@@ -17,6 +17,7 @@ import tensorflow_federated as tff
 
 from fl_tff import options
 from fl_tff.attacks import base
+from fl_tff.models import model_fn as model_fn_lib
 
 TRIGGER_SIZE = 2
 TRIGGER_VALUE = 1.0
@@ -79,7 +80,7 @@ def build_backdoor(*, num_classes: int, attack_fraction: float, attack_scale: fl
 def _check_model(config, model_fn) -> None:
     """The trigger stamps images: the model's input must be [batch, height, width, channels]."""
     del config
-    spec = model_fn().input_spec['x']
+    spec = model_fn_lib.model_types(model_fn).input_spec['x']
     if len(spec.shape) != 4 or spec.shape[1] < TRIGGER_SIZE or spec.shape[2] < TRIGGER_SIZE:
         raise options.OptionError('attack', f'backdoor stamps a {TRIGGER_SIZE}x{TRIGGER_SIZE} '
                                   f'trigger on images [batch, height, width, channels]; the '

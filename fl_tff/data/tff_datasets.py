@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sqlite3
 import urllib.parse
@@ -224,10 +225,24 @@ def load_tff_dataset(name: str, data_dir: str, num_clients: int, seed: int) -> A
 
     Returns an ArrayDataset whose `natural_partition` / `natural_test_partition` are each
     client's train / test examples as TFF splits them (Stack Overflow: its `train` and `test`
-    splits; its `heldout` split is not used).
+    splits; its `heldout` split is not used). Its arrays are read-only: the last few samples
+    loaded are kept for the process (a sweep or a study loads the same clients once), until
+    their files change.
     """
-    import tensorflow_federated as tff
     check_available(name, data_dir)
+    spec = TFF_DATASETS[name]
+    files = tuple(os.path.join(data_dir, f) for f in (spec.file, *spec.extra_files))
+    stamps = tuple((os.path.abspath(f), os.stat(f).st_mtime_ns, os.stat(f).st_size)
+                   for f in files)
+    return _load_sample(name, data_dir, num_clients, seed, stamps)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sample(name: str, data_dir: str, num_clients: int, seed: int,
+                 stamps: tuple) -> ArrayDataset:
+    """`load_tff_dataset`'s work; `stamps` (the files' paths, times and sizes) key the cache."""
+    del stamps
+    import tensorflow_federated as tff
     spec = TFF_DATASETS[name]
     converter = spec.converter(data_dir)
     module = getattr(tff.simulation.datasets, spec.module)
@@ -249,7 +264,10 @@ def load_tff_dataset(name: str, data_dir: str, num_clients: int, seed: int) -> A
             ys.append(y)
             parts.append(np.arange(start, start + len(y)))
             start += len(y)
-    return ArrayDataset(name, np.concatenate(xs), np.concatenate(ys), converter.num_classes,
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    for array in (x, y, *train_parts, *test_parts):
+        array.setflags(write=False)  # Shared by every caller of the cache.
+    return ArrayDataset(name, x, y, converter.num_classes,
                         natural_partition=train_parts, natural_test_partition=test_parts,
                         masked_labels=converter.masked_labels,
                         accuracy_masked_labels=converter.accuracy_masked_labels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
 from typing import Any, Callable, Optional, Sequence
 
 import tensorflow as tf
@@ -108,8 +110,62 @@ def accuracy_metric(metrics) -> float:
     return float(next(v for k, v in metrics.items() if k.endswith('accuracy')))
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelTypes:
+    """What builders need to know of a model before tracing anything with it: its weights' TFF
+    type, its batches' spec, its metrics' finalizers and its trainable variables' names and
+    specs (read from a model built in a throwaway graph)."""
+
+    weights_type: Any
+    input_spec: Any
+    metric_finalizers: Any
+    trainable_names: tuple[str, ...]
+    trainable_specs: tuple[tf.TensorSpec, ...]
+
+    def metrics_aggregation_fn(self):
+        """TFF's sum-then-finalize aggregation of the model's metrics over clients."""
+        return tff.learning.metrics.sum_then_finalize(self.metric_finalizers)
+
+    @property
+    def trainable_size(self) -> int:
+        """Number of trainable values."""
+        return int(sum(s.shape.num_elements() for s in self.trainable_specs))
+
+
+# Building a Keras model takes 60-100 ms (more for the LSTMs) and one process build asked for
+# the same types up to six times: they are kept per architecture (`computation_key`, which
+# leaves out the seed of the initial weights) or, for a model_fn of the caller's own, per
+# model_fn object for as long as it lives.
+_TYPES_BY_KEY: dict[tuple, ModelTypes] = {}
+_TYPES_BY_FN: 'weakref.WeakKeyDictionary[Any, ModelTypes]' = weakref.WeakKeyDictionary()
+
+
+def model_types(model_fn: ModelFn) -> ModelTypes:
+    """The `ModelTypes` of the model `model_fn` builds (built once per architecture)."""
+    key = model_fn.computation_key if isinstance(model_fn, KerasModelFn) else None
+    cached = _TYPES_BY_KEY.get(key) if key is not None else _TYPES_BY_FN.get(model_fn)
+    if cached is not None:
+        return cached
+    with tf.Graph().as_default():
+        model = model_fn()
+        types = ModelTypes(
+            weights_type=tff.learning.models.weights_type_from_model(model),
+            input_spec=model.input_spec,
+            metric_finalizers=model.metric_finalizers(),
+            trainable_names=tuple(v.name for v in model.trainable_variables),
+            trainable_specs=tuple(tf.TensorSpec(v.shape, v.dtype)
+                                  for v in model.trainable_variables))
+    if key is not None:
+        _TYPES_BY_KEY[key] = types
+    else:
+        try:
+            _TYPES_BY_FN[model_fn] = types
+        except TypeError:  # Not weakly referenceable: not kept.
+            pass
+    return types
+
+
 def trainable_size(model_fn: ModelFn) -> int:
     """Number of trainable values of the model `model_fn` builds (in a throwaway graph, so no
     eager Keras state is created)."""
-    with tf.Graph().as_default():
-        return int(sum(v.shape.num_elements() for v in model_fn().trainable_variables))
+    return model_types(model_fn).trainable_size

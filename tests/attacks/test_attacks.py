@@ -7,14 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from fl_tff import attacks, experiment, models, simulation
 from fl_tff.algorithms import build_fedavg
 from fl_tff.attacks import backdoor, gaussian, label_flip, scale, sign_flip
 from fl_tff.config import ConfigError, ExperimentConfig
-from fl_tff.data import client_rounds
 from tests.helpers import max_abs_diff, to_batches
 
 LR = 0.05

@@ -50,18 +50,20 @@ def _popen(module, out, *extra, env=None):
                             start_new_session=True)
 
 
-@pytest.mark.parametrize('extra', [{}, dict(algorithm='ditto', ditto_lambda=0.5,
-                                            compression='topk', compression_k=0.1,
-                                            error_feedback=True),
+@pytest.mark.parametrize('extra', [dict(algorithm='ditto', ditto_lambda=0.5,
+                                        compression='topk', compression_k=0.1,
+                                        error_feedback=True),
                                    dict(algorithm='fedbuff', concurrency=6, buffer_size=3)],
-                         ids=['fedavg', 'ditto_personal_models_and_error_feedback_residuals',
+                         ids=['ditto_personal_models_and_error_feedback_residuals',
                               'fedbuff_clients_in_flight'])
 def test_kill_9_while_a_checkpoint_is_written_then_rerun_matches_an_uninterrupted_run(
         tff_runtime, tmp_path, extra):
-    """The crash point is deterministic: inside the save of round 6's checkpoint. With Ditto and
-    error feedback the clients' two client-state slots must be restored as of round 3 too: the
-    personal models, whose accuracy (`personal_acc_*`) is in every evaluated row, and the
-    residuals; with FedBuff the start weights of the clients in flight at round 3."""
+    """The crash point is deterministic: inside the save of round 6's checkpoint. The server
+    state must be restored as of round 3 (as for any algorithm), and: with Ditto and error
+    feedback the clients' two client-state slots, the personal models, whose accuracy
+    (`personal_acc_*`) is in every evaluated row, and the residuals; with FedBuff the start
+    weights of the clients in flight at round 3. (Plain FedAvg's resume is the server state
+    alone: `test_a_larger_rounds_extends_a_finished_run_past_a_corrupted_newest_checkpoint`.)"""
     before = live_worker_pids()
     crashed = _popen('tests.experiments.crash_driver', tmp_path / 'crashed', '--rounds=8',
                      *[f'--{k}={v}' for k, v in extra.items()],

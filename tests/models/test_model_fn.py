@@ -7,7 +7,6 @@ import tensorflow_federated as tff
 
 from fl_tff import models
 
-from fl_tff.models.keras_models import MODELS
 
 SEQUENCE_MODELS = ('char_lstm', 'word_lstm')
 from fl_tff.models.losses import MaskedSparseCategoricalCrossentropy

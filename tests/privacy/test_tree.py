@@ -2,7 +2,6 @@
 population, the FTRL-M server step against the paper's rule written plainly, the tree
 aggregator against DP-FedAvg's at zero noise, the compatibility rules and one run end to end."""
 
-import dataclasses
 
 import dp_accounting
 import numpy as np

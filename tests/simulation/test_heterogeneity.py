@@ -1,6 +1,5 @@
 """Stragglers, dropouts and over-selection: seeded, with the documented counts."""
 
-import numpy as np
 import pytest
 
 from fl_tff import models, simulation

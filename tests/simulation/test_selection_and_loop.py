@@ -1,6 +1,5 @@
 """Client selection is seeded per round; the loop evaluates on schedule and reports each round."""
 
-import numpy as np
 
 from fl_tff import models, simulation
 from fl_tff.algorithms import build_fedavg

@@ -1,6 +1,5 @@
 """Reproduction studies: valid configs, and a short end-to-end study writes its plot and table."""
 
-import os
 
 import pytest
 
