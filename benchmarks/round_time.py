@@ -12,7 +12,9 @@ interleaved round by round, against a plain-TensorFlow lower bound:
       own kernels; the faster of the two is the bound.
 
 Prints the first round (trace) separately, the steady-state median seconds per round, the
-ratios to (c), the weight difference between (a) and (s) (the same rounds), and peak RSS.
+ratios to (c), the GFLOP/s each variant reaches (the round's training operations,
+`benchmarks.flops`, over its median; beside the machine's matmul peak in the first line), the
+weight difference between (a) and (s) (the same rounds), and peak RSS.
 
 With `--features`: DP-FedAvg (fixed clip), secure FedAvg (structural, and with the SecAgg
 protocol's masked uploads), 8-bit compression and SCAFFOLD (and SCAFFOLD with its client
@@ -49,7 +51,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from benchmarks.workload import WORKLOADS, peak_rss_mib
-from benchmarks import workload
+from benchmarks import flops, workload
 from fl_tff import rounds as rounds_lib
 from fl_tff import runtime, simulation
 from fl_tff.algorithms import build_fedavg
@@ -78,6 +80,9 @@ _FEATURES = flags.DEFINE_bool('features', False, 'Instead: DP-FedAvg, secure Fed
                               'and plain TF.')
 _WORKERS = flags.DEFINE_bool('workers', False, 'Instead: FedAvg on one local worker against two '
                              '(the mergeable context of --workers), and the bytes sent to workers.')
+_PIN_WORKERS = flags.DEFINE_bool('pin_workers', True, 'With --workers: each worker on a core of '
+                                 'its own (two machines\' worth of cores, one core each), and the '
+                                 'parallel efficiency printed.')
 # The library's settings for each --features variant (options as the driver would select them).
 FEATURE_SETTINGS = {
     'DP-FedAvg (fixed clip)': dict(dp='fixed', noise_multiplier=1.0, clip=1.0,
@@ -178,19 +183,34 @@ def _header(spec: workload.Workload, k: int, n: int) -> str:
             f'2000x2000 float32 matmul peak here: {_matmul_peak_gflops():.0f} GFLOP/s')
 
 
-def _print_times(times: dict) -> None:
-    """Each variant's first and median round, and its ratio to the faster plain-TF variant."""
-    print(f'{"variant":40} {"first round s":>14} {"median s/round":>15} {"/ plain TF":>11}')
+def _round_flops(spec: workload.Workload, k: int, n: int) -> int:
+    """Operations of one round's training (K clients x n examples, one epoch;
+    `benchmarks.flops`: the server's averaging is left out)."""
+    return k * n * flops.training_flops_per_example(spec.keras_fn())
+
+
+def _print_times(times: dict, round_flops: int) -> None:
+    """Each variant's first and median round, its ratio to the faster plain-TF variant, and the
+    GFLOP/s its median round reaches (`round_flops` / its median)."""
+    print(f'{"variant":40} {"first round s":>14} {"median s/round":>15} {"/ plain TF":>11} '
+          f'{"GFLOP/s":>8}')
     plain = min(statistics.median(times[name][1:]) for name in (PLAIN_XLA, PLAIN_KERNELS)
                 if name in times)
     for name, t in times.items():
         median = statistics.median(t[1:])
-        print(f'{name:40} {t[0]:14.3f} {median:15.3f} {median / plain:11.2f}')
+        print(f'{name:40} {t[0]:14.3f} {median:15.3f} {median / plain:11.2f} '
+              f'{round_flops / median / 1e9:8.1f}')
 
 
 def _workers_benchmark(data: workload.ClientsData, model_fn, k: int, n: int) -> None:
-    """FedAvg on one local worker against two, through `--workers`' mergeable context."""
-    workers = [runtime.WorkerProcess().start() for _ in range(2)]
+    """FedAvg on one local worker against two, through `--workers`' mergeable context; with
+    --pin_workers each worker runs on one core of its own, and the parallel efficiency (one
+    worker's round time over twice two workers') is printed."""
+    cores = sorted(os.sched_getaffinity(0))
+    if _PIN_WORKERS.value and len(cores) < 2:
+        raise app.UsageError(f'--pin_workers needs two cores; this process may use {cores}')
+    workers = [runtime.WorkerProcess(cpus={cores[i]} if _PIN_WORKERS.value else None).start()
+               for i in range(2)]
     try:
         contexts = {  # As --workers runs them: merges on a worker of the driver's own.
             'one worker': runtime.RemoteRuntime([workers[0].address], merge_on_driver=True).start(),
@@ -227,8 +247,11 @@ def _workers_benchmark(data: workload.ClientsData, model_fn, k: int, n: int) -> 
         print(f'{name:14} {times[name][0]:14.3f} {statistics.median(times[name][1:]):15.3f} '
               f'{", ".join(f"{b / 1e6:.3f} MB" for b in per_worker):>42} '
               f'{max(per_worker) / model_bytes:16.3f}')
-    print(f'model weights: {model_bytes / 1e6:.3f} MB; two workers / one worker: '
-          f'{statistics.median(times["two workers"][1:]) / statistics.median(times["one worker"][1:]):.2f}')
+    one, two = (statistics.median(times[name][1:]) for name in ('one worker', 'two workers'))
+    print(f'model weights: {model_bytes / 1e6:.3f} MB; two workers / one worker: {two / one:.2f}')
+    if _PIN_WORKERS.value:
+        print(f'workers pinned to cores {cores[0]} and {cores[1]}: parallel efficiency '
+              f'{one / (2 * two):.2f} (one worker on one core / twice two workers on two)')
 
 
 def _sgd(lr):
@@ -312,7 +335,9 @@ def _main() -> None:
                 a, s = variants[OURS].weights(), variants['fl_tff FedAvg, rounds shipped'].weights()
                 diff = max(float(np.abs(x - y).max()) for x, y in zip(a, s))
     print(_header(spec, k, n))
-    _print_times(times)
+    print(f'training: {_round_flops(spec, k, n) / 1e9:.2f} GFLOP per round '
+          f'({flops.training_flops_per_example(spec.keras_fn()):,} per example, benchmarks.flops)')
+    _print_times(times, _round_flops(spec, k, n))
     if diff is not None:
         dropout = any(isinstance(layer, tf.keras.layers.Dropout) for layer in spec.keras_fn().layers)
         print(f'max |w| difference after {_ROUNDS.value + 1} rounds, data built in the worker vs '

@@ -74,6 +74,20 @@ def serialize_value(value: Any, type_spec: Any) -> Any:
     return proto
 
 
+async def off_the_loop(coroutine: Any) -> Any:
+    """Runs `coroutine` to completion in a thread of its own, on an event loop of its own: for
+    TFF's `RemoteExecutor` methods, which make blocking gRPC calls inside the event loop (TFF's
+    own TODO, b/134543154) and so kept the mergeable context's sub-rounds on different workers
+    from running at the same time."""
+    return await asyncio.to_thread(asyncio.run, coroutine)
+
+
+async def remote_compute_off_the_loop(executor: Any, value_ref: Any, type_spec: Any) -> Any:
+    """`RemoteExecutor._compute` (private: where a worker's result is awaited) off the loop."""
+    return await off_the_loop(tff.framework.RemoteExecutor._compute(  # pylint: disable=protected-access
+        executor, value_ref, type_spec))
+
+
 contains_only = _type_analysis.contains_only
 type_to_py_container = _type_conversions.type_to_py_container
 

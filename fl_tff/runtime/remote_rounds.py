@@ -38,7 +38,12 @@ _CACHED_COMPUTATIONS = 32
 class CachingRemoteExecutor(tff.framework.RemoteExecutor):
     """A `RemoteExecutor` that sends each distinct computation to its worker once per executor
     (keyed by the SHA-256 of its serialized form) and reuses the worker's value afterwards. The
-    cache empties when the executor is reset (new cardinalities, an error, `close`)."""
+    cache empties when the executor is reset (new cardinalities, an error, `close`).
+
+    Its calls to the worker run off the event loop (`tff_compat.off_the_loop`), so that the
+    sub-rounds of several workers run at the same time: TFF's executor blocks the loop in each
+    gRPC call, and two workers took as long as one.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,18 +51,30 @@ class CachingRemoteExecutor(tff.framework.RemoteExecutor):
 
     async def create_value(self, value, type_spec=None):
         if not isinstance(type_spec, tff.FunctionType):
-            return await super().create_value(value, type_spec)
+            return await tff_compat.off_the_loop(super().create_value(value, type_spec))
         proto = tff_compat.serialize_value(value, type_spec)
         key = hashlib.sha256(proto.SerializeToString(deterministic=True)).digest()
         cached = self._computations.get(key)
         if cached is None:
-            cached = await super().create_value(value, type_spec)
+            cached = await tff_compat.off_the_loop(super().create_value(value, type_spec))
             self._computations[key] = cached
             if len(self._computations) > _CACHED_COMPUTATIONS:
                 self._computations.popitem(last=False)  # Dropped: disposed on the worker.
         else:
             self._computations.move_to_end(key)
         return cached
+
+    async def create_call(self, comp, arg=None):
+        return await tff_compat.off_the_loop(super().create_call(comp, arg))
+
+    async def create_struct(self, elements):
+        return await tff_compat.off_the_loop(super().create_struct(elements))
+
+    async def create_selection(self, source, index):
+        return await tff_compat.off_the_loop(super().create_selection(source, index))
+
+    async def _compute(self, value_ref, type_spec):
+        return await tff_compat.remote_compute_off_the_loop(self, value_ref, type_spec)
 
     def set_cardinalities(self, cardinalities) -> None:
         self._computations.clear()  # Values of the old executor are gone with it.

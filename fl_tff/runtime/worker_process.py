@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Collection
 from typing import IO, Optional
 
 import portpicker
@@ -70,12 +71,16 @@ def _set_parent_death_signal() -> None:  # Runs in the child between fork and ex
 
 
 def _spawn(args: list[str], log_file: IO[bytes], environment: dict[str, str],
-           started: threading.Event, box: dict) -> None:
+           started: threading.Event, box: dict, cpus: Optional[frozenset[int]] = None) -> None:
     """Starts the worker from the calling (keeper) thread and waits for it to end. The
     parent-death signal is tied to the forking thread: this thread lives as long as the worker,
     so the signal only fires when the whole process dies. It holds no reference to the
-    `WorkerProcess`, which may so be garbage-collected (and stop its worker) while it runs."""
+    `WorkerProcess`, which may so be garbage-collected (and stop its worker) while it runs.
+    With `cpus`, this thread takes that CPU affinity first: the worker inherits it, every
+    thread of it included."""
     try:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)  # This thread only (Linux: 0 is the calling thread).
         setpriv = shutil.which('setpriv')
         if setpriv:
             box['process'] = subprocess.Popen(
@@ -106,6 +111,9 @@ class WorkerProcess:
       log_path: Where its stdout and stderr go (default: a temporary file, removed when the
         worker stops).
       max_concurrent_computation_calls: The worker's flag of that name (-1: no limit).
+      cpus: The CPUs the worker (all its threads) may run on (default: any); e.g. one core per
+        worker to measure how rounds scale over workers on one machine
+        (`benchmarks.round_time --workers`).
       intra_op_threads: TensorFlow's threads per op inside the worker
         (`TF_NUM_INTRAOP_THREADS`). 1 by default: the worker already runs a round's clients
         concurrently, and a client step's ops are too small to split, so TF's default (a
@@ -116,7 +124,12 @@ class WorkerProcess:
 
     def __init__(self, *, port: Optional[int] = None, log_path: Optional[str] = None,
                  max_concurrent_computation_calls: int = -1,
-                 intra_op_threads: Optional[int] = 1):
+                 intra_op_threads: Optional[int] = 1,
+                 cpus: Optional[Collection[int]] = None):
+        if cpus is not None and not (cpus and set(cpus) <= os.sched_getaffinity(0)):
+            raise ValueError(f'cpus {sorted(cpus)} are not all among this process\'s CPUs '
+                             f'{sorted(os.sched_getaffinity(0))}')
+        self.cpus = frozenset(cpus) if cpus is not None else None
         self.port = port
         self.log_path = log_path
         self._max_concurrent = max_concurrent_computation_calls
@@ -156,7 +169,8 @@ class WorkerProcess:
         if self._intra_op_threads is not None:
             environment.setdefault('TF_NUM_INTRAOP_THREADS', str(self._intra_op_threads))
         started, box = threading.Event(), {}
-        threading.Thread(target=_spawn, args=(args, self._log_file, environment, started, box),
+        threading.Thread(target=_spawn,
+                         args=(args, self._log_file, environment, started, box, self.cpus),
                          name=f'fl_tff-worker-{self.port}', daemon=True).start()
         started.wait()
         if 'error' in box:

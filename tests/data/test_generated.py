@@ -18,3 +18,13 @@ def test_same_id_same_examples_and_different_ids_differ():
     assert set(np.unique(a['y'])) <= {0, 1, 2}
     assert not np.array_equal(a['x'], _examples(generated_client_data(10_000, 50, features=8,
                                                                       seed=2), '0007')['x'])
+
+
+def test_examples_of_a_given_shape_hold_the_same_values_as_flat_ones():
+    """An image shape (the EMNIST CNN's) reshapes the same stateless draw: same id, same
+    values."""
+    images = _examples(generated_client_data(20, 5, features=(4, 4, 1), seed=3), '07')
+    flat = _examples(generated_client_data(20, 5, features=16, seed=3), '07')
+    assert images['x'].shape == (5, 4, 4, 1)
+    np.testing.assert_array_equal(np.reshape(images['x'], (5, 16)), flat['x'])
+    np.testing.assert_array_equal(images['y'], flat['y'])

@@ -67,3 +67,57 @@ def test_merging_on_the_driver_leaves_the_workers_only_their_sub_rounds(tff_runt
     # its clients' values and a call (value ids vary the sizes by a few bytes).
     assert max(sent[False]) > 4 * min(sent[False])
     assert max(sent[True]) < 1.2 * min(sent[False]) and max(sent[True]) < 1.2 * min(sent[True])
+
+
+class _BarrierStub:
+    """A worker's gRPC stub whose `compute` returns only once the other worker's `compute` has
+    been called too (a barrier of two): executors that wait for their workers one after
+    another break it, and the test fails instead of waiting forever."""
+
+    def __init__(self, barrier, result):
+        self._barrier, self._result = barrier, result
+
+    def get_executor(self, request):
+        from tensorflow_federated.proto.v0 import executor_pb2
+        return executor_pb2.GetExecutorResponse(executor=executor_pb2.ExecutorId(id='e'))
+
+    def create_value(self, request):
+        from tensorflow_federated.proto.v0 import executor_pb2
+        return executor_pb2.CreateValueResponse(value_ref=executor_pb2.ValueRef(id='v'))
+
+    def compute(self, request):
+        self._barrier.wait(timeout=60)  # Raises BrokenBarrierError if the other never comes.
+        from tensorflow_federated.proto.v0 import executor_pb2
+        return executor_pb2.ComputeResponse(value=self._result)
+
+    def dispose(self, request):
+        pass
+
+    def dispose_executor(self, request):
+        pass
+
+
+def test_two_workers_compute_at_the_same_time():
+    """The mergeable context awaits each worker's sub-round in its own task; TFF's executor
+    blocked the event loop in each worker's `compute`, so the second worker started after the
+    first had finished."""
+    import asyncio
+    import threading
+    from fl_tff import tff_compat
+    from fl_tff.runtime import remote_rounds
+    barrier = threading.Barrier(2)
+    result = tff_compat.serialize_value(np.float32(2.0), tff.TensorType(np.float32))
+    executors = [remote_rounds.CachingRemoteExecutor(_BarrierStub(barrier, result))
+                 for _ in range(2)]
+    for executor in executors:
+        executor.set_cardinalities({tff.CLIENTS: 1})
+
+    async def one(executor):
+        value = await executor.create_value(np.float32(1.0), tff.TensorType(np.float32))
+        return await value.compute()
+
+    async def both():
+        return await asyncio.gather(*(one(e) for e in executors))
+
+    assert [float(v) for v in asyncio.run(both())] == [2.0, 2.0]
+    assert not barrier.broken

@@ -109,6 +109,23 @@ def test_the_worker_runs_one_thread_per_op_unless_told_otherwise(monkeypatch):
             worker.stop()
 
 
+def test_a_worker_given_cpus_runs_every_thread_on_them_and_others_are_refused():
+    ours = os.sched_getaffinity(0)
+    first = min(ours)
+    worker = runtime.WorkerProcess(cpus={first}).start()
+    try:
+        threads = os.listdir(f'/proc/{worker.pid}/task')
+        assert len(threads) > 1  # gRPC's and TensorFlow's threads, started by the worker itself.
+        assert {frozenset(os.sched_getaffinity(int(t))) for t in threads} == {frozenset({first})}
+        assert os.sched_getaffinity(0) == ours  # Only the worker's thread of ours was pinned.
+    finally:
+        worker.stop()
+    with pytest.raises(ValueError, match='not all among this process'):
+        runtime.WorkerProcess(cpus={max(os.sched_getaffinity(0)) + 1})
+    with pytest.raises(ValueError, match='not all among this process'):
+        runtime.WorkerProcess(cpus=set())
+
+
 _IMPORT_AND_RUN = textwrap.dedent('''
     import sys
     import numpy as np
