@@ -75,7 +75,8 @@ def serialize_value(value: Any, type_spec: Any) -> Any:
 
 
 async def off_the_loop(coroutine: Any) -> Any:
-    """Runs `coroutine` to completion in a thread of its own, on an event loop of its own: for
+    """Runs `coroutine` to completion in a thread of the running loop's default pool (at most
+    min(32, cores + 4) at once), on an event loop of its own: for
     TFF's `RemoteExecutor` methods, which make blocking gRPC calls inside the event loop (TFF's
     own TODO, b/134543154) and so kept the mergeable context's sub-rounds on different workers
     from running at the same time."""

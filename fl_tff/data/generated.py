@@ -13,6 +13,7 @@ import collections
 from collections.abc import Sequence
 from typing import Union
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -26,7 +27,7 @@ def generated_client_data(num_clients: int, examples_per_client: int, *,
     [0, 1), labels uniform over `num_classes` (a throughput workload, not a learnable task)."""
     if num_clients < 1 or examples_per_client < 1:
         raise ValueError(f'need >= 1 clients and examples, got {num_clients} and {examples_per_client}')
-    shape = [features] if isinstance(features, int) else list(features)
+    shape = [int(features)] if np.ndim(features) == 0 else [int(d) for d in features]
     width = len(str(num_clients - 1))
     client_ids = [f'{i:0{width}d}' for i in range(num_clients)]
 

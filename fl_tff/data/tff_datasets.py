@@ -225,9 +225,9 @@ def load_tff_dataset(name: str, data_dir: str, num_clients: int, seed: int) -> A
 
     Returns an ArrayDataset whose `natural_partition` / `natural_test_partition` are each
     client's train / test examples as TFF splits them (Stack Overflow: its `train` and `test`
-    splits; its `heldout` split is not used). Its arrays are read-only: the last few samples
-    loaded are kept for the process (a sweep or a study loads the same clients once), until
-    their files change.
+    splits; its `heldout` split is not used). Its arrays are read-only: the last sample loaded
+    is kept for the process (runs of one setting load its clients once; one sample of the full
+    EMNIST-62 is about 2 GB, so only one is kept), until its files change.
     """
     check_available(name, data_dir)
     spec = TFF_DATASETS[name]
@@ -237,7 +237,7 @@ def load_tff_dataset(name: str, data_dir: str, num_clients: int, seed: int) -> A
     return _load_sample(name, data_dir, num_clients, seed, stamps)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=1)
 def _load_sample(name: str, data_dir: str, num_clients: int, seed: int,
                  stamps: tuple) -> ArrayDataset:
     """`load_tff_dataset`'s work; `stamps` (the files' paths, times and sizes) key the cache."""

@@ -96,8 +96,11 @@ def test_loads_offline_with_tffs_own_train_test_split(data_dir, name, clients, s
         assert [p.size for p in ds.natural_partition] == train_sizes
     assert all(p.size >= test_sizes for p in ds.natural_test_partition)
     assert 0.0 <= ds.x.min() and ds.x.max() <= 1.0
+    assert tff_datasets.load_tff_dataset(name, data_dir, clients, seed=0) is ds  # Kept.
+    assert not ds.x.flags.writeable  # Shared, so read-only.
+    tff_datasets._load_sample.cache_clear()  # Loaded again from the file: the same sample.
     again = tff_datasets.load_tff_dataset(name, data_dir, clients, seed=0)
-    assert np.array_equal(ds.x, again.x)
+    assert again is not ds and np.array_equal(ds.x, again.x)
 
 
 def test_missing_file_is_one_error_naming_the_file_and_flag(tmp_path):
