@@ -207,8 +207,6 @@ def _workers_benchmark(data: workload.ClientsData, model_fn, k: int, n: int) -> 
     --pin_workers each worker runs on one core of its own, and the parallel efficiency (one
     worker's round time over twice two workers') is printed."""
     cores = sorted(os.sched_getaffinity(0))
-    if _PIN_WORKERS.value and len(cores) < 2:
-        raise app.UsageError(f'--pin_workers needs two cores; this process may use {cores}')
     workers = [runtime.WorkerProcess(cpus={cores[i]} if _PIN_WORKERS.value else None).start()
                for i in range(2)]
     try:
@@ -258,8 +256,18 @@ def _sgd(lr):
     return tff.learning.optimizers.build_sgdm(lr)
 
 
+def _check_flags() -> None:
+    """Bad flags: one line and exit 2, before TensorFlow or a worker starts."""
+    cores = sorted(os.sched_getaffinity(0))
+    if _WORKERS.value and _PIN_WORKERS.value and len(cores) < 2:
+        print(f'error: --pin_workers puts each of two workers on a core of its own, and this '
+              f'process may use only CPU {cores}; pass --nopin_workers', file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv) -> None:
     del argv
+    _check_flags()
     logging.set_verbosity(logging.WARNING)  # TFF logs every model build at INFO.
     threads = (WORKLOADS[_WORKLOAD.value].plain_intra_op_threads
                if _PLAIN_THREADS.value < 0 else _PLAIN_THREADS.value)

@@ -39,10 +39,20 @@ class GlobalKerasModel:
 
 
 KerasSource = Union[Callable[[], tf.keras.Model], GlobalKerasModel]
+ModelForWeights = Callable[[tff.learning.models.ModelWeights], tf.keras.Model]
 
 
-def _global_model(source: KerasSource) -> GlobalKerasModel:
-    return source if isinstance(source, GlobalKerasModel) else GlobalKerasModel(source)
+def _global_model(source: KerasSource) -> ModelForWeights:
+    """A shared `GlobalKerasModel` as given; a plain `keras_fn` builds a fresh model per call (an
+    evaluator on its own cannot know whether TFF built graphs since its last call)."""
+    if isinstance(source, GlobalKerasModel):
+        return source
+
+    def fresh(weights: tff.learning.models.ModelWeights) -> tf.keras.Model:
+        model = source()
+        weights.assign_weights_to(model)
+        return model
+    return fresh
 
 
 class Scorer:

@@ -292,7 +292,7 @@ def _evaluators(config: ExperimentConfig, fed_data: data.FederatedData,
     if personalized.active:
         evaluators.append(personalized)
     if attack is not None and attack.trigger is not None:
-        evaluators.append(attacks.BackdoorEvaluator(keras_fn, fed_data.test_x, fed_data.test_y,
+        evaluators.append(attacks.BackdoorEvaluator(global_model, fed_data.test_x, fed_data.test_y,
                                                     attack))
     return evaluators
 

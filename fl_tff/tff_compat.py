@@ -9,6 +9,7 @@ checks the TFF version it was written for, and `tests/test_tff_compat.py` touche
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import Any, Callable, NamedTuple, Optional
 
 import tensorflow_federated as tff
@@ -74,19 +75,25 @@ def serialize_value(value: Any, type_spec: Any) -> Any:
     return proto
 
 
-async def off_the_loop(coroutine: Any) -> Any:
-    """Runs `coroutine` to completion in a thread of the running loop's default pool (at most
-    min(32, cores + 4) at once), on an event loop of its own: for
-    TFF's `RemoteExecutor` methods, which make blocking gRPC calls inside the event loop (TFF's
-    own TODO, b/134543154) and so kept the mergeable context's sub-rounds on different workers
-    from running at the same time."""
-    return await asyncio.to_thread(asyncio.run, coroutine)
+async def off_the_loop(coroutine: Any, pool: Optional[concurrent.futures.Executor] = None) -> Any:
+    """Runs `coroutine` to completion in a thread of `pool` (default: the running loop's default
+    pool, at most min(32, cores + 4) threads), on an event loop of its own: for TFF's
+    `RemoteExecutor` methods, which make blocking gRPC calls inside the event loop (TFF's own
+    TODO, b/134543154) and so kept the mergeable context's sub-rounds on different workers from
+    running at the same time."""
+    return await asyncio.get_running_loop().run_in_executor(pool, asyncio.run, coroutine)
 
 
-async def remote_compute_off_the_loop(executor: Any, value_ref: Any, type_spec: Any) -> Any:
-    """`RemoteExecutor._compute` (private: where a worker's result is awaited) off the loop."""
-    return await off_the_loop(tff.framework.RemoteExecutor._compute(  # pylint: disable=protected-access
-        executor, value_ref, type_spec))
+class RemoteExecutorOffTheLoop(tff.framework.RemoteExecutor):
+    """TFF's `RemoteExecutor` whose private `_compute` (where a worker's result is awaited) runs
+    through `self.off_the_loop`; subclasses send their public calls through it too."""
+
+    async def off_the_loop(self, coroutine: Any) -> Any:
+        """Runs `coroutine` off the event loop (`off_the_loop` in the loop's default pool)."""
+        return await off_the_loop(coroutine)
+
+    async def _compute(self, value_ref, type_spec):
+        return await self.off_the_loop(super()._compute(value_ref, type_spec))
 
 
 contains_only = _type_analysis.contains_only

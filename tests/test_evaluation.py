@@ -28,3 +28,28 @@ def test_centralized_equals_federated_and_by_hand_logistic_regression(tff_runtim
     assert federated['fed_eval_accuracy'] == pytest.approx(central['test_accuracy'], abs=1e-6)
     assert federated['fed_eval_loss'] == pytest.approx(central['test_loss'], rel=1e-4)
     assert federated['fed_eval_clients'] == len(skewed_digits.test.client_ids)
+
+
+def test_evaluators_given_one_global_model_share_it_and_a_plain_factory_builds_each_call(
+        skewed_digits):
+    """A run's evaluators share one Keras model per weights evaluated (`GlobalKerasModel`); an
+    evaluator given a plain factory cannot know whether TFF built graphs since its last call
+    (which invalidates an eager Keras model), so it builds a model per call."""
+    import tensorflow_federated as tff
+    _, keras_fn = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10, seed=2)
+    built = []
+
+    def counting():
+        built.append(keras_fn())
+        return built[-1]
+
+    weights = tff.learning.models.ModelWeights.from_model(keras_fn())
+    x, y = skewed_digits.test_x, skewed_digits.test_y
+    shared = evaluation.GlobalKerasModel(counting)
+    first = evaluation.CentralizedEvaluator(shared, x, y)(weights)
+    again = evaluation.CentralizedEvaluator(shared, x, y, prefix='again')(weights)
+    assert len(built) == 1 and first['test_accuracy'] == again['again_accuracy']
+    alone = evaluation.CentralizedEvaluator(counting, x, y)
+    alone(weights)
+    alone(weights)
+    assert len(built) == 3

@@ -22,12 +22,12 @@ def test_the_version_check_refuses_another_tff_by_name():
 
 def test_every_symbol_exists_with_the_shape_fl_tff_uses():
     assert issubclass(tff_compat.MergeableCompExecutionContext, tff.framework.SyncContext)
-    # remote_compute_off_the_loop runs a real RemoteExecutor's private _compute in
+    # RemoteExecutorOffTheLoop overrides a real RemoteExecutor's private _compute, run in
     # tests/runtime/test_remote_rounds.py::test_two_workers_compute_at_the_same_time.
     for fn, params in ((tff_compat.run_in_async_context_pool, 5),
                        (tff_compat.compute_after_merged, 4),
-                       (tff_compat.remote_compute_off_the_loop, 3),
-                       (tff_compat.off_the_loop, 1)):
+                       (tff.framework.RemoteExecutor._compute, 3),
+                       (tff_compat.off_the_loop, 2)):
         assert inspect.iscoroutinefunction(fn) and len(inspect.signature(fn).parameters) == params
     assert 'result_type_spec' in inspect.signature(
         tff_compat.repackage_partitioned_values).parameters

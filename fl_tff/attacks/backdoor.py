@@ -91,15 +91,16 @@ class BackdoorEvaluator:
     """`weights -> {'backdoor_success': r}`: the share of test inputs whose label is not the
     target that the model, given the triggered input, classifies as the target."""
 
-    def __init__(self, keras_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.ndarray,
-                 attack: base.Attack):
+    def __init__(self, model_for: Callable[[tff.learning.models.ModelWeights], tf.keras.Model],
+                 x: np.ndarray, y: np.ndarray, attack: base.Attack):
+        """`model_for(weights)` gives a Keras model holding `weights` (the run's shared
+        `fl_tff.evaluation.GlobalKerasModel`, so no model is built for this evaluator alone)."""
         keep = y != attack.target
-        self._keras_fn, self._target = keras_fn, attack.target
+        self._model_for, self._target = model_for, attack.target
         self._x = attack.trigger(x[keep])
 
     def __call__(self, weights: tff.learning.models.ModelWeights) -> dict[str, float]:
-        model = self._keras_fn()
-        weights.assign_weights_to(model)
+        model = self._model_for(weights)
         predicted = np.argmax(model(self._x, training=False), axis=-1)
         return {'backdoor_success': float(np.mean(predicted == self._target))}
 

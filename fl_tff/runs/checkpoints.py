@@ -149,7 +149,7 @@ class Checkpointer:
         return os.path.join(self.directory, f'client_states_{round_num}.npz')
 
     def _versions(self) -> list[int]:
-        return runtime.run_coroutine(self._manager.get_versions()) or []
+        return runtime.run_coroutine(self._manager.get_versions) or []
 
     def latest(self, structure: Any) -> tuple[Optional[Any], int]:
         """(state, round) of the newest checkpoint that loads, or (None, 0) when there is none.
@@ -165,7 +165,7 @@ class Checkpointer:
             if self._client_states is not None:
                 self._check_client_states_exist(version)
             try:
-                state = runtime.run_coroutine(self._manager.load(version, structure))
+                state = runtime.run_coroutine(self._manager.load, version, structure)
                 if self._client_states is not None:
                     self._load_client_states(version)
             except Exception as e:  # pylint: disable=broad-except  # Any failure: try an older one.
@@ -224,7 +224,7 @@ class Checkpointer:
             with open(tmp, 'rb') as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        runtime.run_coroutine(self._manager.save(state, round_num))
+        runtime.run_coroutine(self._manager.save, state, round_num)
         if self._client_states is not None:
             kept = set(self._versions())
             for name in os.listdir(self.directory):

@@ -210,7 +210,7 @@ class MetricsReleaser:
         async def release_all():
             await asyncio.gather(*[m.release(values, key=row['round']) for m in self._managers])
 
-        runtime.run_coroutine(release_all())
+        runtime.run_coroutine(release_all)
 
 
 def read_metrics(run_dir: str, up_to_round: Optional[int] = None) -> list[dict[str, Any]]:

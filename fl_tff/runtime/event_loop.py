@@ -9,13 +9,18 @@ import contextlib
 import signal
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 from fl_tff import tff_compat
 
-def run_coroutine(coroutine):
-    """Runs `coroutine` to completion on this thread's private event loop, with Ctrl-C deferred
-    until it ends.
+T = TypeVar('T')
+
+def run_coroutine(coroutine_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """Runs `coroutine_fn(*args)` to completion on this thread's private event loop, with Ctrl-C
+    deferred until it ends. The coroutine is made inside the deferred section: one made by the
+    caller could meet a Ctrl-C before it ran and never run ("coroutine ... was never awaited"
+    on the user's terminal).
 
     Our coroutines are tff.program's checkpoint and release writes, which run in executor
     threads: a `KeyboardInterrupt` in the middle leaves them writing behind the caller's back and
@@ -45,7 +50,7 @@ def run_coroutine(coroutine):
     outer = tff_compat.swap_running_loop(None)
     try:
         with _sigint_deferred():
-            return loop.run_until_complete(coroutine)
+            return loop.run_until_complete(coroutine_fn(*args))
     finally:
         tff_compat.swap_running_loop(outer)
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import hashlib
+import weakref
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -33,48 +35,66 @@ from fl_tff import tff_compat
 
 # Distinct computations kept on a worker (a run uses a handful: the round's parts, evaluation).
 _CACHED_COMPUTATIONS = 32
+# Calls to one worker in flight at once (sub-rounds of one context run one after another).
+_THREADS_PER_WORKER = 4
 
 
-class CachingRemoteExecutor(tff.framework.RemoteExecutor):
+class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
     """A `RemoteExecutor` that sends each distinct computation to its worker once per executor
     (keyed by the SHA-256 of its serialized form) and reuses the worker's value afterwards. The
     cache empties when the executor is reset (new cardinalities, an error, `close`).
 
-    Its calls to the worker run off the event loop (`tff_compat.off_the_loop`), so that the
-    sub-rounds of several workers run at the same time: TFF's executor blocks the loop in each
-    gRPC call, and two workers took as long as one.
+    Its calls to the worker run off the event loop (`tff_compat.off_the_loop`) in a thread pool
+    of its own, so that the sub-rounds of several workers run at the same time however many
+    workers there are: TFF's executor blocks the loop in each gRPC call, and two workers took as
+    long as one.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._computations: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+        # One upload per computation: concurrent requests for it await the same task.
+        self._computations: collections.OrderedDict[bytes, asyncio.Future] = (
+            collections.OrderedDict())
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_THREADS_PER_WORKER, thread_name_prefix='fl_tff_remote')
+        weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    async def off_the_loop(self, coroutine):
+        return await tff_compat.off_the_loop(coroutine, self._pool)
 
     async def create_value(self, value, type_spec=None):
         if not isinstance(type_spec, tff.FunctionType):
-            return await tff_compat.off_the_loop(super().create_value(value, type_spec))
+            return await self.off_the_loop(super().create_value(value, type_spec))
         proto = tff_compat.serialize_value(value, type_spec)
         key = hashlib.sha256(proto.SerializeToString(deterministic=True)).digest()
-        cached = self._computations.get(key)
-        if cached is None:
-            cached = await tff_compat.off_the_loop(super().create_value(value, type_spec))
-            self._computations[key] = cached
+        upload = self._computations.get(key)
+        if upload is not None and not upload.done() and (
+                upload.get_loop() is not asyncio.get_running_loop()):
+            upload = None  # In flight on another event loop: not awaitable here.
+        if upload is None:
+            # Cached before it is awaited: a reset meanwhile (`set_cardinalities`, `close`)
+            # clears it, so an old executor's value never lands in the new cache.
+            upload = asyncio.ensure_future(self.off_the_loop(super().create_value(value, type_spec)))
+            self._computations[key] = upload
             if len(self._computations) > _CACHED_COMPUTATIONS:
                 self._computations.popitem(last=False)  # Dropped: disposed on the worker.
         else:
             self._computations.move_to_end(key)
-        return cached
+        try:
+            return await asyncio.shield(upload)
+        except Exception:
+            if self._computations.get(key) is upload:
+                del self._computations[key]  # A failed upload is retried by the next request.
+            raise
 
     async def create_call(self, comp, arg=None):
-        return await tff_compat.off_the_loop(super().create_call(comp, arg))
+        return await self.off_the_loop(super().create_call(comp, arg))
 
     async def create_struct(self, elements):
-        return await tff_compat.off_the_loop(super().create_struct(elements))
+        return await self.off_the_loop(super().create_struct(elements))
 
     async def create_selection(self, source, index):
-        return await tff_compat.off_the_loop(super().create_selection(source, index))
-
-    async def _compute(self, value_ref, type_spec):
-        return await tff_compat.remote_compute_off_the_loop(self, value_ref, type_spec)
+        return await self.off_the_loop(super().create_selection(source, index))
 
     def set_cardinalities(self, cardinalities) -> None:
         self._computations.clear()  # Values of the old executor are gone with it.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from fl_tff import attacks, experiment, models, simulation
+from fl_tff import attacks, evaluation, experiment, models, simulation
 from fl_tff.algorithms import build_fedavg
 from fl_tff.attacks import backdoor, gaussian, label_flip, scale, sign_flip
 from fl_tff.config import ConfigError, ExperimentConfig
@@ -177,12 +177,13 @@ def test_backdoor_success_is_the_share_of_triggered_other_class_inputs_sent_to_t
     logits = backdoor.stamp(x[y != 3]).reshape(-1, 64) @ kernel + bias  # NumPy forward pass.
     expected = float(np.mean(np.argmax(logits, axis=1) == 3))
     assert 0.0 < expected < 1.0
-    got = attacks.BackdoorEvaluator(keras_fn, x, y, attack)(weights)['backdoor_success']
+    got = attacks.BackdoorEvaluator(evaluation.GlobalKerasModel(keras_fn), x, y,
+                                    attack)(weights)['backdoor_success']
     assert got == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize('settings,flag', [
-    (dict(attack='sign_flip', algorithm='mimelite', client_weighting='uniform'), 'algorithm'),
+    (dict(attack='sign_flip', algorithm='fedrecon', client_weighting='uniform'), 'algorithm'),
     (dict(attack='backdoor', dataset='synthetic'), 'dataset'),
     (dict(attack='label_flip', attack_fraction=0.0), 'attack_fraction'),
 ])

@@ -97,18 +97,21 @@ class _BarrierStub:
         pass
 
 
-def test_two_workers_compute_at_the_same_time():
+def test_more_workers_than_the_default_pool_compute_at_the_same_time():
     """The mergeable context awaits each worker's sub-round in its own task; TFF's executor
     blocked the event loop in each worker's `compute`, so the second worker started after the
-    first had finished."""
+    first had finished. The workers here outnumber the event loop's default thread pool
+    (min(32, cores + 4)): each executor has threads of its own."""
     import asyncio
+    import os
     import threading
     from fl_tff import tff_compat
     from fl_tff.runtime import remote_rounds
-    barrier = threading.Barrier(2)
+    workers = min(os.cpu_count() or 1, 27) + 5
+    barrier = threading.Barrier(workers)
     result = tff_compat.serialize_value(np.float32(2.0), tff.TensorType(np.float32))
     executors = [remote_rounds.CachingRemoteExecutor(_BarrierStub(barrier, result))
-                 for _ in range(2)]
+                 for _ in range(workers)]
     for executor in executors:
         executor.set_cardinalities({tff.CLIENTS: 1})
 
@@ -116,8 +119,57 @@ def test_two_workers_compute_at_the_same_time():
         value = await executor.create_value(np.float32(1.0), tff.TensorType(np.float32))
         return await value.compute()
 
-    async def both():
+    async def every():
         return await asyncio.gather(*(one(e) for e in executors))
 
-    assert [float(v) for v in asyncio.run(both())] == [2.0, 2.0]
+    assert [float(v) for v in asyncio.run(every())] == [2.0] * workers
     assert not barrier.broken
+
+
+class _UploadStub(_BarrierStub):
+    """Counts the computations uploaded; each upload waits for `release`."""
+
+    def __init__(self):
+        import threading
+        super().__init__(None, None)
+        self.uploads, self.release = 0, threading.Event()
+
+    def create_value(self, request):
+        if request.value.HasField('computation'):
+            self.uploads += 1
+            assert self.release.wait(timeout=60)
+        return super().create_value(request)
+
+
+def test_a_computation_requested_twice_at_once_is_uploaded_once_and_a_reset_drops_it():
+    import asyncio
+    from fl_tff.runtime import remote_rounds
+    stub = _UploadStub()
+    executor = remote_rounds.CachingRemoteExecutor(stub)
+    executor.set_cardinalities({tff.CLIENTS: 1})
+    upload = lambda: executor.create_value(_total, _total.type_signature)
+
+    async def concurrent_requests():
+        first, second = asyncio.ensure_future(upload()), asyncio.ensure_future(upload())
+        await asyncio.sleep(0.05)
+        stub.release.set()
+        return await first, await second
+
+    first, second = asyncio.run(concurrent_requests())
+    assert stub.uploads == 1 and first is second
+    asyncio.run(upload())
+    assert stub.uploads == 1  # Cached.
+
+    async def reset_while_uploading():
+        executor.set_cardinalities({tff.CLIENTS: 2})  # Empties the cache.
+        stub.release.clear()
+        request = asyncio.ensure_future(upload())
+        await asyncio.sleep(0.05)
+        executor.set_cardinalities({tff.CLIENTS: 3})  # A reset while the upload is in flight.
+        stub.release.set()
+        await request
+
+    asyncio.run(reset_while_uploading())
+    assert stub.uploads == 2
+    asyncio.run(upload())  # The value uploaded before the reset belongs to the old executor.
+    assert stub.uploads == 3
