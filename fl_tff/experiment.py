@@ -70,7 +70,8 @@ def build_model_aggregator(config: ExperimentConfig, max_weight: Optional[float]
     `fl_tff.aggregators.chain`), each built from its own parameters and declared base settings.
     `max_weight` bounds a client's weight (`weighting.max_weight`) for the secure weighted mean.
     With `side`, the side aggregator of an algorithm's `side_uploads`: the same chain,
-    unweighted, without compression, its noise seeded apart from the model aggregator's."""
+    unweighted (weighted as the model's unless `uniform` weights, for an algorithm whose
+    `side_weighted`), without compression, its noise seeded apart from the model aggregator's."""
     selection = config.selection()
     layers = [(option.aggregator_layer,
                {**config.option_params(kind),
@@ -80,7 +81,8 @@ def build_model_aggregator(config: ExperimentConfig, max_weight: Optional[float]
         uniform=selection.has(options.UNIFORM_WEIGHTS), max_weight=max_weight, seed=config.seed,
         cohort=config.aggregated_clients(), client_encodes=selection.has(options.CLIENT_ENCODES))
     if side:
-        context = dataclasses.replace(context, uniform=True, client_encodes=True,
+        weighted = selection['algorithm'].side_weighted and not context.uniform
+        context = dataclasses.replace(context, uniform=not weighted, client_encodes=True,
                                       seed=data.derive_seed(config.seed, SIDE_SEED_KEY))
     return aggregator_chain.build(layers, context)
 

@@ -211,10 +211,12 @@ class Option:
       side_uploads: Model-sized values each client sends beside its update (SCAFFOLD's dc_i:
         1). They go through the side aggregator, which the algorithm's builder takes as
         `side_aggregator`: the chain of the model aggregator's options without compression,
-        unweighted; so a secure sum sums them securely, a robust rule filters them, and
+        unweighted (weighted as the update with `side_weighted`); so a secure sum sums them securely, a robust rule filters them, and
         user-level DP clips and noises each (one more Gaussian release a round, which the
         privacy ledger composes). Billed at the uplink encoding, or as float32 when that is a
         compression.
+      side_weighted: Its side uploads weigh as its update does (MIME-lite's full-batch
+        gradients, averaged as TFF's builder does), not 1 each.
       plain_side_values: Scalars each client sends in the clear beside its update, outside the
         model aggregator (FedNova's w_i tau_i and w_i: 2), billed as float32.
       defaults: Base setting name -> `Default`: what this option needs or trains best with
@@ -241,6 +243,7 @@ class Option:
     check_model: Optional[Callable[[Any, Any], None]] = None
     uplink_model_copies: int = 1
     side_uploads: int = 0
+    side_weighted: bool = False
     plain_side_values: int = 0
     config_fields: tuple[str, ...] = ()
     defaults: Mapping[str, Default] = dataclasses.field(default_factory=dict)

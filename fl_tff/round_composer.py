@@ -20,7 +20,8 @@ own copy of the composer:
   work, `upload` sends each client's update and weight as they are, `aggregate` runs the
   aggregator on them and `finalize` the finalizer.
 * `side_aggregator`: a second aggregation, of a value each client uploads beside its update
-  (the train stage's `Stage.side`, e.g. SCAFFOLD's control-variate delta), unweighted; its
+  (the train stage's `Stage.side`, e.g. SCAFFOLD's control-variate delta), each client
+  weighing 1 (or, with `side_weighted`, its update's weight: MIME-lite's gradients); its
   state sits beside the model aggregator's in the server state, and the default `aggregate`
   stage hands its result and the number of clients aggregated to the finalizer
   (`SideAggregate` in `Stage.extra`). Being declared, not hidden in a stage, the SecAgg
@@ -129,6 +130,8 @@ class RoundStages:
         zeros of the slot's type for a slot not named.
       side_aggregator: Aggregates the clients' side uploads (`Stage.side`) with weight 1,
         its state beside `parts.aggregator`'s (None: the round uploads no side value).
+      side_weighted: The side aggregator weighs each client's side upload as its update (the
+        upload stage's weight) instead of 1.
       distribute, train, upload, aggregate, finalize: The stages replaced (None: TFF's).
     """
 
@@ -140,6 +143,7 @@ class RoundStages:
         default_factory=dict)
     initial_states: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
     side_aggregator: Optional[tff.templates.AggregationProcess] = None
+    side_weighted: bool = False
     distribute: Optional[StageFn] = None
     train: Optional[StageFn] = None
     upload: Optional[StageFn] = None
@@ -177,7 +181,8 @@ def _aggregate(r: Round, stages: RoundStages) -> Stage:
         return Stage(out.result, out.state, out.measurements)
     out = stages.parts.aggregator.next(r.state.aggregator[0], value, weight)
     ones = tff.federated_value(np.float32(1.0), tff.CLIENTS)
-    side = stages.side_aggregator.next(r.state.aggregator[1], r.upload.side, ones)
+    side = stages.side_aggregator.next(r.state.aggregator[1], r.upload.side,
+                                       weight if stages.side_weighted else ones)
     return Stage(out.result, tff.federated_zip((out.state, side.state)), out.measurements,
                  extra=SideAggregate(side.result, tff.federated_sum(ones)))
 

@@ -1,26 +1,94 @@
 """MIME-lite (Karimireddy et al. 2021, "Breaking the centralized barrier for cross-device
-federated learning"), through TFF's `build_weighted_mime_lite`.
+federated learning"), built from stages.
 
-Clients train with a base optimizer (SGD with momentum `--mime_momentum`) whose state is the
-server's, frozen during the round, so every client follows the same momentum direction; the
-server updates that state from the clients' full-batch gradients at the round's start model and
-applies the averaged model delta with its own optimizer. TFF's builder takes datasets of
-batches: the worker builds each client's round as for every algorithm and hands over its
-steps' batches (`worker_data.as_batches`).
+The server keeps the model x and the base optimizer's state: SGD with momentum beta
+(`--mime_momentum`), whose accumulator m sits in the finalizer's state beside the server
+optimizer's. A selected client receives x and m, computes its full-batch gradient g_i at x (the
+mean loss gradient over every batch of its round, as TFF's builder does), then takes its local
+steps with the base optimizer's state frozen: y <- y - lr (beta m + grad(y)), lr being the client
+optimizer's rate. It sends the model delta x - y and, beside it, g_i. The server applies the
+aggregated delta with its own optimizer and moves m <- beta m + mean(g_i).
+
+The delta goes through the model aggregator as FedAvg's update does (compressed with
+`--compression`, error feedback with `--error_feedback`). g_i is the round's side upload
+(`round_composer.RoundStages.side_aggregator`): the same aggregator options without compression,
+each gradient weighing as its client's delta (TFF's `build_weighted_mime_lite` averages the
+gradients with the update weights; under uniform weighting, the paper's mean over the sampled
+clients). So with `--secure_agg` both uploads are summed securely (and masked together under
+`--secagg`), a robust rule filters both, and user-level DP clips and noises both (two Gaussian
+releases a round, which the privacy ledger composes). A client whose delta is not finite
+weighs 0 in both means.
+
+Equal to TFF's builder on the same batches (tests/algorithms/test_mimelite.py), which this
+module no longer calls: its client work averaged the gradients inside itself, in the clear.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_tff import options, round_composer, round_wrappers
 from fl_tff.aggregators import chain as aggregator_chain
-from fl_tff import options
 from fl_tff import weighting as weighting_lib
+from fl_tff.algorithms import client_work as client_work_lib
+from fl_tff.algorithms import fedavg
+from fl_tff.algorithms import finalizer as finalizer_lib
 from fl_tff.algorithms import personalization
-from fl_tff.models.model_fn import ModelFn
+from fl_tff.communication import error_feedback as error_feedback_lib
+from fl_tff.data import client_rounds
+from fl_tff.models.model_fn import ModelFn, model_types
+from fl_tff.secagg import tff_round
+
+
+def _mime_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer,
+                    weighting: weighting_lib.Weighting, momentum: float):
+    """A `tf.function` (x, m, dataset) -> (ClientResult(x - y, w_i), metrics, g_i)."""
+    model = model_fn()
+
+    @tf.function
+    def client_update(initial_weights, server_momentum, dataset):
+        weights, trainable = client_work_lib.load_weights(model, initial_weights)
+        element = client_rounds.read_round(dataset)
+
+        def gradient_step(state, batch):  # Sums n_b g_b over the round's batches.
+            count, sums = state
+            grads, output = client_work_lib.mean_loss_gradients(model, batch, trainable)
+            n = tf.cast(output.num_examples, tf.int64)
+            return count + n, tuple(s + g * tf.cast(n, g.dtype) for s, g in zip(sums, grads))
+
+        count, sums = client_rounds.run_local_steps(
+            element, gradient_step,
+            (tf.constant(0, tf.int64), tuple(tf.zeros_like(v) for v in trainable)))
+        full_gradient = [tf.math.divide_no_nan(s, tf.cast(count, s.dtype)) for s in sums]
+        model.reset_metrics()  # The round's metrics are its training steps'.
+
+        frozen = tf.nest.flatten(server_momentum)
+        beta = tf.constant(momentum, tf.float32)
+        opt_state = optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
+
+        def train_step(state, batch):  # The base optimizer's step with its state frozen.
+            num_examples, opt_state = state
+            grads, output = client_work_lib.mean_loss_gradients(model, batch, trainable)
+            grads = tuple(beta * m + g for m, g in zip(frozen, grads))
+            opt_state, updated = optimizer.next(opt_state, trainable, grads)
+            for v, u in zip(trainable, updated):
+                v.assign(u)
+            return num_examples + tf.cast(output.num_examples, tf.int64), opt_state
+
+        num_examples, _ = client_rounds.run_local_steps(
+            element, train_step, (tf.constant(0, tf.int64), opt_state))
+        result, metrics = client_work_lib.finish_local_training(
+            model, weights, initial_weights,
+            weighting_lib.client_weight(weighting, element, num_examples), element)
+        return (result, metrics,
+                tf.nest.pack_sequence_as(initial_weights.trainable, full_gradient))
+
+    return client_update
 
 
 def build_mime_lite(model_fn: ModelFn, *, mime_momentum: float = 0.9,
@@ -28,62 +96,129 @@ def build_mime_lite(model_fn: ModelFn, *, mime_momentum: float = 0.9,
                     server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
                     weighting: weighting_lib.Weighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
                     model_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
-                    ) -> tff.learning.templates.LearningProcess:
-    """Builds MIME-lite with TFF's builder.
+                    side_aggregator: Optional[tff.aggregators.AggregationFactory] = None,
+                    error_feedback: Optional[error_feedback_lib.ErrorFeedback] = None,
+                    secagg: Optional[tff_round.SecAggSettings] = None):
+    """Builds MIME-lite from stages.
 
     Args:
       model_fn: Builds the model.
-      mime_momentum: The base optimizer's momentum (its learning rate is the client
+      mime_momentum: beta, the base optimizer's momentum (its learning rate is the client
         optimizer's).
       client_optimizer: Plain SGD (default 0.1) giving the base optimizer's learning rate.
-      server_optimizer: Applied to the averaged model delta (default SGD at 1.0).
-      weighting: Uniform or examples processed (what TFF's builder can do).
-      model_aggregator: Aggregates the model deltas (weighted).
+      server_optimizer: Applied to the aggregated model delta (default SGD at 1.0).
+      weighting: Weight of each client's delta, and of its gradient in their mean.
+      model_aggregator: Aggregates the model deltas (default: the plain mean of `weighting`).
+      side_aggregator: Aggregates the full-batch gradients, weighted as the deltas (default:
+        the plain mean); a run passes the chain of the model aggregator's options without
+        compression (`Option.side_uploads`).
+      error_feedback: Sparsify the delta with a residual kept on each client (a client-state
+        slot); the gradient is sent as it is.
+      secagg: Run the SecAgg protocol over both uploads (`model_aggregator` and
+        `side_aggregator` are then secure means, `secure.PackedAggregator`s).
 
     Returns:
-      TFF's learning process (clients take datasets of batches).
+      TFF's `LearningProcess` (with `error_feedback` or `secagg`, a process with client values)
+      whose finalizer state is (server optimizer state, the base optimizer's accumulator m).
 
     Raises:
-      ValueError: A client optimizer that is not plain SGD, momentum outside [0, 1), or a
-        weighting TFF's builder cannot express.
+      ValueError: A client optimizer that is not plain SGD, or momentum outside [0, 1).
     """
     if not 0 <= mime_momentum < 1:
         raise ValueError(f'mime_momentum must be in [0, 1), got {mime_momentum}')
     client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
     server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
     personalization.require_plain_sgd(client_optimizer, model_fn, 'MIME-lite (base SGD rate)')
-    specs = tuple(tf.TensorSpec([], tf.float32) for _ in range(1))
-    rate = float(client_optimizer.get_hparams(client_optimizer.initialize(specs))['learning_rate'])
-    model_aggregator = aggregator_chain.as_weighted(model_aggregator)
-    return tff.learning.algorithms.build_weighted_mime_lite(
-        model_fn, base_optimizer=tff.learning.optimizers.build_sgdm(rate, momentum=mime_momentum),
-        server_optimizer=server_optimizer,
-        client_weighting=weighting_lib.to_tff_weighting(weighting, 'MIME-lite'),
-        model_aggregator=model_aggregator)
+    types = model_types(model_fn)
+    weights_type, metrics_aggregation_fn = types.weights_type, types.metrics_aggregation_fn()
+    trainable_type = weights_type.trainable
+    data_type = client_work_lib.client_round_type(types.input_spec)
+
+    finalizer = finalizer_lib.build_finalizer_with_server_variable(server_optimizer, weights_type)
+    state_type = finalizer.initialize.type_signature.result.member
+    apply_update = finalizer_lib.server_update_fn(server_optimizer)
+    model_aggregator = model_aggregator or fedavg.default_aggregator(weighting)
+    initial_weights_fn, distributor, work, model_process, _ = fedavg.learning_parts(
+        model_fn, client_work_lib.build_untrained_client_work(model_fn),
+        server_optimizer, model_aggregator, finalizer)
+    side_aggregator = side_aggregator or aggregator_chain.mean_factory(
+        uniform=weighting_lib.resolve(weighting).uniform)
+    side_process = aggregator_chain.as_weighted(side_aggregator).create(
+        trainable_type, tff.TensorType(np.float32))
+    parts = round_composer.LearningParts(initial_weights_fn, distributor, work, model_process,
+                                         finalizer)
+
+    @tff.tensorflow.computation(weights_type, trainable_type, data_type)
+    def client_update(initial_weights, server_momentum, dataset):
+        return _mime_client_fn(model_fn, client_optimizer, weighting, mime_momentum)(
+            initial_weights, server_momentum, dataset)
+
+    @tff.tensorflow.computation(state_type)
+    def base_momentum(finalizer_state):
+        return finalizer_state[1]
+
+    @tff.tensorflow.computation(state_type, weights_type, trainable_type, trainable_type)
+    def server_update(state, weights, update, mean_gradient):
+        opt_state, accumulator = state
+        new_opt_state, new_weights, non_finite = apply_update(opt_state, weights, update)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t))
+                                for t in tf.nest.flatten(mean_gradient)])
+        beta = tf.constant(mime_momentum, tf.float32)
+        # TFF's update of the base optimizer's state: m <- beta m + g (its `next` on zeros).
+        new_accumulator = tf.nest.map_structure(
+            lambda m, g: tf.where(finite, beta * m + g, m), accumulator, mean_gradient)
+        return (new_opt_state, new_accumulator), new_weights, non_finite
+
+    def train(r: round_composer.Round) -> round_composer.Stage:
+        momentum = tff.federated_broadcast(tff.federated_map(base_momentum, r.state.finalizer))
+        outputs = tff.federated_map(client_update, (r.distributed.result, momentum,
+                                                    r.client_data))
+        result, metrics, gradients = outputs[0], outputs[1], outputs[2]
+        return round_composer.Stage(
+            result, r.state.client_work,
+            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
+            side=gradients)
+
+    def finalize(r: round_composer.Round) -> round_composer.Stage:
+        side: round_composer.SideAggregate = r.aggregated.extra
+        server = tff.federated_map(server_update, (
+            r.state.finalizer, r.state.global_model_weights, r.aggregated.result, side.result))
+        return round_composer.Stage(
+            server[1], server[0],
+            tff.federated_zip(collections.OrderedDict(update_non_finite=server[2])))
+
+    return round_wrappers.build(
+        round_composer.RoundStages(parts, side_aggregator=side_process, side_weighted=True,
+                                   train=train, finalize=finalize),
+        round_wrappers.Wrappers(error_feedback, secagg, model_aggregator, side_aggregator))
 
 
 OPTION = options.Option(
-    'mimelite', 'MIME-lite (Karimireddy et al. 2021) through TFF\'s builder: client SGD with the '
-    'server\'s frozen momentum state, refreshed from full-batch gradients',
+    'mimelite', 'MIME-lite (Karimireddy et al. 2021): client SGD with the server\'s frozen '
+    'momentum state, refreshed from the clients\' full-batch gradients; uplink: the model delta '
+    '(through the model aggregator: compressed with --compression) and the gradient (through the '
+    'same aggregator options uncompressed, weighted as the delta: securely summed, robustly '
+    'aggregated, or clipped and noised as a second DP release)',
     build=build_mime_lite,
     params=(options.Param('mime_momentum', 0.9, 'MIME-lite: momentum of the base optimizer.',
                           minimum=0.0, maximum=1.0, max_open=True),),
-    provides={options.LOCAL_EPOCHS},
-    requires={options.TFF_WEIGHTING: 'weighs clients as TFF\'s build_weighted_mime_lite does'},
+    provides={options.LOCAL_EPOCHS, options.UPDATE_ATTACKS, options.ERROR_FEEDBACK_CLIENT,
+              options.MASKED_UPLOADS},
     defaults={
         'client_weighting': options.Default(
-            'examples_processed', 'TFF\'s builder weighs clients by examples processed'),
+            'examples_processed', 'as TFF\'s build_weighted_mime_lite, which it equals'),
         'client_learning_rate': options.Default(
             0.005, 'the base optimizer applies the server\'s momentum 0.9 to every local step, '
             'so a step moves about 1 / (1 - 0.9) = 10 times the rate: 0.005 is the project\'s '
             '0.05 (on digits, at 0.05 test accuracy fell from 0.649 at round 10 to 0.125 at '
             'round 50; at 0.005 it rose to 0.908)')},
     excludes={
-        options.SECURE_SUM: 'TFF\'s builder averages the full-batch gradients in the clear',
-        options.USER_LEVEL_DP: 'the full-batch gradients reach the server unclipped and unnoised',
-        options.COMPRESSED_UPLINK: 'the full-batch gradients are sent uncompressed',
+        options.EXAMPLE_LEVEL_DP: 'each client also sends its full-batch gradient at x, computed '
+                                  'on every example outside the DP-SGD steps the ledger '
+                                  'accounts; it would need a private release of its own',
         options.STATEFUL_CLIENT_OPTIMIZER: 'its local steps are plain SGD steps with the '
                                            'server\'s momentum (Karimireddy et al. 2021, '
                                            'Algorithm 1); the client optimizer is its base SGD',
     },
-    uplink_model_copies=2)
+    # The delta goes through the model aggregator; the gradient through the side aggregator.
+    uplink_model_copies=1, side_uploads=1, side_weighted=True)

@@ -432,13 +432,16 @@ def with_secagg(stages: round_composer.RoundStages, settings: SecAggSettings,
     else:
         side_packed = uploads[1][0]
 
+        side_weighted = stages.side_weighted
+
         @tff.tensorflow.computation(value_type, weight_type, side_packed.packing.value_type,
                                     mask_type)
         def masked_upload(update, weight, side, mask):
             """The client's step-2 message: its update's and its side value's packed vectors
-            (the side value weighing 1), plus its mask, mod 2^M."""
-            return masked([packed.encode(update, weight),
-                           side_packed.encode(side, tf.constant(1.0, tf.float32))], mask)
+            (the side value weighing 1, or the update's weight), plus its mask, mod 2^M."""
+            side_weight = weight if side_weighted else tf.constant(1.0, tf.float32)
+            return masked([packed.encode(update, weight), side_packed.encode(side, side_weight)],
+                          mask)
 
     decoders, start = [], 0
     for part, process in uploads:

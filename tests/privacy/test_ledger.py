@@ -102,14 +102,16 @@ class _Sampling:
         self.sampling, self.population, self.cohort = sampling, population, cohort
 
 
+@pytest.mark.parametrize('algorithm', ['scaffold', 'mimelite'])
 @pytest.mark.parametrize('pld', [False, True])
-def test_scaffolds_two_uploads_are_two_gaussian_releases_a_round(pld):
-    """SCAFFOLD under user-level DP releases each client's model delta and its dc_i, each
-    clipped to C with noise z C: with every client in every round (q = 1), R rounds are 2R
-    Gaussian mechanisms, composed by dp_accounting directly."""
+def test_scaffolds_two_uploads_are_two_gaussian_releases_a_round(pld, algorithm):
+    """SCAFFOLD under user-level DP releases each client's model delta and its dc_i (MIME-lite:
+    its delta and its full-batch gradient), each clipped to C with noise z C: with every client
+    in every round (q = 1), R rounds are 2R Gaussian mechanisms, composed by dp_accounting
+    directly."""
     z, delta, rounds = 1.5, 1e-5, 5
     everyone = _Sampling('poisson', 10, 10)  # q = 1: Poisson sampling of everyone.
-    scaffold = ExperimentConfig(algorithm='scaffold', dp='fixed', client_weighting='uniform',
+    scaffold = ExperimentConfig(algorithm=algorithm, dp='fixed', client_weighting='uniform',
                                 noise_multiplier=z, delta=delta)
     fedavg = dataclasses.replace(scaffold, algorithm='fedavg')
     accountant = 'pld' if pld else 'rdp'
