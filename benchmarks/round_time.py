@@ -100,13 +100,14 @@ FLAGS = flags.FLAGS
 
 
 def _memory() -> None:
-    """Each variant alone in its own process: peak RSS of Python and of the TFF worker."""
+    """Each variant alone in its own process, `--rounds` steady rounds after the first: peak RSS
+    of Python and of the TFF worker."""
     rows = {}
     plain_key = 'plain_xla' if WORKLOADS[_WORKLOAD.value].plain_xla else 'plain_kernels'
     for key in ('tff', 'builder', plain_key):
         out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', f'--only={key}',
                               f'--workload={_WORKLOAD.value}', f'--clients={_CLIENTS.value}',
-                              f'--examples={_EXAMPLES.value}', '--rounds=3'],
+                              f'--examples={_EXAMPLES.value}', f'--rounds={_ROUNDS.value}'],
                              capture_output=True, text=True, check=False)
         line = [l for l in out.stdout.splitlines() if l.startswith('MEMORY ')]
         if not line:

@@ -1,11 +1,14 @@
-r"""Seconds per round against K for every variant of `round_time --features`, as a PNG.
+r"""Seconds per round against K for every variant of `round_time`, as a PNG, per workload.
 
-Runs `python -m benchmarks.round_time --features --clients=K` once per K, each in its own
-process (each run interleaves its variants and the plain-TF lower bound, so a K's ratios come
-from one run), then plots s/round against K per variant and prints the table as Markdown.
+Runs `python -m benchmarks.round_time --workload=W --clients=K` once per K (for the 2NN with
+`--features`, the feature variants), each in its own process (each run interleaves its variants
+and the plain-TF lower bound, so a K's ratios come from one run), then plots s/round against K
+per variant and prints the table as Markdown.
 
   .venv/bin/python -m benchmarks.round_time_plot --ks=10,25,50,100 --rounds=3 \
       --out=docs/round_time_vs_k.png
+  .venv/bin/python -m benchmarks.round_time_plot --workload=emnist_cnn --ks=10,25,50 \
+      --rounds=2 --out=docs/round_time_vs_k_emnist_cnn.png
 """
 
 from __future__ import annotations
@@ -20,20 +23,28 @@ from absl import flags
 
 import matplotlib
 
+from benchmarks.workload import WORKLOADS
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 _KS = flags.DEFINE_list('ks', ['10', '25', '50', '100'], 'Clients per round to measure.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Steady rounds per variant and K.')
 _OUT = flags.DEFINE_string('out', 'docs/round_time_vs_k.png', 'Where the PNG goes.')
+_WORKLOAD = flags.DEFINE_enum('workload', '2nn', list(WORKLOADS), 'round_time\'s --workload; '
+                              'the 2NN runs its --features variants.')
 
-_ROW = re.compile(r'^(?P<name>.+?)\s+(?P<first>\d+\.\d+)\s+(?P<median>\d+\.\d+)\s+(?P<ratio>\d+\.\d+)$')
+# A variant's row: name, first round, median, ratio to the bound, GFLOP/s (since 2026-12-08).
+_ROW = re.compile(r'^(?P<name>.+?)\s+(?P<first>\d+\.\d+)\s+(?P<median>\d+\.\d+)\s+'
+                  r'(?P<ratio>\d+\.\d+)(\s+(?P<gflops>\d+\.\d+))?$')
 
 
 def _measure(k: int) -> dict[str, tuple[float, float]]:
     """{variant: (median s/round, ratio to plain TF)} for one K."""
-    out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', '--features',
-                          f'--clients={k}', f'--rounds={_ROUNDS.value}'],
+    features = ['--features'] if _WORKLOAD.value == '2nn' else []
+    out = subprocess.run([sys.executable, '-m', 'benchmarks.round_time', *features,
+                          f'--workload={_WORKLOAD.value}', f'--clients={k}',
+                          f'--rounds={_ROUNDS.value}'],
                          capture_output=True, text=True, check=False)
     rows = {}
     for line in out.stdout.splitlines():
@@ -56,8 +67,10 @@ def main(argv) -> None:
                 linestyle='--' if name.startswith('plain') else '-', label=name)
     ax.set_xlabel('clients per round K')
     ax.set_ylabel('seconds per round (median)')
+    spec = WORKLOADS[_WORKLOAD.value]
     ax.set_title('Round time on TFF\'s runtime against the plain-TF lower bound\n'
-                 '(MLP 784-200-200-10, 600 examples/client, B=10, E=1; 2 cores)', fontsize=9)
+                 f'({spec.name}: {spec.source}; {spec.examples} examples/client, '
+                 f'B={spec.batch}, E=1; {os.cpu_count()} cores)', fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -88,11 +88,13 @@ def test_launcher_starts_workers_and_stops_them_on_sigterm():
         proc.kill()
 
 
-@pytest.mark.parametrize('overrides', [dict(), dict(algorithm='fednova')],
-                         ids=['fedavg', 'fednova_side_upload'])
+@pytest.mark.parametrize('overrides', [dict(), dict(algorithm='fednova'),
+                                       dict(algorithm='mimelite')],
+                         ids=['fedavg', 'fednova_side_upload', 'mimelite_weighted_side_upload'])
 def test_subrounds_split_the_cohort_on_the_local_worker_and_match_one_round(
         tff_runtime, tmp_path, monkeypatch, overrides):
-    """Also FedNova, whose round aggregates a side upload beside the update."""
+    """Also FedNova, whose round aggregates a side upload beside the update, and MIME-lite,
+    whose side upload (its full-batch gradients) is weighted as the update."""
     made = []
     create = tff.backends.native.create_mergeable_comp_execution_context
 
