@@ -3,7 +3,8 @@ r"""Seconds per round against K for every variant of `round_time`, as a PNG, per
 Runs `python -m benchmarks.round_time --workload=W --clients=K` once per K (for the 2NN with
 `--features`, the feature variants), each in its own process (each run interleaves its variants
 and the plain-TF lower bound, so a K's ratios come from one run), then plots s/round against K
-per variant and prints the table as Markdown.
+per variant and prints the table as Markdown. The measurements are saved beside the PNG (.json);
+`--replot` draws the PNG again from them.
 
   .venv/bin/python -m benchmarks.round_time_plot --ks=10,25,50,100 --rounds=3 \
       --out=docs/round_time_vs_k.png
@@ -13,6 +14,7 @@ per variant and prints the table as Markdown.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -24,6 +26,7 @@ from absl import flags
 import matplotlib
 
 from benchmarks.workload import WORKLOADS
+from fl_tff import files
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -31,6 +34,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 _KS = flags.DEFINE_list('ks', ['10', '25', '50', '100'], 'Clients per round to measure.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Steady rounds per variant and K.')
 _OUT = flags.DEFINE_string('out', 'docs/round_time_vs_k.png', 'Where the PNG goes.')
+_REPLOT = flags.DEFINE_bool('replot', False, 'Plot the measurements saved beside --out (its '
+                             '.json) instead of measuring.')
 _WORKLOAD = flags.DEFINE_enum('workload', '2nn', list(WORKLOADS), 'round_time\'s --workload; '
                               'the 2NN runs its --features variants.')
 
@@ -56,12 +61,11 @@ def _measure(k: int) -> dict[str, tuple[float, float]]:
     return rows
 
 
-def main(argv) -> None:
-    del argv
-    ks = [int(k) for k in _KS.value]
-    results = {k: _measure(k) for k in ks}
+def _plot(results: dict[int, dict[str, tuple[float, float]]], out: str) -> None:
+    """s/round against K per variant, to `out` (written atomically)."""
+    ks = sorted(results)
     variants = list(results[ks[0]])
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
     for name in variants:
         ax.plot(ks, [results[k][name][0] for k in ks], marker='o',
                 linestyle='--' if name.startswith('plain') else '-', label=name)
@@ -69,18 +73,33 @@ def main(argv) -> None:
     ax.set_ylabel('seconds per round (median)')
     spec = WORKLOADS[_WORKLOAD.value]
     ax.set_title('Round time on TFF\'s runtime against the plain-TF lower bound\n'
-                 f'({spec.name}: {spec.source}; {spec.examples} examples/client, '
-                 f'B={spec.batch}, E=1; {os.cpu_count()} cores)', fontsize=9)
+                 f'{spec.name}: {spec.source}\n'
+                 f'{spec.examples} examples/client, B={spec.batch}, E=1; {os.cpu_count()} cores',
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-    partial = _OUT.value + '.partial.png'
+    os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+    partial = out + '.partial.png'
     fig.savefig(partial, dpi=120)
-    os.replace(partial, _OUT.value)
+    os.replace(partial, out)
+
+
+def main(argv) -> None:
+    del argv
+    data_path = os.path.splitext(_OUT.value)[0] + '.json'
+    if _REPLOT.value:  # The measurements a previous run saved beside its PNG.
+        with open(data_path) as f:
+            results = {int(k): {name: tuple(v) for name, v in rows.items()}
+                       for k, rows in json.load(f).items()}
+    else:
+        results = {int(k): _measure(int(k)) for k in _KS.value}
+        files.write_json(data_path, results)
+    _plot(results, _OUT.value)
+    ks = sorted(results)
     print('| variant | ' + ' | '.join(f'K = {k} s (/ plain)' for k in ks) + ' |')
     print('|---|' + '---|' * len(ks))
-    for name in variants:
+    for name in results[ks[0]]:
         print(f'| {name} | ' + ' | '.join(
             f'{results[k][name][0]:.3f} ({results[k][name][1]:.2f})' for k in ks) + ' |')
     print(f'wrote {_OUT.value}')

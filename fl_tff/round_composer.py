@@ -151,6 +151,16 @@ class RoundStages:
     finalize: Optional[StageFn] = None
 
 
+def client_work_stage(r: Round, result: Any, metrics: Any,
+                      metrics_aggregation_fn: Callable[[Any], Any], **fields: Any) -> Stage:
+    """A train stage's output after the clients' own computation: their `ClientResult`s, the
+    client work's state unchanged, their metrics aggregated as `train` (as TFF's client works
+    report them); `fields` (`client_states`, `side`, `extra`) as `Stage` takes them."""
+    return Stage(result, r.state.client_work,
+                 tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
+                 **fields)
+
+
 def learning_state(model_weights, distributor, client_work, aggregator, finalizer):
     """The server state of a round (SERVER-placed parts zipped): TFF's `LearningAlgorithmState`,
     built here only."""

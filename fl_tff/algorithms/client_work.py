@@ -167,10 +167,8 @@ def keeping_optimizer_state(stages: round_composer.RoundStages, model_fn: ModelF
     def train(r: round_composer.Round) -> round_composer.Stage:
         result, metrics, new_states = tff.federated_map(client_update, (
             r.distributed.result, r.client_data, r.values[OPTIMIZER_STATE_SLOT]))
-        return round_composer.Stage(
-            result, r.state.client_work,
-            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
-            client_states={OPTIMIZER_STATE_SLOT: new_states})
+        return round_composer.client_work_stage(r, result, metrics, metrics_aggregation_fn,
+                                                client_states={OPTIMIZER_STATE_SLOT: new_states})
 
     if stages.train is not None:
         raise ValueError('the round already replaces its train stage')

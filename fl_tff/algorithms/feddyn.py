@@ -176,9 +176,8 @@ def build_feddyn(
     def train(r: round_composer.Round) -> round_composer.Stage:
         result, metrics, new_gradients = tff.federated_map(
             client_update, (r.distributed.result, r.values[GRADIENT_SLOT], r.client_data))
-        return round_composer.Stage(
-            result, r.state.client_work,
-            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
+        return round_composer.client_work_stage(
+            r, result, metrics, metrics_aggregation_fn,
             client_states={GRADIENT_SLOT: new_gradients},
             extra=tff.federated_sum(tff.federated_map(one, result.update_weight)))
 

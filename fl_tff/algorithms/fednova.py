@@ -18,7 +18,6 @@ paper's rule). With equal tau_i it is FedAvg (tested).
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Optional
 
 import numpy as np
@@ -113,11 +112,8 @@ def build_fednova(model_fn: ModelFn, *,
 
     def train(r: round_composer.Round) -> round_composer.Stage:
         outputs = tff.federated_map(client_update, (r.distributed.result, r.client_data))
-        result, metrics, side = outputs[0], outputs[1], outputs[2]
-        return round_composer.Stage(
-            result, r.state.client_work,
-            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
-            side=side)
+        return round_composer.client_work_stage(r, outputs[0], outputs[1], metrics_aggregation_fn,
+                                                side=outputs[2])
 
     def finalize(r: round_composer.Round) -> round_composer.Stage:
         side: round_composer.SideAggregate = r.aggregated.extra

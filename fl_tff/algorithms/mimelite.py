@@ -173,11 +173,8 @@ def build_mime_lite(model_fn: ModelFn, *, mime_momentum: float = 0.9,
         momentum = tff.federated_broadcast(tff.federated_map(base_momentum, r.state.finalizer))
         outputs = tff.federated_map(client_update, (r.distributed.result, momentum,
                                                     r.client_data))
-        result, metrics, gradients = outputs[0], outputs[1], outputs[2]
-        return round_composer.Stage(
-            result, r.state.client_work,
-            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
-            side=gradients)
+        return round_composer.client_work_stage(r, outputs[0], outputs[1], metrics_aggregation_fn,
+                                                side=outputs[2])
 
     def finalize(r: round_composer.Round) -> round_composer.Stage:
         side: round_composer.SideAggregate = r.aggregated.extra

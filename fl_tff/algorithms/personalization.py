@@ -181,10 +181,8 @@ def compose_personalized(
     def train(r: round_composer.Round) -> round_composer.Stage:
         result, metrics, new_personal = tff.federated_map(
             client_update, (r.distributed.result, r.values[PERSONAL_SLOT], r.client_data))
-        return round_composer.Stage(
-            result, r.state.client_work,
-            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
-            client_states={PERSONAL_SLOT: new_personal})
+        return round_composer.client_work_stage(r, result, metrics, metrics_aggregation_fn,
+                                                client_states={PERSONAL_SLOT: new_personal})
 
     initial = tf.nest.flatten(initial_model_weights_fn().trainable)
     stages = round_composer.RoundStages(

@@ -199,10 +199,9 @@ def build_scaffold(
         result, metrics, new_cs, delta_cs = (outputs[i] for i in range(4))
         # dc_i is the round's side upload: the side aggregator (the round's default aggregate
         # stage) averages it, each client weighing 1.
-        return round_composer.Stage(
-            result, r.state.client_work,
-            tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(metrics))),
-            client_states={CONTROL_VARIATE_SLOT: new_cs}, side=delta_cs)
+        return round_composer.client_work_stage(r, result, metrics, metrics_aggregation_fn,
+                                                client_states={CONTROL_VARIATE_SLOT: new_cs},
+                                                side=delta_cs)
 
     def finalize(r: round_composer.Round) -> round_composer.Stage:
         # c moves by (m / N) mean(dc_i), i.e. (1 / N) sum(dc_i) for the plain mean; m, the

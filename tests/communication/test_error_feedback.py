@@ -54,6 +54,18 @@ def test_keeping_everything_is_plain_fedavg(tff_runtime, tmp_path):
         -(32 + sum(n * (32 + b) for n, b in zip(sizes, index_bits))) // 8) == 18369
 
 
+def test_with_mime_lite_keeping_everything_is_plain_mime_lite(tff_runtime, tmp_path):
+    """MIME-lite's delta goes through error feedback (a residual slot) while its full-batch
+    gradient rides beside it as the side upload: keeping everything trains plain MIME-lite."""
+    mime = dict(algorithm='mimelite', client_learning_rate=0.005)
+    plain = _run(tmp_path, 'mime_plain', **mime)
+    kept = _run(tmp_path, 'mime_ef', compression='topk', compression_k=1.0, error_feedback=True,
+                **mime)
+    np.testing.assert_allclose(_flat(kept.final_weights), _flat(plain.final_weights), atol=1e-6)
+    assert kept.history[-1]['train_loss'] == pytest.approx(plain.history[-1]['train_loss'],
+                                                           rel=1e-5)
+
+
 def test_residuals_are_checkpointed_and_a_resume_matches_an_uninterrupted_run(tff_runtime, tmp_path):
     settings = dict(compression='topk', compression_k=0.05, error_feedback=True, rounds=4,
                     eval_every=4, checkpoint_every=2)

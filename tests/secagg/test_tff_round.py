@@ -64,6 +64,18 @@ def _dropouts(step, count):
     return protocol.Dropouts({step: frozenset(range(N - count + 1, N + 1))})
 
 
+def _two_rounds_the_second_with_a_dropout(select):
+    """(plan, data, dropouts) of rounds 1 and 2; in round 2 the last selected client drops
+    before its masked input arrives."""
+    for round_num, dropped in ((1, 0), (2, 1)):
+        plan = select.plan(round_num)
+        if dropped:
+            chosen = tuple((c, e) for c, e in plan.participants if c != plan.selected[-1])
+            plan = RoundPlan(round_num, plan.selected, chosen, dropped=1)
+        yield (plan, [select.client_round(t) for t in select.client_inputs(plan)],
+               _dropouts('masked_input', dropped))
+
+
 @pytest.mark.parametrize('weighting', ['uniform', 'examples'])
 @pytest.mark.parametrize('step,count', [(None, 0)] + [(step, count) for step in protocol.STEPS
                                                       for count in (1, 3)])  # 3 = n - t.
@@ -176,13 +188,8 @@ def test_mime_lite_with_the_protocol_equals_the_structural_secure_sum(tff_runtim
     for call in tree_analysis.find_unsecure_aggregation_in_tree(tree):
         assert not set(float_tensor_shapes(call.argument.type_signature)) & WEIGHT_SHAPES
     state, reference = masked.initialize(), structural.initialize()
-    for round_num, dropped in ((1, 0), (2, 1)):
-        plan = select.plan(round_num)
-        if dropped:
-            chosen = tuple((c, e) for c, e in plan.participants if c != plan.selected[-1])
-            plan = RoundPlan(round_num, plan.selected, chosen, dropped=1)
-        data = [select.client_round(t) for t in select.client_inputs(plan)]
-        out = masked.next_for_plan(state, data, plan, dropouts=_dropouts('masked_input', dropped))
+    for plan, data, dropouts in _two_rounds_the_second_with_a_dropout(select):
+        out = masked.next_for_plan(state, data, plan, dropouts=dropouts)
         assert out.columns['secagg_aborted'] == 0
         state, reference = out.state, structural.next(reference, data).state
         for got, want in zip(_weights(masked, state), _weights(structural, reference)):
@@ -207,13 +214,8 @@ def test_user_level_dp_with_the_protocol_equals_dp_over_the_structural_secure_su
     masked, _ = _build(dataclasses.replace(config, secagg=True))
     noiseless, _ = _build(dataclasses.replace(config, noise_multiplier=0.0))
     state, reference, quiet = masked.initialize(), structural.initialize(), noiseless.initialize()
-    for round_num, dropped in ((1, 0), (2, 1)):
-        plan = select.plan(round_num)
-        if dropped:
-            chosen = tuple((c, e) for c, e in plan.participants if c != plan.selected[-1])
-            plan = RoundPlan(round_num, plan.selected, chosen, dropped=1)
-        data = [select.client_round(t) for t in select.client_inputs(plan)]
-        out = masked.next_for_plan(state, data, plan, dropouts=_dropouts('masked_input', dropped))
+    for plan, data, dropouts in _two_rounds_the_second_with_a_dropout(select):
+        out = masked.next_for_plan(state, data, plan, dropouts=dropouts)
         assert out.columns['secagg_aborted'] == 0
         state = out.state
         reference = structural.next(reference, data).state
