@@ -16,8 +16,9 @@ each gradient weighing as its client's delta (TFF's `build_weighted_mime_lite` a
 gradients with the update weights; under uniform weighting, the paper's mean over the sampled
 clients). So with `--secure_agg` both uploads are summed securely (and masked together under
 `--secagg`), a robust rule filters both, and user-level DP clips and noises both (two Gaussian
-releases a round, which the privacy ledger composes). A client whose delta is not finite
-weighs 0 in both means.
+releases a round, which the privacy ledger composes). A client whose delta or gradient is not
+finite sends zeros for both: weighing 0 in weighted means, and counting once in uniform ones,
+as a diverged client does in every algorithm's uniform mean here.
 
 Equal to TFF's builder on the same batches (tests/algorithms/test_mimelite.py), which this
 module no longer calls: its client work averaged the gradients inside itself, in the clear.
@@ -85,6 +86,11 @@ def _mime_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimi
         result, metrics = client_work_lib.finish_local_training(
             model, weights, initial_weights,
             weighting_lib.client_weight(weighting, element, num_examples), element)
+        # A gradient that is not finite (or a diverged client's) is sent as zeros: weight 0
+        # would not cancel a NaN, and a secure sum would quantize it into a finite wrong value.
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t))
+                                for t in [*full_gradient, *tf.nest.flatten(result.update)]])
+        full_gradient = [tf.where(finite, g, tf.zeros_like(g)) for g in full_gradient]
         return (result, metrics,
                 tf.nest.pack_sequence_as(initial_weights.trainable, full_gradient))
 

@@ -25,7 +25,6 @@ import asyncio
 import collections
 import concurrent.futures
 import hashlib
-import weakref
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -35,8 +34,19 @@ from fl_tff import tff_compat
 
 # Distinct computations kept on a worker (a run uses a handful: the round's parts, evaluation).
 _CACHED_COMPUTATIONS = 32
-# Calls to one worker in flight at once (sub-rounds of one context run one after another).
-_THREADS_PER_WORKER = 4
+# Worker calls in flight at once, over every remote executor of the process (threads start
+# as calls need them and are reused): beyond the loop's default pool, min(32, cores + 4), which
+# queued the sub-rounds of more workers than that.
+_MAX_THREADS = 64
+_POOL: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=_MAX_THREADS,
+                                                      thread_name_prefix='fl_tff_remote')
+    return _POOL
 
 
 class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
@@ -45,7 +55,7 @@ class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
     cache empties when the executor is reset (new cardinalities, an error, `close`).
 
     Its calls to the worker run off the event loop (`tff_compat.off_the_loop`) in a thread pool
-    of its own, so that the sub-rounds of several workers run at the same time however many
+    of the remote executors' own, so that the sub-rounds of several workers run at the same time however many
     workers there are: TFF's executor blocks the loop in each gRPC call, and two workers took as
     long as one.
     """
@@ -55,12 +65,8 @@ class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
         # One upload per computation: concurrent requests for it await the same task.
         self._computations: collections.OrderedDict[bytes, asyncio.Future] = (
             collections.OrderedDict())
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_THREADS_PER_WORKER, thread_name_prefix='fl_tff_remote')
-        weakref.finalize(self, self._pool.shutdown, wait=False)
-
     async def off_the_loop(self, coroutine):
-        return await tff_compat.off_the_loop(coroutine, self._pool)
+        return await tff_compat.off_the_loop(coroutine, _pool())
 
     async def create_value(self, value, type_spec=None):
         if not isinstance(type_spec, tff.FunctionType):
@@ -82,8 +88,9 @@ class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
             self._computations.move_to_end(key)
         try:
             return await asyncio.shield(upload)
-        except Exception:
-            if self._computations.get(key) is upload:
+        except BaseException:
+            if (self._computations.get(key) is upload and upload.done() and
+                    (upload.cancelled() or upload.exception() is not None)):
                 del self._computations[key]  # A failed upload is retried by the next request.
             raise
 

@@ -98,3 +98,28 @@ def test_a_top_k_delta_equals_tffs_builder_with_the_same_aggregator(tff_runtime,
         state = uncompressed.next(state, [to_batches(select.client_round(t))
                                           for t in select(r)]).state
     assert max_abs_diff(trained, uncompressed.get_model_weights(state).trainable) > 1e-4
+
+
+def test_a_client_whose_gradient_is_not_finite_sends_zeros_with_weight_zero(skewed_digits):
+    """A NaN gradient would survive weight 0 in the mean (0 x NaN) and, under a secure sum,
+    be quantized into a finite wrong value that moved the server's momentum."""
+    import tensorflow as tf
+    from fl_tff import models
+    from fl_tff.algorithms.mimelite import _mime_client_fn
+    from fl_tff.data import client_rounds
+    model_fn, keras_fn = models.model_fn_for_dataset('logreg', skewed_digits.element_spec, 10,
+                                                      seed=1)
+    client = _mime_client_fn(model_fn, SGD(LR), tff.learning.ClientWeighting.NUM_EXAMPLES, 0.9)
+    weights = tff.learning.models.ModelWeights.from_model(keras_fn())
+    momentum = [tf.zeros_like(w) for w in weights.trainable]
+    x = np.full((8, *skewed_digits.element_spec['x'].shape), np.inf, np.float32)
+    batches = tf.data.Dataset.from_tensor_slices(
+        {'x': x, 'y': np.zeros(8, np.int32)}).batch(4)
+    result, _, gradient = client(weights, momentum, client_rounds.from_batches(batches))
+    assert float(result.update_weight) == 0.0
+    assert all(not np.any(np.asarray(g)) for g in tf.nest.flatten(gradient))
+    finite = tf.data.Dataset.from_tensor_slices(
+        {'x': np.ones_like(x), 'y': np.zeros(8, np.int32)}).batch(4)
+    result, _, gradient = client(weights, momentum, client_rounds.from_batches(finite))
+    assert float(result.update_weight) == 8.0
+    assert any(np.any(np.asarray(g)) for g in tf.nest.flatten(gradient))
