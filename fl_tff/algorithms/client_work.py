@@ -205,6 +205,24 @@ def finish_local_training(model, weights, initial_weights, weight, element):
     return client_result(model, delta, weight, element)
 
 
+def full_batch_gradient(model, element, trainable) -> tuple[tf.Tensor, list]:
+    """(examples, the mean loss gradient over all of them) at the model's current weights, one
+    pass over the round `element`'s steps: sum_b n_b g_b / sum_b n_b (FedSGD's update,
+    MIME-lite's g_i; zeros for a round without examples). Updates the model's metrics."""
+
+    def step(state, batch):
+        num_examples, grad_sums = state
+        grads, output = mean_loss_gradients(model, batch, trainable)
+        n = tf.cast(output.num_examples, tf.float32)
+        return (num_examples + tf.cast(output.num_examples, tf.int64),
+                tuple(s + n * g for s, g in zip(grad_sums, grads)))
+
+    num_examples, grad_sums = client_rounds.run_local_steps(
+        element, step, (tf.constant(0, tf.int64), tuple(tf.zeros_like(v) for v in trainable)))
+    denominator = tf.maximum(tf.cast(num_examples, tf.float32), 1.0)
+    return num_examples, [s / denominator for s in grad_sums]
+
+
 def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weighting):
     """A `tf.function` (weights, dataset) -> (ClientResult, metrics) for FedSGD.
 
@@ -216,20 +234,9 @@ def build_local_gradient_fn(model_fn: ModelFn, weighting: weighting_lib.Weightin
     @tf.function
     def local_gradient(initial_weights, dataset):
         weights, trainable = load_weights(model, initial_weights)
-
-        def step(state, batch):
-            num_examples, grad_sums = state
-            grads, output = mean_loss_gradients(model, batch, trainable)
-            n = tf.cast(output.num_examples, tf.float32)
-            return (num_examples + tf.cast(output.num_examples, tf.int64),
-                    tuple(s + n * g for s, g in zip(grad_sums, grads)))
-
         element = client_rounds.read_round(dataset)
-        num_examples, grad_sums = client_rounds.run_local_steps(
-            element, step, (tf.constant(0, tf.int64), tuple(tf.zeros_like(v) for v in trainable)))
-        denominator = tf.maximum(tf.cast(num_examples, tf.float32), 1.0)
-        gradient = tf.nest.pack_sequence_as(weights.trainable,
-                                            [s / denominator for s in grad_sums])
+        num_examples, mean = full_batch_gradient(model, element, trainable)
+        gradient = tf.nest.pack_sequence_as(weights.trainable, mean)
         return client_result(model, gradient,
                               weighting_lib.client_weight(weighting, element, num_examples),
                               element)

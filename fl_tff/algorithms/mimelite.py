@@ -56,31 +56,19 @@ def _mime_client_fn(model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimi
         weights, trainable = client_work_lib.load_weights(model, initial_weights)
         element = client_rounds.read_round(dataset)
 
-        def gradient_step(state, batch):  # Sums n_b g_b over the round's batches.
-            count, sums = state
-            grads, output = client_work_lib.mean_loss_gradients(model, batch, trainable)
-            n = tf.cast(output.num_examples, tf.int64)
-            return count + n, tuple(s + g * tf.cast(n, g.dtype) for s, g in zip(sums, grads))
-
-        count, sums = client_rounds.run_local_steps(
-            element, gradient_step,
-            (tf.constant(0, tf.int64), tuple(tf.zeros_like(v) for v in trainable)))
-        full_gradient = [tf.math.divide_no_nan(s, tf.cast(count, s.dtype)) for s in sums]
+        _, full_gradient = client_work_lib.full_batch_gradient(model, element, trainable)
         model.reset_metrics()  # The round's metrics are its training steps'.
 
         frozen = tf.nest.flatten(server_momentum)
         beta = tf.constant(momentum, tf.float32)
         opt_state = optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
 
-        def train_step(state, batch):  # The base optimizer's step with its state frozen.
-            num_examples, opt_state = state
+        def frozen_momentum(model, batch, trainable):  # The base optimizer's state, frozen.
             grads, output = client_work_lib.mean_loss_gradients(model, batch, trainable)
-            grads = tuple(beta * m + g for m, g in zip(frozen, grads))
-            opt_state, updated = optimizer.next(opt_state, trainable, grads)
-            for v, u in zip(trainable, updated):
-                v.assign(u)
-            return num_examples + tf.cast(output.num_examples, tf.int64), opt_state
+            return tuple(beta * m + g for m, g in zip(frozen, grads)), output
 
+        train_step = client_work_lib.local_sgd_step(model, optimizer, trainable, [],
+                                                    gradient_fn=frozen_momentum)
         num_examples, _ = client_rounds.run_local_steps(
             element, train_step, (tf.constant(0, tf.int64), opt_state))
         result, metrics = client_work_lib.finish_local_training(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -38,15 +39,12 @@ _CACHED_COMPUTATIONS = 32
 # as calls need them and are reused): beyond the loop's default pool, min(32, cores + 4), which
 # queued the sub-rounds of more workers than that.
 _MAX_THREADS = 64
-_POOL: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
 
+@functools.cache
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=_MAX_THREADS,
-                                                      thread_name_prefix='fl_tff_remote')
-    return _POOL
+    return concurrent.futures.ThreadPoolExecutor(max_workers=_MAX_THREADS,
+                                                 thread_name_prefix='fl_tff_remote')
 
 
 class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
@@ -55,9 +53,9 @@ class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
     cache empties when the executor is reset (new cardinalities, an error, `close`).
 
     Its calls to the worker run off the event loop (`tff_compat.off_the_loop`) in a thread pool
-    of the remote executors' own, so that the sub-rounds of several workers run at the same time however many
-    workers there are: TFF's executor blocks the loop in each gRPC call, and two workers took as
-    long as one.
+    of the remote executors' own, so that the sub-rounds of several workers run at the same
+    time however many workers there are: TFF's executor blocks the loop in each gRPC call, and
+    two workers took as long as one.
     """
 
     def __init__(self, *args, **kwargs):
@@ -65,6 +63,7 @@ class CachingRemoteExecutor(tff_compat.RemoteExecutorOffTheLoop):
         # One upload per computation: concurrent requests for it await the same task.
         self._computations: collections.OrderedDict[bytes, asyncio.Future] = (
             collections.OrderedDict())
+
     async def off_the_loop(self, coroutine):
         return await tff_compat.off_the_loop(coroutine, _pool())
 
